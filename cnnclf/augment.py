@@ -1,0 +1,100 @@
+"""ImageDataGenerator's random transforms, rebuilt as batched TensorFlow ops for `tf.data`.
+
+Why not chain Keras' RandomRotation/RandomZoom/RandomShear/RandomTranslation layers: each one
+resamples the image again (four interpolations blur more than one), and `RandomShear` shears
+about the image corner by a fraction of the side, whereas the tutorial's `shear_range` is an
+angle in degrees about the centre. Here every geometric transform is composed into one affine
+matrix per image, exactly as legacy `ImageDataGenerator.random_transform` did, and applied with
+one `keras.ops.image.affine_transform` call per batch.
+
+Augmentation runs in the input pipeline, never inside the saved model: random layers in a
+`.keras` file break reload and make exported models augment at serving time.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cnnclf.config import AugmentConfig
+
+
+def is_active(augment: AugmentConfig) -> bool:
+    return bool(augment.rotation_range or augment.width_shift_range
+                or augment.height_shift_range or augment.shear_range or augment.zoom_range
+                or augment.horizontal_flip or augment.vertical_flip or augment.brightness_range)
+
+
+def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
+    """Returns `fn(images, seed) -> images` for float32 batches [B, H, W, C] in 0-255.
+
+    `seed` is a stateless-RNG seed (int64 tensor of shape [2]) that the pipeline draws per
+    batch from a seeded `tf.data.Dataset.random`, so runs repeat exactly for the same seed.
+    """
+    import keras
+    import tensorflow as tf
+
+    height, width = image_size
+    zoom = augment.zoom_range
+    zoom_low, zoom_high = (zoom if isinstance(zoom, list) else (1 - zoom, 1 + zoom))
+    # As in ImageDataGenerator: shifts < 1 are fractions of the side, >= 1 are pixels.
+    shift_y = augment.height_shift_range * (height if augment.height_shift_range < 1 else 1)
+    shift_x = augment.width_shift_range * (width if augment.width_shift_range < 1 else 1)
+    geometric = bool(augment.rotation_range or shift_x or shift_y or augment.shear_range
+                     or zoom_low != 1 or zoom_high != 1)
+
+    def uniform(seed, index, batch, low, high):
+        return tf.random.stateless_uniform([batch], seed=seed + index, minval=low, maxval=high)
+
+    def augmenter(images, seed):
+        batch = tf.shape(images)[0]
+        seed = tf.cast(seed, tf.int64)
+        if geometric:
+            images = _affine(images, _matrices(seed, batch))
+        if augment.horizontal_flip:
+            flip = uniform(seed, 6, batch, 0.0, 1.0) < 0.5
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        if augment.vertical_flip:
+            flip = uniform(seed, 7, batch, 0.0, 1.0) < 0.5
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[1]), images)
+        if augment.brightness_range:
+            low, high = augment.brightness_range
+            factor = uniform(seed, 8, batch, low, high)
+            images = tf.clip_by_value(images * factor[:, None, None, None], 0.0, 255.0)
+        return images
+
+    def _matrices(seed, batch):
+        """Legacy order: rotation @ shift @ shear @ zoom, about the image centre, (row, col)."""
+        rad = math.pi / 180.0
+        theta = uniform(seed, 0, batch, -augment.rotation_range, augment.rotation_range) * rad
+        tx = uniform(seed, 1, batch, -shift_y, shift_y)  # rows
+        ty = uniform(seed, 2, batch, -shift_x, shift_x)  # columns
+        shear = uniform(seed, 3, batch, -augment.shear_range, augment.shear_range) * rad
+        zx = uniform(seed, 4, batch, zoom_low, zoom_high)
+        zy = uniform(seed, 5, batch, zoom_low, zoom_high)
+        zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+
+        def mat(rows):
+            return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
+
+        rotation = mat([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta),
+                                                                zero], [zero, zero, one]])
+        shift = mat([[one, zero, tx], [zero, one, ty], [zero, zero, one]])
+        shearing = mat([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero],
+                        [zero, zero, one]])
+        zooming = mat([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]])
+        m = rotation @ shift @ shearing @ zooming
+        o_r, o_c = height / 2 - 0.5, width / 2 - 0.5
+        offset = tf.constant([[1, 0, o_r], [0, 1, o_c], [0, 0, 1]], tf.float32)
+        reset = tf.constant([[1, 0, -o_r], [0, 1, -o_c], [0, 0, 1]], tf.float32)
+        return offset @ m @ reset
+
+    def _affine(images, m):
+        # m maps output (row, col) to input (row, col); affine_transform wants it in (x, y).
+        transform = tf.stack([m[:, 1, 1], m[:, 1, 0], m[:, 1, 2],
+                              m[:, 0, 1], m[:, 0, 0], m[:, 0, 2],
+                              tf.zeros_like(m[:, 0, 0]), tf.zeros_like(m[:, 0, 0])], axis=1)
+        return keras.ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode=augment.fill_mode,
+            fill_value=augment.cval)
+
+    return augmenter

@@ -1,0 +1,178 @@
+"""The `cnnclf` command line: parse, call one plain function, format the result.
+
+This module imports neither TensorFlow nor the modules that need it at import time, so
+`cnnclf --help` and config errors answer instantly. Errors the user can fix become one line on
+stderr and an exit code (2 usage/config, 1 other); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+
+from cnnclf import __version__
+from cnnclf.errors import CnnclfError
+
+log = logging.getLogger("cnnclf")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _flags(ctx: click.Context) -> dict:
+    return ctx.find_root().ensure_object(dict)
+
+
+def _common_options(command):
+    """--debug/--verbose accepted after the command too (`cnnclf train ... --debug`)."""
+
+    @click.option("--debug", is_flag=True, default=None, help="Show tracebacks on errors.")
+    @click.option("--verbose", is_flag=True, default=None,
+                  help="Show TensorFlow's own log messages.")
+    @click.pass_context
+    @functools.wraps(command)
+    def wrapper(ctx, *args, debug=None, verbose=None, **kwargs):
+        flags = _flags(ctx)
+        flags["debug"] = bool(debug or flags.get("debug"))
+        flags["verbose"] = bool(verbose or flags.get("verbose"))
+        _setup_logging(flags["verbose"])
+        try:
+            return ctx.invoke(command, *args, **kwargs)
+        except CnnclfError as exc:
+            if flags["debug"]:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if flags["debug"]:
+                raise
+            click.echo("interrupted: nothing was saved", err=True)
+            ctx.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # anything unforeseen: still one line unless --debug
+            if flags["debug"]:
+                raise
+            click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the "
+                       "traceback)".replace("\n", " "), err=True)
+            ctx.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cnnclf")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages.")
+@click.pass_context
+def main(ctx, debug, verbose):
+    """Train a CNN image classifier on class folders, then predict with it.
+
+    \b
+      cnnclf train --config configs/demo.yaml
+      cnnclf predict path/to/image.png
+    """
+    _flags(ctx).update(debug=debug, verbose=verbose)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config (see configs/reference.yaml for every key).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key by dotted path, e.g. --set train.epochs=3 "
+                   "--set data.image_size=[96,96]. Repeatable.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write the bundle exactly here (default: a new folder under runs/).")
+@click.option("--overwrite", is_flag=True,
+              help="Allow --out to replace an existing bundle (only once training succeeds).")
+@_common_options
+def train(config_path, overrides, out_dir, overwrite):
+    """Train a model from a config and save it as a bundle."""
+    from cnnclf.config import load_config
+
+    config = load_config(config_path, overrides)
+    from cnnclf.train import train as run_training
+
+    flags = _flags(click.get_current_context())
+    result = run_training(config, out_dir=out_dir, config_path=config_path, overwrite=overwrite,
+                          verbose=flags["verbose"])
+    final = {k: v[-1] for k, v in result.history.items() if k != "epoch" and v}
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder (default: the newest complete bundle under ./runs/).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per model call.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Binary models: override the bundle's decision threshold.")
+@_common_options
+def predict(paths, model_dir, fmt, batch_size, threshold):
+    """Predict the class of images: files, folders (recursive) or globs."""
+    from pathlib import Path
+
+    from cnnclf.bundle import read_metadata
+    from cnnclf.files import expand_inputs
+    from cnnclf.runs import newest_bundle
+
+    images = expand_inputs(paths)
+    if model_dir is None:
+        model_dir = newest_bundle()
+        click.echo(f"using model {model_dir} (newest under runs/)", err=True)
+    read_metadata(Path(model_dir))  # a bad bundle fails here, before TensorFlow loads
+
+    from cnnclf.bundle import load_bundle
+    from cnnclf.formats import render
+    from cnnclf.predict import Failure, predict_paths
+    from cnnclf.runtime import import_tensorflow
+
+    import_tensorflow(_flags(click.get_current_context())["verbose"])
+    bundle = load_bundle(model_dir)
+    predictions, failures = [], 0
+    for result in predict_paths(bundle, images, batch_size=batch_size, threshold=threshold):
+        if isinstance(result, Failure):
+            failures += 1
+            click.echo(f"error: {result.path}: {result.reason}", err=True)
+        else:
+            predictions.append(result)
+    text = render(predictions, fmt, bundle.class_names)
+    if text:
+        click.echo(text)
+    if failures:
+        click.echo(f"error: {failures} of {len(images)} image(s) could not be predicted",
+                   err=True)
+        sys.exit(1)
+
+
+@main.command("config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config to resolve (default: the built-in defaults).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key by dotted path. Repeatable.")
+@click.option("--reference", is_flag=True, help="Print the fully commented reference config.")
+@_common_options
+def config_command(config_path, overrides, reference):
+    """Validate a config and print it resolved (every key, defaults filled in)."""
+    from cnnclf.config import dump_config, load_config, reference_yaml
+
+    if reference:
+        click.echo(reference_yaml(), nl=False)
+        return
+    click.echo(dump_config(load_config(config_path, overrides)), nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,34 @@
+"""Errors a user can act on: the CLI prints them as one line, with no traceback."""
+
+
+class CnnclfError(Exception):
+    """A failure the user can fix; `exit_code` follows click's convention (2 = usage/config)."""
+
+    exit_code = 1
+
+
+class ConfigError(CnnclfError):
+    """A bad config file, config key, or command-line option. Message names the key or file."""
+
+    exit_code = 2
+
+
+class DataError(CnnclfError):
+    """Training/evaluation data that cannot be used as laid out (missing folder, class mismatch)."""
+
+    exit_code = 2
+
+
+class BundleError(CnnclfError):
+    """A model bundle that is missing, incomplete, or not a cnnclf bundle."""
+
+    exit_code = 1
+
+
+class ImageError(CnnclfError):
+    """One image file that cannot be decoded. Carries the path so callers can report and skip it."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason

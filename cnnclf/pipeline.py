@@ -1,0 +1,112 @@
+"""The tf.data input pipeline for training and validation.
+
+Order matters for speed and correctness:
+files shuffled once (seeded) -> parallel decode with `images.load_image` (unreadable files are
+dropped and recorded, not fatal) -> cache of decoded uint8 images -> per-epoch shuffle -> batch
+-> batched augmentation (training only) -> prefetch.
+Caching *unbatched* images keeps batch composition changing between epochs; caching uint8 keeps
+the cache four times smaller than float32.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+
+from cnnclf.images import ImageSpec, load_image
+from cnnclf.errors import ImageError
+
+
+@dataclass
+class SkippedFiles:
+    """Files the pipeline could not decode; filled while tf.data runs (thread-safe)."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, path: str, reason: str) -> None:
+        with self._lock:
+            self.reasons[path] = reason
+
+
+def choose_cache(cache: str, n_images: int, spec: ImageSpec, memory_mb: int) -> str:
+    """Resolves `data.cache: auto` to memory or disk from the decoded data set's size."""
+    if cache != "auto":
+        return cache
+    decoded_mb = n_images * spec.shape[0] * spec.shape[1] * spec.shape[2] / 2**20
+    return "memory" if decoded_mb <= memory_mb else "disk"
+
+
+def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: int,
+                 training: bool, seed: int, cache: str = "memory", cache_path: str | None = None,
+                 shuffle_buffer: int = 10000, augmenter=None, skipped: SkippedFiles | None = None):
+    """Builds a batched `tf.data.Dataset` of (float32 images 0-255, labels).
+
+    Args:
+        paths, labels: parallel lists; labels are class indices.
+        spec: how files become arrays (shared with prediction).
+        n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
+        training: shuffle and augment when true.
+        seed: seeds the file order, the shuffle and the augmentation.
+        cache: "memory", "disk" (needs `cache_path`) or "none".
+        augmenter: from `augment.make_augmenter`, or None.
+        skipped: collects undecodable files instead of failing the epoch.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    skipped = skipped if skipped is not None else SkippedFiles()
+    order = list(range(len(paths)))
+    if training:
+        # One full shuffle of the (cheap) file list, so the bounded shuffle buffer later never
+        # sees long runs of a single class.
+        random.Random(seed).shuffle(order)
+    paths = [paths[i] for i in order]
+    labels = [labels[i] for i in order]
+
+    empty = np.zeros(spec.shape, np.uint8)
+
+    def decode(path_bytes):
+        path = path_bytes.decode("utf-8", "surrogateescape")
+        try:
+            return load_image(path, spec), True
+        except ImageError as exc:
+            skipped.add(path, exc.reason)
+            return empty, False
+
+    def decode_op(path, label):
+        image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape(spec.shape)
+        ok.set_shape([])
+        return image, label, ok
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+    ds = ds.map(decode_op, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.filter(lambda image, label, ok: ok)
+    ds = ds.map(lambda image, label, ok: (image, label))
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        ds = ds.cache(cache_path)
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, max(1, len(paths))), seed=seed,
+                        reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_model_inputs(images, labels):
+        images = tf.cast(images, tf.float32)
+        if n_classes == 2:
+            labels = tf.cast(labels, tf.float32)[:, None]
+        else:
+            labels = tf.one_hot(labels, n_classes)
+        return images, labels
+
+    ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augmenter is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: (augmenter(batch[0], s), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,110 @@
+"""Prediction from a bundle: batched, decoded in parallel, one bad file never stops the rest.
+
+Decoding runs in a thread pool with `images.load_image` (the same function training used;
+Pillow releases the GIL while decoding), a couple of batches ahead of the model, so the model
+and the JPEG decoder work at the same time. Every batch is padded to the same shape so the
+compiled predict function is traced once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from cnnclf.bundle import Bundle
+from cnnclf.errors import ImageError
+from cnnclf.images import load_image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    probability: float  # of the predicted label
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "label": self.label, "probability": self.probability,
+                "probabilities": self.probabilities}
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+
+
+def interpret(probs: np.ndarray, class_names: list[str], threshold: float | None,
+              path: str) -> Prediction:
+    """Turns one model output row into a labelled prediction.
+
+    Binary models have one sigmoid unit: P(class index 1). The label is that class when the
+    probability is >= the bundle's threshold, and `probability` is that of the chosen label.
+    """
+    if len(class_names) == 2 and probs.shape[-1] == 1:
+        p1 = float(probs[0])
+        values = [1.0 - p1, p1]
+        index = 1 if p1 >= (0.5 if threshold is None else threshold) else 0
+    else:
+        values = [float(v) for v in probs]
+        index = int(np.argmax(probs))
+    return Prediction(path, class_names[index], round(values[index], 6),
+                      {name: round(v, 6) for name, v in zip(class_names, values)})
+
+
+def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
+                  threshold: float | None = None,
+                  workers: int | None = None) -> Iterator[Prediction | Failure]:
+    """Yields one `Prediction` or `Failure` per path, in input order.
+
+    Args:
+        bundle: from `bundle.load_bundle`.
+        paths: image files.
+        batch_size: images per model call.
+        threshold: overrides the bundle's binary decision threshold.
+        workers: decoding threads (default: one per CPU core).
+    """
+    spec = bundle.preprocessing.spec
+    threshold = bundle.preprocessing.threshold if threshold is None else threshold
+    workers = workers or os.cpu_count() or 2
+    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+
+    def decode(path):
+        try:
+            return load_image(path, spec)
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        ahead = 2
+        for batch in batches[:ahead]:
+            pending.append((batch, [pool.submit(decode, p) for p in batch]))
+        next_batch = ahead
+        while pending:
+            batch, futures = pending.popleft()
+            if next_batch < len(batches):
+                pending.append((batches[next_batch],
+                                [pool.submit(decode, p) for p in batches[next_batch]]))
+                next_batch += 1
+            results = [f.result() for f in futures]
+            good = [r for r in results if not isinstance(r, ImageError)]
+            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape))
+            for path, result in zip(batch, results):
+                if isinstance(result, ImageError):
+                    yield Failure(path, result.reason)
+                else:
+                    yield interpret(next(outputs), bundle.class_names, threshold, path)
+
+
+def _run_model(model, arrays: list[np.ndarray], batch_size: int, shape) -> np.ndarray:
+    if not arrays:
+        return np.zeros((0, 1), np.float32)
+    x = np.zeros((batch_size, *shape), np.float32)
+    x[: len(arrays)] = np.stack(arrays)
+    return np.asarray(model.predict_on_batch(x))[: len(arrays)]
