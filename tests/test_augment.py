@@ -1,0 +1,63 @@
+"""Augmentation keeps ImageDataGenerator's meanings (shear in degrees, centred transforms)."""
+
+import numpy as np
+import pytest
+
+from cnnclf.augment import make_augmenter
+from cnnclf.config import load_config
+
+
+def augment(overrides, images, seed=(1, 2)):
+    import tensorflow as tf
+
+    config = load_config(None, overrides)
+    fn = make_augmenter(config.augment, images.shape[1:3])
+    return fn(tf.constant(images, tf.float32), tf.constant(seed, tf.int64)).numpy()
+
+
+def gradient_batch(n=8, size=32):
+    y, x = np.mgrid[0:size, 0:size]
+    image = (x * 4 + y * 2).astype(np.float32)[..., None]
+    return np.repeat(image[None], n, axis=0)
+
+
+def test_tutorial_shear_is_degrees_so_barely_changes_pixels():
+    images = gradient_batch()
+    out = augment(["augment.shear_range=0.2"], images)
+    assert np.abs(out - images).max() < 1.0  # 0.2 degrees: sub-pixel moves only
+    strong = augment(["augment.shear_range=30"], images)
+    assert np.abs(strong - images).max() > 10
+
+
+def test_zoom_is_about_the_centre():
+    images = np.zeros((4, 33, 33, 1), np.float32)
+    images[:, 16, 16] = 255.0
+    out = augment(["augment.zoom_range=[0.5, 0.9]"], images)
+    assert (out[:, 16, 16, 0] > 200).all()  # centre pixel stays put
+    assert not np.allclose(out, images)
+
+
+def test_flip_gives_original_or_mirror_and_repeats_with_seed():
+    images = gradient_batch(16)
+    out = augment(["augment.horizontal_flip=true"], images)
+    mirrored = images[:, :, ::-1]
+    for got, original, mirror in zip(out, images, mirrored):
+        assert np.array_equal(got, original) or np.array_equal(got, mirror)
+    assert any(np.array_equal(g, m) for g, m in zip(out, mirrored))
+    assert np.array_equal(out, augment(["augment.horizontal_flip=true"], images))
+
+
+def test_brightness_multiplies_and_clips():
+    images = np.full((8, 4, 4, 3), 100.0, np.float32)
+    out = augment(["augment.brightness_range=[2.0, 3.0]"], images)
+    assert (out >= 200).all() and (out <= 255).all()
+
+
+@pytest.mark.parametrize("override", ["augment.rotation_range=20",
+                                      "augment.width_shift_range=0.2",
+                                      "augment.height_shift_range=3"])
+def test_geometric_transforms_keep_shape_and_range(override):
+    images = gradient_batch()
+    out = augment([override], images)
+    assert out.shape == images.shape
+    assert out.min() >= images.min() - 1e-3 and out.max() <= images.max() + 1e-3

@@ -1,0 +1,111 @@
+"""Command-line behaviour: start-up cost, exit codes, one-line errors, no tracebacks."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tree, run_cli, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_isolated(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs the CLI in a fresh interpreter and reports whether TensorFlow got imported."""
+    code = textwrap.dedent(f"""
+        import sys
+        from cnnclf.cli import main
+        try:
+            main({list(args)!r})
+        except SystemExit as exc:
+            code = exc.code
+        print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
+        sys.exit(code)
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_help_does_not_import_tensorflow():
+    result = run_isolated("--help")
+    assert result.returncode == 0
+    assert "train" in result.stdout and "predict" in result.stdout
+    assert result.stdout.strip().endswith("TF_NOT_IMPORTED")
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.exit_code == 0 and "cnnclf, version" in result.stdout
+
+
+def test_config_errors_fail_before_tensorflow(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: ten\n")
+    result = run_isolated("train", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.epochs: must be a positive integer, got 'ten'"
+    assert result.stdout.strip().endswith("TF_NOT_IMPORTED")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_config", "config file {tmp}/absent.yaml does not exist"),
+    ("missing_train_dir", "data.train_dir: folder {tmp}/nowhere does not exist"),
+    ("class_mismatch", "data.test_dir: classes differ from data.train_dir's (missing vstripes;"
+                       " extra zebra)"),
+    ("single_class", "has only one class folder (hstripes); a classifier needs at least two"),
+    ("empty_class", "data.train_dir: class folder {tmp}/data/training_set/vstripes has no "
+                    "images"),
+    ("loose_images", "has no class sub-folders (images lie directly in it"),
+    ("wrong_loss", "train.loss: categorical_crossentropy does not fit 2 classes"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, case, message):
+    tree = make_tree(tmp_path / "data", n_train=3, n_test=2)
+    config = write_config(tmp_path / "c.yaml", tree)
+    args = ["train", "--config", config]
+    if case == "missing_config":
+        args = ["train", "--config", tmp_path / "absent.yaml"]
+    elif case == "missing_train_dir":
+        args += ["--set", f"data.train_dir={tmp_path}/nowhere"]
+    elif case == "class_mismatch":
+        (tree / "test_set" / "vstripes").rename(tree / "test_set" / "zebra")
+    elif case == "single_class":
+        for p in (tree / "training_set" / "vstripes").iterdir():
+            p.unlink()
+        (tree / "training_set" / "vstripes").rmdir()
+    elif case == "empty_class":
+        for p in (tree / "training_set" / "vstripes").iterdir():
+            p.unlink()
+    elif case == "loose_images":
+        loose = tmp_path / "loose"
+        loose.mkdir()
+        (tree / "training_set" / "hstripes" / "hstripes_000.jpg").rename(loose / "a.jpg")
+        args += ["--set", f"data.train_dir={loose}"]
+    elif case == "wrong_loss":
+        args += ["--set", "train.loss=categorical_crossentropy"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message.format(tmp=tmp_path) in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                             str(tmp_path / "absent.yaml"), "--debug"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    plain = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                            str(tmp_path / "absent.yaml")], capture_output=True, text=True,
+                           timeout=120)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = next(line.strip() for line in ci.splitlines() if "pytest" in line
+                   and "pip install" in line)
+    assert command in readme

@@ -1,0 +1,118 @@
+"""`cnnclf predict`: inputs, formats, bundle discovery and per-file failures."""
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from conftest import read_json, run_cli
+
+
+def test_single_file_prints_label_and_probability(binary_bundle, binary_tree):
+    image = sorted((binary_tree / "training_set" / "vstripes").iterdir())[0]
+    result = run_cli("predict", "--model", binary_bundle, image)
+    assert result.exit_code == 0, result.output
+    path, label, probability = result.stdout.split()
+    assert path == str(image) and label in {"hstripes", "vstripes"}
+    assert 0.0 <= float(probability) <= 1.0
+
+
+def test_json_has_the_contract_keys(multi_bundle, multi_tree):
+    folder = multi_tree / "test_set"
+    result = run_cli("predict", "--model", multi_bundle, "--format", "json", folder)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert len(rows) == 12
+    for row in rows:
+        assert set(row) == {"path", "label", "probability", "probabilities"}
+        assert set(row["probabilities"]) == {"checker", "hstripes", "vstripes"}
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert row["probability"] == max(row["probabilities"].values())
+        assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+
+
+def test_binary_probabilities_follow_the_threshold(binary_bundle, binary_tree):
+    folder = binary_tree / "test_set"
+    rows = json.loads(run_cli("predict", "--model", binary_bundle, "--format", "json",
+                              folder).stdout)
+    for row in rows:
+        p1 = row["probabilities"]["vstripes"]
+        assert row["probabilities"]["hstripes"] == pytest.approx(1 - p1, abs=1e-5)
+        assert row["label"] == ("vstripes" if p1 >= 0.5 else "hstripes")
+    low = json.loads(run_cli("predict", "--model", binary_bundle, "--format", "json",
+                             "--threshold", "0.000001", folder).stdout)
+    assert {row["label"] for row in low} == {"vstripes"}
+
+
+def test_glob_and_csv(binary_bundle, binary_tree):
+    pattern = str(binary_tree / "test_set" / "*" / "*.png")
+    result = run_cli("predict", "--model", binary_bundle, "--format", "csv",
+                     "--batch-size", "3", pattern)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 2 and all(r["path"].endswith(".png") for r in rows)
+    assert set(rows[0]) == {"path", "label", "probability", "p_hstripes", "p_vstripes"}
+
+
+def test_batches_give_the_same_answers_as_single_images(binary_bundle, binary_tree):
+    folder = binary_tree / "training_set"
+    one = json.loads(run_cli("predict", "--model", binary_bundle, "--format", "json",
+                             "--batch-size", "1", folder).stdout)
+    many = json.loads(run_cli("predict", "--model", binary_bundle, "--format", "json",
+                              "--batch-size", "7", folder).stdout)
+    assert [r["path"] for r in one] == [r["path"] for r in many]
+    for a, b in zip(one, many):
+        assert a["label"] == b["label"]
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+def test_default_model_is_the_newest_bundle_under_runs(tmp_path, binary_bundle, multi_bundle,
+                                                       binary_tree):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(binary_bundle, runs / "old")
+    shutil.copytree(multi_bundle, runs / "new")
+    (runs / ".new.partial-1234").mkdir()  # a staging folder is never picked
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    result = run_cli("predict", "--format", "json", image, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "using model runs/new" in result.stderr
+    assert set(json.loads(result.stdout)[0]["probabilities"]) == {"checker", "hstripes",
+                                                                  "vstripes"}
+
+
+def test_bad_file_is_reported_and_the_rest_still_predicted(tmp_path, binary_bundle,
+                                                           binary_tree):
+    good = sorted((binary_tree / "test_set" / "hstripes").iterdir())[:2]
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"definitely not a jpeg")
+    result = run_cli("predict", "--model", binary_bundle, "--format", "json", good[0], bad,
+                     good[1])
+    assert result.exit_code == 1
+    assert [row["path"] for row in json.loads(result.stdout)] == [str(good[0]), str(good[1])]
+    assert f"error: {bad}: not an image" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, exit_code, message", [
+    (["nope/missing.jpg"], 2, "nope/missing.jpg: no such file or folder"),
+    (["nothing-*.jpg"], 2, "nothing-*.jpg: no image matches this pattern"),
+])
+def test_inputs_that_match_nothing_are_usage_errors(tmp_path, binary_bundle, args, exit_code,
+                                                    message):
+    result = run_cli("predict", "--model", binary_bundle, *args, cwd=tmp_path)
+    assert result.exit_code == exit_code
+    assert result.stderr.strip() == f"error: {message}"
+
+
+def test_not_a_bundle_is_one_clear_line(tmp_path, binary_tree):
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    (tmp_path / "empty").mkdir()
+    result = run_cli("predict", "--model", tmp_path / "empty", image)
+    assert result.exit_code == 1
+    assert "not a complete cnnclf bundle (missing model.keras" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    none = run_cli("predict", image, cwd=tmp_path)
+    assert none.exit_code == 1 and "train first" in none.stderr

@@ -1,0 +1,114 @@
+"""Training end to end through the CLI: bundle contents, run folders, atomic publication."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnclf.bundle import BundleWriter, load_bundle
+from cnnclf.config import load_config
+from cnnclf.errors import BundleError
+from conftest import make_tree, read_json, run_cli, write_config
+
+BUNDLE_FILES = {"model.keras", "class_indices.json", "preprocessing.json", "config.yaml",
+                "history.json", "bundle.json"}
+
+
+def test_binary_bundle_describes_itself(binary_bundle, binary_tree):
+    assert BUNDLE_FILES <= {p.name for p in binary_bundle.iterdir()}
+    assert read_json(binary_bundle / "class_indices.json") == {"hstripes": 0, "vstripes": 1}
+    pre = read_json(binary_bundle / "preprocessing.json")
+    assert pre["image_size"] == [16, 16] and pre["color_mode"] == "rgb"
+    assert pre["rescale"] == pytest.approx(1 / 255) and pre["rescale_in_model"] is True
+    assert pre["class_mode"] == "binary" and pre["threshold"] == 0.5
+    history = read_json(binary_bundle / "history.json")
+    assert history["epoch"] == [1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
+    manifest = read_json(binary_bundle / "bundle.json")
+    assert manifest["train_images"] == {"hstripes": 12, "vstripes": 12}
+    assert manifest["validation_images"] == {"hstripes": 4, "vstripes": 4}
+    assert manifest["skipped_files"] == []
+    saved = yaml.safe_load((binary_bundle / "config.yaml").read_text())
+    assert Path(saved["data"]["train_dir"]).is_absolute()
+    assert load_config(binary_bundle / "config.yaml").train.epochs == 1
+
+
+def test_binary_model_has_sigmoid_and_rescaling_inside(binary_bundle):
+    bundle = load_bundle(binary_bundle)
+    layers = bundle.model.layers
+    assert type(layers[0]).__name__ == "Rescaling"
+    assert bundle.model.output_shape == (None, 1)
+    assert layers[-1].get_config()["activation"] == "sigmoid"
+    assert not any(type(layer).__name__.startswith("Random") for layer in layers)
+
+
+def test_three_classes_get_softmax(multi_bundle):
+    bundle = load_bundle(multi_bundle)
+    assert bundle.model.output_shape == (None, 3)
+    assert bundle.model.layers[-1].get_config()["activation"] == "softmax"
+    assert bundle.class_names == ["checker", "hstripes", "vstripes"]
+    pre = read_json(multi_bundle / "preprocessing.json")
+    assert pre["class_mode"] == "categorical" and pre["threshold"] is None
+
+
+def test_validation_split_when_no_test_dir(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=10, with_test=False)
+    config = write_config(tmp_path / "c.yaml", tree, data={
+        "train_dir": str(tree / "training_set"), "test_dir": None, "validation_split": 0.2,
+        "image_size": [16, 16], "batch_size": 8, "color_mode": "grayscale"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert manifest["validation_source"] == "validation_split"
+    assert manifest["validation_images"] == {"hstripes": 2, "vstripes": 2}
+    assert manifest["train_images"] == {"hstripes": 8, "vstripes": 8}
+    assert read_json(tmp_path / "b" / "preprocessing.json")["color_mode"] == "grayscale"
+
+
+def test_runs_get_new_folders_named_after_the_config(tmp_path, binary_tree):
+    config = write_config(tmp_path / "cats.yaml", binary_tree)
+    first = run_cli("train", "--config", config, cwd=tmp_path)
+    second = run_cli("train", "--config", config, cwd=tmp_path)
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all(name.startswith("cats-") for name in runs)
+    assert "bundle: runs/cats-" in second.stdout
+
+
+def test_out_refuses_to_replace_a_bundle_without_overwrite(tmp_path, binary_tree,
+                                                           binary_bundle):
+    config = write_config(tmp_path / "c.yaml", binary_tree)
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    result = run_cli("train", "--config", config, "--out", out)
+    assert result.exit_code == 1
+    assert "folder exists and is not empty" in result.stderr and "--overwrite" in result.stderr
+    assert (out / "keep.txt").read_text() == "earlier work"
+    replaced = run_cli("train", "--config", config, "--out", out, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (out / "keep.txt").exists() and (out / "model.keras").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path):
+    destination = tmp_path / "bundle"
+    with pytest.raises(KeyboardInterrupt):
+        with BundleWriter(destination) as writer:
+            (writer.staging / "model.keras").write_text("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(BundleError, match="not a complete cnnclf bundle"):
+        load_bundle(tmp_path)
+
+
+def test_unreadable_training_file_is_skipped_and_recorded(tmp_path):
+    tree = make_tree(tmp_path / "data")
+    bad = tree / "training_set" / "hstripes" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image" in result.stderr and "broken.jpg" in result.stderr
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert [entry["path"] for entry in manifest["skipped_files"]] == [str(bad)]
