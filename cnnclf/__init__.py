@@ -1,4 +1,5 @@
-"""cnnclf: train a config-driven Keras CNN on class folders, predict from a self-describing bundle."""
+"""cnnclf: train a config-driven Keras CNN on class folders; predict from a self-describing bundle.
+"""
 
 import importlib.util as _importlib_util
 

@@ -63,38 +63,59 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
         return images
 
     def _matrices(seed, batch):
-        """Legacy order: rotation @ shift @ shear @ zoom, about the image centre, (row, col)."""
-        rad = math.pi / 180.0
-        theta = uniform(seed, 0, batch, -augment.rotation_range, augment.rotation_range) * rad
-        tx = uniform(seed, 1, batch, -shift_y, shift_y)  # rows
-        ty = uniform(seed, 2, batch, -shift_x, shift_x)  # columns
-        shear = uniform(seed, 3, batch, -augment.shear_range, augment.shear_range) * rad
+        rotation = uniform(seed, 0, batch, -augment.rotation_range, augment.rotation_range)
+        dx = uniform(seed, 1, batch, -shift_x, shift_x)
+        dy = uniform(seed, 2, batch, -shift_y, shift_y)
+        shear = uniform(seed, 3, batch, -augment.shear_range, augment.shear_range)
         zx = uniform(seed, 4, batch, zoom_low, zoom_high)
         zy = uniform(seed, 5, batch, zoom_low, zoom_high)
-        zero, one = tf.zeros_like(theta), tf.ones_like(theta)
-
-        def mat(rows):
-            return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
-
-        rotation = mat([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta),
-                                                                zero], [zero, zero, one]])
-        shift = mat([[one, zero, tx], [zero, one, ty], [zero, zero, one]])
-        shearing = mat([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero],
-                        [zero, zero, one]])
-        zooming = mat([[zx, zero, zero], [zero, zy, zero], [zero, zero, one]])
-        m = rotation @ shift @ shearing @ zooming
-        o_r, o_c = height / 2 - 0.5, width / 2 - 0.5
-        offset = tf.constant([[1, 0, o_r], [0, 1, o_c], [0, 0, 1]], tf.float32)
-        reset = tf.constant([[1, 0, -o_r], [0, 1, -o_c], [0, 0, 1]], tf.float32)
-        return offset @ m @ reset
+        return affine_matrices(rotation, dx, dy, shear, zx, zy, (height, width))
 
     def _affine(images, m):
-        # m maps output (row, col) to input (row, col); affine_transform wants it in (x, y).
-        transform = tf.stack([m[:, 1, 1], m[:, 1, 0], m[:, 1, 2],
-                              m[:, 0, 1], m[:, 0, 0], m[:, 0, 2],
-                              tf.zeros_like(m[:, 0, 0]), tf.zeros_like(m[:, 0, 0])], axis=1)
-        return keras.ops.image.affine_transform(
-            images, transform, interpolation="bilinear", fill_mode=augment.fill_mode,
-            fill_value=augment.cval)
+        return apply_affine(images, m, augment.fill_mode, augment.cval)
 
     return augmenter
+
+
+def affine_matrices(rotation, shift_x, shift_y, shear, zoom_x, zoom_y, image_size):
+    """ImageDataGenerator's transform matrices for a batch, in (x, y) = (column, row) pixels.
+
+    The composition of legacy `apply_affine_transform` for channels-last images: rotation @
+    shift @ shear @ zoom about the image centre, angles in degrees, the shear along x. Two legacy
+    quirks are not copied: its `tx` (drawn from `height_shift_range`) moved pixels horizontally,
+    and its centre offset swapped height and width; here `shift_x` is horizontal and the centre is
+    right for non-square images. On square images the pixels match legacy for the same numbers.
+
+    Each argument is a float32 tensor of shape [batch]. Returns [batch, 3, 3] matrices that map
+    an output pixel to the input position it samples.
+    """
+    import tensorflow as tf
+
+    height, width = image_size
+    rad = math.pi / 180.0
+    theta, shear = rotation * rad, shear * rad
+    zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+
+    def mat(rows):
+        return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
+
+    rotating = mat([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta), zero],
+                    [zero, zero, one]])
+    shifting = mat([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
+    shearing = mat([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]])
+    zooming = mat([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
+    o_x, o_y = width / 2 - 0.5, height / 2 - 0.5
+    offset = tf.constant([[1, 0, o_x], [0, 1, o_y], [0, 0, 1]], tf.float32)
+    reset = tf.constant([[1, 0, -o_x], [0, 1, -o_y], [0, 0, 1]], tf.float32)
+    return offset @ (rotating @ shifting @ shearing @ zooming) @ reset
+
+
+def apply_affine(images, matrices, fill_mode="nearest", cval=0.0):
+    """Resamples float images [B, H, W, C] through matrices from `affine_matrices`."""
+    import keras
+    import tensorflow as tf
+
+    m = matrices
+    transform = tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros_like(m[:, 0, :2])], axis=1)
+    return keras.ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                            fill_mode=fill_mode, fill_value=cval)

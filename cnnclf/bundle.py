@@ -82,7 +82,8 @@ class BundleWriter:
     def __init__(self, destination: Path, *, overwrite: bool = False):
         self.destination = Path(destination)
         self.overwrite = overwrite
-        self.staging = self.destination.parent / f".{self.destination.name}.partial-{uuid.uuid4().hex[:8]}"
+        suffix = uuid.uuid4().hex[:8]
+        self.staging = self.destination.parent / f".{self.destination.name}.partial-{suffix}"
 
     def __enter__(self) -> "BundleWriter":
         check_destination(self.destination, self.overwrite)

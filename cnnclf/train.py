@@ -140,7 +140,8 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
     fitted = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                       shuffle=False, verbose=progress, callbacks=[keras.callbacks.TerminateOnNaN()])
+                       shuffle=False, verbose=progress,
+                       callbacks=[keras.callbacks.TerminateOnNaN()])
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     history["epoch"] = [i + 1 for i in range(len(next(iter(fitted.history.values()), [])))]
     return model, history, dict(skipped.reasons)

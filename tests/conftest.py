@@ -98,22 +98,22 @@ def multi_tree(tmp_path_factory) -> Path:
     return make_tree(tmp_path_factory.mktemp("multi"), n_classes=3)
 
 
-@pytest.fixture(scope="session")
-def binary_bundle(tmp_path_factory, binary_tree) -> Path:
-    work = tmp_path_factory.mktemp("binary_run")
-    config = write_config(work / "tiny.yaml", binary_tree)
+def train_bundle(work: Path, tree: Path) -> Path:
+    """Trains a 1-epoch bundle on `tree` through the CLI; returns its folder."""
+    config = write_config(work / "tiny.yaml", tree)
     result = run_cli("train", "--config", config, "--out", work / "bundle")
     assert result.exit_code == 0, result.output
     return work / "bundle"
+
+
+@pytest.fixture(scope="session")
+def binary_bundle(tmp_path_factory, binary_tree) -> Path:
+    return train_bundle(tmp_path_factory.mktemp("binary_run"), binary_tree)
 
 
 @pytest.fixture(scope="session")
 def multi_bundle(tmp_path_factory, multi_tree) -> Path:
-    work = tmp_path_factory.mktemp("multi_run")
-    config = write_config(work / "tiny3.yaml", multi_tree)
-    result = run_cli("train", "--config", config, "--out", work / "bundle")
-    assert result.exit_code == 0, result.output
-    return work / "bundle"
+    return train_bundle(tmp_path_factory.mktemp("multi_run"), multi_tree)
 
 
 def read_json(path: Path):

@@ -61,3 +61,38 @@ def test_geometric_transforms_keep_shape_and_range(override):
     out = augment([override], images)
     assert out.shape == images.shape
     assert out.min() >= images.min() - 1e-3 and out.max() <= images.max() + 1e-3
+
+
+def dot_after(size, dot, **params):
+    """Where a single bright pixel lands after one explicit affine transform."""
+    import tensorflow as tf
+
+    from cnnclf.augment import affine_matrices, apply_affine
+
+    image = np.zeros((1, size, size, 1), np.float32)
+    image[0, dot[0], dot[1]] = 255.0
+    values = {"rotation": 0.0, "shift_x": 0.0, "shift_y": 0.0, "shear": 0.0, "zoom_x": 1.0,
+              "zoom_y": 1.0, **params}
+    m = affine_matrices(**{k: tf.constant([v], tf.float32) for k, v in values.items()},
+                        image_size=(size, size))
+    out = apply_affine(tf.constant(image), m, fill_mode="constant").numpy()[0, :, :, 0]
+    return tuple(int(i) for i in np.unravel_index(np.argmax(out), out.shape))
+
+
+def test_width_shift_moves_pixels_horizontally_and_height_shift_vertically():
+    # Output pixel x samples input x + shift, as ImageDataGenerator's matrices do.
+    assert dot_after(21, (10, 15), shift_x=4.0) == (10, 11)
+    assert dot_after(21, (10, 15), shift_y=4.0) == (6, 15)
+
+
+def test_shear_is_along_x_about_the_centre():
+    # 20 degrees: a dot 8 rows above the centre lands ~2.9 columns left, ~0.5 rows higher.
+    row, col = dot_after(21, (2, 10), shear=20.0)
+    assert row in (1, 2) and col in (7, 8)
+    assert dot_after(21, (10, 10), shear=20.0) == (10, 10)
+
+
+def test_rotation_turns_about_the_centre():
+    assert dot_after(21, (10, 10), rotation=90.0) == (10, 10)
+    row, col = dot_after(21, (10, 18), rotation=90.0)  # 8 px right of centre
+    assert (abs(row - 10), col) in ((8, 10),)

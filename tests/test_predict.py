@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import read_json, run_cli
+from conftest import run_cli
 
 
 def test_single_file_prints_label_and_probability(binary_bundle, binary_tree):
