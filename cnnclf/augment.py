@@ -30,7 +30,6 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
     `seed` is a stateless-RNG seed (int64 tensor of shape [2]) that the pipeline draws per
     batch from a seeded `tf.data.Dataset.random`, so runs repeat exactly for the same seed.
     """
-    import keras
     import tensorflow as tf
 
     height, width = image_size

@@ -7,6 +7,8 @@ A bundle is a folder that `predict` needs nothing else to use:
     preprocessing.json     image_size, color_mode, interpolation, rescale, class_mode, threshold
     config.yaml            the resolved config the model was trained with
     history.json           per-epoch training and validation metrics
+    metrics.json           the final evaluation on the validation data (see metrics.py)
+    training_curves.png    loss and accuracy by epoch, training against validation
     bundle.json            versions, data counts, skipped files, timings; written last
 
 Bundles are written atomically: everything goes into a hidden sibling folder that is renamed into
@@ -32,6 +34,8 @@ CLASS_INDICES_FILE = "class_indices.json"
 PREPROCESSING_FILE = "preprocessing.json"
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
 MANIFEST_FILE = "bundle.json"
 REQUIRED_FILES = (MODEL_FILE, CLASS_INDICES_FILE, PREPROCESSING_FILE, MANIFEST_FILE)
 

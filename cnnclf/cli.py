@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -113,48 +114,110 @@ def train(config_path, overrides, out_dir, overwrite):
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_dir", type=click.Path(),
               help="Bundle folder (default: the newest complete bundle under ./runs/).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]),
+              help="Output format (default: table, or from --output's extension).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per model call.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Binary models: override the bundle's decision threshold.")
+@click.option("--output", "output", type=click.Path(dir_okay=False),
+              help="Write the results to this file (format from --format, else from the "
+                   ".json/.csv extension), with a progress bar on stderr.")
 @_common_options
-def predict(paths, model_dir, fmt, batch_size, threshold):
+def predict(paths, model_dir, fmt, batch_size, threshold, output):
     """Predict the class of images: files, folders (recursive) or globs."""
-    from pathlib import Path
-
-    from cnnclf.bundle import read_metadata
     from cnnclf.files import expand_inputs
-    from cnnclf.runs import newest_bundle
 
     images = expand_inputs(paths)
-    if model_dir is None:
-        model_dir = newest_bundle()
-        click.echo(f"using model {model_dir} (newest under runs/)", err=True)
-    read_metadata(Path(model_dir))  # a bad bundle fails here, before TensorFlow loads
-
-    from cnnclf.bundle import load_bundle
+    bundle = _load_bundle(model_dir)
     from cnnclf.formats import render
     from cnnclf.predict import Failure, predict_paths
-    from cnnclf.runtime import import_tensorflow
 
-    import_tensorflow(_flags(click.get_current_context())["verbose"])
-    bundle = load_bundle(model_dir)
+    if output and fmt is None:
+        fmt = {".json": "json", ".csv": "csv"}.get(Path(output).suffix.lower(), "table")
+    results = predict_paths(bundle, images, batch_size=batch_size, threshold=threshold)
     predictions, failures = [], 0
-    for result in predict_paths(bundle, images, batch_size=batch_size, threshold=threshold):
-        if isinstance(result, Failure):
-            failures += 1
-            click.echo(f"error: {result.path}: {result.reason}", err=True)
-        else:
-            predictions.append(result)
-    text = render(predictions, fmt, bundle.class_names)
-    if text:
+    with _progress(results, len(images), show=output is not None) as results:
+        for result in results:
+            if isinstance(result, Failure):
+                failures += 1
+                click.echo(f"error: {result.path}: {result.reason}", err=True)
+            else:
+                predictions.append(result)
+    text = render(predictions, fmt or "table", bundle.class_names)
+    if output:
+        _write_atomically(Path(output), text + "\n" if text else "")
+        click.echo(f"wrote {len(predictions)} prediction(s) to {output}", err=True)
+    elif text:
         click.echo(text)
     if failures:
         click.echo(f"error: {failures} of {len(images)} image(s) could not be predicted",
                    err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder (default: the newest complete bundle under ./runs/).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]),
+              default="table", show_default=True, help="Report format.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False),
+              help="Write confusion_matrix.png (and, for binary models, roc_curve.png and "
+                   "pr_curve.png) into this folder.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per model call.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Binary models: override the bundle's decision threshold.")
+@_common_options
+def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
+    """Report accuracy, per-class metrics, confusion matrix and ROC AUC on labelled folders.
+
+    DATA_DIR has one sub-folder per class, like the training data (default: the data the
+    bundle was validated on).
+    """
+    bundle = _load_bundle(model_dir)
+    from cnnclf.evaluate import evaluate as run_evaluation
+    from cnnclf.formats import render_report
+
+    report = run_evaluation(bundle, data_dir, threshold=threshold, batch_size=batch_size,
+                            plots_dir=plots_dir)
+    if report["skipped_files"]:
+        click.echo(f"warning: {len(report['skipped_files'])} unreadable image(s) left out, "
+                   "listed in the JSON report", err=True)
+    click.echo(render_report(report, fmt))
+
+
+def _load_bundle(model_dir):
+    """The bundle at `model_dir`, or the newest under runs/; checked before TensorFlow loads."""
+    from cnnclf.bundle import load_bundle, read_metadata
+    from cnnclf.runs import newest_bundle
+    from cnnclf.runtime import import_tensorflow
+
+    if model_dir is None:
+        model_dir = newest_bundle()
+        click.echo(f"using model {model_dir} (newest under runs/)", err=True)
+    read_metadata(Path(model_dir))
+    import_tensorflow(_flags(click.get_current_context())["verbose"])
+    return load_bundle(model_dir)
+
+
+def _progress(iterable, length: int, show: bool):
+    """A progress bar on stderr for long runs written to a file; a no-op otherwise."""
+    import contextlib
+
+    if not show or length < 100:
+        return contextlib.nullcontext(iterable)
+    return click.progressbar(iterable, length=length, label="predicting", file=sys.stderr)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Writes via a temporary sibling and a rename, so a crash never leaves half a file."""
+    import os
+
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 @main.command("config")

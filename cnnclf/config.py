@@ -176,6 +176,13 @@ def _dense_units(key, value):
 
 
 def _threshold(key, value):
+    from cnnclf.thresholds import is_rule
+
+    if isinstance(value, str):
+        if not is_rule(value):
+            _fail(key, "a number in (0, 1) or a rule: youden, f1, recall>=0.95, "
+                  "specificity>=0.9", value)
+        return value.replace(" ", "")
     return _number(0, 1, open_min=True, open_max=True)(key, value)
 
 
@@ -212,6 +219,10 @@ class DataConfig:
     color_mode: str = _field(
         "rgb", _choice("rgb", "grayscale"), "rgb (3 channels) or grayscale (1 channel)",
         kind="str")
+    interpolation: str = _field(
+        "bilinear", _choice("bilinear", "nearest", "bicubic", "lanczos"),
+        "resize filter, saved in the bundle so prediction resizes the same way (Pillow's, "
+        "antialiased when shrinking; the tutorial's load_img used nearest)", kind="str")
     batch_size: int = _field(32, _int(1), "images per training step", kind="int")
     cache: str = _field(
         "auto", _choice("auto", "memory", "disk", "none"),
@@ -299,9 +310,11 @@ class TrainConfig:
         "auto", _choice("auto", "binary_crossentropy", "categorical_crossentropy"),
         "auto = binary_crossentropy for 2 classes (sigmoid output), categorical_crossentropy "
         "for 3+ (softmax output)", kind="str")
-    threshold: float = _field(
+    threshold: float | str = _field(
         0.5, _threshold, "binary models: predict the second class (index 1) when its "
-        "probability is >= this; saved in the bundle", kind="float")
+        "probability is >= this; or a rule applied to the validation data after training: "
+        "youden, f1, recall>=0.95 (highest threshold keeping that sensitivity), "
+        "specificity>=0.9; the chosen value is saved in the bundle", kind="float | str")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at roughly 30-50% lower "
         "throughput (enables TensorFlow op determinism)", kind="bool")

@@ -26,3 +26,62 @@ def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> s
     label_width = max(len(c) for c in class_names)
     return "\n".join(f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:.2f}"
                      for p in predictions)
+
+
+def render_report(report: dict, fmt: str) -> str:
+    """An evaluation report as JSON, a terminal table, or Markdown to paste into a document."""
+    if fmt == "json":
+        return json.dumps(report, indent=2)
+    md = fmt == "markdown"
+    names = report["confusion_matrix"]["labels"]
+    lines = []
+
+    def table(header, rows):
+        if md:
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join(" --- " for _ in header) + "|")
+            lines.extend("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
+        else:
+            widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+            for row in [header] + rows:
+                lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("")
+
+    title = "# Evaluation report" if md else "Evaluation report"
+    lines += [title, ""]
+    counts = ", ".join(f"{n} {c}" for n, c in report["images_per_class"].items())
+    facts = [("bundle", report["bundle"]), ("data", f"{report['data_dir']} "
+                                                     f"({report['data_source']})"),
+             ("images", f"{report['n_images']} ({counts})")]
+    if "threshold" in report:
+        rule = report.get("threshold_rule")
+        how = f", chosen by rule {rule}" if isinstance(rule, str) else ""
+        facts.append(("threshold", f"{report['threshold']:.4g} ({report['threshold_source']}"
+                                   f"{how}); positive class: {report['positive_class']}"))
+    if report.get("skipped_files"):
+        facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
+    for key, value in facts:
+        lines.append(f"- **{key}**: {value}" if md else f"{key + ':':<11}{value}")
+    lines.append("")
+    summary = [["accuracy", f"{report['accuracy']:.4f}"]]
+    if report.get("roc_auc") is not None:
+        label = "ROC AUC" if "threshold" in report else "ROC AUC (one-vs-rest, macro)"
+        summary.append([label, f"{report['roc_auc']:.4f}"])
+    for key in ("sensitivity", "specificity"):
+        if report.get(key) is not None:
+            summary.append([key, f"{report[key]:.4f}"])
+    table(["metric", "value"], summary)
+    rows = [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
+             m["support"]] for name, m in report["per_class"].items()]
+    for avg in ("macro_avg", "weighted_avg"):
+        m = report[avg]
+        rows.append([avg.replace("_", " "), f"{m['precision']:.4f}", f"{m['recall']:.4f}",
+                     f"{m['f1']:.4f}", m["support"]])
+    table(["class", "precision", "recall", "f1", "support"], rows)
+    matrix = report["confusion_matrix"]["matrix"]
+    table(["true \\ predicted"] + names, [[n] + row for n, row in zip(names, matrix)])
+    if report.get("note"):
+        lines.append(f"Note: {report['note']}")
+    if report.get("plots"):
+        lines.append("Plots: " + ", ".join(report["plots"]))
+    return "\n".join(lines).rstrip()

@@ -69,8 +69,21 @@ def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
         threshold: overrides the bundle's binary decision threshold.
         workers: decoding threads (default: one per CPU core).
     """
-    spec = bundle.preprocessing.spec
     threshold = bundle.preprocessing.threshold if threshold is None else threshold
+    for path, result in score_paths(bundle, paths, batch_size=batch_size, workers=workers):
+        if isinstance(result, ImageError):
+            yield Failure(path, result.reason)
+        else:
+            yield interpret(result, bundle.class_names, threshold, path)
+
+
+def score_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
+                workers: int | None = None) -> Iterator[tuple[str, np.ndarray | ImageError]]:
+    """Yields (path, raw model output row) or (path, ImageError) per path, in input order.
+
+    Streams: only a few batches of decoded images exist at any time, whatever len(paths) is.
+    """
+    spec = bundle.preprocessing.spec
     workers = workers or os.cpu_count() or 2
     batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
 
@@ -96,10 +109,7 @@ def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
             good = [r for r in results if not isinstance(r, ImageError)]
             outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape))
             for path, result in zip(batch, results):
-                if isinstance(result, ImageError):
-                    yield Failure(path, result.reason)
-                else:
-                    yield interpret(next(outputs), bundle.class_names, threshold, path)
+                yield path, (result if isinstance(result, ImageError) else next(outputs))
 
 
 def _run_model(model, arrays: list[np.ndarray], batch_size: int, shape) -> np.ndarray:

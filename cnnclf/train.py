@@ -18,9 +18,10 @@ from pathlib import Path
 import yaml
 
 from cnnclf import __version__
-from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, HISTORY_FILE,
-                           MANIFEST_FILE, MODEL_FILE, PREPROCESSING_FILE, BundleWriter,
-                           Preprocessing, check_destination, write_json)
+from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVES_FILE,
+                           HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE,
+                           PREPROCESSING_FILE, BundleWriter, Preprocessing, check_destination,
+                           write_json)
 from cnnclf.config import Config
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
@@ -48,7 +49,8 @@ def resolve_paths(config: Config) -> Config:
 
 
 def image_spec(config: Config) -> ImageSpec:
-    return ImageSpec(tuple(config.data.image_size), config.data.color_mode)
+    return ImageSpec(tuple(config.data.image_size), config.data.color_mode,
+                     config.data.interpolation)
 
 
 def train(config: Config, *, out_dir: str | Path | None = None,
@@ -87,11 +89,12 @@ def train(config: Config, *, out_dir: str | Path | None = None,
 
     with BundleWriter(destination, overwrite=overwrite) as writer, \
             tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
-        model, history, skipped = _fit(config, dataset, loss, Path(cache_dir), progress)
+        model, history, skipped, val_ds = _fit(config, dataset, loss, Path(cache_dir), progress)
         _warn_skipped(skipped)
+        threshold, metrics = _validate(model, val_ds, config, dataset)
         seconds = time.monotonic() - started
         _write_bundle(writer.staging, model, config, dataset, history, skipped, config_path,
-                      seconds)
+                      seconds, threshold, metrics)
         bundle_dir = writer.publish()
     log.info("saved bundle to %s", bundle_dir)
     return TrainResult(bundle_dir, history, skipped, seconds)
@@ -144,7 +147,42 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress)
                        callbacks=[keras.callbacks.TerminateOnNaN()])
     history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
     history["epoch"] = [i + 1 for i in range(len(next(iter(fitted.history.values()), [])))]
-    return model, history, dict(skipped.reasons)
+    return model, history, dict(skipped.reasons), val_ds
+
+
+def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | None, dict]:
+    """Chooses the binary threshold (per train.threshold) and evaluates on validation data."""
+    import numpy as np
+
+    from cnnclf.errors import DataError
+    from cnnclf.metrics import classification_metrics
+    from cnnclf.thresholds import choose_threshold
+
+    labels, scores = [], []
+    for images, batch_labels in val_ds:
+        scores.append(np.asarray(model.predict_on_batch(images)))
+        labels.append(np.asarray(batch_labels))
+    probs = np.concatenate(scores)
+    y = np.concatenate(labels)
+    binary = len(dataset.class_names) == 2
+    if binary:
+        probs, y = probs[:, 0], y[:, 0].astype(int)
+        try:
+            threshold = choose_threshold(y, probs, config.train.threshold)
+        except ValueError as exc:
+            raise DataError(f"train.threshold: {exc}") from None
+        if isinstance(config.train.threshold, str):
+            log.info("threshold: %.4f chosen by %s on the validation data",
+                     threshold, config.train.threshold)
+    else:
+        y, threshold = y.argmax(axis=1), None
+    metrics = classification_metrics(y, probs, dataset.class_names, threshold)
+    return threshold, metrics
+
+
+def _validation_folder(config: Config, dataset: Dataset) -> str:
+    return config.data.test_dir if dataset.validation_source == "test_dir" \
+        else config.data.train_dir
 
 
 def _warn_skipped(skipped: dict) -> None:
@@ -157,21 +195,34 @@ def _warn_skipped(skipped: dict) -> None:
 
 
 def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history: dict,
-                  skipped: dict, config_path, seconds: float) -> None:
+                  skipped: dict, config_path, seconds: float, threshold: float | None,
+                  metrics: dict) -> None:
     import keras
     import tensorflow as tf
+
+    from cnnclf import plots
 
     model.save(folder / MODEL_FILE)
     write_json(folder / CLASS_INDICES_FILE, dataset.class_indices)
     binary = len(dataset.class_names) == 2
     preprocessing = Preprocessing(image_spec(config), config.augment.rescale,
                                   "binary" if binary else "categorical",
-                                  config.train.threshold if binary else None)
+                                  threshold if binary else None)
     write_json(folder / PREPROCESSING_FILE, preprocessing.to_json())
     (folder / CONFIG_FILE).write_text(
         yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None),
         encoding="utf-8")
     write_json(folder / HISTORY_FILE, history)
+    validation_folder = _validation_folder(config, dataset)
+    threshold_record = ({"rule": config.train.threshold, "value": threshold,
+                         "chosen_on": validation_folder} if binary else None)
+    note = ("the threshold was chosen on this same validation data, so sensitivity and "
+            "specificity are optimistic; run cnnclf evaluate on other data for unbiased figures"
+            if binary and isinstance(config.train.threshold, str) else None)
+    write_json(folder / METRICS_FILE, {"data": dataset.validation_source,
+                                       "data_dir": validation_folder, **metrics,
+                                       **({"note": note} if note else {})})
+    plots.training_curves(history, folder / CURVES_FILE)
     final = {k: v[-1] for k, v in history.items() if k != "epoch" and v}
     write_json(folder / MANIFEST_FILE, {
         "format": BUNDLE_FORMAT,
@@ -187,6 +238,7 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "validation_source": dataset.validation_source,
         "epochs": len(history.get("epoch", [])),
         "final_metrics": final,
+        "threshold": threshold_record,
         "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
         "train_seconds": round(seconds, 2),
     })

@@ -77,7 +77,8 @@ print(json.dumps({"accuracy": accuracy, "train_seconds": train_seconds,
 """
 
 
-def run_cnnclf(data: Path, epochs: int, seed: int, workdir: Path) -> dict:
+def run_cnnclf(data: Path, epochs: int, seed: int, workdir: Path,
+               overrides: list[str] = ()) -> dict:
     bundle = workdir / f"cnnclf-seed{seed}"
     cli = [sys.executable, "-m", "cnnclf.cli"]
     started = time.monotonic()  # process start to saved bundle, as for the tutorial
@@ -85,7 +86,8 @@ def run_cnnclf(data: Path, epochs: int, seed: int, workdir: Path) -> dict:
                           "--set", f"data.train_dir={data / 'training_set'}",
                           "--set", f"data.test_dir={data / 'test_set'}",
                           "--set", f"train.epochs={epochs}", "--set", f"train.seed={seed}",
-                          "--out", str(bundle)],
+                          "--out", str(bundle)]
+                   + [arg for o in overrides for arg in ("--set", o)],
                    check=True, stdout=subprocess.DEVNULL)
     train_seconds = time.monotonic() - started
     out = subprocess.run(cli + ["predict", "--model", str(bundle), "--format", "json",
@@ -109,19 +111,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra cnnclf config override (repeatable)")
+    parser.add_argument("--skip-tutorial", action="store_true",
+                        help="run cnnclf only (e.g. to compare two cnnclf settings)")
     args = parser.parse_args()
     data = args.data.resolve()
     results = {"cnnclf": [], "tutorial": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             # Interleaved, so machine noise hits both pipelines alike.
-            results["cnnclf"].append(run_cnnclf(data, args.epochs, seed, Path(tmp)))
+            results["cnnclf"].append(run_cnnclf(data, args.epochs, seed, Path(tmp),
+                                                args.overrides))
+            if args.skip_tutorial:
+                print(f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f}",
+                      flush=True)
+                continue
             results["tutorial"].append(run_tutorial(data, args.epochs, seed))
             print(f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f} "
                   f"({results['cnnclf'][-1]['train_seconds']:.1f} s), tutorial "
                   f"{results['tutorial'][-1]['accuracy']:.4f} "
                   f"({results['tutorial'][-1]['train_seconds']:.1f} s)", flush=True)
     summary = {}
+    if args.skip_tutorial:
+        accs = [r["accuracy"] for r in results["cnnclf"]]
+        print(f"cnnclf {args.overrides}: mean accuracy {statistics.mean(accs):.4f} over "
+              f"seeds {args.seeds}")
+        return
     for name, runs in results.items():
         accs = [r["accuracy"] for r in runs]
         summary[name] = {"mean_accuracy": statistics.mean(accs),

@@ -1,0 +1,116 @@
+"""Evaluating a bundle on a labelled class-folder tree: the report a reviewer can reproduce.
+
+The report names the bundle, the data folder, the images per class and the threshold, so anyone
+can recompute a number. Images are streamed through `predict.score_paths` (a few batches in
+memory at a time); only labels and probabilities are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnclf.bundle import Bundle
+from cnnclf.errors import DataError, ImageError
+from cnnclf.files import Split, class_folders, scan_split
+
+
+def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
+    """(description, folder, split) for DATA_DIR, or the bundle's own validation data."""
+    if data_dir is not None:
+        names = class_folders(data_dir, "DATA_DIR")
+        if names != bundle.class_names:
+            missing = sorted(set(bundle.class_names) - set(names))
+            extra = sorted(set(names) - set(bundle.class_names))
+            detail = "; ".join(part for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"not in the model: {', '.join(extra)}" if extra else "") if part)
+            raise DataError(f"DATA_DIR {data_dir}: classes differ from the model's "
+                            f"class_indices ({detail})")
+        return "DATA_DIR", str(Path(data_dir).resolve()), scan_split(data_dir, names, "DATA_DIR")
+    from cnnclf.bundle import CONFIG_FILE
+    from cnnclf.config import load_config
+    from cnnclf.files import discover
+
+    config = load_config(bundle.path / CONFIG_FILE)
+    dataset = discover(config.data, config.train.seed)
+    if dataset.validation_source == "test_dir":
+        return "data.test_dir", config.data.test_dir, dataset.validation
+    return "validation_split", config.data.train_dir, dataset.validation
+
+
+def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
+    """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1)."""
+    from cnnclf.predict import score_paths
+
+    labels, scores, skipped = [], [], {}
+    for (path, result), label in zip(score_paths(bundle, split.paths, batch_size=batch_size),
+                                     split.labels):
+        if isinstance(result, ImageError):
+            skipped[path] = result.reason
+            continue
+        labels.append(label)
+        scores.append(result)
+    probs = np.asarray(scores, dtype=float)
+    if bundle.preprocessing.class_mode == "binary":
+        probs = probs.reshape(-1)
+    return np.asarray(labels, dtype=int), probs, skipped
+
+
+def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
+             threshold: float | None = None, batch_size: int = 32,
+             plots_dir: str | Path | None = None) -> dict:
+    """Evaluates `bundle` and returns the JSON-ready report.
+
+    Args:
+        bundle: from `bundle.load_bundle`.
+        data_dir: a class-folder tree with the bundle's classes; None = the data the bundle
+            was validated on (its test_dir, or its validation split of train_dir).
+        threshold: overrides the bundle's binary threshold.
+        plots_dir: when given, confusion_matrix.png (and for binary models roc_curve.png and
+            pr_curve.png) are written there.
+    """
+    from cnnclf.metrics import classification_metrics
+
+    source, folder, split = data_to_evaluate(bundle, data_dir)
+    labels, probs, skipped = collect_scores(bundle, split, batch_size)
+    if not len(labels):
+        raise DataError(f"{folder}: no image could be decoded")
+    binary = bundle.preprocessing.class_mode == "binary"
+    used = (threshold if threshold is not None else bundle.preprocessing.threshold) if binary \
+        else None
+    metrics = classification_metrics(labels, probs, bundle.class_names, used)
+    report = {"bundle": str(Path(bundle.path).resolve()), "data_dir": folder,
+              "data_source": source,
+              "images_per_class": {n: int((labels == i).sum())
+                                   for i, n in enumerate(bundle.class_names)},
+              **metrics,
+              "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())]}
+    if binary:
+        chosen = bundle.manifest.get("threshold") or {}
+        report["threshold_source"] = "--threshold" if threshold is not None else "bundle"
+        report["threshold_rule"] = chosen.get("rule")
+        tuned = isinstance(chosen.get("rule"), str)  # a rule like youden, not a fixed number
+        if threshold is None and tuned and chosen.get("chosen_on") == folder:
+            report["note"] = ("the threshold was chosen on this same data: sensitivity and "
+                              "specificity here are optimistic; evaluate on other data for an "
+                              "unbiased figure")
+    if plots_dir is not None:
+        report["plots"] = write_plots(report, labels, probs, bundle.class_names, plots_dir)
+    return report
+
+
+def write_plots(report: dict, labels, probs, class_names, plots_dir) -> list[str]:
+    from cnnclf import plots
+
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = [plots.confusion_matrix(report["confusion_matrix"]["matrix"], class_names,
+                                      plots_dir / "confusion_matrix.png")]
+    if probs.ndim == 1 and len(set(labels.tolist())) == 2:
+        written.append(plots.roc_curve(labels, probs, report["threshold"],
+                                       plots_dir / "roc_curve.png", class_names[1]))
+        written.append(plots.pr_curve(labels, probs, report["threshold"],
+                                      plots_dir / "pr_curve.png", class_names[1]))
+    return [str(p) for p in written]

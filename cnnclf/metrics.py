@@ -1,0 +1,78 @@
+"""Classification metrics from labels and predicted probabilities, via scikit-learn.
+
+One function computes the whole report that `evaluate`, training's `metrics.json` and the tests
+share, so a number means the same thing wherever it is shown. Binary models output P(class 1):
+class index 1 (the second class folder, sorted) is the *positive* class for sensitivity,
+specificity and the ROC/PR curves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def predicted_labels(probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class indices: p >= threshold for binary models (probs of shape [N]), argmax otherwise."""
+    if probs.ndim == 1:
+        return (probs >= (0.5 if threshold is None else threshold)).astype(int)
+    return probs.argmax(axis=1)
+
+
+def classification_metrics(y_true, probs, class_names: list[str],
+                           threshold: float | None = None) -> dict:
+    """The full report for one set of predictions.
+
+    Args:
+        y_true: true class indices, shape [N].
+        probs: binary models: P(class 1), shape [N]; otherwise class probabilities [N, K].
+        class_names: names in index order.
+        threshold: binary decision threshold (default 0.5); ignored for 3+ classes.
+
+    Returns:
+        A JSON-ready dict: n_images, accuracy, per_class, macro_avg, weighted_avg,
+        confusion_matrix (rows true, columns predicted), roc_auc, and for binary models
+        threshold, positive_class, sensitivity and specificity.
+    """
+    from sklearn.metrics import (accuracy_score, confusion_matrix,
+                                 precision_recall_fscore_support, roc_auc_score)
+
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=float)
+    binary = probs.ndim == 1
+    if binary:
+        threshold = 0.5 if threshold is None else float(threshold)
+    labels = list(range(len(class_names)))
+    y_pred = predicted_labels(probs, threshold)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    report = {
+        "n_images": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+    }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+                                                     average=average, zero_division=0)
+        report[f"{average}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f),
+                                    "support": int(len(y_true))}
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    report["confusion_matrix"] = {"labels": list(class_names), "matrix": matrix.tolist()}
+    present = set(y_true.tolist())
+    if len(present) < 2:
+        report["roc_auc"] = None  # undefined with a single class present
+    elif binary:
+        report["roc_auc"] = float(roc_auc_score(y_true, probs))
+    elif present == set(labels):
+        report["roc_auc"] = float(roc_auc_score(y_true, probs, multi_class="ovr",
+                                                average="macro", labels=labels))
+    else:
+        report["roc_auc"] = None  # one-vs-rest AUC needs every class present
+    if binary:
+        tn, fp, fn, tp = matrix.ravel()
+        report["threshold"] = threshold
+        report["positive_class"] = class_names[1]
+        report["sensitivity"] = float(tp / (tp + fn)) if tp + fn else None
+        report["specificity"] = float(tn / (tn + fp)) if tn + fp else None
+    return report

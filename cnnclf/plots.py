@@ -1,0 +1,110 @@
+"""PNG figures for reports: training curves, confusion matrix, ROC and precision-recall curves.
+
+Figures are built with `matplotlib.figure.Figure` and its Agg canvas directly, not pyplot: no
+display is needed, no global backend is switched, and nothing leaks between calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(width=6.4, height=4.8):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def training_curves(history: dict, path: Path) -> Path:
+    """Loss and accuracy by epoch, training against validation."""
+    fig = _figure(10, 4)
+    epochs = history.get("epoch") or list(range(1, len(history.get("loss", [])) + 1))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):
+            if history.get(key):
+                ax.plot(epochs, history[key], style, label="validation" if key.startswith(
+                    "val_") else "training")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path)
+    return path
+
+
+def confusion_matrix(matrix, class_names: list[str], path: Path) -> Path:
+    """Counts with rows = true class, columns = predicted class."""
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    fig = _figure(max(4.5, 1.1 * n + 2.5), max(4.0, 1.0 * n + 2))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3
+                  else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix")
+    high = matrix.max() / 2 if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > high else "black")
+    fig.savefig(path)
+    return path
+
+
+def roc_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
+    """ROC curve of the positive class, with the operating point of `threshold` marked."""
+    from sklearn.metrics import auc, roc_curve as sk_roc_curve
+
+    fpr, tpr, _ = sk_roc_curve(y_true, p1)
+    point = _operating_point(y_true, p1, threshold)
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
+    ax.plot(fpr, tpr, label=f"AUC = {auc(fpr, tpr):.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot([point["fpr"]], [point["tpr"]], "o", color="red",
+            label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel(f"true positive rate (sensitivity, {positive})")
+    ax.set_title("ROC curve")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.savefig(path)
+    return path
+
+
+def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
+    """Precision against recall of the positive class, with the operating point marked."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(y_true, p1)
+    point = _operating_point(y_true, p1, threshold)
+    fig = _figure(5.5, 5)
+    ax = fig.subplots()
+    ax.plot(recall, precision, label=f"AP = {average_precision_score(y_true, p1):.3f}")
+    ax.plot([point["tpr"]], [point["precision"]], "o", color="red",
+            label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(f"recall ({positive})")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall curve")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.savefig(path)
+    return path
+
+
+def _operating_point(y_true, p1, threshold: float) -> dict:
+    """Where `threshold` sits: true/false positive rates and precision of the positive class."""
+    y_true, predicted = np.asarray(y_true) == 1, np.asarray(p1) >= threshold
+    tp = (predicted & y_true).sum()
+    return {"tpr": tp / max(y_true.sum(), 1),
+            "fpr": (predicted & ~y_true).sum() / max((~y_true).sum(), 1),
+            "precision": tp / max(predicted.sum(), 1)}
