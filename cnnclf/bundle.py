@@ -76,26 +76,46 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def staging_dir(destination: Path) -> Path:
+    """The hidden sibling where a bundle is built; a fixed name, so `--resume` can find it."""
+    destination = Path(destination)
+    return destination.parent / f".{destination.name}.partial"
+
+
 class BundleWriter:
     """Stages a bundle in a hidden sibling folder and publishes it with one rename.
 
-    Use as a context manager: on an exception (Ctrl-C included) the staging folder is removed and
-    the destination is untouched.
+    Use as a context manager. On an exception (Ctrl-C included) the destination is untouched;
+    the staging folder is kept only if it holds resumable progress, and removed otherwise.
+
+    Args:
+        destination: the bundle folder to publish.
+        overwrite: allow replacing a non-empty destination.
+        resume: continue in an existing staging folder instead of requiring a fresh one.
     """
 
-    def __init__(self, destination: Path, *, overwrite: bool = False):
+    def __init__(self, destination: Path, *, overwrite: bool = False, resume: bool = False):
         self.destination = Path(destination)
         self.overwrite = overwrite
-        suffix = uuid.uuid4().hex[:8]
-        self.staging = self.destination.parent / f".{self.destination.name}.partial-{suffix}"
+        self.resume = resume
+        self.staging = staging_dir(self.destination)
 
     def __enter__(self) -> "BundleWriter":
         check_destination(self.destination, self.overwrite)
-        self.staging.mkdir(parents=True)
+        if self.resume:
+            if not self.staging.is_dir():
+                raise BundleError(f"--resume: no interrupted run to resume for "
+                                  f"{self.destination} (expected its state in {self.staging})")
+        elif self.staging.exists():
+            raise BundleError(f"--out {self.destination}: an interrupted run's state is in "
+                              f"{self.staging}; add --resume to continue it, or delete that "
+                              "folder to start over")
+        else:
+            self.staging.mkdir(parents=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if exc_type is not None and not (self.staging / "progress.json").exists():
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def publish(self) -> Path:
@@ -105,7 +125,8 @@ class BundleWriter:
         old = None
         if self.destination.exists():
             check_destination(self.destination, self.overwrite)
-            old = self.destination.parent / f".{self.destination.name}.old-{uuid.uuid4().hex[:8]}"
+            suffix = uuid.uuid4().hex[:8]
+            old = self.destination.parent / f".{self.destination.name}.old-{suffix}"
             os.replace(self.destination, old)
         os.replace(self.staging, self.destination)
         if old is not None:

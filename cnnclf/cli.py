@@ -94,18 +94,30 @@ def main(ctx, debug, verbose):
               help="Write the bundle exactly here (default: a new folder under runs/).")
 @click.option("--overwrite", is_flag=True,
               help="Allow --out to replace an existing bundle (only once training succeeds).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run into --out DIR from its last completed epoch.")
 @_common_options
-def train(config_path, overrides, out_dir, overwrite):
+def train(config_path, overrides, out_dir, overwrite, resume):
     """Train a model from a config and save it as a bundle."""
     from cnnclf.config import load_config
+    from cnnclf.errors import Interrupted
 
     config = load_config(config_path, overrides)
     from cnnclf.train import train as run_training
 
     flags = _flags(click.get_current_context())
-    result = run_training(config, out_dir=out_dir, config_path=config_path, overwrite=overwrite,
-                          verbose=flags["verbose"])
-    final = {k: v[-1] for k, v in result.history.items() if k != "epoch" and v}
+    try:
+        result = run_training(config, out_dir=out_dir, config_path=config_path,
+                              overwrite=overwrite, resume=resume, verbose=flags["verbose"])
+    except Interrupted as exc:
+        click.echo(str(exc), err=True)
+        if exc.completed_epochs:
+            sets = "".join(f" --set {o}" for o in overrides)
+            click.echo(f"resume with: cnnclf train --config {config_path}{sets} "
+                       f"--out {exc.destination} --resume", err=True)
+        sys.exit(exc.exit_code)
+    final = {k: v[-1] for k, v in result.history.items()
+             if k not in ("epoch", "learning_rate") and v}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
     click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
 

@@ -186,6 +186,45 @@ def _threshold(key, value):
     return _number(0, 1, open_min=True, open_max=True)(key, value)
 
 
+_MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+_EARLY_STOPPING = {"monitor": "val_loss", "patience": 5, "min_delta": 0.0,
+                   "restore_best_weights": True}
+
+
+def _early_stopping(key, value):
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        _fail(key, "null or a mapping like {monitor: val_loss, patience: 5, min_delta: 0.0, "
+              "restore_best_weights: true}", value)
+    _reject_unknown(key, value, _EARLY_STOPPING)
+    merged = {**_EARLY_STOPPING, **value}
+    return {"monitor": _choice(*_MONITORS)(f"{key}.monitor", merged["monitor"]),
+            "patience": _int(1)(f"{key}.patience", merged["patience"]),
+            "min_delta": _number(0)(f"{key}.min_delta", merged["min_delta"]),
+            "restore_best_weights": _bool(f"{key}.restore_best_weights",
+                                          merged["restore_best_weights"])}
+
+
+def _optional_monitor(key, value):
+    if value is None:
+        return None
+    return _choice(*_MONITORS)(key, value)
+
+
+def _class_weight(key, value):
+    if value in ("none", None):
+        return "none"
+    if value == "balanced":
+        return value
+    if not isinstance(value, dict) or not value:
+        _fail(key, "none, balanced, or a mapping {class name: weight}", value)
+    return {str(name): _number(0, None, open_min=True)(f"{key}.{name}", weight)
+            for name, weight in value.items()}
+
+
 def _field(default: Any, check: Callable, help: str, *, kind: str | None = None):
     meta = {"check": check, "help": help, "kind": kind}
     if isinstance(default, (list, dict)):
@@ -315,6 +354,27 @@ class TrainConfig:
         "probability is >= this; or a rule applied to the validation data after training: "
         "youden, f1, recall>=0.95 (highest threshold keeping that sensitivity), "
         "specificity>=0.9; the chosen value is saved in the bundle", kind="float | str")
+    class_weight: str | dict = _field(
+        "none", _class_weight, "none, balanced (weights inversely proportional to class "
+        "counts), or {class name: weight}; for imbalanced data", kind="str | {str: float}")
+    early_stopping: dict | None = _field(
+        None, _early_stopping, "null, or stop when the monitored metric stops improving: "
+        "{monitor: val_loss, patience: 5, min_delta: 0.0, restore_best_weights: true}",
+        kind="null | mapping")
+    keep_best: str | None = _field(
+        None, _optional_monitor, "null keeps the last epoch's weights; a metric (val_loss, "
+        "val_accuracy) keeps the best epoch's weights by it in the bundle", kind="str | null")
+    lr_schedule: str = _field(
+        "none", _choice("none", "reduce_on_plateau", "cosine"),
+        "none; reduce_on_plateau (multiply by lr_factor after lr_patience epochs without "
+        "val_loss improvement); cosine (decay to min_learning_rate over the epochs)",
+        kind="str")
+    lr_factor: float = _field(
+        0.5, _number(0, 1, open_min=True, open_max=True), "reduce_on_plateau multiplier",
+        kind="float")
+    lr_patience: int = _field(2, _int(1), "reduce_on_plateau patience, in epochs", kind="int")
+    min_learning_rate: float = _field(
+        1e-6, _number(0), "floor for reduce_on_plateau and end point of cosine", kind="float")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at roughly 30-50% lower "
         "throughput (enables TensorFlow op determinism)", kind="bool")

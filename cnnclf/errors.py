@@ -32,3 +32,14 @@ class ImageError(CnnclfError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class Interrupted(CnnclfError):
+    """Training stopped by Ctrl-C; `completed_epochs` > 0 means it can be resumed."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, destination, completed_epochs: int):
+        super().__init__(message)
+        self.destination = destination
+        self.completed_epochs = completed_epochs

@@ -7,6 +7,7 @@ half-built pipeline.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import sys
@@ -23,6 +24,7 @@ from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVE
                            PREPROCESSING_FILE, BundleWriter, Preprocessing, check_destination,
                            write_json)
 from cnnclf.config import Config
+from cnnclf.errors import BundleError, ConfigError, Interrupted
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
 from cnnclf.runs import new_run_dir
@@ -55,7 +57,8 @@ def image_spec(config: Config) -> ImageSpec:
 
 def train(config: Config, *, out_dir: str | Path | None = None,
           config_path: str | Path | None = None, overwrite: bool = False,
-          verbose: bool = False, progress: int | str = "auto") -> TrainResult:
+          resume: bool = False, verbose: bool = False,
+          progress: int | str = "auto") -> TrainResult:
     """Trains a model as `config` says and writes its bundle.
 
     Args:
@@ -63,6 +66,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         out_dir: the bundle folder; None = a new folder under `runs/` named after `config_path`.
         config_path: the config file's path, used only to name the run folder.
         overwrite: allow replacing a non-empty `out_dir` (atomically, after training succeeds).
+        resume: continue an interrupted run into `out_dir` from its last completed epoch.
         verbose: let TensorFlow's own logging through.
         progress: Keras `fit` verbosity (`auto`: a progress bar on a terminal, a line per epoch
             otherwise).
@@ -72,13 +76,18 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     """
     started = time.monotonic()
     config = resolve_paths(config)
+    if resume and out_dir is None:
+        raise ConfigError("--resume needs --out DIR: the folder the interrupted run was "
+                          "writing (its state is in the hidden DIR.partial beside it)")
     dataset = discover(config.data, config.train.seed)
     destination = Path(out_dir) if out_dir is not None else new_run_dir(config_path)
     check_destination(destination, overwrite)
     from cnnclf.model import loss_for
 
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
-    _describe(dataset)
+    class_weight = class_weights(config, dataset)
+    previous = _check_resumable(destination, config) if resume else None
+    _describe(dataset, class_weight)
 
     from cnnclf.runtime import import_tensorflow, quiet_keras_warnings, seed_everything
 
@@ -87,33 +96,100 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         quiet_keras_warnings()
     seed_everything(config.train.seed, config.train.deterministic)
 
-    with BundleWriter(destination, overwrite=overwrite) as writer, \
-            tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
-        model, history, skipped, val_ds = _fit(config, dataset, loss, Path(cache_dir), progress)
-        _warn_skipped(skipped)
-        threshold, metrics = _validate(model, val_ds, config, dataset)
-        seconds = time.monotonic() - started
-        _write_bundle(writer.staging, model, config, dataset, history, skipped, config_path,
-                      seconds, threshold, metrics)
-        bundle_dir = writer.publish()
+    writer = BundleWriter(destination, overwrite=overwrite, resume=resume)
+    try:
+        with writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
+            model, history, skipped, val_ds, training = _fit(
+                config, dataset, loss, Path(cache_dir), progress, writer.staging, previous,
+                class_weight)
+            _warn_skipped(skipped)
+            threshold, metrics = _validate(model, val_ds, config, dataset)
+            seconds = time.monotonic() - started
+            from cnnclf.checkpoint import remove_checkpoints
+
+            remove_checkpoints(writer.staging)
+            _write_bundle(writer.staging, model, config, dataset, history, skipped,
+                          config_path, seconds, threshold, metrics, training)
+            bundle_dir = writer.publish()
+    except KeyboardInterrupt:
+        from cnnclf.checkpoint import read_progress
+
+        done = (read_progress(writer.staging) or {}).get("completed_epochs", 0)
+        if done:
+            raise Interrupted(f"interrupted after epoch {done} of {config.train.epochs}; "
+                              f"its state is kept in {writer.staging}", destination,
+                              done) from None
+        raise Interrupted("interrupted before the first epoch finished: nothing to resume, "
+                          "nothing was saved", destination, 0) from None
     log.info("saved bundle to %s", bundle_dir)
     return TrainResult(bundle_dir, history, skipped, seconds)
 
 
-def _describe(dataset: Dataset) -> None:
+def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
+    """Keras `class_weight` (index -> weight) from train.class_weight."""
+    choice = config.train.class_weight
+    if choice == "none":
+        return None
+    counts = dataset.train.counts(dataset.class_names)
+    if choice == "balanced":
+        # As scikit-learn's "balanced": n_samples / (n_classes * n_samples_of_class).
+        total, n = sum(counts.values()), len(counts)
+        return {i: total / (n * counts[name]) for i, name in enumerate(dataset.class_names)}
+    unknown = sorted(set(choice) - set(dataset.class_names))
+    if unknown:
+        raise ConfigError(f"train.class_weight: {', '.join(unknown)} is not a class "
+                          f"(classes: {', '.join(dataset.class_names)})")
+    return {i: float(choice.get(name, 1.0)) for i, name in enumerate(dataset.class_names)}
+
+
+def _check_resumable(destination: Path, config: Config) -> dict:
+    from cnnclf.bundle import staging_dir
+    from cnnclf.checkpoint import read_progress
+
+    staging = staging_dir(destination)
+    progress = read_progress(staging) if staging.is_dir() else None
+    if progress is None:
+        raise BundleError(f"--resume: no interrupted run to resume for {destination} (no "
+                          f"completed epoch saved in {staging})")
+    saved, now = _flatten(progress["config"]), _flatten(config.to_dict())
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            raise ConfigError(f"--resume: {key} is {now.get(key)!r} but the interrupted run "
+                              f"used {saved.get(key)!r}; resume with the same config and --set "
+                              "options")
+    return progress
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and prefix.count(".") < 1:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.loads(json.dumps(value))
+    return flat
+
+
+def _describe(dataset: Dataset, class_weight: dict | None) -> None:
     train_counts = dataset.train.counts(dataset.class_names)
     val_counts = dataset.validation.counts(dataset.class_names)
     log.info("classes: %s", ", ".join(f"{name} ({train_counts[name]} train, {val_counts[name]} "
                                       f"val)" for name in dataset.class_names))
+    if class_weight:
+        log.info("class weights: %s", ", ".join(f"{dataset.class_names[i]} {w:.3g}"
+                                                for i, w in class_weight.items()))
     if dataset.validation_source == "validation_split":
         log.info("validation: %d images held out of data.train_dir (data.validation_split)",
                  len(dataset.validation))
 
 
-def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress):
+def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress, staging: Path,
+         previous: dict | None, class_weight: dict | None):
     import keras
 
     from cnnclf.augment import is_active, make_augmenter
+    from cnnclf.checkpoint import EpochCheckpoint
+    from cnnclf.controls import TrainingControls
     from cnnclf.model import build_model, make_optimizer
     from cnnclf.pipeline import SkippedFiles, choose_cache, make_dataset
 
@@ -135,19 +211,38 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress)
     val_ds = make_dataset(dataset.validation.paths, dataset.validation.labels, training=False,
                           cache=val_cache, cache_path=str(cache_dir / "validation"), **common)
 
-    model = build_model(config, n_classes, spec.channels)
-    model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"])
+    done = previous["completed_epochs"] if previous else 0
+    if previous:
+        # The checkpoint holds the optimizer state too: training continues where it stopped.
+        model = keras.saving.load_model(staging / previous["checkpoint"], safe_mode=True)
+        log.info("resuming after epoch %d of %d", done, config.train.epochs)
+    else:
+        model = build_model(config, n_classes, spec.channels)
+        model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"])
     log.info("model: %s parameters; %d epochs of batch %d; cache: %s",
              f"{model.count_params():,}", config.train.epochs, config.data.batch_size,
              train_cache)
+    controls = TrainingControls(config.train, staging / "best.weights.h5",
+                                previous["controls"] if previous else None)
+    checkpoint = EpochCheckpoint(staging, config.to_dict(), controls,
+                                 previous["history"] if previous else None)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
-    fitted = model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                       shuffle=False, verbose=progress,
-                       callbacks=[keras.callbacks.TerminateOnNaN()])
-    history = {key: [float(v) for v in values] for key, values in fitted.history.items()}
-    history["epoch"] = [i + 1 for i in range(len(next(iter(fitted.history.values()), [])))]
-    return model, history, dict(skipped.reasons), val_ds
+    stopped = controls.state["stopped_early"]
+    if done < config.train.epochs and not stopped:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
+                  initial_epoch=done, shuffle=False, verbose=progress,
+                  class_weight=class_weight,
+                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint])
+    if controls.state["stopped_early"]:
+        log.info("early stopping: %s did not improve for %d epochs",
+                 config.train.early_stopping["monitor"], config.train.early_stopping["patience"])
+    best_epoch = controls.finish()
+    if best_epoch is not None:
+        log.info("keeping the weights of epoch %d (best %s)", best_epoch, controls.best_monitor)
+    training = {"best_epoch": best_epoch, "stopped_early": controls.state["stopped_early"],
+                "resumed_after_epoch": done or None}
+    return model, dict(checkpoint.history), dict(skipped.reasons), val_ds, training
 
 
 def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | None, dict]:
@@ -196,7 +291,7 @@ def _warn_skipped(skipped: dict) -> None:
 
 def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history: dict,
                   skipped: dict, config_path, seconds: float, threshold: float | None,
-                  metrics: dict) -> None:
+                  metrics: dict, training: dict) -> None:
     import keras
     import tensorflow as tf
 
@@ -237,6 +332,8 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "validation_images": dataset.validation.counts(dataset.class_names),
         "validation_source": dataset.validation_source,
         "epochs": len(history.get("epoch", [])),
+        **training,
+        "class_weight": class_weights(config, dataset),
         "final_metrics": final,
         "threshold": threshold_record,
         "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],

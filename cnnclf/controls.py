@@ -1,0 +1,92 @@
+"""Early stopping, best-weights keeping and learning-rate schedules, as one resumable callback.
+
+Keras' own EarlyStopping and ReduceLROnPlateau keep their counters in private attributes that
+`on_train_begin` resets, so a resumed run would forget them. This callback keeps its whole state
+in a small JSON-ready dict (`state`), which the checkpoint saves every epoch, so a run resumed
+after a crash stops, keeps the best weights and lowers the learning rate exactly as an
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+def _improved(value, best, monitor: str, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return True
+    if "loss" in monitor:
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+class TrainingControls(keras.callbacks.Callback):
+    """Implements train.early_stopping, train.keep_best and train.lr_schedule.
+
+    Args:
+        train_config: a `cnnclf.config.TrainConfig`.
+        best_weights_path: where the best epoch's weights are written (for keep_best and
+            early_stopping.restore_best_weights).
+        state: a `state` dict from an interrupted run, or None to start fresh.
+    """
+
+    def __init__(self, train_config, best_weights_path, state: dict | None = None):
+        super().__init__()
+        self.config = train_config
+        self.best_weights_path = str(best_weights_path)
+        stopping = train_config.early_stopping or {}
+        self.best_monitor = (train_config.keep_best or
+                             (stopping.get("monitor") if stopping.get("restore_best_weights")
+                              else None))
+        self.state = state or {"best": None, "best_epoch": None, "stop_best": None, "wait": 0,
+                               "plateau_best": None, "plateau_wait": 0,
+                               "learning_rate": train_config.learning_rate,
+                               "stopped_early": False}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.config.lr_schedule == "cosine":
+            lr0, lr_min = self.config.learning_rate, self.config.min_learning_rate
+            progress = epoch / max(1, self.config.epochs - 1)
+            self.state["learning_rate"] = lr_min + 0.5 * (lr0 - lr_min) * (
+                1 + math.cos(math.pi * progress))
+        self.model.optimizer.learning_rate.assign(self.state["learning_rate"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        logs["learning_rate"] = float(self.state["learning_rate"])
+        if self.best_monitor and self.best_monitor in logs:
+            value = float(logs[self.best_monitor])
+            if _improved(value, self.state["best"], self.best_monitor):
+                self.state["best"], self.state["best_epoch"] = value, epoch + 1
+                self.model.save_weights(self.best_weights_path)
+        if self.config.lr_schedule == "reduce_on_plateau" and "val_loss" in logs:
+            if _improved(float(logs["val_loss"]), self.state["plateau_best"], "val_loss"):
+                self.state["plateau_best"], self.state["plateau_wait"] = float(
+                    logs["val_loss"]), 0
+            else:
+                self.state["plateau_wait"] += 1
+                if self.state["plateau_wait"] >= self.config.lr_patience:
+                    self.state["learning_rate"] = max(
+                        self.config.min_learning_rate,
+                        self.state["learning_rate"] * self.config.lr_factor)
+                    self.state["plateau_wait"] = 0
+        stopping = self.config.early_stopping
+        if stopping and stopping["monitor"] in logs:
+            value = float(logs[stopping["monitor"]])
+            if _improved(value, self.state["stop_best"], stopping["monitor"],
+                         stopping["min_delta"]):
+                self.state["stop_best"], self.state["wait"] = value, 0
+            else:
+                self.state["wait"] += 1
+                if self.state["wait"] >= stopping["patience"]:
+                    self.state["stopped_early"] = True
+                    self.model.stop_training = True
+
+    def finish(self) -> int | None:
+        """Loads the best weights if asked to; returns the epoch they come from."""
+        if self.best_monitor and self.state["best_epoch"] is not None:
+            self.model.load_weights(self.best_weights_path)
+            return self.state["best_epoch"]
+        return None

@@ -1,0 +1,64 @@
+"""Training controls: class weights, early stopping, best weights, schedules, determinism."""
+
+import numpy as np
+import pytest
+
+from cnnclf.bundle import load_bundle
+from conftest import make_tree, read_json, run_cli, write_config
+
+
+def train(tmp_path, tree, name="b", **train_overrides):
+    config = write_config(tmp_path / f"{name}.yaml", tree,
+                          train={"epochs": 1, "seed": 11, **train_overrides})
+    result = run_cli("train", "--config", config, "--out", tmp_path / name)
+    assert result.exit_code == 0, result.output
+    return tmp_path / name, result
+
+
+def test_balanced_class_weights_follow_the_counts(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=12)
+    for extra in sorted((tree / "training_set" / "vstripes").iterdir())[:8]:
+        extra.unlink()  # 12 hstripes against 4 vstripes
+    bundle, result = train(tmp_path, tree, class_weight="balanced")
+    assert read_json(bundle / "bundle.json")["class_weight"] == {"0": 16 / 24, "1": 16 / 8}
+    assert "class weights: hstripes 0.667, vstripes 2" in result.stderr
+
+
+def test_explicit_class_weight_must_name_classes(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          train={"class_weight": {"zebra": 2.0}})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert "train.class_weight: zebra is not a class (classes: hstripes, vstripes)" in \
+        result.stderr
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path, binary_tree):
+    # min_delta 1e9 means no epoch ever counts as an improvement after the first.
+    bundle, result = train(tmp_path, binary_tree, epochs=10,
+                           early_stopping={"patience": 2, "min_delta": 1e9})
+    manifest = read_json(bundle / "bundle.json")
+    assert manifest["epochs"] == 3 and manifest["stopped_early"] is True
+    assert manifest["best_epoch"] is not None
+    assert "early stopping: val_loss did not improve for 2 epochs" in result.stderr
+
+
+@pytest.mark.parametrize("schedule, check", [
+    ("cosine", lambda lrs: lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-6)
+     and all(a > b for a, b in zip(lrs, lrs[1:]))),
+    ("none", lambda lrs: lrs == pytest.approx([1e-3] * 4)),
+])
+def test_learning_rate_schedules(tmp_path, binary_tree, schedule, check):
+    bundle, _ = train(tmp_path, binary_tree, epochs=4, lr_schedule=schedule)
+    assert check(read_json(bundle / "history.json")["learning_rate"])
+
+
+def test_deterministic_runs_are_identical(tmp_path, binary_tree):
+    first, _ = train(tmp_path, binary_tree, "one", deterministic=True)
+    second, _ = train(tmp_path, binary_tree, "two", deterministic=True)
+    weights = [load_bundle(b).model.get_weights() for b in (first, second)]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
+    preds = [run_cli("predict", "--model", b, "--format", "json",
+                     binary_tree / "test_set").stdout for b in (first, second)]
+    assert preds[0] == preds[1]
+    assert read_json(first / "history.json")["loss"] == read_json(second / "history.json")["loss"]

@@ -1,0 +1,99 @@
+"""Interrupted training: Ctrl-C and kill -9 at an epoch boundary's far side, then --resume."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_json, run_cli, write_config
+
+EPOCHS = 30
+
+
+def start_training(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                             str(config), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_after_first_epoch(process: subprocess.Popen, staging: Path, sig) -> int:
+    """Sends `sig` as soon as a completed epoch is on disk; returns the epochs saved then."""
+    progress = staging / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if progress.exists():
+            done = json.loads(progress.read_text())["completed_epochs"]
+            process.send_signal(sig)
+            return done
+        time.sleep(0.01)
+    raise AssertionError(f"no epoch completed in time; stderr: {process.communicate()[1]}")
+
+
+def killed_run(config: Path, tmp_path: Path):
+    """A run killed with SIGKILL after its first saved epoch: (out, staging)."""
+    out, staging = tmp_path / "bundle", tmp_path / ".bundle.partial"
+    process = start_training(config, out)
+    interrupt_after_first_epoch(process, staging, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    return out, staging
+
+
+@pytest.fixture
+def config(tmp_path, binary_tree):
+    return write_config(tmp_path / "c.yaml", binary_tree, train={"epochs": EPOCHS, "seed": 5},
+                        data={"train_dir": str(binary_tree / "training_set"),
+                              "test_dir": str(binary_tree / "test_set"),
+                              "image_size": [24, 24], "batch_size": 4})
+
+
+def assert_resumes_to_the_full_run(config: Path, out: Path, staging: Path):
+    result = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming after epoch" in result.stderr
+    history = read_json(out / "history.json")
+    assert history["epoch"] == list(range(1, EPOCHS + 1))
+    assert len(history["loss"]) == EPOCHS
+    assert not staging.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(("checkpoint", "progress"))]
+    assert read_json(out / "bundle.json")["epochs"] == EPOCHS
+
+
+def test_ctrl_c_exits_cleanly_and_says_how_to_resume(tmp_path, config):
+    out, staging = tmp_path / "bundle", tmp_path / ".bundle.partial"
+    process = start_training(config, out)
+    interrupt_after_first_epoch(process, staging, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted after epoch" in stderr and "Traceback" not in stderr
+    assert f"resume with: cnnclf train --config {config} --out {out} --resume" in stderr
+    assert not out.exists() and (staging / "progress.json").exists()
+    assert_resumes_to_the_full_run(config, out, staging)
+
+
+def test_kill_9_then_resume_ends_with_the_same_epoch_count(tmp_path, config):
+    out, staging = killed_run(config, tmp_path)
+    assert not out.exists()
+    again = run_cli("train", "--config", config, "--out", out)  # without --resume
+    assert again.exit_code == 1 and "add --resume to continue it" in again.stderr
+    assert_resumes_to_the_full_run(config, out, staging)
+
+
+def test_resume_refuses_a_different_config(tmp_path, config):
+    out, _ = killed_run(config, tmp_path)
+    result = run_cli("train", "--config", config, "--out", out, "--resume",
+                     "--set", "train.learning_rate=0.01")
+    assert result.exit_code == 2
+    assert "--resume: train.learning_rate is 0.01 but the interrupted run used 0.001" in \
+        result.stderr
+
+
+def test_resume_with_nothing_to_resume(tmp_path, config):
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b", "--resume")
+    assert result.exit_code == 1 and "no interrupted run to resume" in result.stderr
+    no_out = run_cli("train", "--config", config, "--resume")
+    assert no_out.exit_code == 2 and "--resume needs --out DIR" in no_out.stderr
