@@ -232,6 +232,53 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+@main.command("check-data")
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Check the config's data.train_dir/test_dir against its data.image_size.")
+@click.option("--image-size", type=(int, int), metavar="H W",
+              help="Flag images smaller than this (default: the config's, if given).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Report format.")
+@click.option("--fix-to", "fix_to", type=click.Path(file_okay=False),
+              help="Write a cleaned copy here: unreadable files, duplicates and leaked "
+                   "training copies dropped; odd formats converted; extensions corrected.")
+@_common_options
+def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
+    """Count images per split and class, and list every problem file with what to do.
+
+    DATA_DIR holds training_set/ and test_set/ (or is itself one class-folder tree). Exits
+    non-zero only for problems that would stop training.
+    """
+    from cnnclf.check import check_data, find_splits, write_fixed_copy
+    from cnnclf.errors import ConfigError
+    from cnnclf.formats import render_check
+
+    if config_path:
+        from cnnclf.config import load_config
+
+        data = load_config(config_path).data
+        if data.train_dir is None:
+            raise ConfigError("data.train_dir: is required (a folder with one sub-folder "
+                              "per class)")
+        splits = {"training_set": Path(data.train_dir)}
+        if data.test_dir:
+            splits["test_set"] = Path(data.test_dir)
+        image_size = image_size or tuple(data.image_size)
+    elif data_dir:
+        splits = find_splits(data_dir)
+    else:
+        raise click.UsageError("give DATA_DIR or --config")
+    report = check_data(splits, image_size)
+    click.echo(render_check(report.to_json(), fmt))
+    if fix_to:
+        counts = write_fixed_copy(splits, report, Path(fix_to))
+        click.echo(f"wrote a cleaned copy to {fix_to}: {counts['written']} images "
+                   f"({counts['converted']} converted), {counts['dropped']} dropped", err=True)
+    if report.fatal:
+        sys.exit(1)
+
+
 @main.command("config")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="YAML config to resolve (default: the built-in defaults).")

@@ -85,3 +85,28 @@ def render_report(report: dict, fmt: str) -> str:
     if report.get("plots"):
         lines.append("Plots: " + ", ".join(report["plots"]))
     return "\n".join(lines).rstrip()
+
+
+def render_check(report: dict, fmt: str) -> str:
+    """A `check-data` report as JSON or as a terminal summary."""
+    if fmt == "json":
+        return json.dumps(report, indent=2)
+    lines = []
+    for split, counts in report["splits"].items():
+        ratio = report["imbalance_ratio"].get(split)
+        total = sum(counts.values())
+        lines.append(f"{split}: {total} images"
+                     + (f", imbalance {ratio:.2f}x" if ratio else ""))
+        lines += [f"  {name:<24} {count}" for name, count in counts.items()]
+    by_kind = report["problem_counts"]
+    if by_kind:
+        lines.append("problems: " + ", ".join(f"{n} {k}" for k, n in by_kind.items()))
+    for problem in report["problems"]:
+        detail = f" ({problem['detail']})" if problem["detail"] else ""
+        lines.append(f"  {problem['severity']:<7} {problem['kind']:<15} {problem['path']}"
+                     f"{detail}: {problem['advice']}")
+    lines += [f"suggestion: {s}" for s in report["suggestions"]]
+    lines += [f"fatal: {f}" for f in report["fatal"]]
+    if not by_kind and not report["fatal"]:
+        lines.append("no problems found")
+    return "\n".join(lines)

@@ -70,7 +70,7 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
                     side = max(height, width)
                     image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
                 image = ImageOps.exif_transpose(image)
-                image = _to_mode(image, spec.color_mode)
+                image = convert_mode(image, spec.color_mode)
                 if image.size != (width, height):
                     image = image.resize((width, height), _RESAMPLE[spec.interpolation])
                 array = np.asarray(image, dtype=np.uint8)
@@ -87,7 +87,7 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
     return array
 
 
-def _to_mode(image: Image.Image, color_mode: str) -> Image.Image:
+def convert_mode(image: Image.Image, color_mode: str) -> Image.Image:
     """Converts any Pillow mode to 'RGB' or 'L', compositing transparency on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (medical, scientific) images: map the full 16-bit range to 8 bits instead of

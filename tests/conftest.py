@@ -7,6 +7,7 @@ folders hold while a 1-epoch training run stays a couple of seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -49,7 +50,9 @@ def make_tree(root: Path, n_classes: int = 2, n_train: int = 12, n_test: int = 4
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 size = 20 + (i * 7) % 29  # mixed sizes, 20-48 px, not square
-                image = pattern_image(kind, size, size + (i % 3) * 5, seed=i + 100 * c)
+                # Different seeds per split: no image may be in both (check-data flags leakage).
+                seed = i + 100 * c + (1000 if split == "test_set" else 0)
+                image = pattern_image(kind, size, size + (i % 3) * 5, seed=seed)
                 fmt = FORMATS[i % len(FORMATS)]
                 path = folder / f"{kind}_{i:03d}.{fmt}"
                 if fmt == "gif":
@@ -118,3 +121,86 @@ def multi_bundle(tmp_path_factory, multi_tree) -> Path:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------------
+# The bad-input corpus: one file per kind of trouble real folders hold.
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: a decompression bomb's signature."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def write_bad_case(case: str, folder: Path) -> Path:
+    """Writes one bad-input case into `folder`; returns the file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = pattern_image("hstripes", 40, 40, seed=99)
+    if case == "truncated_jpeg":
+        path = folder / "truncated.jpg"
+        buffer = io.BytesIO()
+        good.save(buffer, "JPEG", quality=95)
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
+    elif case == "text_as_jpeg":
+        path = folder / "notes.jpg"
+        path.write_text("this is not an image")
+    elif case == "empty_file":
+        path = folder / "empty.png"
+        path.write_bytes(b"")
+    elif case == "decompression_bomb":
+        path = folder / "bomb.png"
+        path.write_bytes(_png_claiming(30000, 30000))
+    elif case == "png_named_jpg":
+        path = folder / "really_png.jpg"
+        good.save(path, "PNG")
+    elif case == "cmyk_jpeg":
+        path = folder / "scanner.jpg"
+        good.convert("CMYK").save(path, "JPEG")
+    elif case == "rgba_png":
+        path = folder / "screenshot.png"
+        rgba = good.convert("RGBA")
+        rgba.putalpha(128)
+        rgba.save(path)
+    elif case == "sixteen_bit_png":
+        path = folder / "scan16.png"
+        Image.fromarray((np.asarray(good.convert("L"), np.uint16) * 257)).save(path)
+    elif case == "palette_gif":
+        path = folder / "palette.gif"
+        palette = good.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        palette.save(path, transparency=palette.getpixel((0, 0)))  # an index in use
+    elif case == "exif_rotated":
+        path = folder / "phone.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        good.save(path, exif=exif.tobytes())
+    elif case == "tiny_image":
+        path = folder / "tiny.png"
+        good.resize((4, 4)).save(path)
+    elif case == "ds_store":
+        path = folder / ".DS_Store"
+        path.write_bytes(b"\x00\x00\x00\x01Bud1")
+    elif case == "thumbs_db":
+        path = folder / "Thumbs.db"
+        path.write_bytes(b"\xd0\xcf\x11\xe0")
+    elif case == "appledouble":
+        path = folder / "._phone.jpg"
+        path.write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    else:
+        raise ValueError(case)
+    return path
+
+
+# Files training must skip (and predict must report), and odd files both must read.
+UNREADABLE = ["truncated_jpeg", "text_as_jpeg", "empty_file", "decompression_bomb"]
+ODD_BUT_READABLE = ["png_named_jpg", "cmyk_jpeg", "rgba_png", "sixteen_bit_png", "palette_gif",
+                    "exif_rotated", "tiny_image"]
+IGNORED = ["ds_store", "thumbs_db", "appledouble"]
