@@ -62,8 +62,10 @@ def _common_options(command):
         except Exception as exc:  # anything unforeseen: still one line unless --debug
             if flags["debug"]:
                 raise
-            click.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the "
-                       "traceback)".replace("\n", " "), err=True)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first if len(first) <= 300 else first[:300] + "..."
+            click.echo(f"error: {type(exc).__name__}: {first} (run with --debug for the "
+                       "traceback)", err=True)
             ctx.exit(1)
 
     return wrapper
@@ -96,8 +98,10 @@ def main(ctx, debug, verbose):
               help="Allow --out to replace an existing bundle (only once training succeeds).")
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run into --out DIR from its last completed epoch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="Train on CPU only, require a GPU, or use what is there.")
 @_common_options
-def train(config_path, overrides, out_dir, overwrite, resume):
+def train(config_path, overrides, out_dir, overwrite, resume, device):
     """Train a model from a config and save it as a bundle."""
     from cnnclf.config import load_config
     from cnnclf.errors import Interrupted
@@ -108,7 +112,8 @@ def train(config_path, overrides, out_dir, overwrite, resume):
     flags = _flags(click.get_current_context())
     try:
         result = run_training(config, out_dir=out_dir, config_path=config_path,
-                              overwrite=overwrite, resume=resume, verbose=flags["verbose"])
+                              overwrite=overwrite, resume=resume, verbose=flags["verbose"],
+                              device=device)
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         if exc.completed_epochs:
@@ -116,6 +121,8 @@ def train(config_path, overrides, out_dir, overwrite, resume):
             click.echo(f"resume with: cnnclf train --config {config_path}{sets} "
                        f"--out {exc.destination} --resume", err=True)
         sys.exit(exc.exit_code)
+    if result.bundle_dir is None:
+        return  # a non-chief multi_worker worker: the chief reports the bundle
     final = {k: v[-1] for k, v in result.history.items()
              if k not in ("epoch", "learning_rate") and v}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())

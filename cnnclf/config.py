@@ -375,6 +375,21 @@ class TrainConfig:
     lr_patience: int = _field(2, _int(1), "reduce_on_plateau patience, in epochs", kind="int")
     min_learning_rate: float = _field(
         1e-6, _number(0), "floor for reduce_on_plateau and end point of cosine", kind="float")
+    distribute: str = _field(
+        "auto", _choice("auto", "none", "mirrored", "multi_worker"),
+        "tf.distribute strategy: auto (mirrored when 2+ GPUs are visible), none, mirrored "
+        "(all local GPUs), multi_worker (machines listed in TF_CONFIG; only the chief writes "
+        "the bundle)", kind="str")
+    mixed_precision: str = _field(
+        "auto", _choice("auto", "float16", "bfloat16", "none"),
+        "auto = float16 on GPUs with tensor cores (compute capability >= 7.0), float32 "
+        "elsewhere; the output layer always stays float32", kind="str")
+    scale_learning_rate: bool = _field(
+        False, _bool, "multiply learning_rate by the number of replicas (data.batch_size is "
+        "the global batch, split across replicas)", kind="bool")
+    collective_timeout: float = _field(
+        300.0, _number(1), "multi_worker: seconds before a missing worker fails the others",
+        kind="float")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at roughly 30-50% lower "
         "throughput (enables TensorFlow op determinism)", kind="bool")

@@ -30,11 +30,15 @@ class TrainingControls(keras.callbacks.Callback):
         best_weights_path: where the best epoch's weights are written (for keep_best and
             early_stopping.restore_best_weights).
         state: a `state` dict from an interrupted run, or None to start fresh.
+        base_learning_rate: the starting rate (train.learning_rate, scaled by the replica count
+            when train.scale_learning_rate is on).
     """
 
-    def __init__(self, train_config, best_weights_path, state: dict | None = None):
+    def __init__(self, train_config, best_weights_path, state: dict | None = None,
+                 base_learning_rate: float | None = None):
         super().__init__()
         self.config = train_config
+        self.base_learning_rate = base_learning_rate or train_config.learning_rate
         self.best_weights_path = str(best_weights_path)
         stopping = train_config.early_stopping or {}
         self.best_monitor = (train_config.keep_best or
@@ -42,12 +46,12 @@ class TrainingControls(keras.callbacks.Callback):
                               else None))
         self.state = state or {"best": None, "best_epoch": None, "stop_best": None, "wait": 0,
                                "plateau_best": None, "plateau_wait": 0,
-                               "learning_rate": train_config.learning_rate,
+                               "learning_rate": self.base_learning_rate,
                                "stopped_early": False}
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.config.lr_schedule == "cosine":
-            lr0, lr_min = self.config.learning_rate, self.config.min_learning_rate
+            lr0, lr_min = self.base_learning_rate, self.config.min_learning_rate
             progress = epoch / max(1, self.config.epochs - 1)
             self.state["learning_rate"] = lr_min + 0.5 * (lr0 - lr_min) * (
                 1 + math.cos(math.pi * progress))

@@ -24,7 +24,7 @@ from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVE
                            PREPROCESSING_FILE, BundleWriter, Preprocessing, check_destination,
                            write_json)
 from cnnclf.config import Config
-from cnnclf.errors import BundleError, ConfigError, Interrupted
+from cnnclf.errors import BundleError, CnnclfError, ConfigError, Interrupted
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
 from cnnclf.runs import new_run_dir
@@ -57,7 +57,7 @@ def image_spec(config: Config) -> ImageSpec:
 
 def train(config: Config, *, out_dir: str | Path | None = None,
           config_path: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False, verbose: bool = False,
+          resume: bool = False, verbose: bool = False, device: str = "auto",
           progress: int | str = "auto") -> TrainResult:
     """Trains a model as `config` says and writes its bundle.
 
@@ -67,6 +67,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         config_path: the config file's path, used only to name the run folder.
         overwrite: allow replacing a non-empty `out_dir` (atomically, after training succeeds).
         resume: continue an interrupted run into `out_dir` from its last completed epoch.
+        device: cpu | gpu | auto (CUDA_VISIBLE_DEVICES is respected in every case).
         verbose: let TensorFlow's own logging through.
         progress: Keras `fit` verbosity (`auto`: a progress bar on a terminal, a line per epoch
             otherwise).
@@ -87,21 +88,30 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
     class_weight = class_weights(config, dataset)
     previous = _check_resumable(destination, config) if resume else None
-    _describe(dataset, class_weight)
 
+    from cnnclf.distribute import make_strategy, select_devices
     from cnnclf.runtime import import_tensorflow, quiet_keras_warnings, seed_everything
 
-    import_tensorflow(verbose)
+    tf = import_tensorflow(verbose)
     if not verbose:
         quiet_keras_warnings()
+    select_devices(device)
+    strategy, placement = make_strategy(config.train)
     seed_everything(config.train.seed, config.train.deterministic)
+    log.info("%s", placement.describe())
+    _describe(dataset, class_weight)
 
-    writer = BundleWriter(destination, overwrite=overwrite, resume=resume)
+    scratch = tempfile.TemporaryDirectory(prefix="cnnclf-")
+    if not placement.is_chief:
+        # Other workers run the same steps (collective ops need everyone) but write to a
+        # throw-away folder: only the chief publishes the bundle.
+        destination, overwrite = Path(scratch.name) / "worker-bundle", False
+    writer = BundleWriter(destination, overwrite=overwrite, resume=resume and placement.is_chief)
     try:
-        with writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
+        with scratch, writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
             model, history, skipped, val_ds, training = _fit(
                 config, dataset, loss, Path(cache_dir), progress, writer.staging, previous,
-                class_weight)
+                class_weight, strategy, placement)
             _warn_skipped(skipped)
             threshold, metrics = _validate(model, val_ds, config, dataset)
             seconds = time.monotonic() - started
@@ -121,6 +131,15 @@ def train(config: Config, *, out_dir: str | Path | None = None,
                               done) from None
         raise Interrupted("interrupted before the first epoch finished: nothing to resume, "
                           "nothing was saved", destination, 0) from None
+    except tf.errors.OpError as exc:
+        if placement.strategy != "multi_worker":
+            raise
+        raise CnnclfError(f"multi_worker: lost contact with another worker "
+                          f"({type(exc).__name__} in a collective operation); check that every "
+                          "worker is running, then restart them all with --resume") from None
+    if not placement.is_chief:
+        log.info("worker done; the chief writes the bundle")
+        return TrainResult(None, history, skipped, time.monotonic() - started)
     log.info("saved bundle to %s", bundle_dir)
     return TrainResult(bundle_dir, history, skipped, seconds)
 
@@ -184,7 +203,7 @@ def _describe(dataset: Dataset, class_weight: dict | None) -> None:
 
 
 def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress, staging: Path,
-         previous: dict | None, class_weight: dict | None):
+         previous: dict | None, class_weight: dict | None, strategy, placement):
     import keras
 
     from cnnclf.augment import is_active, make_augmenter
@@ -211,25 +230,42 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
     val_ds = make_dataset(dataset.validation.paths, dataset.validation.labels, training=False,
                           cache=val_cache, cache_path=str(cache_dir / "validation"), **common)
 
+    if placement.strategy == "multi_worker":
+        from cnnclf.distribute import shard_datasets
+
+        train_ds, val_ds = shard_datasets(train_ds, val_ds)
     done = previous["completed_epochs"] if previous else 0
-    if previous:
-        # The checkpoint holds the optimizer state too: training continues where it stopped.
-        model = keras.saving.load_model(staging / previous["checkpoint"], safe_mode=True)
-        log.info("resuming after epoch %d of %d", done, config.train.epochs)
-    else:
-        model = build_model(config, n_classes, spec.channels)
-        model.compile(optimizer=make_optimizer(config), loss=loss, metrics=["accuracy"])
+    with strategy.scope():
+        if previous:
+            # The checkpoint holds the optimizer state too: training goes on where it stopped.
+            model = keras.saving.load_model(staging / previous["checkpoint"], safe_mode=True)
+            log.info("resuming after epoch %d of %d", done, config.train.epochs)
+        else:
+            model = build_model(config, n_classes, spec.channels, placement.precision)
+            model.compile(optimizer=make_optimizer(config, placement.precision,
+                                                   placement.replicas),
+                          loss=loss, metrics=["accuracy"])
     log.info("model: %s parameters; %d epochs of batch %d; cache: %s",
              f"{model.count_params():,}", config.train.epochs, config.data.batch_size,
              train_cache)
+    scale = placement.replicas if config.train.scale_learning_rate else 1
     controls = TrainingControls(config.train, staging / "best.weights.h5",
-                                previous["controls"] if previous else None)
+                                previous["controls"] if previous else None,
+                                config.train.learning_rate * scale)
     checkpoint = EpochCheckpoint(staging, config.to_dict(), controls,
                                  previous["history"] if previous else None)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
     stopped = controls.state["stopped_early"]
-    if done < config.train.epochs and not stopped:
+    if done < config.train.epochs and not stopped and placement.strategy == "multi_worker":
+        from cnnclf.multiworker import fit_multi_worker
+
+        fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss,
+                         epochs=config.train.epochs, initial_epoch=done,
+                         global_batch_size=config.data.batch_size,
+                         callbacks=[controls, checkpoint], class_weight=class_weight,
+                         log=log.info)
+    elif done < config.train.epochs and not stopped:
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
                   initial_epoch=done, shuffle=False, verbose=progress,
                   class_weight=class_weight,
@@ -241,7 +277,10 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
     if best_epoch is not None:
         log.info("keeping the weights of epoch %d (best %s)", best_epoch, controls.best_monitor)
     training = {"best_epoch": best_epoch, "stopped_early": controls.state["stopped_early"],
-                "resumed_after_epoch": done or None}
+                "resumed_after_epoch": done or None,
+                "placement": {"devices": placement.devices, "strategy": placement.strategy,
+                              "replicas": placement.replicas,
+                              "precision": placement.precision}}
     return model, dict(checkpoint.history), dict(skipped.reasons), val_ds, training
 
 
@@ -255,7 +294,9 @@ def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | 
 
     labels, scores = [], []
     for images, batch_labels in val_ds:
-        scores.append(np.asarray(model.predict_on_batch(images)))
+        # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
+        # whole batch on every replica and returns each replica's copy.
+        scores.append(np.asarray(model(images, training=False), dtype=np.float32))
         labels.append(np.asarray(batch_labels))
     probs = np.concatenate(scores)
     y = np.concatenate(labels)
@@ -292,6 +333,7 @@ def _warn_skipped(skipped: dict) -> None:
 def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history: dict,
                   skipped: dict, config_path, seconds: float, threshold: float | None,
                   metrics: dict, training: dict) -> None:
+    placement_record = training.pop("placement")
     import keras
     import tensorflow as tf
 
@@ -333,6 +375,7 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "validation_source": dataset.validation_source,
         "epochs": len(history.get("epoch", [])),
         **training,
+        "placement": placement_record,
         "class_weight": class_weights(config, dataset),
         "final_metrics": final,
         "threshold": threshold_record,

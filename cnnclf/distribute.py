@@ -1,0 +1,156 @@
+"""Where training runs: device choice, tf.distribute strategy and mixed precision.
+
+The decisions are plain functions of the visible devices (`plan_strategy`, `plan_precision`),
+so they are testable without a GPU; `make_strategy` then builds TensorFlow's own strategy:
+`MirroredStrategy` across local GPUs (or logical CPUs), `MultiWorkerMirroredStrategy` across
+machines described by `TF_CONFIG`, or the default strategy.
+
+The global batch size is `data.batch_size`: each of N replicas gets batch_size / N images per
+step, and gradients are averaged across replicas, so one step means the same thing on 1 or 8
+devices. `train.scale_learning_rate: true` multiplies the learning rate by N for users who
+instead keep the per-replica batch constant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from cnnclf.errors import CnnclfError, ConfigError
+
+# Test and development knob: split the CPU into N logical devices (to exercise `mirrored`
+# without GPUs). Must be read before TensorFlow initialises its devices.
+LOGICAL_CPUS_ENV = "CNNCLF_LOGICAL_CPUS"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What runs where, as the first lines of `train` report it."""
+
+    devices: list[str]
+    strategy: str  # "default" | "mirrored" | "multi_worker"
+    replicas: int
+    precision: str  # "float32" | "mixed_float16" | "mixed_bfloat16"
+    is_chief: bool = True
+
+    def describe(self) -> str:
+        return (f"devices: {', '.join(self.devices)}; strategy: {self.strategy}; "
+                f"replicas: {self.replicas}; precision: {self.precision}")
+
+
+def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None) -> str:
+    """The strategy for train.distribute given the visible GPUs (`auto`: mirrored for 2+)."""
+    if distribute == "auto":
+        return "mirrored" if len(gpus) > 1 else "default"
+    if distribute == "none":
+        return "default"
+    if distribute == "multi_worker":
+        if not tf_config:
+            raise ConfigError("train.distribute: multi_worker needs the cluster in the "
+                              "TF_CONFIG environment variable (see README, Scaling out)")
+        try:
+            cluster = json.loads(tf_config)
+            cluster["cluster"], cluster["task"]["type"], cluster["task"]["index"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError("TF_CONFIG: must be JSON like {\"cluster\": {\"worker\": "
+                              "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": "
+                              "\"worker\", \"index\": 0}}") from None
+    return distribute
+
+
+def plan_precision(setting: str, gpus: list[dict]) -> str:
+    """The Keras dtype policy for train.mixed_precision.
+
+    `auto` picks float16 only where it pays: every visible GPU has tensor cores (compute
+    capability 7.0 or newer). On CPUs `auto` stays float32: bfloat16's gain there is not
+    established (see the speed benchmark) and costs accuracy headroom.
+
+    Args:
+        setting: auto | float16 | bfloat16 | none.
+        gpus: one dict per visible GPU with a `compute_capability` (major, minor) tuple.
+    """
+    if setting == "none":
+        return "float32"
+    if setting == "float16":
+        return "mixed_float16"
+    if setting == "bfloat16":
+        return "mixed_bfloat16"
+    capable = gpus and all((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in gpus)
+    return "mixed_float16" if capable else "float32"
+
+
+def select_devices(device: str) -> None:
+    """Applies --device and the logical-CPU knob; call right after importing TensorFlow."""
+    import tensorflow as tf
+
+    n_cpus = int(os.environ.get(LOGICAL_CPUS_ENV, "0") or 0)
+    if n_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n_cpus)])
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    elif device == "gpu" and not gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else (
+            "; install cnnclf[gpu] and check the NVIDIA driver")
+        raise CnnclfError(f"--device gpu: TensorFlow sees no GPU{hint}")
+
+
+def gpu_details() -> list[dict]:
+    """Name and compute capability of each visible GPU, without starting the runtime."""
+    import tensorflow as tf
+
+    details = []
+    for gpu in tf.config.get_visible_devices("GPU"):
+        info = tf.config.experimental.get_device_details(gpu)
+        details.append({"name": info.get("device_name", gpu.name),
+                        "compute_capability": info.get("compute_capability")})
+    return details
+
+
+def make_strategy(train_config, collective_timeout: float | None = None):
+    """Builds the strategy and reports the placement. Returns (strategy, Placement)."""
+    import tensorflow as tf
+
+    gpus = gpu_details()
+    plan = plan_strategy(train_config.distribute, [g["name"] for g in gpus],
+                         os.environ.get("TF_CONFIG"))
+    precision = plan_precision(train_config.mixed_precision, gpus)
+    if plan == "multi_worker":
+        # Collective ops must be configured before TensorFlow's runtime context starts: this
+        # comes before anything that lists logical devices or creates a tensor.
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout or train_config.collective_timeout)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    logical_cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if plan == "mirrored":
+        devices = None if gpus else logical_cpus  # GPUs are MirroredStrategy's default
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+    elif plan == "default":
+        strategy = tf.distribute.get_strategy()
+    devices = [g["name"] for g in gpus] or logical_cpus
+    return strategy, Placement(devices, plan, strategy.num_replicas_in_sync, precision,
+                               is_chief(strategy))
+
+
+def is_chief(strategy) -> bool:
+    """Only the chief (task `chief`, or worker 0 when there is none) writes the bundle."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    spec = resolver.cluster_spec().as_dict()
+    if "chief" in spec:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def shard_datasets(*datasets):
+    """Every worker reads its own share of the elements (file lists cannot shard by file)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return [ds.with_options(options) for ds in datasets]

@@ -1,0 +1,164 @@
+"""tf.distribute on CPU: strategy and precision choice, mirrored, multi-worker, a dying worker."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnclf.distribute import plan_precision, plan_strategy
+from cnnclf.errors import ConfigError
+from conftest import read_json, run_cli, write_config
+
+TF_CONFIG_2 = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                          "task": {"type": "worker", "index": 0}})
+
+
+@pytest.mark.parametrize("setting, gpus, expected", [
+    ("auto", [], "default"),
+    ("auto", ["GPU:0"], "default"),
+    ("auto", ["GPU:0", "GPU:1"], "mirrored"),
+    ("none", ["GPU:0", "GPU:1"], "default"),
+    ("mirrored", [], "mirrored"),
+])
+def test_strategy_choice_from_visible_devices(setting, gpus, expected):
+    assert plan_strategy(setting, gpus) == expected
+
+
+def test_multi_worker_needs_a_valid_tf_config():
+    assert plan_strategy("multi_worker", [], TF_CONFIG_2) == "multi_worker"
+    with pytest.raises(ConfigError, match="needs the cluster in the TF_CONFIG"):
+        plan_strategy("multi_worker", [], None)
+    with pytest.raises(ConfigError, match="TF_CONFIG: must be JSON"):
+        plan_strategy("multi_worker", [], '{"cluster": {}}')
+
+
+@pytest.mark.parametrize("setting, gpus, expected", [
+    ("auto", [], "float32"),
+    ("auto", [{"compute_capability": (8, 0)}, {"compute_capability": (9, 0)}],
+     "mixed_float16"),
+    ("auto", [{"compute_capability": (6, 1)}], "float32"),  # no tensor cores
+    ("float16", [], "mixed_float16"),
+    ("bfloat16", [], "mixed_bfloat16"),
+    ("none", [{"compute_capability": (9, 0)}], "float32"),
+])
+def test_precision_choice(setting, gpus, expected):
+    assert plan_precision(setting, gpus) == expected
+
+
+def cli(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "cnnclf.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def predictions(bundle: Path, folder: Path) -> list[dict]:
+    result = run_cli("predict", "--model", bundle, "--format", "json", folder)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_mirrored_on_two_logical_cpus_matches_a_single_device(tmp_path, binary_tree):
+    # Trained long enough to learn the separable fixture: one epoch leaves every probability
+    # near 0.5, where the last-digit differences of a distributed run could flip a label.
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          train={"epochs": 10, "seed": 7, "learning_rate": 0.01})
+    mirrored = cli("train", "--config", config, "--out", tmp_path / "mirrored",
+                   "--set", "train.distribute=mirrored", env={"CNNCLF_LOGICAL_CPUS": "2"})
+    assert mirrored.returncode == 0, mirrored.stderr
+    first = mirrored.stderr.splitlines()[0]
+    assert first.startswith("devices: /device:CPU:0, /device:CPU:1; strategy: mirrored; "
+                            "replicas: 2; precision: float32")
+    single = run_cli("train", "--config", config, "--out", tmp_path / "single")
+    assert single.exit_code == 0, single.output
+    assert read_json(tmp_path / "mirrored" / "bundle.json")["placement"]["replicas"] == 2
+    a = predictions(tmp_path / "mirrored", binary_tree / "test_set")
+    b = predictions(tmp_path / "single", binary_tree / "test_set")
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert [r["label"] for r in a] == [Path(r["path"]).parent.name for r in a]
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(config: Path, out: Path, *overrides: str):
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        command = [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config),
+                   "--out", str(out), "--set", "train.distribute=multi_worker"]
+        for o in overrides:
+            command += ["--set", o]
+        workers.append(subprocess.Popen(command, env={**os.environ, "TF_CONFIG": tf_config},
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))
+    return workers
+
+
+def test_multi_worker_trains_and_only_the_chief_writes(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree, train={"epochs": 2, "seed": 3})
+    out = tmp_path / "bundle"
+    workers = start_workers(config, out)
+    errors = [w.communicate(timeout=240)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    assert "strategy: multi_worker; replicas: 2" in errors[0]
+    assert "the chief writes the bundle" in errors[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "c.yaml"]
+    manifest = read_json(out / "bundle.json")
+    assert manifest["epochs"] == 2 and manifest["placement"]["strategy"] == "multi_worker"
+    assert len(predictions(out, binary_tree / "test_set")) == 8
+
+
+def test_a_dying_worker_fails_the_others_clearly(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree, train={"epochs": 500, "seed": 3})
+    out = tmp_path / "bundle"
+    chief, other = start_workers(config, out, "train.collective_timeout=30")
+    progress = tmp_path / ".bundle.partial" / "progress.json"
+    deadline = time.monotonic() + 240
+    while not progress.exists() and time.monotonic() < deadline and chief.poll() is None:
+        time.sleep(0.05)
+    assert progress.exists(), chief.communicate()[1]
+    other.kill()
+    killed_at = time.monotonic()
+    _, stderr = chief.communicate(timeout=180)
+    assert chief.returncode == 1
+    assert time.monotonic() - killed_at < 120
+    assert "error: multi_worker: lost contact with another worker" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and progress.exists()  # resumable, nothing half-published
+    other.communicate()
+
+
+def test_mixed_precision_is_recorded_and_predicts_anywhere(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b",
+                     "--set", "train.mixed_precision=bfloat16")
+    assert result.exit_code == 0, result.output
+    assert "precision: mixed_bfloat16" in result.stderr
+    from cnnclf.bundle import load_bundle
+
+    model = load_bundle(tmp_path / "b").model
+    assert model.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("output").dtype_policy.name == "float32"
+    rows = predictions(tmp_path / "b", binary_tree / "test_set")
+    assert all(0.0 <= r["probability"] <= 1.0 for r in rows)
+
+
+def test_device_gpu_without_a_gpu_is_one_clear_line(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b", "--device", "gpu")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --device gpu: TensorFlow "
+                                                            "sees no GPU")
