@@ -213,9 +213,14 @@ def _load_bundle(model_dir):
     from cnnclf.runs import newest_bundle
     from cnnclf.runtime import import_tensorflow
 
+    from cnnclf.exported import is_export, load_export
+
     if model_dir is None:
         model_dir = newest_bundle()
         click.echo(f"using model {model_dir} (newest under runs/)", err=True)
+    if is_export(Path(model_dir)):
+        import_tensorflow(_flags(click.get_current_context())["verbose"])
+        return load_export(Path(model_dir))
     read_metadata(Path(model_dir))
     import_tensorflow(_flags(click.get_current_context())["verbose"])
     return load_bundle(model_dir)
@@ -237,6 +242,85 @@ def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.partial")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder (default: the newest complete bundle under ./runs/).")
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]),
+              required=True, help="Export format.")
+@click.option("--quantize", type=click.Choice(["none", "float16", "int8"]), default="none",
+              show_default=True, help="TFLite only: weight/activation quantization.")
+@click.option("--out", "out", type=click.Path(), required=True,
+              help="Folder (savedmodel) or file (model.tflite, model.onnx) to write.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Images for the parity check and int8 calibration (default: the bundle's "
+                   "own data folders).")
+@_common_options
+def export(model_dir, fmt, quantize, out, data_dir):
+    """Export a bundle and check the export against Keras before succeeding."""
+    bundle = _load_bundle(model_dir)
+    if not hasattr(bundle.model, "export"):
+        raise click.UsageError("--model: export from a Keras bundle, not from an export")
+    from cnnclf.export import export as run_export
+
+    result = run_export(bundle, fmt, out, quantize=quantize, data_dir=data_dir)
+    click.echo(f"exported {fmt}{'' if quantize == 'none' else ' ' + quantize} to "
+               f"{result['out']} (labels {result['labels']}, preprocessing "
+               f"{result['sidecar']})")
+    click.echo(f"parity on {result['images']} images: max |diff| "
+               f"{result['max_abs_diff']:.2e}, label agreement {result['label_agreement']:.1%}"
+               f" (needs {result['criterion']})")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder (default: the newest complete bundle under ./runs/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for the <image>_gradcam.png files.")
+@_common_options
+def explain(images, model_dir, out_dir):
+    """Grad-CAM heatmaps: what in each image drove its prediction."""
+    from cnnclf.files import expand_inputs
+
+    paths = expand_inputs(images)
+    bundle = _load_bundle(model_dir)
+    if not hasattr(bundle.model, "layers"):
+        raise click.UsageError("--model: Grad-CAM needs a Keras bundle, not an export")
+    from cnnclf.explain import explain as run_explain
+
+    for row in run_explain(bundle, paths, out_dir):
+        click.echo(f"{row['path']}  {row['label']}  {row['probability']:.2f}  "
+                   f"{row['heatmap']}")
+
+
+@main.command("preview-augment")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config whose data and augmentation to preview.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key by dotted path. Repeatable.")
+@click.option("--n", "n", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="How many training images.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+              help="PNG file to write.")
+@_common_options
+def preview_augment(config_path, overrides, n, out):
+    """Show training images before and after the configured augmentation, as a grid PNG."""
+    from cnnclf.config import load_config
+
+    config = load_config(config_path, overrides)
+    from cnnclf.files import discover
+
+    discover(config.data, config.train.seed)  # layout errors before TensorFlow loads
+    from cnnclf.runtime import import_tensorflow
+
+    import_tensorflow(_flags(click.get_current_context())["verbose"])
+    from cnnclf.preview import preview_grid
+
+    result = preview_grid(config, n, out)
+    click.echo(f"wrote {result['out']}: {result['images']} images, "
+               f"{result['size'][0]}x{result['size'][1]} pixels")
 
 
 @main.command("check-data")

@@ -390,6 +390,9 @@ class TrainConfig:
     collective_timeout: float = _field(
         300.0, _number(1), "multi_worker: seconds before a missing worker fails the others",
         kind="float")
+    tensorboard: bool = _field(
+        False, _bool, "write TensorBoard logs to <bundle>/logs (tensorboard --logdir "
+        "<bundle>/logs)", kind="bool")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at roughly 30-50% lower "
         "throughput (enables TensorFlow op determinism)", kind="bool")

@@ -33,7 +33,11 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
     from cnnclf.config import load_config
     from cnnclf.files import discover
 
-    config = load_config(bundle.path / CONFIG_FILE)
+    source = Path(bundle.manifest.get("source_bundle") or bundle.path)  # exports name theirs
+    if not (source / CONFIG_FILE).is_file():
+        raise DataError(f"{bundle.path}: give DATA_DIR (the bundle this was exported from, "
+                        f"{source}, is not there to say what it was validated on)")
+    config = load_config(source / CONFIG_FILE)
     dataset = discover(config.data, config.train.seed)
     if dataset.validation_source == "test_dir":
         return "data.test_dir", config.data.test_dir, dataset.validation

@@ -53,6 +53,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 @contextlib.contextmanager
+def quiet_native_stderr(verbose: bool = False):
+    """Hides what native libraries (TFLite's XNNPACK notice, ...) write straight to fd 2."""
+    if verbose:
+        yield
+        return
+    with _stderr_captured():
+        yield
+
+
+@contextlib.contextmanager
 def _stderr_captured():
     """Redirects file descriptor 2 while TensorFlow loads its C++ libraries.
 

@@ -7,6 +7,7 @@ half-built pipeline.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import platform
@@ -86,6 +87,9 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     from cnnclf.model import loss_for
 
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: needs the tensorboard package: pip install "
+                          "'cnnclf[tensorboard]' (or set train.tensorboard: false)")
     class_weight = class_weights(config, dataset)
     previous = _check_resumable(destination, config) if resume else None
 
@@ -260,16 +264,21 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
     if done < config.train.epochs and not stopped and placement.strategy == "multi_worker":
         from cnnclf.multiworker import fit_multi_worker
 
+        if config.train.tensorboard:
+            log.warning("warning: train.tensorboard is not supported with multi_worker yet; "
+                        "no logs are written")
         fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss,
                          epochs=config.train.epochs, initial_epoch=done,
                          global_batch_size=config.data.batch_size,
                          callbacks=[controls, checkpoint], class_weight=class_weight,
                          log=log.info)
     elif done < config.train.epochs and not stopped:
+        extra = ([keras.callbacks.TensorBoard(log_dir=str(staging / "logs"))]
+                 if config.train.tensorboard else [])
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
                   initial_epoch=done, shuffle=False, verbose=progress,
                   class_weight=class_weight,
-                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint])
+                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra])
     if controls.state["stopped_early"]:
         log.info("early stopping: %s did not improve for %d epochs",
                  config.train.early_stopping["monitor"], config.train.early_stopping["patience"])

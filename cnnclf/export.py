@@ -1,0 +1,177 @@
+"""`cnnclf export`: SavedModel, TFLite (float, float16, int8) and ONNX, each checked for parity.
+
+Every export is run with its own runtime (TF SavedModel loader, TFLite interpreter, ONNX
+Runtime) on real images decoded by `images.load_image` and compared with the Keras model before
+the command succeeds; nothing is written to `--out` unless the check passes.
+Float exports must match within 1e-4 on every probability; quantized ones (float16, int8) must
+predict the same label on at least 99% of the sample.
+
+Augmentation never lives in the model (see augment.py), so the exported graph holds only
+rescaling and the network: no random ops at serving time, no Flex ops for TFLite.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cnnclf import __version__
+from cnnclf.bundle import CONFIG_FILE, Bundle
+from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.exported import load_runtime, sidecar_paths
+from cnnclf.files import list_images
+from cnnclf.images import load_image
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+FLOAT_TOLERANCE = 1e-4
+LABEL_AGREEMENT = 0.99
+
+
+def sample_images(bundle: Bundle, data_dir: str | Path | None, n: int, seed: int = 0):
+    """Decoded images for parity checks and int8 calibration: DATA_DIR or the bundle's data."""
+    folders = [Path(data_dir)] if data_dir else _bundle_data_folders(bundle)
+    paths = [p for folder in folders if folder.is_dir() for p in list_images(folder)]
+    if not paths:
+        where = data_dir or "the bundle's data.train_dir/test_dir"
+        raise ConfigError(f"--data: no images found in {where}; pass --data DIR with a few "
+                          "images like the ones the model will see")
+    random.Random(seed).shuffle(paths)
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(load_image(path, bundle.preprocessing.spec))
+        except CnnclfError:
+            continue
+        if len(arrays) == n:
+            break
+    return np.stack(arrays).astype(np.float32)
+
+
+def _bundle_data_folders(bundle: Bundle) -> list[Path]:
+    import yaml
+
+    try:
+        data = yaml.safe_load((Path(bundle.path) / CONFIG_FILE).read_text())["data"]
+    except (OSError, KeyError, TypeError):
+        return []
+    return [Path(p) for p in (data.get("test_dir"), data.get("train_dir")) if p]
+
+
+def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
+           data_dir: str | Path | None = None, sample_size: int = 64) -> dict:
+    """Exports `bundle` to `out`, checks it, and returns the parity figures.
+
+    Args:
+        bundle: a Keras bundle from `bundle.load_bundle`.
+        fmt: savedmodel | tflite | onnx.
+        out: a folder (savedmodel) or a file path (tflite, onnx).
+        quantize: none | float16 | int8 (tflite only).
+        data_dir: images for the parity sample and int8 calibration (default: bundle's data).
+    """
+    if quantize != "none" and fmt != "tflite":
+        raise ConfigError(f"--quantize {quantize}: only tflite exports can be quantized")
+    out = Path(out)
+    if fmt != "savedmodel" and out.suffix != f".{fmt}":
+        raise ConfigError(f"--out {out}: a {fmt} export's file name must end in .{fmt}")
+    for existing in (out, *sidecar_paths(out)):
+        if existing.exists():
+            raise ConfigError(f"--out {out}: {existing} already exists; choose another path "
+                              "or remove it")
+    sample = sample_images(bundle, data_dir, sample_size)
+    with tempfile.TemporaryDirectory(prefix="cnnclf-export-") as tmp:
+        staged = Path(tmp) / out.name
+        if fmt == "savedmodel":
+            bundle.model.export(str(staged), format="tf_saved_model", verbose=False)
+        elif fmt == "tflite":
+            staged.write_bytes(_tflite(bundle.model, Path(tmp), quantize, sample))
+        else:
+            _onnx(bundle.model, staged, sample)
+        parity = check_parity(bundle, load_runtime(staged, fmt), sample, quantize)
+        meta = {"format": fmt, "quantize": quantize, "cnnclf_version": __version__,
+                "source_bundle": str(Path(bundle.path).resolve()),
+                "class_indices": {n: i for i, n in enumerate(bundle.class_names)},
+                "preprocessing": bundle.preprocessing.to_json(),
+                "input": {"shape": [None, *bundle.preprocessing.spec.shape],
+                          "dtype": "float32", "pixel_range": [0, 255]},
+                "parity": parity}
+        labels, sidecar = sidecar_paths(staged)
+        labels.write_text("\n".join(bundle.class_names) + "\n", encoding="utf-8")
+        sidecar.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        final_labels, final_sidecar = sidecar_paths(out)
+        if fmt == "savedmodel":
+            shutil.move(str(staged), str(out))
+        else:
+            for source, target in ((labels, final_labels), (sidecar, final_sidecar),
+                                   (staged, out)):
+                shutil.move(str(source), str(target))  # the model file last: it marks "done"
+    return {**parity, "out": str(out), "labels": str(final_labels),
+            "sidecar": str(final_sidecar)}
+
+
+def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    saved = tmp / "savedmodel-for-tflite"
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+        def representative():
+            for image in sample:
+                yield [image[None]]
+
+        converter.representative_dataset = representative
+    return converter.convert()
+
+
+def _onnx(model, path: Path, sample: np.ndarray) -> None:
+    try:
+        import tf2onnx  # noqa: F401  (Keras' exporter needs it)
+    except ImportError:
+        raise CnnclfError("--format onnx needs tf2onnx (and onnxruntime for the parity check): "
+                          "pip install 'cnnclf[onnx]'") from None
+    model.predict_on_batch(sample[:1])  # Keras' ONNX exporter traces a model already called
+    model.export(str(path), format="onnx", verbose=False)
+
+
+def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> dict:
+    """Runs the export's own runtime against the Keras model on the same images."""
+    batch = 16
+    keras_out, export_out = [], []
+    for start in range(0, len(sample), batch):
+        x = sample[start:start + batch]
+        keras_out.append(np.asarray(bundle.model.predict_on_batch(x), np.float32))
+        export_out.append(np.asarray(runtime.predict_on_batch(x), np.float32).reshape(
+            keras_out[-1].shape))
+    a, b = np.concatenate(keras_out), np.concatenate(export_out)
+    threshold = bundle.preprocessing.threshold or 0.5
+
+    def labels(p):
+        return (p[:, 0] >= threshold).astype(int) if p.shape[1] == 1 else p.argmax(axis=1)
+
+    figures = {"images": int(len(a)), "max_abs_diff": float(np.abs(a - b).max()),
+               "label_agreement": float((labels(a) == labels(b)).mean())}
+    if quantize == "none":
+        figures["criterion"] = f"max_abs_diff <= {FLOAT_TOLERANCE}"
+        ok = figures["max_abs_diff"] <= FLOAT_TOLERANCE
+    else:
+        figures["criterion"] = f"label_agreement >= {LABEL_AGREEMENT}"
+        ok = figures["label_agreement"] >= LABEL_AGREEMENT
+    if not ok:
+        raise CnnclfError(f"export failed its parity check on {len(a)} images "
+                          f"(max |diff| {figures['max_abs_diff']:.2e}, label agreement "
+                          f"{figures['label_agreement']:.1%}; needs {figures['criterion']}); "
+                          "nothing was written")
+    return figures
+
