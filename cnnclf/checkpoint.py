@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -41,10 +42,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.controls = controls
         self.history = {k: list(v) for k, v in (history or {}).items()}
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - getattr(self, "_started", time.perf_counter())
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.history.setdefault("epoch", []).append(epoch + 1)
+        # Wall time of the epoch (training and validation): what speed benchmarks read.
+        self.history.setdefault("epoch_seconds", []).append(round(seconds, 4))
         name = f"checkpoint-{epoch + 1}.keras"
         self.model.save(self.staging / name)
         progress = {"completed_epochs": epoch + 1, "checkpoint": name,

@@ -124,7 +124,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
     if result.bundle_dir is None:
         return  # a non-chief multi_worker worker: the chief reports the bundle
     final = {k: v[-1] for k, v in result.history.items()
-             if k not in ("epoch", "learning_rate") and v}
+             if k not in ("epoch", "learning_rate", "epoch_seconds") and v}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
     click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
 

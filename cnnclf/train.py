@@ -369,7 +369,8 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
                                        "data_dir": validation_folder, **metrics,
                                        **({"note": note} if note else {})})
     plots.training_curves(history, folder / CURVES_FILE)
-    final = {k: v[-1] for k, v in history.items() if k != "epoch" and v}
+    final = {k: v[-1] for k, v in history.items()
+             if k not in ("epoch", "epoch_seconds") and v}
     write_json(folder / MANIFEST_FILE, {
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
