@@ -240,15 +240,15 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
         train_ds, val_ds = shard_datasets(train_ds, val_ds)
     done = previous["completed_epochs"] if previous else 0
     with strategy.scope():
+        model = build_model(config, n_classes, spec.channels, placement.precision)
+        model.compile(optimizer=make_optimizer(config, placement.precision, placement.replicas),
+                      loss=loss, metrics=["accuracy"])
         if previous:
-            # The checkpoint holds the optimizer state too: training goes on where it stopped.
-            model = keras.saving.load_model(staging / previous["checkpoint"], safe_mode=True)
+            from cnnclf.checkpoint import restore
+
+            # Weights and optimizer state: training goes on exactly where it stopped.
+            restore(model, staging, previous)
             log.info("resuming after epoch %d of %d", done, config.train.epochs)
-        else:
-            model = build_model(config, n_classes, spec.channels, placement.precision)
-            model.compile(optimizer=make_optimizer(config, placement.precision,
-                                                   placement.replicas),
-                          loss=loss, metrics=["accuracy"])
     log.info("model: %s parameters; %d epochs of batch %d; cache: %s",
              f"{model.count_params():,}", config.train.epochs, config.data.batch_size,
              train_cache)
@@ -279,6 +279,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
                   initial_epoch=done, shuffle=False, verbose=progress,
                   class_weight=class_weight,
                   callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra])
+    checkpoint.wait()  # the last checkpoint is on disk before anything is published
     if controls.state["stopped_early"]:
         log.info("early stopping: %s did not improve for %d epochs",
                  config.train.early_stopping["monitor"], config.train.early_stopping["patience"])

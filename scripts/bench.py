@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""cnnclf's speed and memory benchmark: every pipeline side by side, in one run, as ratios.
+
+Each measurement runs in a fresh process (fair imports, fair peak RSS), and the runs being
+compared alternate, so machine noise hits all of them alike. Absolute numbers on a shared
+2-core machine are noisy; the ratios are what to read.
+
+Sections (all by default; pick with --sections):
+  train        steady-state and first-epoch training throughput (images/s) on ~500x375 JPEGs
+               for cnnclf, the tutorial's tf_keras ImageDataGenerator pipeline, a careful
+               hand-written Keras 3 pipeline, and the compute limit (fit on in-memory arrays)
+  predict      `cnnclf predict` on a 1000-image folder (start-up excluded: 1000 minus 100
+               images) against the tutorial's per-image loop and the bare decode-and-resize
+               rate; one-image predict against import + model load
+  memory       peak RSS of training and predict at 2k/20k/100k small JPEGs; listing 100k files
+  determinism  throughput with train.deterministic true against false
+
+Needs the baselines' packages (not cnnclf's): pip install -e ".[bench]" && pip install
+--no-deps "tf-keras>=2.21,<2.22" (tf-keras pins the full tensorflow wheel, hence --no-deps).
+
+Example:
+    python scripts/bench.py --json bench.json          # about 8-10 minutes on 2 cores
+    python scripts/bench.py --sections predict --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def photo_sources():
+    """Real photos shipped by scikit-image, in two visually distinct groups (2 classes)."""
+    import skimage.data as d
+
+    scenes = [d.astronaut(), d.coffee(), d.chelsea(), d.rocket(), d.hubble_deep_field(),
+              d.immunohistochemistry(), d.retina(), d.colorwheel()]
+    textures = [d.camera(), d.brick(), d.grass(), d.gravel(), d.moon(), d.coins(), d.cell(),
+                d.clock(), d.horse()]
+    return {"scenes": scenes, "textures": textures}
+
+
+def make_photo_set(root: Path, n_train: int, n_test: int, size=(500, 375), seed=0) -> Path:
+    """~500x375 JPEGs: random crops, resizes, flips and JPEG qualities of the real photos."""
+    import numpy as np
+    from PIL import Image
+
+    marker = root / f".done-{n_train}-{n_test}-{size[0]}x{size[1]}"
+    if marker.exists():
+        return root
+    rng = random.Random(seed)
+    for name, sources in photo_sources().items():
+        images = [Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB")
+                  for s in sources]
+        for split, count in (("training_set", n_train), ("test_set", n_test)):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count // 2):
+                image = rng.choice(images)
+                w, h = image.size
+                cw, ch = rng.randint(w // 3, w), rng.randint(h // 3, h)
+                x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                tile = image.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.BILINEAR)
+                if rng.random() < 0.5:
+                    tile = tile.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                tile.save(folder / f"{name}_{i:05d}.jpg", quality=rng.randint(70, 95))
+    marker.touch()
+    return root
+
+
+def make_small_set(root: Path, n: int, seed=1) -> Path:
+    """n small (64x48) JPEGs in two classes, for the memory section."""
+    from PIL import Image
+    import numpy as np
+
+    marker = root / f".done-{n}"
+    if marker.exists():
+        return root
+    rng = random.Random(seed)
+    for name, sources in photo_sources().items():
+        images = [Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB").resize(
+            (128, 96)) for s in sources]
+        folder = root / "training_set" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n // 2):
+            image = rng.choice(images)
+            x, y = rng.randint(0, 64), rng.randint(0, 48)
+            image.crop((x, y, x + 64, y + 48)).save(folder / f"{i:06d}.jpg", quality=85)
+    marker.touch()
+    return root
+
+
+def subset_tree(source: Path, target: Path, per_class: int) -> Path:
+    """Hard-links the first `per_class` files of each class (no copying)."""
+    if target.exists():
+        return target
+    for class_dir in sorted((source / "training_set").iterdir()):
+        if not class_dir.is_dir():
+            continue
+        out = target / "training_set" / class_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(class_dir.iterdir())[:per_class]:
+            os.link(path, out / path.name)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: each runs in its own process (python bench.py --worker NAME ARGS_JSON)
+
+def epoch_timer(base, times: list):
+    """A callback (of Keras 3's or tf_keras' `base` class) appending each epoch's seconds."""
+
+    class Timer(base):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+
+    return Timer()
+
+
+def worker_compute(a):
+    """The tutorial model's fit on in-memory tensors: the compute limit."""
+    import numpy as np
+    import keras
+
+    from cnnclf.files import discover
+    from cnnclf.config import load_config
+    from cnnclf.images import ImageSpec, load_image
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = load_config(ROOT / "configs" / "cats_dogs.yaml",
+                         [f"data.train_dir={a['data']}/training_set",
+                          f"data.test_dir={a['data']}/test_set"])
+    ds = discover(config.data, 0)
+    spec = ImageSpec((64, 64))
+    with ThreadPoolExecutor(2) as pool:
+        x = np.stack(list(pool.map(lambda p: load_image(p, spec), ds.train.paths)))
+        xv = np.stack(list(pool.map(lambda p: load_image(p, spec), ds.validation.paths)))
+    y = np.asarray(ds.train.labels, np.float32)[:, None]
+    yv = np.asarray(ds.validation.labels, np.float32)[:, None]
+    keras.utils.set_random_seed(a["seed"])
+    model = tutorial_model_keras3()
+    times = []
+    model.fit(x.astype(np.float32), y, batch_size=32, epochs=a["epochs"], shuffle=True,
+              validation_data=(xv.astype(np.float32), yv), verbose=0,
+              callbacks=[epoch_timer(keras.callbacks.Callback, times)])
+    return {"epoch_seconds": times, "n_train": len(y)}
+
+
+def tutorial_model_keras3():
+    import keras
+
+    return _compiled(keras, [keras.Input((64, 64, 3)), keras.layers.Rescaling(1 / 255)])
+
+
+def _compiled(keras, head):
+    model = keras.Sequential(head + [
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def worker_tutorial(a):
+    """The seed tutorial, verbatim in spirit: ImageDataGenerator + flow_from_directory + fit."""
+    import tf_keras as keras
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    keras.utils.set_random_seed(a["seed"])
+    model = keras.Sequential([
+        keras.layers.Conv2D(32, (3, 3), input_shape=(64, 64, 3), activation="relu"),
+        keras.layers.MaxPooling2D(pool_size=(2, 2)), keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    train = ImageDataGenerator(rescale=1. / 255, shear_range=0.2, zoom_range=0.2,
+                               horizontal_flip=True).flow_from_directory(
+        f"{a['data']}/training_set", target_size=(64, 64), batch_size=32, class_mode="binary",
+        seed=a["seed"])
+    test = ImageDataGenerator(rescale=1. / 255).flow_from_directory(
+        f"{a['data']}/test_set", target_size=(64, 64), batch_size=32, class_mode="binary")
+    times = []
+    model.fit(train, epochs=a["epochs"], validation_data=test, verbose=0,
+              callbacks=[epoch_timer(keras.callbacks.Callback, times)])
+    return {"epoch_seconds": times, "n_train": train.samples}
+
+
+def worker_handwritten(a):
+    """A careful Keras 3 pipeline: image_dataset_from_directory, cache, augment, prefetch."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(a["seed"])
+
+    def load(split, shuffle):
+        return keras.utils.image_dataset_from_directory(
+            f"{a['data']}/{split}", image_size=(64, 64), batch_size=None,
+            label_mode="binary", shuffle=shuffle, seed=a["seed"])
+
+    augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=a["seed"]),
+                                keras.layers.RandomZoom(0.2, 0.2, fill_mode="nearest",
+                                                        seed=a["seed"])])
+    train = (load("training_set", True).cache().shuffle(4096, seed=a["seed"]).batch(32)
+             .map(lambda x, y: (augment(x, training=True), y),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    test = load("test_set", False).cache().batch(32).prefetch(tf.data.AUTOTUNE)
+    model = tutorial_model_keras3()
+    times = []
+    model.fit(train, epochs=a["epochs"], validation_data=test, verbose=0,
+              callbacks=[epoch_timer(keras.callbacks.Callback, times)])
+    return {"epoch_seconds": times}
+
+
+def worker_loop_predict(a):
+    """The tutorial's per-image predict loop, on a Keras 3 model."""
+    import numpy as np
+    import keras
+
+    model = keras.saving.load_model(a["model"], compile=False)
+    paths = a["paths"]
+    image = keras.utils.load_img(paths[0], target_size=(64, 64))
+    model.predict(np.expand_dims(keras.utils.img_to_array(image), 0), verbose=0)  # warm-up
+    start = time.perf_counter()
+    for path in paths:
+        image = keras.utils.load_img(path, target_size=(64, 64))
+        model.predict(np.expand_dims(keras.utils.img_to_array(image), 0), verbose=0)
+    return {"images_per_second": len(paths) / (time.perf_counter() - start)}
+
+
+def worker_decode(a):
+    """Bare decode-and-resize with cnnclf's decoder on all cores: predict's ceiling."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnclf.images import ImageSpec, load_image
+
+    spec = ImageSpec((64, 64))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        list(pool.map(lambda p: load_image(p, spec), a["paths"]))
+    return {"images_per_second": len(a["paths"]) / (time.perf_counter() - start)}
+
+
+def worker_load_model(a):
+    import keras
+
+    keras.saving.load_model(a["model"], compile=False)
+    return {}
+
+
+def worker_list(a):
+    from cnnclf.files import list_images
+
+    start = time.perf_counter()
+    n = len(list_images(a["folder"]))
+    return {"files": n, "seconds": time.perf_counter() - start}
+
+
+WORKERS = {name[len("worker_"):]: fn for name, fn in globals().items()
+           if name.startswith("worker_")}
+
+
+def run_worker(name: str, **args) -> dict:
+    out = subprocess.run([PY, __file__, "--worker", name, json.dumps(args)],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def timed(command: list[str], **kwargs) -> tuple[float, int, subprocess.CompletedProcess]:
+    """(wall seconds, peak RSS in MiB, result) of a command in a fresh process."""
+    probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "print(json.dumps([time.perf_counter() - t, resource.getrusage("
+             "resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr[-2000:]]))")
+    out = subprocess.run([PY, "-c", probe, *command], capture_output=True, text=True, env=ENV,
+                         cwd=ROOT, **kwargs)
+    seconds, rss_kb, code, err = json.loads(out.stdout.strip().splitlines()[-1])
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {err}")
+    return seconds, rss_kb / 1024, out
+
+
+def cnnclf(*args: str) -> list[str]:
+    return [PY, "-m", "cnnclf.cli", *args]
+
+
+def cnnclf_train(data: Path, out: Path, epochs: int, seed: int, *sets: str) -> dict:
+    command = cnnclf("train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
+                     "--set", f"data.train_dir={data}/training_set",
+                     "--set", f"data.test_dir={data}/test_set", "--set", f"train.epochs={epochs}",
+                     "--set", f"train.seed={seed}", "--out", str(out), "--overwrite",
+                     *[x for s in sets for x in ("--set", s)])
+    seconds, rss, _ = timed(command)
+    history = json.loads((out / "history.json").read_text())
+    return {"epoch_seconds": history["epoch_seconds"], "wall": seconds, "rss_mib": rss}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def steady(times):
+    return statistics.median(times[1:]) if len(times) > 1 else times[0]
+
+
+def section_train(work: Path, args) -> dict:
+    data = make_photo_set(work / "photos", args.train_images, 200)
+    n = args.train_images
+    runs = {k: [] for k in ("cnnclf", "tutorial", "handwritten", "compute")}
+    for rep in range(args.repeats):
+        seed = rep + 1
+        runs["compute"].append(run_worker("compute", data=str(data), epochs=args.epochs,
+                                          seed=seed))
+        runs["cnnclf"].append(cnnclf_train(data, work / "bundle", args.epochs, seed))
+        runs["tutorial"].append(run_worker("tutorial", data=str(data), epochs=args.epochs,
+                                           seed=seed))
+        runs["handwritten"].append(run_worker("handwritten", data=str(data),
+                                              epochs=args.epochs, seed=seed))
+    result = {}
+    for name, rs in runs.items():
+        result[name] = {
+            "steady_images_per_s": statistics.median(n / steady(r["epoch_seconds"]) for r in rs),
+            "first_epoch_images_per_s": statistics.median(n / r["epoch_seconds"][0] for r in rs),
+            "epoch_seconds": [r["epoch_seconds"] for r in rs]}
+    c, t, limit = result["cnnclf"], result["tutorial"], result["compute"]
+    result["ratios"] = {
+        "steady_cnnclf_over_compute_limit": c["steady_images_per_s"]
+        / limit["steady_images_per_s"],
+        "steady_cnnclf_over_tutorial": c["steady_images_per_s"] / t["steady_images_per_s"],
+        "steady_cnnclf_over_handwritten": c["steady_images_per_s"]
+        / result["handwritten"]["steady_images_per_s"],
+        "first_epoch_cnnclf_over_tutorial": c["first_epoch_images_per_s"]
+        / t["first_epoch_images_per_s"],
+        "first_epoch_cnnclf_over_handwritten": c["first_epoch_images_per_s"]
+        / result["handwritten"]["first_epoch_images_per_s"]}
+    return result
+
+
+def section_predict(work: Path, args) -> dict:
+    data = make_photo_set(work / "photos", args.train_images, 200)
+    bundle = work / "bundle"
+    if not (bundle / "model.keras").exists():
+        cnnclf_train(data, bundle, 1, 1)
+    files = sorted((data / "training_set").rglob("*.jpg"))
+    random.Random(0).shuffle(files)
+    folders = {}
+    for n in (100, 1000):
+        folder = work / f"predict{n}"
+        if not folder.exists():
+            folder.mkdir()
+            for path in files[:n]:
+                os.link(path, folder / path.name)
+        folders[n] = folder
+    t100, t1000, loop, decode = [], [], [], []
+    for _ in range(args.repeats):
+        t100.append(timed(cnnclf("predict", "--model", str(bundle), "--format", "csv",
+                                 str(folders[100])))[0])
+        t1000.append(timed(cnnclf("predict", "--model", str(bundle), "--format", "csv",
+                                  str(folders[1000])))[0])
+        loop.append(run_worker("loop_predict", model=str(bundle / "model.keras"),
+                               paths=[str(p) for p in files[:args.loop_images]]))
+        decode.append(run_worker("decode", paths=[str(p) for p in sorted(
+            folders[1000].iterdir())]))
+    one, load = [], []
+    for _ in range(args.repeats):
+        one.append(timed(cnnclf("predict", "--model", str(bundle), str(files[0])))[0])
+        load.append(timed([PY, __file__, "--worker", "load_model",
+                           json.dumps({"model": str(bundle / "model.keras")})])[0])
+    rate = 900 / (statistics.median(t1000) - statistics.median(t100))
+    loop_rate = statistics.median(r["images_per_second"] for r in loop)
+    decode_rate = statistics.median(r["images_per_second"] for r in decode)
+    return {"cnnclf_images_per_s": rate, "tutorial_loop_images_per_s": loop_rate,
+            "bare_decode_images_per_s": decode_rate,
+            "one_image_seconds": statistics.median(one),
+            "import_and_load_seconds": statistics.median(load),
+            "ratios": {"cnnclf_over_tutorial_loop": rate / loop_rate,
+                       "cnnclf_over_bare_decode": rate / decode_rate,
+                       "one_image_overhead_seconds": statistics.median(one)
+                       - statistics.median(load)}}
+
+
+def section_memory(work: Path, args) -> dict:
+    biggest = max(args.memory_sizes)
+    full = make_small_set(work / f"small{biggest}", biggest)
+    test = make_small_set(work / "small_test", 200, seed=2)
+    out = {"train_peak_rss_mib": {}, "predict_peak_rss_mib": {}, "seconds": {}}
+    for n in args.memory_sizes:
+        tree = full if n == biggest else subset_tree(full, work / f"small{n}", n // 2)
+        train_s, train_rss, _ = timed(cnnclf(
+            "train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
+            "--set", f"data.train_dir={tree}/training_set",
+            "--set", f"data.test_dir={test}/training_set", "--set", "data.image_size=[32,32]",
+            "--set", "model.conv_blocks=[8]", "--set", "model.dense_units=[16]",
+            "--set", "train.epochs=1", "--set", f"data.cache_memory_mb={args.cache_mb}",
+            "--out", str(work / f"mem_bundle{n}"), "--overwrite"))
+        predict_s, predict_rss, _ = timed(cnnclf(
+            "predict", "--model", str(work / f"mem_bundle{n}"), "--format", "csv",
+            str(tree / "training_set")))
+        out["train_peak_rss_mib"][n] = round(train_rss)
+        out["predict_peak_rss_mib"][n] = round(predict_rss)
+        out["seconds"][n] = {"train": round(train_s, 1), "predict": round(predict_s, 1)}
+    listing = run_worker("list", folder=str(full))
+    out["list_files"] = listing
+    small, large = min(args.memory_sizes), biggest
+    out["growth_mib"] = {"train": out["train_peak_rss_mib"][large]
+                         - out["train_peak_rss_mib"][small],
+                         "predict": out["predict_peak_rss_mib"][large]
+                         - out["predict_peak_rss_mib"][small],
+                         "cache_budget_mib": args.cache_mb}
+    return out
+
+
+def section_determinism(work: Path, args) -> dict:
+    data = make_photo_set(work / "photos", args.train_images, 200)
+    fast, exact = [], []
+    for rep in range(args.repeats):
+        fast.append(steady(cnnclf_train(data, work / "det", args.epochs, rep + 1)
+                           ["epoch_seconds"]))
+        exact.append(steady(cnnclf_train(data, work / "det", args.epochs, rep + 1,
+                                         "train.deterministic=true")["epoch_seconds"]))
+    return {"steady_epoch_seconds": {"default": fast, "deterministic": exact},
+            "ratio_deterministic_over_default_throughput":
+                statistics.median(fast) / statistics.median(exact)}
+
+
+SECTIONS = {"train": section_train, "predict": section_predict, "memory": section_memory,
+            "determinism": section_determinism}
+
+
+def print_table(results: dict) -> None:
+    if "train" in results:
+        r = results["train"]
+        print("\nTraining throughput, images/s (median over repeats)")
+        print(f"{'pipeline':<12}{'steady':>10}{'first epoch':>14}")
+        for name in ("compute", "cnnclf", "handwritten", "tutorial"):
+            print(f"{name:<12}{r[name]['steady_images_per_s']:>10.0f}"
+                  f"{r[name]['first_epoch_images_per_s']:>14.0f}")
+        for k, v in r["ratios"].items():
+            print(f"  {k}: {v:.2f}")
+    if "predict" in results:
+        r = results["predict"]
+        print("\nPrediction, images/s")
+        for k in ("cnnclf_images_per_s", "tutorial_loop_images_per_s",
+                  "bare_decode_images_per_s"):
+            print(f"  {k}: {r[k]:.0f}")
+        print(f"  one image: {r['one_image_seconds']:.2f} s; import TF + load model: "
+              f"{r['import_and_load_seconds']:.2f} s")
+        for k, v in r["ratios"].items():
+            print(f"  {k}: {v:.2f}")
+    if "memory" in results:
+        r = results["memory"]
+        print("\nPeak RSS, MiB (images: train / predict)")
+        for n in r["train_peak_rss_mib"]:
+            print(f"  {n:>7}: {r['train_peak_rss_mib'][n]:>6} / {r['predict_peak_rss_mib'][n]:>6}"
+                  f"   ({r['seconds'][n]['train']} s / {r['seconds'][n]['predict']} s)")
+        print(f"  growth smallest->largest: {r['growth_mib']}")
+        print(f"  listing {r['list_files']['files']} files: {r['list_files']['seconds']:.2f} s")
+    if "determinism" in results:
+        r = results["determinism"]
+        print(f"\nDeterminism: throughput ratio default/deterministic = "
+              f"{r['ratio_deterministic_over_default_throughput']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--work", type=Path, help="keep data sets here between runs")
+    parser.add_argument("--quick", action="store_true", help="smaller sets, one repeat")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](json.loads(args.worker_args))))
+        return
+    args.train_images = 1000 if args.quick else 2000
+    args.epochs = 3 if args.quick else 6
+    args.repeats = 1 if args.quick else 2
+    args.loop_images = 50
+    args.memory_sizes = [2000, 20000] if args.quick else [2000, 20000, 100000]
+    args.cache_mb = 64
+    work = args.work or Path(tempfile.mkdtemp(prefix="cnnclf-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results, started = {}, time.perf_counter()
+    for name in args.sections.split(","):
+        t = time.perf_counter()
+        results[name] = SECTIONS[name](work, args)
+        print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    results["total_seconds"] = round(time.perf_counter() - started)
+    results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    print_table(results)
+    print(f"\ntotal {results['total_seconds']} s; data in {work}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
