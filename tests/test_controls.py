@@ -62,3 +62,23 @@ def test_deterministic_runs_are_identical(tmp_path, binary_tree):
                      binary_tree / "test_set").stdout for b in (first, second)]
     assert preds[0] == preds[1]
     assert read_json(first / "history.json")["loss"] == read_json(second / "history.json")["loss"]
+
+
+def test_reduce_on_plateau_follows_the_validation_loss(tmp_path, binary_tree):
+    # A large rate makes val_loss bounce; replaying the rule over the recorded val_loss must
+    # give exactly the recorded rates (the rate logged for an epoch is the one it used).
+    bundle, _ = train(tmp_path, binary_tree, epochs=6, learning_rate=0.5,
+                      lr_schedule="reduce_on_plateau", lr_patience=1, lr_factor=0.5,
+                      min_learning_rate=0.0)
+    history = read_json(bundle / "history.json")
+    rate, best, wait, expected = 0.5, None, 0, []
+    for val_loss in history["val_loss"]:
+        expected.append(rate)
+        if best is None or val_loss < best:
+            best, wait = val_loss, 0
+        else:
+            wait += 1
+            if wait >= 1:
+                rate, wait = rate * 0.5, 0
+    assert history["learning_rate"] == pytest.approx(expected)
+    assert min(history["learning_rate"]) < 0.5  # the schedule did act
