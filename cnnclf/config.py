@@ -394,8 +394,8 @@ class TrainConfig:
         False, _bool, "write TensorBoard logs to <bundle>/logs (tensorboard --logdir "
         "<bundle>/logs)", kind="bool")
     deterministic: bool = _field(
-        False, _bool, "bit-identical runs for the same seed on CPU, at roughly 30-50% lower "
-        "throughput (enables TensorFlow op determinism)", kind="bool")
+        False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
+        "training throughput here (enables TensorFlow op determinism)", kind="bool")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnnclf.errors import ConfigError, DataError
@@ -70,7 +70,6 @@ class Dataset:
     train: Split
     validation: Split
     validation_source: str = "test_dir"
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def class_indices(self) -> dict[str, int]:

@@ -64,19 +64,10 @@ def roc_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
 
     fpr, tpr, _ = sk_roc_curve(y_true, p1)
     point = _operating_point(y_true, p1, threshold)
-    fig = _figure(5.5, 5)
-    ax = fig.subplots()
-    ax.plot(fpr, tpr, label=f"AUC = {auc(fpr, tpr):.3f}")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.plot([point["fpr"]], [point["tpr"]], "o", color="red",
-            label=f"threshold {threshold:.3g}")
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel(f"true positive rate (sensitivity, {positive})")
-    ax.set_title("ROC curve")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.savefig(path)
-    return path
+    return _curve(fpr, tpr, f"AUC = {auc(fpr, tpr):.3f}", (point["fpr"], point["tpr"]),
+                  threshold, path, title="ROC curve", legend="lower right",
+                  xlabel="false positive rate (1 - specificity)",
+                  ylabel=f"true positive rate (sensitivity, {positive})", diagonal=True)
 
 
 def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
@@ -85,18 +76,27 @@ def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
 
     precision, recall, _ = precision_recall_curve(y_true, p1)
     point = _operating_point(y_true, p1, threshold)
+    return _curve(recall, precision, f"AP = {average_precision_score(y_true, p1):.3f}",
+                  (point["tpr"], point["precision"]), threshold, path,
+                  title="precision-recall curve", legend="lower left",
+                  xlabel=f"recall ({positive})", ylabel="precision")
+
+
+def _curve(xs, ys, label: str, point, threshold: float, path: Path, *, title: str,
+           legend: str, xlabel: str, ylabel: str, diagonal: bool = False) -> Path:
     fig = _figure(5.5, 5)
     ax = fig.subplots()
-    ax.plot(recall, precision, label=f"AP = {average_precision_score(y_true, p1):.3f}")
-    ax.plot([point["tpr"]], [point["precision"]], "o", color="red",
-            label=f"threshold {threshold:.3g}")
-    ax.set_xlabel(f"recall ({positive})")
-    ax.set_ylabel("precision")
-    ax.set_title("precision-recall curve")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
+    ax.plot(xs, ys, label=label)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot([point[0]], [point[1]], "o", color="red", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc=legend)
     fig.savefig(path)
     return path
 

@@ -42,7 +42,8 @@ def import_tensorflow(verbose: bool = False):
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow ops deterministic.
 
-    Op determinism is opt-in because it costs roughly 30-50% of training throughput here.
+    Op determinism is opt-in because it costs about 25% of training throughput here
+    (scripts/bench.py, determinism section: 0.75x).
     """
     tf = import_tensorflow()
     import keras
