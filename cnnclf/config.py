@@ -564,16 +564,6 @@ def _check_across_sections(config: Config) -> None:
                 "or model.padding: same")
 
 
-def spatial_size_after_conv(config: Config) -> tuple[int, int]:
-    """The feature map's height and width after the conv stack (for reports and checks)."""
-    height, width = config.data.image_size
-    for block in config.model.conv_blocks:
-        if config.model.padding == "valid":
-            height, width = height - block["kernel_size"] + 1, width - block["kernel_size"] + 1
-        height, width = height // block["pool_size"], width // block["pool_size"]
-    return height, width
-
-
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, loadable again by `load_config`."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)

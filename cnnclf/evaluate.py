@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnclf.bundle import Bundle
 from cnnclf.errors import DataError, ImageError
-from cnnclf.files import Split, class_folders, scan_split
+from cnnclf.files import Split, class_difference, class_folders, scan_split
 
 
 def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
@@ -21,11 +21,7 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
     if data_dir is not None:
         names = class_folders(data_dir, "DATA_DIR")
         if names != bundle.class_names:
-            missing = sorted(set(bundle.class_names) - set(names))
-            extra = sorted(set(names) - set(bundle.class_names))
-            detail = "; ".join(part for part in (
-                f"missing {', '.join(missing)}" if missing else "",
-                f"not in the model: {', '.join(extra)}" if extra else "") if part)
+            detail = class_difference(bundle.class_names, names, "not in the model:")
             raise DataError(f"DATA_DIR {data_dir}: classes differ from the model's "
                             f"class_indices ({detail})")
         return "DATA_DIR", str(Path(data_dir).resolve()), scan_split(data_dir, names, "DATA_DIR")

@@ -27,7 +27,6 @@ from cnnclf.exported import load_runtime, sidecar_paths
 from cnnclf.files import list_images
 from cnnclf.images import load_image
 
-FORMATS = ("savedmodel", "tflite", "onnx")
 FLOAT_TOLERANCE = 1e-4
 LABEL_AGREEMENT = 0.99
 

@@ -50,7 +50,6 @@ class TFLiteModel:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
-        self.output_shape = tuple(self.output["shape"])
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         from cnnclf.runtime import quiet_native_stderr
@@ -77,7 +76,6 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(path),
                                                     providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.output_shape = tuple(self.session.get_outputs()[0].shape)
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: x.astype(np.float32)})[0])
@@ -90,7 +88,6 @@ class SavedModel:
         import tensorflow as tf
 
         self.module = tf.saved_model.load(str(path))
-        self.output_shape = None
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.module.serve(x.astype(np.float32)))

@@ -92,6 +92,16 @@ def class_folders(root: str | Path, key: str) -> list[str]:
     return names
 
 
+def class_difference(expected: list[str], found: list[str],
+                     extra_label: str = "extra") -> str:
+    """'missing a, b; extra c': how `found` class folders differ from `expected`."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"{extra_label} {', '.join(extra)}"] if extra else [])
+    return "; ".join(parts)
+
+
 def scan_split(root: str | Path, class_names: list[str], key: str) -> Split:
     paths, labels = [], []
     for index, name in enumerate(class_names):
@@ -125,15 +135,9 @@ def discover(data_config, seed: int) -> Dataset:
         return _carve_validation(class_names, train, data_config.validation_split, seed)
     test_names = class_folders(data_config.test_dir, "data.test_dir")
     if test_names != class_names:
-        missing = sorted(set(class_names) - set(test_names))
-        extra = sorted(set(test_names) - set(class_names))
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if extra:
-            parts.append(f"extra {', '.join(extra)}")
-        raise DataError(f"data.test_dir: classes differ from data.train_dir's ({'; '.join(parts)});"
-                        " both need the same class sub-folders")
+        raise DataError(f"data.test_dir: classes differ from data.train_dir's "
+                        f"({class_difference(class_names, test_names)}); both need the same "
+                        "class sub-folders")
     validation = scan_split(data_config.test_dir, class_names, "data.test_dir")
     return Dataset(class_names, train, validation)
 

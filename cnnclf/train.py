@@ -287,7 +287,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
     if best_epoch is not None:
         log.info("keeping the weights of epoch %d (best %s)", best_epoch, controls.best_monitor)
     training = {"best_epoch": best_epoch, "stopped_early": controls.state["stopped_early"],
-                "resumed_after_epoch": done or None,
+                "resumed_after_epoch": done or None, "class_weight": class_weight,
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,
                               "precision": placement.precision}}
@@ -387,7 +387,6 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "epochs": len(history.get("epoch", [])),
         **training,
         "placement": placement_record,
-        "class_weight": class_weights(config, dataset),
         "final_metrics": final,
         "threshold": threshold_record,
         "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
