@@ -14,6 +14,9 @@ Sections (all by default; pick with --sections):
                rate; one-image predict against import + model load
   memory       peak RSS of training and predict at 2k/20k/100k small JPEGs; listing 100k files
   determinism  throughput with train.deterministic true against false
+  accuracy     time to accuracy: wall time and held-out accuracy of configs/cats_dogs.yaml (the
+               tutorial's model) against configs/recommended.yaml on Fashion-MNIST pullover vs
+               coat written as mixed-size JPEGs (needs Debian's dataset-fashion-mnist)
 
 Needs the baselines' packages (not cnnclf's): pip install -e ".[bench]" && pip install
 --no-deps "tf-keras>=2.21,<2.22" (tf-keras pins the full tensorflow wheel, hence --no-deps).
@@ -38,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +105,21 @@ def make_small_set(root: Path, n: int, seed=1) -> Path:
             image = rng.choice(images)
             x, y = rng.randint(0, 64), rng.randint(0, 48)
             image.crop((x, y, x + 64, y + 48)).save(folder / f"{i:06d}.jpg", quality=85)
+    marker.touch()
+    return root
+
+
+def make_fashion_pair(root: Path) -> Path | None:
+    """Pullover vs coat, a pair the tutorial's model finds hard, as 40-160 px RGB JPEGs."""
+    marker = root / ".done"
+    if marker.exists():
+        return root
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        return None
+    subprocess.run([PY, str(ROOT / "scripts" / "make_fashion_set.py"), "--out", str(root),
+                    "--classes", "pullover", "coat", "--rgb", "--format", "jpg",
+                    "--min-size", "40", "--max-size", "160", "--train-per-class", "1000",
+                    "--test-per-class", "300"], check=True, capture_output=True)
     marker.touch()
     return root
 
@@ -447,8 +466,69 @@ def section_determinism(work: Path, args) -> dict:
                 statistics.median(fast) / statistics.median(exact)}
 
 
+def section_accuracy(work: Path, args) -> dict:
+    """Wall time and held-out accuracy, tutorial config against recommended, both as shipped.
+
+    The tutorial config has no learning-rate schedule, so its first k epochs are exactly a
+    k-epoch run: its per-epoch held-out accuracy (the test set validates every epoch) gives
+    the accuracy it would have reached in any shorter wall time, without extra runs.
+    """
+    data = make_fashion_pair(work / "pullover_coat")
+    if data is None:
+        return {"skipped": f"no Fashion-MNIST in {FASHION} (apt-get install dataset-fashion-mnist)"}
+    configs = {"tutorial": ROOT / "configs" / "cats_dogs.yaml",
+               "recommended": ROOT / "configs" / "recommended.yaml"}
+    runs = {name: [] for name in configs}
+    for rep in range(args.accuracy_seeds):
+        for name, config in configs.items():  # interleaved, so machine noise hits both alike
+            out = work / f"tta_{name}"
+            seconds, _, _ = timed(cnnclf(
+                "train", "--config", str(config), "--set", f"data.train_dir={data}/training_set",
+                "--set", f"data.test_dir={data}/test_set", "--set", f"train.seed={rep + 1}",
+                "--out", str(out), "--overwrite"))
+            history = json.loads((out / "history.json").read_text())
+            metrics = json.loads((out / "metrics.json").read_text())
+            # Wall time to a saved bundle had training stopped after each epoch: everything
+            # that is not an epoch (imports, listing, model build, bundle write) counts once.
+            overhead = seconds - sum(history["epoch_seconds"])
+            elapsed = [overhead + sum(history["epoch_seconds"][:i + 1])
+                       for i in range(len(history["epoch_seconds"]))]
+            runs[name].append({"seed": rep + 1, "wall_seconds": seconds,
+                               "accuracy": metrics["accuracy"],
+                               "val_accuracy": history["val_accuracy"],
+                               "elapsed_seconds": [round(t, 2) for t in elapsed]})
+    mean = statistics.mean
+    tutorial, recommended = runs["tutorial"], runs["recommended"]
+    # The tutorial config's accuracy within the recommended run's wall time (same seed): its
+    # last epoch finished by then (0.5, a coin flip, if not even one was).
+    same_time = []
+    for t, r in zip(tutorial, recommended):
+        done = [a for at, a in zip(t["elapsed_seconds"], t["val_accuracy"])
+                if at <= r["wall_seconds"]]
+        same_time.append(done[-1] if done else 0.5)
+    result = {
+        "tutorial": {"mean_accuracy": mean(r["accuracy"] for r in tutorial),
+                     "mean_wall_seconds": mean(r["wall_seconds"] for r in tutorial),
+                     "epochs": len(tutorial[0]["val_accuracy"]),
+                     "mean_accuracy_in_recommended_wall_time": mean(same_time),
+                     "runs": tutorial},
+        "recommended": {"mean_accuracy": mean(r["accuracy"] for r in recommended),
+                        "mean_wall_seconds": mean(r["wall_seconds"] for r in recommended),
+                        "epochs": len(recommended[0]["val_accuracy"]),
+                        "runs": recommended}}
+    rec = result["recommended"]
+    result["ratios"] = {
+        "points_over_tutorial_in_same_wall_time":
+            100 * (rec["mean_accuracy"] - mean(same_time)),
+        "points_over_tutorial_as_shipped":
+            100 * (rec["mean_accuracy"] - result["tutorial"]["mean_accuracy"]),
+        "wall_recommended_over_tutorial_as_shipped":
+            rec["mean_wall_seconds"] / result["tutorial"]["mean_wall_seconds"]}
+    return result
+
+
 SECTIONS = {"train": section_train, "predict": section_predict, "memory": section_memory,
-            "determinism": section_determinism}
+            "determinism": section_determinism, "accuracy": section_accuracy}
 
 
 def print_table(results: dict) -> None:
@@ -484,6 +564,26 @@ def print_table(results: dict) -> None:
         r = results["determinism"]
         print(f"\nDeterminism: throughput ratio default/deterministic = "
               f"{r['ratio_deterministic_over_default_throughput']:.2f}")
+    if "accuracy" in results:
+        print_accuracy(results["accuracy"])
+
+
+def print_accuracy(r: dict) -> None:
+    print("\nTime to accuracy: Fashion-MNIST pullover vs coat, held-out accuracy (mean over "
+          "seeds)")
+    if "skipped" in r:
+        print(f"  skipped: {r['skipped']}")
+        return
+    t, rec = r["tutorial"], r["recommended"]
+    print(f"{'config':<40}{'accuracy':>10}{'wall s':>9}")
+    print(f"{'tutorial (cats_dogs.yaml), ' + str(t['epochs']) + ' epochs':<40}"
+          f"{t['mean_accuracy']:>10.4f}{t['mean_wall_seconds']:>9.1f}")
+    print(f"{'tutorial, cut at the recommended wall time':<40}"
+          f"{t['mean_accuracy_in_recommended_wall_time']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
+    print(f"{'recommended.yaml, ' + str(rec['epochs']) + ' epochs':<40}"
+          f"{rec['mean_accuracy']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
+    for k, v in r["ratios"].items():
+        print(f"  {k}: {v:+.2f}" if k.startswith("points") else f"  {k}: {v:.2f}")
 
 
 def main() -> None:
@@ -502,6 +602,7 @@ def main() -> None:
     args.epochs = 3 if args.quick else 6
     args.repeats = 1 if args.quick else 3
     args.loop_images = 50
+    args.accuracy_seeds = 1 if args.quick else 3
     args.memory_sizes = [2000, 20000] if args.quick else [2000, 20000, 100000]
     args.cache_mb = 64
     work = args.work or Path(tempfile.mkdtemp(prefix="cnnclf-bench-"))

@@ -86,8 +86,15 @@ def test_reference_config_is_generated_from_the_schema():
     assert documented == schema_keys()
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "cats_dogs.yaml", "brain_tumor.yaml",
-                                  "reference.yaml"])
+SHIPPED = sorted(path.name for path in (ROOT / "configs").glob("*.yaml"))
+
+
+def test_every_config_the_readme_names_is_shipped():
+    assert {"demo.yaml", "cats_dogs.yaml", "brain_tumor.yaml", "recommended.yaml",
+            "reference.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
     load_config(ROOT / "configs" / name)
 
@@ -97,6 +104,7 @@ def test_cats_dogs_config_is_the_tutorial():
     assert config.data.image_size == [64, 64] and config.data.color_mode == "rgb"
     assert config.augment.shear_range == 0.2 and config.augment.zoom_range == 0.2
     assert config.augment.horizontal_flip and config.augment.rescale == pytest.approx(1 / 255)
+    assert config.data.interpolation == "nearest"  # load_img's default
     assert config.model.conv_blocks == [{"filters": 32, "kernel_size": 3, "pool_size": 2}]
     assert config.model.dense_units == [128]
     assert (config.train.epochs, config.data.batch_size, config.train.optimizer) == (25, 32,
