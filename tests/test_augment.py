@@ -47,6 +47,20 @@ def test_flip_gives_original_or_mirror_and_repeats_with_seed():
     assert np.array_equal(out, augment(["augment.horizontal_flip=true"], images))
 
 
+@pytest.mark.parametrize("flip, axis", [("horizontal_flip", 2), ("vertical_flip", 1)])
+def test_flip_with_zoom_mirrors_the_zoomed_image(flip, axis):
+    """As ImageDataGenerator: transform first, then flip (the flip rides in the matrix)."""
+    images = gradient_batch(16, 33)
+    zoom = "augment.zoom_range=[0.6, 0.9]"
+    zoomed = augment([zoom], images)
+    out = augment([zoom, f"augment.{flip}=true"], images)
+    mirrored = np.flip(zoomed, axis=axis)
+    flipped = [np.allclose(got, m, atol=1e-3) for got, m in zip(out, mirrored)]
+    kept = [np.allclose(got, z, atol=1e-3) for got, z in zip(out, zoomed)]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert any(flipped) and any(kept)
+
+
 def test_brightness_multiplies_and_clips():
     images = np.full((8, 4, 4, 3), 100.0, np.float32)
     out = augment(["augment.brightness_range=[2.0, 3.0]"], images)
