@@ -265,13 +265,16 @@ class DataConfig:
     batch_size: int = _field(32, _int(1), "images per training step", kind="int")
     cache: str = _field(
         "auto", _choice("auto", "memory", "disk", "none"),
-        "keep decoded, resized images between epochs: memory, disk (temporary files), none, "
-        "or auto (memory when they fit data.cache_memory_mb, else disk)", kind="str")
+        "keep decoded, resized images between epochs: memory, disk (a temporary file, read "
+        "through the page cache), none, or auto (memory when they fit data.cache_memory_mb, "
+        "else disk)", kind="str")
     cache_memory_mb: int = _field(
-        2048, _int(1), "largest decoded data set (MB) that cache: auto keeps in memory",
+        2048, _int(1), "memory (MB) that cache: auto may use for decoded images, training "
+        "and validation sets together",
         kind="int")
     shuffle_buffer: int = _field(
-        10000, _int(1), "images in the per-epoch shuffle buffer (files are also fully shuffled "
+        10000, _int(1), "files in the per-epoch shuffle buffer; it holds indices, not images, so "
+        "it costs almost no memory (files are also fully shuffled "
         "once before decoding)", kind="int")
 
 

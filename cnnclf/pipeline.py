@@ -1,11 +1,12 @@
 """The tf.data input pipeline for training and validation.
 
 Order matters for speed and correctness:
-files shuffled once (seeded) -> parallel decode with `images.load_image` (unreadable files are
-dropped and recorded, not fatal) -> cache of decoded uint8 images -> per-epoch shuffle -> batch
--> batched augmentation (training only) -> prefetch.
-Caching *unbatched* images keeps batch composition changing between epochs; caching uint8 keeps
-the cache four times smaller than float32.
+files shuffled once (seeded) -> per-epoch shuffle of *indices* -> parallel read from the
+decoded-image store (decoded with `images.load_image` on first read; unreadable files are
+dropped and recorded, not fatal) -> batch -> batched augmentation (training only) -> prefetch.
+Shuffling indices rather than images keeps no image buffer at all, so memory does not grow
+with the data set (see decoded.py); storing uint8 keeps the store four times smaller than
+float32.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-from cnnclf.images import ImageSpec, load_image
-from cnnclf.errors import ImageError
+from cnnclf.images import ImageSpec
 
 
 @dataclass
@@ -34,8 +34,12 @@ def choose_cache(cache: str, n_images: int, spec: ImageSpec, memory_mb: int) -> 
     """Resolves `data.cache: auto` to memory or disk from the decoded data set's size."""
     if cache != "auto":
         return cache
-    decoded_mb = n_images * spec.shape[0] * spec.shape[1] * spec.shape[2] / 2**20
-    return "memory" if decoded_mb <= memory_mb else "disk"
+    return "memory" if decoded_mb(n_images, spec) <= memory_mb else "disk"
+
+
+def decoded_mb(n_images: int, spec: ImageSpec) -> float:
+    """Memory that `n_images` decoded images take in the store (uint8)."""
+    return n_images * spec.shape[0] * spec.shape[1] * spec.shape[2] / 2**20
 
 
 def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: int,
@@ -49,12 +53,15 @@ def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: 
         n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
         training: shuffle and augment when true.
         seed: seeds the file order, the shuffle and the augmentation.
-        cache: "memory", "disk" (needs `cache_path`) or "none".
+        cache: where decoded images are kept between epochs: "memory", "disk" (a file at
+            `cache_path`) or "none" (decode every epoch).
         augmenter: from `augment.make_augmenter`, or None.
         skipped: collects undecodable files instead of failing the epoch.
     """
     import numpy as np
     import tensorflow as tf
+
+    from cnnclf.decoded import DecodedStore
 
     skipped = skipped if skipped is not None else SkippedFiles()
     order = list(range(len(paths)))
@@ -62,37 +69,25 @@ def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: 
         # One full shuffle of the (cheap) file list, so the bounded shuffle buffer later never
         # sees long runs of a single class.
         random.Random(seed).shuffle(order)
-    paths = [paths[i] for i in order]
-    labels = [labels[i] for i in order]
+    store = DecodedStore([paths[i] for i in order], spec, cache, cache_path, skipped.add)
+    labels = np.asarray([labels[i] for i in order], np.int32)
 
-    empty = np.zeros(spec.shape, np.uint8)
+    def read(index):
+        return store.read(int(index))
 
-    def decode(path_bytes):
-        path = path_bytes.decode("utf-8", "surrogateescape")
-        try:
-            return load_image(path, spec), True
-        except ImageError as exc:
-            skipped.add(path, exc.reason)
-            return empty, False
-
-    def decode_op(path, label):
-        image, ok = tf.numpy_function(decode, [path], [tf.uint8, tf.bool], stateful=False)
+    def read_op(index, label):
+        image, ok = tf.numpy_function(read, [index], [tf.uint8, tf.bool], stateful=False)
         image.set_shape(spec.shape)
         ok.set_shape([])
         return image, label, ok
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-    ds = ds.map(decode_op, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(store), dtype=np.int64), labels))
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, max(1, len(store))), seed=seed,
+                        reshuffle_each_iteration=True)
+    ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda image, label, ok: ok)
     ds = ds.map(lambda image, label, ok: (image, label))
-    if cache == "memory":
-        ds = ds.cache()
-    elif cache == "disk":
-        ds = ds.cache(cache_path)
-    if training:
-        ds = ds.shuffle(min(shuffle_buffer, max(1, len(paths))), seed=seed,
-                        reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
 
     def to_model_inputs(images, labels):

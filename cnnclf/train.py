@@ -214,7 +214,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
     from cnnclf.checkpoint import EpochCheckpoint
     from cnnclf.controls import TrainingControls
     from cnnclf.model import build_model, make_optimizer
-    from cnnclf.pipeline import SkippedFiles, choose_cache, make_dataset
+    from cnnclf.pipeline import SkippedFiles, choose_cache, decoded_mb, make_dataset
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
@@ -223,10 +223,11 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
                  if is_active(config.augment) else None)
     common = dict(spec=spec, n_classes=n_classes, batch_size=config.data.batch_size,
                   seed=config.train.seed, skipped=skipped)
-    train_cache = choose_cache(config.data.cache, len(dataset.train), spec,
-                               config.data.cache_memory_mb)
-    val_cache = choose_cache(config.data.cache, len(dataset.validation), spec,
-                             config.data.cache_memory_mb)
+    budget = config.data.cache_memory_mb
+    train_cache = choose_cache(config.data.cache, len(dataset.train), spec, budget)
+    if train_cache == "memory":  # one budget for both sets
+        budget -= decoded_mb(len(dataset.train), spec)
+    val_cache = choose_cache(config.data.cache, len(dataset.validation), spec, budget)
     train_ds = make_dataset(dataset.train.paths, dataset.train.labels, training=True,
                             cache=train_cache, cache_path=str(cache_dir / "train"),
                             shuffle_buffer=config.data.shuffle_buffer, augmenter=augmenter,
