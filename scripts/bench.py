@@ -5,7 +5,8 @@ Each measurement runs in a fresh process (fair imports, fair peak RSS), and the 
 compared alternate, so machine noise hits all of them alike. Absolute numbers on a shared
 2-core machine are noisy; the ratios are what to read.
 
-Sections (all by default; pick with --sections):
+Sections (all but determinism by default, so a full run stays under 10 minutes here; pick with
+--sections, or --sections all):
   train        steady-state and first-epoch training throughput (images/s) on ~500x375 JPEGs
                for cnnclf, the tutorial's tf_keras ImageDataGenerator pipeline, a careful
                hand-written Keras 3 pipeline, and the compute limit (fit on in-memory arrays)
@@ -22,7 +23,7 @@ Needs the baselines' packages (not cnnclf's): pip install -e ".[bench]" && pip i
 --no-deps "tf-keras>=2.21,<2.22" (tf-keras pins the full tensorflow wheel, hence --no-deps).
 
 Example:
-    python scripts/bench.py --json bench.json          # about 8-10 minutes on 2 cores
+    python scripts/bench.py --json bench.json          # under 10 minutes on 2 cores
     python scripts/bench.py --sections predict --quick
 """
 
@@ -588,7 +589,8 @@ def print_accuracy(r: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--sections", default="train,predict,memory,accuracy",
+                        help=f"comma-separated, from {', '.join(SECTIONS)}; or all")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--work", type=Path, help="keep data sets here between runs")
     parser.add_argument("--quick", action="store_true", help="smaller sets, one repeat")
@@ -599,7 +601,7 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](json.loads(args.worker_args))))
         return
     args.train_images = 1000 if args.quick else 2000
-    args.epochs = 3 if args.quick else 6
+    args.epochs = 3 if args.quick else 5
     args.repeats = 1 if args.quick else 3
     args.loop_images = 50
     args.accuracy_seeds = 1 if args.quick else 3
@@ -608,7 +610,11 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="cnnclf-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     results, started = {}, time.perf_counter()
-    for name in args.sections.split(","):
+    names = list(SECTIONS) if args.sections == "all" else args.sections.split(",")
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    for name in names:
         t = time.perf_counter()
         results[name] = SECTIONS[name](work, args)
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
