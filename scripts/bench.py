@@ -474,7 +474,7 @@ def section_determinism(work: Path, args) -> dict:
 
 
 def section_accuracy(work: Path, args) -> dict:
-    """Wall time and held-out accuracy, tutorial config against recommended, both as shipped.
+    """Wall time and held-out accuracy, tutorial config against recommended, same epochs.
 
     The tutorial config has no learning-rate schedule, so its first k epochs are exactly a
     k-epoch run: its per-epoch held-out accuracy (the test set validates every epoch) gives
@@ -486,13 +486,20 @@ def section_accuracy(work: Path, args) -> dict:
     configs = {"tutorial": ROOT / "configs" / "cats_dogs.yaml",
                "recommended": ROOT / "configs" / "recommended.yaml"}
     runs = {name: [] for name in configs}
+    # Both for the recommended config's epochs: the tutorial config's shipped 25 would take
+    # ~72 s a seed and keep the whole benchmark over 10 minutes (measured once, 3 seeds:
+    # 0.8950 in 72.3 s against the recommended 0.9078 in 20.1 s).
+    from cnnclf.config import load_config
+
+    recommended_epochs = load_config(configs["recommended"]).train.epochs
+    epochs = {"tutorial": recommended_epochs, "recommended": recommended_epochs}
     for rep in range(args.accuracy_seeds):
         for name, config in configs.items():  # interleaved, so machine noise hits both alike
             out = work / f"tta_{name}"
             seconds, _, _ = timed(cnnclf(
                 "train", "--config", str(config), "--set", f"data.train_dir={data}/training_set",
                 "--set", f"data.test_dir={data}/test_set", "--set", f"train.seed={rep + 1}",
-                "--out", str(out), "--overwrite"))
+                "--set", f"train.epochs={epochs[name]}", "--out", str(out), "--overwrite"))
             history = json.loads((out / "history.json").read_text())
             metrics = json.loads((out / "metrics.json").read_text())
             # Wall time to a saved bundle had training stopped after each epoch: everything
@@ -527,9 +534,9 @@ def section_accuracy(work: Path, args) -> dict:
     result["ratios"] = {
         "points_over_tutorial_in_same_wall_time":
             100 * (rec["mean_accuracy"] - mean(same_time)),
-        "points_over_tutorial_as_shipped":
+        "points_over_tutorial_same_epochs":
             100 * (rec["mean_accuracy"] - result["tutorial"]["mean_accuracy"]),
-        "wall_recommended_over_tutorial_as_shipped":
+        "wall_recommended_over_tutorial_same_epochs":
             rec["mean_wall_seconds"] / result["tutorial"]["mean_wall_seconds"]}
     return result
 
@@ -584,12 +591,12 @@ def print_accuracy(r: dict) -> None:
         print(f"  skipped: {r['skipped']}")
         return
     t, rec = r["tutorial"], r["recommended"]
-    print(f"{'config':<40}{'accuracy':>10}{'wall s':>9}")
-    print(f"{'tutorial (cats_dogs.yaml), ' + str(t['epochs']) + ' epochs':<40}"
+    print(f"{'config':<44}{'accuracy':>10}{'wall s':>9}")
+    print(f"{'tutorial (cats_dogs.yaml), ' + str(t['epochs']) + ' epochs':<44}"
           f"{t['mean_accuracy']:>10.4f}{t['mean_wall_seconds']:>9.1f}")
-    print(f"{'tutorial, cut at the recommended wall time':<40}"
+    print(f"{'tutorial config, cut at the recommended wall':<44}"
           f"{t['mean_accuracy_in_recommended_wall_time']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
-    print(f"{'recommended.yaml, ' + str(rec['epochs']) + ' epochs':<40}"
+    print(f"{'recommended.yaml, ' + str(rec['epochs']) + ' epochs':<44}"
           f"{rec['mean_accuracy']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
     for k, v in r["ratios"].items():
         print(f"  {k}: {v:+.2f}" if k.startswith("points") else f"  {k}: {v:.2f}")
@@ -609,7 +616,7 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](json.loads(args.worker_args))))
         return
     args.train_images = 1000 if args.quick else 2000
-    args.epochs = 3 if args.quick else 5
+    args.epochs = 3 if args.quick else 4
     args.repeats = 1 if args.quick else 3
     args.loop_images = 50
     args.accuracy_seeds = 1 if args.quick else 3
