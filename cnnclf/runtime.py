@@ -95,3 +95,41 @@ def quiet_keras_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*")
     # Skipping undecodable files makes the epoch length unknown until the first epoch ends.
     warnings.filterwarnings("ignore", message=r".*Your input ran out of data.*")
+
+
+class InterruptLatch:
+    """Remembers Ctrl-C, so an interrupt swallowed on its way up still stops training.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be. When that is inside
+    TensorFlow (a `tf.numpy_function` running inline, say), TensorFlow turns the exception into
+    an op error or an early end of the epoch, and training went on to finish: seen once in CI.
+    The handler here still raises at once, and also sets `pressed`, which the training
+    callback checks after every batch and epoch.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
