@@ -94,8 +94,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     previous = _check_resumable(destination, config) if resume else None
 
     from cnnclf.distribute import make_strategy, select_devices
-    from cnnclf.runtime import (InterruptLatch, import_tensorflow, quiet_keras_warnings,
-                                seed_everything)
+    from cnnclf.runtime import import_tensorflow, quiet_keras_warnings, seed_everything
 
     tf = import_tensorflow(verbose)
     if not verbose:
@@ -113,12 +112,10 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         destination, overwrite = Path(scratch.name) / "worker-bundle", False
     writer = BundleWriter(destination, overwrite=overwrite, resume=resume and placement.is_chief)
     try:
-        with scratch, writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir, \
-                InterruptLatch() as latch:
+        with scratch, writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
             model, history, skipped, val_ds, training = _fit(
                 config, dataset, loss, Path(cache_dir), progress, writer.staging, previous,
-                class_weight, strategy, placement, latch)
-            latch.check()
+                class_weight, strategy, placement)
             _warn_skipped(skipped)
             threshold, metrics = _validate(model, val_ds, config, dataset)
             seconds = time.monotonic() - started
@@ -210,7 +207,7 @@ def _describe(dataset: Dataset, class_weight: dict | None) -> None:
 
 
 def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress, staging: Path,
-         previous: dict | None, class_weight: dict | None, strategy, placement, latch):
+         previous: dict | None, class_weight: dict | None, strategy, placement):
     import keras
 
     from cnnclf.augment import is_active, make_augmenter
@@ -262,14 +259,6 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
                                 config.train.learning_rate * scale)
     checkpoint = EpochCheckpoint(staging, config.to_dict(), controls,
                                  previous["history"] if previous else None)
-
-    class StopOnInterrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            latch.check()
-
-        def on_epoch_end(self, epoch, logs=None):
-            latch.check()
-
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
     stopped = controls.state["stopped_early"]
@@ -282,8 +271,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
         fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss,
                          epochs=config.train.epochs, initial_epoch=done,
                          global_batch_size=config.data.batch_size,
-                         callbacks=[controls, checkpoint, StopOnInterrupt()],
-                         class_weight=class_weight,
+                         callbacks=[controls, checkpoint], class_weight=class_weight,
                          log=log.info)
     elif done < config.train.epochs and not stopped:
         extra = ([keras.callbacks.TensorBoard(log_dir=str(staging / "logs"))]
@@ -291,8 +279,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
                   initial_epoch=done, shuffle=False, verbose=progress,
                   class_weight=class_weight,
-                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra,
-                             StopOnInterrupt()])
+                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra])
     checkpoint.wait()  # the last checkpoint is on disk before anything is published
     if controls.state["stopped_early"]:
         log.info("early stopping: %s did not improve for %d epochs",

@@ -97,21 +97,3 @@ def test_resume_with_nothing_to_resume(tmp_path, config):
     assert result.exit_code == 1 and "no interrupted run to resume" in result.stderr
     no_out = run_cli("train", "--config", config, "--resume")
     assert no_out.exit_code == 2 and "--resume needs --out DIR" in no_out.stderr
-
-
-def test_a_swallowed_ctrl_c_is_still_remembered():
-    """Ctrl-C lost inside TensorFlow must still stop training at the next batch."""
-    import os
-
-    from cnnclf.runtime import InterruptLatch
-
-    with InterruptLatch() as latch:
-        latch.check()  # nothing pressed yet
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-        except KeyboardInterrupt:
-            pass  # what TensorFlow did with it
-        with pytest.raises(KeyboardInterrupt):
-            latch.check()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
