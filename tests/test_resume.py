@@ -15,9 +15,13 @@ EPOCHS = 30
 
 
 def start_training(config: Path, out: Path) -> subprocess.Popen:
+    # A test run started in the background (nohup, `&` in a script) passes SIGINT on as
+    # ignored, and Python then keeps ignoring Ctrl-C, as it should; the child here must get
+    # the interactive default to test what a user's Ctrl-C does.
     return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
                              str(config), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def interrupt_after_first_epoch(process: subprocess.Popen, staging: Path, sig) -> int:
