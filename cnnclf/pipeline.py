@@ -11,6 +11,7 @@ float32.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ def choose_cache(cache: str, n_images: int, spec: ImageSpec, memory_mb: int) -> 
 
 def decoded_mb(n_images: int, spec: ImageSpec) -> float:
     """Memory that `n_images` decoded images take in the store (uint8)."""
-    return n_images * spec.shape[0] * spec.shape[1] * spec.shape[2] / 2**20
+    return n_images * math.prod(spec.shape) / 2**20
 
 
 def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: int,

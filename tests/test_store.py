@@ -1,5 +1,7 @@
 """Decoded images are kept between epochs (memory or disk) without changing what is trained."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ def test_images_come_from_the_store_after_the_first_read(tmp_path, where):
     store = DecodedStore(paths, ImageSpec((16, 16)), where, str(tmp_path / "store.bin"))
     first = [store.read(i) for i in range(len(paths))]
     for path in paths:  # the sources are gone: only the store can answer now
-        (tmp_path / path).unlink()
+        Path(path).unlink()
     again = [store.read(i) for i in range(len(paths))]
     assert all(ok for _, ok in first + again)
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first, again))
@@ -27,7 +29,7 @@ def test_without_a_store_every_read_decodes(tmp_path):
     paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
     store = DecodedStore(paths, ImageSpec((16, 16)), "none")
     assert store.read(0)[1]
-    (tmp_path / paths[0]).unlink()
+    Path(paths[0]).unlink()
     assert not store.read(0)[1]
 
 
