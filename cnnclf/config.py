@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,24 @@ from cnnclf.errors import ConfigError
 
 
 def _fail(key: str, allowed: str, value: Any) -> None:
-    raise ConfigError(f"{key}: must be {allowed}, got {value!r}")
+    raise ConfigError(f"{key}: must be {allowed}, got {_shown(value)}")
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """`repr(value)`, shortened: an error stays one readable line whatever was passed."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None for anything else (bools, strings, inf, nan, 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _int(minimum: int | None = None, maximum: int | None = None) -> Callable:
@@ -58,16 +76,17 @@ def _number(minimum: float | None = None, maximum: float | None = None, *, open_
     lo = "(" if open_min else "["
     hi = ")" if open_max else "]"
     words = f"a number in {lo}{minimum}, {maximum}{hi}" if maximum is not None else (
-        f"a number {'>' if open_min else '>='} {minimum}")
+        f"a finite number {'>' if open_min else '>='} {minimum}")
 
-    def check(key, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            _fail(key, words, value)
+    def check(key, raw):
+        value = _finite(raw)
+        if value is None:
+            _fail(key, words, raw)
         if minimum is not None and (value < minimum or (open_min and value == minimum)):
-            _fail(key, words, value)
+            _fail(key, words, raw)
         if maximum is not None and (value > maximum or (open_max and value == maximum)):
-            _fail(key, words, value)
-        return float(value)
+            _fail(key, words, raw)
+        return value
 
     return check
 
@@ -95,12 +114,21 @@ def _optional_path(key, value):
     return value
 
 
+# Upper bounds on sizes: past them a model cannot be built or trained on any machine we know of,
+# and without them the failure comes only after TensorFlow has loaded (MemoryError or
+# ResourceExhaustedError). The memory estimate below catches what is fine alone but not together.
+MAX_IMAGE_SIDE = 8192
+MAX_WIDTH = 65536  # filters per convolution, units per Dense layer, images per batch
+MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
+
+
 def _image_size(key, value):
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
     if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 8 for v in value)):
-        _fail(key, "[height, width] with integers >= 8", value)
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 8 <= v <= MAX_IMAGE_SIDE
+                   for v in value)):
+        _fail(key, f"[height, width] with integers in [8, {MAX_IMAGE_SIDE}]", value)
     return [int(value[0]), int(value[1])]
 
 
@@ -114,16 +142,17 @@ def _rescale(key, value):
         if not match or float(match.group(2)) == 0:
             _fail(key, "a number or a fraction like '1/255'", value)
         value = float(match.group(1)) / float(match.group(2))
-    return _number(0, None, open_min=True)(key, value)
+    # 255 * 255 still fits float16, the precision mixed_precision: auto computes in on GPUs.
+    return _number(0, 255, open_min=True)(key, value)
 
 
 def _zoom_range(key, value):
     """ImageDataGenerator semantics: z means zoom factors drawn from [1 - z, 1 + z]."""
     if isinstance(value, (list, tuple)):
-        if (len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                   for v in value) or not 0 < value[0] <= value[1]):
-            _fail(key, "a number in [0, 1) or [low, high] with 0 < low <= high", value)
-        return [float(value[0]), float(value[1])]
+        pair = [_finite(v) for v in value]
+        if len(pair) != 2 or None in pair or not 0 < pair[0] <= pair[1]:
+            _fail(key, "a number in [0, 1) or [low, high] with 0 < low <= high (finite)", value)
+        return pair
     return _number(0, 1, open_max=True)(key, value)
 
 
@@ -135,11 +164,11 @@ def _shift_range(key, value):
 def _brightness_range(key, value):
     if value is None:
         return None
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
-            or not 0 <= value[0] <= value[1]):
-        _fail(key, "null or [low, high] brightness factors with 0 <= low <= high", value)
-    return [float(value[0]), float(value[1])]
+    pair = [_finite(v) for v in value] if isinstance(value, (list, tuple)) else []
+    if len(pair) != 2 or None in pair or not 0 <= pair[0] <= pair[1]:
+        _fail(key, "null or [low, high] brightness factors with 0 <= low <= high (finite)",
+              value)
+    return pair
 
 
 _BLOCK_KEYS = {"filters": None, "kernel_size": 3, "pool_size": 2}
@@ -160,9 +189,10 @@ def _conv_blocks(key, value):
         if "filters" not in block:
             raise ConfigError(f"{where}.filters: is required (number of convolution filters)")
         blocks.append({
-            "filters": _int(1)(f"{where}.filters", block["filters"]),
-            "kernel_size": _int(1)(f"{where}.kernel_size", block.get("kernel_size", 3)),
-            "pool_size": _int(1)(f"{where}.pool_size", block.get("pool_size", 2)),
+            "filters": _int(1, MAX_WIDTH)(f"{where}.filters", block["filters"]),
+            "kernel_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.kernel_size",
+                                                   block.get("kernel_size", 3)),
+            "pool_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.pool_size", block.get("pool_size", 2)),
         })
     return blocks
 
@@ -172,7 +202,7 @@ def _dense_units(key, value):
         value = [value]
     if not isinstance(value, list):
         _fail(key, "a list of positive integers (hidden Dense layer sizes), possibly empty", value)
-    return [_int(1)(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return [_int(1, MAX_WIDTH)(f"{key}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _threshold(key, value):
@@ -262,7 +292,7 @@ class DataConfig:
         "bilinear", _choice("bilinear", "nearest", "bicubic", "lanczos"),
         "resize filter, saved in the bundle so prediction resizes the same way (Pillow's, "
         "antialiased when shrinking; the tutorial's load_img used nearest)", kind="str")
-    batch_size: int = _field(32, _int(1), "images per training step", kind="int")
+    batch_size: int = _field(32, _int(1, MAX_WIDTH), "images per training step", kind="int")
     cache: str = _field(
         "auto", _choice("auto", "memory", "disk", "none"),
         "keep decoded, resized images between epochs: memory, disk (a temporary file, read "
@@ -342,7 +372,7 @@ class TrainConfig:
 
     epochs: int = _field(25, _int(1), "passes over the training data", kind="int")
     seed: int = _field(
-        1337, _int(0), "seeds weights, shuffling, augmentation and validation_split",
+        1337, _int(0, MAX_SEED), "seeds weights, shuffling, augmentation and validation_split",
         kind="int")
     optimizer: str = _field(
         "adam", _choice("adam", "adamw", "sgd", "rmsprop"), "optimizer", kind="str")
@@ -436,16 +466,127 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return parse_config(raw)
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading YAML. Config files and --set values go through the same loader, so a value means the
+# same thing in both places.
+
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_NODES = 10_000  # values after alias expansion; the reference config has about 60
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so `3e-4` and `1E5`
+# were read as strings. The last three forms are YAML 1.1's, kept as PyYAML reads them.
+_YAML12_FLOAT = re.compile(r"""^(?:
+      [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    | [-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    | [-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    | [-+]?\.(?:inf|Inf|INF)
+    | \.(?:nan|NaN|NAN)
+)$""", re.X)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` reading floats as YAML 1.2 does (`3e-4` is a number; `'3e-4'` a string)."""
+
+
+# The float resolver is swapped in place, keeping its position: resolvers are tried in order,
+# and bool/float come before int, so the pattern must never match a plain integer.
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, _YAML12_FLOAT if tag == _FLOAT_TAG else regexp) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> Any:
+    """Parses one YAML document, refusing what no config needs: duplicate keys, alias bombs.
+
+    Args:
+        text: the YAML.
+        source: how errors name the text: "config file x.yaml" or "--set train.seed".
+        key: the dotted key the text is the value of ("" for a whole file), to name nested keys.
+        lines: whether errors give line numbers (not for a one-line --set value).
+
+    Returns:
+        The constructed value. Raises `ConfigError` for a refused document; YAML syntax errors
+        propagate as `yaml.YAMLError` for the caller to word.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB, too large "
+                          "for a config")
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        # Checked on the node graph, before anything is built: expanding a "billion laughs"
+        # bomb (9 nested aliases, 9 each) took 80 s and 3 GB before failing.
+        _check_nodes(node, source, key, lines)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply for a config") from None
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
+    """Refuses duplicate mapping keys and more than MAX_YAML_NODES values with aliases expanded.
+
+    Walks the composed graph, where an alias is the very node it names, so a node reached
+    through N aliases is counted N times: the count is what construction and validation would
+    see, and the walk stops as soon as it passes the bound.
+    """
+    stack = [(root, key)]
+    count = 1
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            children, first_line = [], {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` adds, by design
+                    children.append((value_node, path))
+                    continue
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                child = path if name is None else f"{path}.{name}" if path else name
+                line = key_node.start_mark.line + 1
+                if name is not None and (key_node.tag, name) in first_line:
+                    where = f" line {line}:" if lines else ""
+                    also = f" (first on line {first_line[key_node.tag, name]})" if lines else ""
+                    raise ConfigError(f"{source}:{where} duplicate key {child}{also}; keep one")
+                if name is not None:
+                    first_line[key_node.tag, name] = line
+                else:
+                    children.append((key_node, path))
+                children.append((value_node, child))
+        else:
+            continue
+        count += len(children)
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: more than {MAX_YAML_NODES} values once its aliases "
+                              "are expanded (an alias bomb?); a config needs a few dozen")
+        stack.extend(children)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Read at most one byte past the cap: a huge file or a device is refused unread.
+        with path.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB, "
+                          "too large for a config")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text, f"config file {path}")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -467,9 +608,9 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(f"--set {override!r}: must look like section.key=value, "
                           "e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _load_yaml(text, f"--set {key}", key=key, lines=False) if text.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML") from None
+        raise ConfigError(f"--set {key}: value {_shown(text)} is not valid YAML") from None
     parts = key.split(".")
     if len(parts) < 2:
         raise ConfigError(f"--set {key}: name a key inside a section, e.g. train.{key}")
@@ -557,6 +698,11 @@ def _check_across_sections(config: Config) -> None:
     height, width = config.data.image_size
     for i, block in enumerate(config.model.conv_blocks):
         k, p = block["kernel_size"], block["pool_size"]
+        if k > min(height, width):
+            where = "data.image_size" if i == 0 else f"the {i} block(s) before it"
+            raise ConfigError(
+                f"model.conv_blocks[{i}].kernel_size: must be at most the side of the "
+                f"{height}x{width} feature map it convolves ({where}), got {k}")
         if config.model.padding == "valid":
             height, width = height - k + 1, width - k + 1
         height, width = height // p, width // p
@@ -565,6 +711,104 @@ def _check_across_sections(config: Config) -> None:
                 f"data.image_size: {config.data.image_size} is too small for model.conv_blocks "
                 f"(block {i} leaves nothing to pool); use a larger image_size, fewer blocks, "
                 "or model.padding: same")
+    _check_memory(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: a model too big for the machine fails here, in milliseconds.
+
+_BYTES_PER_VALUE = 4  # float32
+# Copies of every weight that training holds: the weight, its gradient and the optimizer's
+# slots (Adam: two moments; RMSprop: one average; SGD without momentum: none).
+_WEIGHT_COPIES = {"adam": 4, "adamw": 4, "rmsprop": 3, "sgd": 2}
+_FALLBACK_MEMORY = 2**40  # where the OS does not say how much memory it has
+
+
+def estimate_training_memory(config: Config) -> dict[str, int]:
+    """Estimates, in plain Python, the bytes that training this config's model needs.
+
+    Why: a model that cannot fit otherwise fails only after TensorFlow has loaded (2 s and more),
+    with a MemoryError or ResourceExhaustedError and a long traceback; counting weights and
+    activations here refuses it in milliseconds, naming the key to change.
+
+    It is a rough lower bound, so that refusing on it is safe: the class count is unknown at
+    config time, so the output layer gets 1 unit (two classes); activations are the float32
+    forward outputs one batch keeps for backpropagation (input, each convolution, each pooling,
+    each Dense layer); the data pipeline, TensorFlow's workspace and mixed precision are ignored.
+
+    Args:
+        config: a validated config.
+
+    Returns:
+        Bytes by the key that drives them: `model.conv_blocks` (convolution weights with their
+        gradients and optimizer slots), `model.dense_units` (the same for Dense layers, output
+        included), `data.batch_size` (one batch of activations), plus `per_image` (one image's
+        activations) and `features` (what reaches the first Dense layer).
+
+    Example:
+        estimate_training_memory(load_config("configs/demo.yaml"))["model.dense_units"]
+    """
+    height, width = config.data.image_size
+    channels = 3 if config.data.color_mode == "rgb" else 1
+    m = config.model
+    copies = _WEIGHT_COPIES[config.train.optimizer] * _BYTES_PER_VALUE
+    conv_weights = 0
+    values_per_image = 2 * height * width * channels  # the input and its rescaled copy
+    for block in m.conv_blocks:
+        k, filters, pool = block["kernel_size"], block["filters"], block["pool_size"]
+        conv_weights += k * k * channels * filters + (4 * filters if m.batch_norm else filters)
+        if m.padding == "valid":
+            height, width = height - k + 1, width - k + 1
+        values_per_image += height * width * filters * (2 if m.batch_norm else 1)
+        height, width, channels = height // pool, width // pool, filters
+        values_per_image += height * width * channels
+    features = height * width * channels if m.pooling == "flatten" else channels
+    dense_weights, inputs = 0, features
+    for units in [*m.dense_units, 1]:
+        dense_weights += inputs * units + units
+        values_per_image += units
+        inputs = units
+    per_image = values_per_image * _BYTES_PER_VALUE
+    return {"model.conv_blocks": conv_weights * copies,
+            "model.dense_units": dense_weights * copies,
+            "data.batch_size": per_image * config.data.batch_size,
+            "per_image": per_image, "features": features}
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return _FALLBACK_MEMORY
+
+
+def _check_memory(config: Config) -> None:
+    parts = estimate_training_memory(config)
+    total = sum(parts[key] for key in ("model.conv_blocks", "model.dense_units",
+                                       "data.batch_size"))
+    limit = _physical_memory()
+    if total <= limit:
+        return
+    key = max(("model.conv_blocks", "model.dense_units", "data.batch_size"), key=parts.get)
+    held = f"each held {_WEIGHT_COPIES[config.train.optimizer]} times by {config.train.optimizer}"
+    if key == "model.conv_blocks":
+        detail = f"{parts[key] / 1e9:,.1f} GB of convolution weights, {held}"
+        advice = "use fewer filters or a smaller kernel_size"
+    elif key == "model.dense_units":
+        detail = (f"{parts[key] / 1e9:,.1f} GB of Dense weights, {held}; "
+                  f"{parts['features']:,} features reach the first")
+        advice = ("use fewer dense_units, model.pooling: global_average, or a smaller "
+                  "data.image_size")
+    elif parts["per_image"] > limit:
+        key = "data.image_size"
+        detail = f"{parts['per_image'] / 1e9:,.1f} GB of activations for a single image"
+        advice = "use a smaller data.image_size or fewer filters"
+    else:
+        detail = (f"{parts[key] / 1e9:,.1f} GB of activations for a batch of "
+                  f"{config.data.batch_size}")
+        advice = "use a smaller data.batch_size"
+    raise ConfigError(f"{key}: training would need about {total / 1e9:,.1f} GB ({detail}), more "
+                      f"than the {limit / 1e9:.1f} GB of memory here; {advice}")
 
 
 def dump_config(config: Config) -> str:
