@@ -1,65 +1,49 @@
-"""Per-epoch checkpoints in a run's staging folder, so a killed run can resume.
+"""Per-epoch checkpoints, so a killed, interrupted or out-of-space run resumes where it stopped.
 
-After every epoch the weights and the optimizer's state are copied to NumPy (milliseconds) and
-written as `checkpoint-<epoch>.npz` by a background thread while the next epoch trains: a
-synchronous `model.save` of the tutorial model (47 MB with Adam's moments) costs 0.1-0.2 s,
-several percent of an epoch. Only once the file is complete is `progress.json` atomically
-replaced to point at it, so whatever instant a run is killed (Ctrl-C, kill -9, power loss),
-`progress.json` names a complete checkpoint and the epoch it ends. `cnnclf train ... --resume`
-rebuilds the model from the config and restores both from there.
+After every epoch the weights, the optimizer's state and the best epoch's weights are copied
+to NumPy (milliseconds) and handed to the run directory (`rundir.RunDir`), which writes and
+commits them in a background thread while the next epoch trains: a synchronous save of the
+tutorial model (47 MB with Adam's moments) costs 0.1-0.2 s, several percent of an epoch. What
+is on disk and in which order is the run directory's business; this module decides only what
+a checkpoint holds and how a model is restored from one.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import threading
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 
-PROGRESS_FILE = "progress.json"
 
-
-def read_progress(staging: Path) -> dict | None:
-    path = Path(staging) / PROGRESS_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def restore(model, staging: Path, progress: dict) -> None:
-    """Loads a checkpoint's weights and optimizer state into a freshly compiled `model`."""
-    with np.load(Path(staging) / progress["checkpoint"]) as data:
-        n_weights = int(data["n_weights"])
-        weights = [data[f"w{i}"] for i in range(n_weights)]
-        slots = [data[f"o{i}"] for i in range(int(data["n_optimizer"]))]
-    model.set_weights(weights)
+def restore(model, controls, arrays: dict, best: dict | None) -> None:
+    """Loads a checkpoint's weights, optimizer state and best weights into a compiled model."""
+    model.set_weights([arrays[f"w{i}"] for i in range(int(arrays["n_weights"]))])
     model.optimizer.build(model.trainable_variables)
+    slots = [arrays[f"o{i}"] for i in range(int(arrays["n_optimizer"]))]
     for variable, value in zip(model.optimizer.variables, slots):
         variable.assign(value)
+    if best is not None:
+        controls.best_weights = [best[f"w{i}"] for i in range(len(best))]
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer state, history and the controls' state after every epoch.
+    """Commits weights, optimizer state, history and the controls' state after every epoch.
 
     Args:
-        staging: the run's staging folder.
+        run: the `rundir.RunDir` the run writes into.
         config: the resolved config as a dict (a resume must use the same one).
-        controls: the `TrainingControls` whose state is saved alongside.
+        controls: the `TrainingControls` whose state (and best weights) are saved alongside.
         history: per-epoch metrics of epochs completed before this fit (when resuming).
     """
 
-    def __init__(self, staging: Path, config: dict, controls, history: dict | None = None):
+    def __init__(self, run, config: dict, controls, history: dict | None = None):
         super().__init__()
-        self.staging = Path(staging)
+        self.run = run
         self.config = config
         self.controls = controls
         self.history = {k: list(v) for k, v in (history or {}).items()}
-        self._writer: threading.Thread | None = None
         self._mark: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -71,47 +55,29 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Wall time since the previous epoch ended: training, validation and checkpointing,
         # everything a user waits for. This is what speed benchmarks read.
         seconds, self._mark = now - self._mark, now
+        self.run.wait()  # the previous commit; raises if it failed (a full disk)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.history.setdefault("epoch", []).append(epoch + 1)
         self.history.setdefault("epoch_seconds", []).append(round(seconds, 4))
         weights = [np.array(w) for w in self.model.get_weights()]
         slots = [np.array(v) for v in self.model.optimizer.variables]
-        progress = {"completed_epochs": epoch + 1, "checkpoint": f"checkpoint-{epoch + 1}.npz",
-                    "history": copy.deepcopy(self.history),
+        arrays = {"n_weights": len(weights), "n_optimizer": len(slots),
+                  **{f"w{i}": w for i, w in enumerate(weights)},
+                  **{f"o{i}": s for i, s in enumerate(slots)}}
+        best = None
+        if self.controls.best_weights is not None:
+            best = {"epoch": self.controls.state["best_epoch"],
+                    "arrays": {f"w{i}": w for i, w in enumerate(self.controls.best_weights)}}
+        progress = {"history": copy.deepcopy(self.history),
                     "controls": copy.deepcopy(self.controls.state), "config": self.config}
-        self.wait()
-        self._writer = threading.Thread(target=self._write, args=(weights, slots, progress))
-        self._writer.start()
+        self.run.commit_checkpoint_async(epoch + 1, arrays, progress, best,
+                                         on_failure=self._stop)
+
+    def _stop(self, exc) -> None:
+        # Called from the writer thread: Keras checks this flag after every batch, so a full
+        # disk stops training within a step instead of after an epoch that cannot be saved.
+        self.model.stop_training = True
 
     def on_train_end(self, logs=None):
-        self.wait()
-
-    def wait(self) -> None:
-        """Blocks until the last checkpoint is on disk (before publishing or exiting)."""
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
-
-    def _write(self, weights, slots, progress) -> None:
-        name = progress["checkpoint"]
-        temporary = self.staging / f".{name}.tmp"
-        with open(temporary, "wb") as f:
-            np.savez(f, n_weights=len(weights), n_optimizer=len(slots),
-                     **{f"w{i}": w for i, w in enumerate(weights)},
-                     **{f"o{i}": s for i, s in enumerate(slots)})
-        os.replace(temporary, self.staging / name)
-        progress_tmp = self.staging / f".{PROGRESS_FILE}.tmp"
-        progress_tmp.write_text(json.dumps(progress), encoding="utf-8")
-        os.replace(progress_tmp, self.staging / PROGRESS_FILE)
-        for old in self.staging.glob("checkpoint-*.npz"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-
-def remove_checkpoints(staging: Path) -> None:
-    """Deletes resume state from a staging folder before it is published as a bundle."""
-    staging = Path(staging)
-    for path in (list(staging.glob("checkpoint-*.npz")) + list(staging.glob(".checkpoint-*"))
-                 + [staging / PROGRESS_FILE, staging / "best.weights.h5"]):
-        path.unlink(missing_ok=True)
+        self.run.wait()

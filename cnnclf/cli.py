@@ -104,7 +104,7 @@ def main(ctx, debug, verbose):
 def train(config_path, overrides, out_dir, overwrite, resume, device):
     """Train a model from a config and save it as a bundle."""
     from cnnclf.config import load_config
-    from cnnclf.errors import Interrupted
+    from cnnclf.errors import RunStopped
 
     config = load_config(config_path, overrides)
     from cnnclf.train import train as run_training
@@ -114,8 +114,10 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
         result = run_training(config, out_dir=out_dir, config_path=config_path,
                               overwrite=overwrite, resume=resume, verbose=flags["verbose"],
                               device=device)
-    except Interrupted as exc:
-        click.echo(str(exc), err=True)
+    except RunStopped as exc:
+        if flags["debug"]:
+            raise
+        click.echo(f"{'' if exc.exit_code == 130 else 'error: '}{exc}", err=True)
         if exc.completed_epochs:
             sets = "".join(f" --set {o}" for o in overrides)
             click.echo(f"resume with: cnnclf train --config {config_path}{sets} "
@@ -123,8 +125,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
         sys.exit(exc.exit_code)
     if result.bundle_dir is None:
         return  # a non-chief multi_worker worker: the chief reports the bundle
-    final = {k: v[-1] for k, v in result.history.items()
-             if k not in ("epoch", "learning_rate", "epoch_seconds") and v}
+    final = {k: v for k, v in result.final_metrics.items() if k != "learning_rate"}
     summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
     click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
 
@@ -387,5 +388,28 @@ def config_command(config_path, overrides, reference):
     click.echo(dump_config(load_config(config_path, overrides)), nl=False)
 
 
+def run() -> None:
+    """The `cnnclf` executable: `main`, then an exit that skips the interpreter's teardown.
+
+    Why: once the output is flushed and every file is closed there is nothing left to do, and
+    tearing TensorFlow down can take 0.7 s, hang (a full disk left tf.data threads waiting),
+    or abort (`free(): invalid pointer` after Ctrl-C, with tf.data threads still running).
+    """
+    import os
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:  # --debug tracebacks are other exceptions: they go the usual way
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

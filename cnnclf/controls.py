@@ -27,19 +27,20 @@ class TrainingControls(keras.callbacks.Callback):
 
     Args:
         train_config: a `cnnclf.config.TrainConfig`.
-        best_weights_path: where the best epoch's weights are written (for keep_best and
-            early_stopping.restore_best_weights).
         state: a `state` dict from an interrupted run, or None to start fresh.
         base_learning_rate: the starting rate (train.learning_rate, scaled by the replica count
             when train.scale_learning_rate is on).
     """
 
-    def __init__(self, train_config, best_weights_path, state: dict | None = None,
+    def __init__(self, train_config, state: dict | None = None,
                  base_learning_rate: float | None = None):
         super().__init__()
         self.config = train_config
         self.base_learning_rate = base_learning_rate or train_config.learning_rate
-        self.best_weights_path = str(best_weights_path)
+        # The best epoch's weights (keep_best, early_stopping.restore_best_weights) stay in
+        # memory; the checkpoint commits them with the epoch, so a kill can never leave a
+        # best-weights file newer than the progress that names it.
+        self.best_weights: list | None = None
         stopping = train_config.early_stopping or {}
         self.best_monitor = (train_config.keep_best or
                              (stopping.get("monitor") if stopping.get("restore_best_weights")
@@ -64,7 +65,7 @@ class TrainingControls(keras.callbacks.Callback):
             value = float(logs[self.best_monitor])
             if _improved(value, self.state["best"], self.best_monitor):
                 self.state["best"], self.state["best_epoch"] = value, epoch + 1
-                self.model.save_weights(self.best_weights_path)
+                self.best_weights = [w.copy() for w in self.model.get_weights()]
         if self.config.lr_schedule == "reduce_on_plateau" and "val_loss" in logs:
             if _improved(float(logs["val_loss"]), self.state["plateau_best"], "val_loss"):
                 self.state["plateau_best"], self.state["plateau_wait"] = float(
@@ -90,7 +91,7 @@ class TrainingControls(keras.callbacks.Callback):
 
     def finish(self) -> int | None:
         """Loads the best weights if asked to; returns the epoch they come from."""
-        if self.best_monitor and self.state["best_epoch"] is not None:
-            self.model.load_weights(self.best_weights_path)
+        if self.best_monitor and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
             return self.state["best_epoch"]
         return None

@@ -11,11 +11,12 @@ not process memory).
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
 
-from cnnclf.errors import ImageError
+from cnnclf.errors import CnnclfError, ImageError
 from cnnclf.images import ImageSpec, load_image
 
 UNKNOWN, DECODED, UNREADABLE = 0, 1, 2
@@ -35,6 +36,8 @@ class DecodedStore:
                  on_unreadable=None):
         self.paths = list(paths)
         self.spec = spec
+        self.where = where
+        self.path = path
         self.shape = spec.shape
         self.slot_bytes = int(np.prod(self.shape))
         self.state = np.zeros(len(self.paths), np.uint8)
@@ -73,8 +76,15 @@ class DecodedStore:
         if self.array is not None:
             self.array[index] = image
         elif self.fd is not None:
-            os.pwrite(self.fd, np.ascontiguousarray(image).tobytes(),
-                      index * self.slot_bytes)
+            try:
+                if os.pwrite(self.fd, np.ascontiguousarray(image).tobytes(),
+                             index * self.slot_bytes) != self.slot_bytes:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a short write
+            except OSError as exc:
+                raise CnnclfError(f"data.cache: disk: cannot write decoded images to "
+                                  f"{self.path} ({exc.strerror}); free space in that folder "
+                                  "(set TMPDIR to a bigger one) or set data.cache: memory or "
+                                  "none") from exc
         else:
             return image, True  # "none": nothing kept
         self.state[index] = DECODED  # only after the slot is complete

@@ -34,12 +34,21 @@ class ImageError(CnnclfError):
         self.reason = reason
 
 
-class Interrupted(CnnclfError):
-    """Training stopped by Ctrl-C; `completed_epochs` > 0 means it can be resumed."""
+class RunStopped(CnnclfError):
+    """Training ended early with its state kept; `completed_epochs` > 0 means --resume goes on."""
 
-    exit_code = 130
+    exit_code = 1
 
-    def __init__(self, message: str, destination, completed_epochs: int):
+    def __init__(self, message: str, destination, completed_epochs: int,
+                 exit_code: int | None = None):
         super().__init__(message)
         self.destination = destination
         self.completed_epochs = completed_epochs
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class Interrupted(RunStopped):
+    """Training stopped by Ctrl-C."""
+
+    exit_code = 130

@@ -1,9 +1,10 @@
 """The tf.data input pipeline for training and validation.
 
 Order matters for speed and correctness:
-files shuffled once (seeded) -> per-epoch shuffle of *indices* -> parallel read from the
-decoded-image store (decoded with `images.load_image` on first read; unreadable files are
-dropped and recorded, not fatal) -> batch -> batched augmentation (training only) -> prefetch.
+files shuffled once (seeded) -> every image decoded once into the decoded-image store before
+training (`decode_all`; unreadable files are dropped and recorded, not fatal) -> per-epoch
+shuffle of *indices* -> parallel read from the store -> batch -> batched augmentation
+(training only) -> prefetch.
 Shuffling indices rather than images keeps no image buffer at all, so memory does not grow
 with the data set (see decoded.py); storing uint8 keeps the store four times smaller than
 float32.
@@ -43,35 +44,73 @@ def decoded_mb(n_images: int, spec: ImageSpec) -> float:
     return n_images * math.prod(spec.shape) / 2**20
 
 
-def make_dataset(paths, labels, *, spec: ImageSpec, n_classes: int, batch_size: int,
-                 training: bool, seed: int, cache: str = "memory", cache_path: str | None = None,
-                 shuffle_buffer: int = 10000, augmenter=None, skipped: SkippedFiles | None = None):
-    """Builds a batched `tf.data.Dataset` of (float32 images 0-255, labels).
+@dataclass
+class OpenedStore:
+    """One set's decoded-image store and its labels, in the order the store holds them."""
 
-    Args:
-        paths, labels: parallel lists; labels are class indices.
-        spec: how files become arrays (shared with prediction).
-        n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
-        training: shuffle and augment when true.
-        seed: seeds the file order, the shuffle and the augmentation.
-        cache: where decoded images are kept between epochs: "memory", "disk" (a file at
-            `cache_path`) or "none" (decode every epoch).
-        augmenter: from `augment.make_augmenter`, or None.
-        skipped: collects undecodable files instead of failing the epoch.
+    store: object  # decoded.DecodedStore
+    labels: object  # np.ndarray of int32 class indices
+
+    def used_counts(self, class_names: list[str]) -> dict[str, int]:
+        """Images per class that decoded (after `decode_all`), i.e. what training uses."""
+        import numpy as np
+
+        from cnnclf.decoded import UNREADABLE
+
+        ok = self.store.state != UNREADABLE
+        counts = np.bincount(self.labels[ok], minlength=len(class_names))
+        return {name: int(counts[i]) for i, name in enumerate(class_names)}
+
+
+def open_store(split, *, spec: ImageSpec, training: bool, seed: int, cache: str = "memory",
+               cache_path: str | None = None, skipped: SkippedFiles | None = None) -> OpenedStore:
+    """A decoded-image store for `split` (a `files.Split`); no TensorFlow.
+
+    Training files are shuffled once (seeded) here, so the bounded shuffle buffer later never
+    sees long runs of a single class.
     """
     import numpy as np
-    import tensorflow as tf
 
     from cnnclf.decoded import DecodedStore
 
     skipped = skipped if skipped is not None else SkippedFiles()
-    order = list(range(len(paths)))
+    order = list(range(len(split.paths)))
     if training:
-        # One full shuffle of the (cheap) file list, so the bounded shuffle buffer later never
-        # sees long runs of a single class.
         random.Random(seed).shuffle(order)
-    store = DecodedStore([paths[i] for i in order], spec, cache, cache_path, skipped.add)
-    labels = np.asarray([labels[i] for i in order], np.int32)
+    store = DecodedStore([split.paths[i] for i in order], spec, cache, cache_path, skipped.add)
+    return OpenedStore(store, np.asarray([split.labels[i] for i in order], np.int32))
+
+
+def decode_all(store, workers: int | None = None) -> None:
+    """Reads every image of `store` once, on all cores (Pillow releases the GIL).
+
+    Unreadable files are recorded by the store; a cache that cannot be written (a full disk)
+    raises a `CnnclfError` naming the folder, instead of a TensorFlow op error mid-epoch.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        for _ in pool.map(store.read, range(len(store)), chunksize=64):
+            pass
+
+
+def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_size: int,
+                 training: bool, seed: int, shuffle_buffer: int = 10000, augmenter=None):
+    """Builds a batched `tf.data.Dataset` of (float32 images 0-255, labels) from a store.
+
+    Args:
+        opened: from `open_store`; images are read from its store, labels from it too.
+        spec: how files become arrays (shared with prediction).
+        n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
+        training: shuffle and augment when true.
+        seed: seeds the shuffle and the augmentation.
+        augmenter: from `augment.make_augmenter`, or None.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    store, labels = opened.store, opened.labels
 
     def read(index):
         return store.read(int(index))

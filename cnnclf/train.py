@@ -7,6 +7,8 @@ half-built pipeline.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import json
 import logging
@@ -22,12 +24,12 @@ import yaml
 from cnnclf import __version__
 from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVES_FILE,
                            HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE,
-                           PREPROCESSING_FILE, BundleWriter, Preprocessing, check_destination,
-                           write_json)
+                           PREPROCESSING_FILE, Preprocessing, write_json)
 from cnnclf.config import Config
-from cnnclf.errors import BundleError, CnnclfError, ConfigError, Interrupted
+from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
+from cnnclf.rundir import RunDir, check_destination, completed_epochs, fault_point
 from cnnclf.runs import new_run_dir
 
 log = logging.getLogger("cnnclf")
@@ -35,10 +37,11 @@ log = logging.getLogger("cnnclf")
 
 @dataclass(frozen=True)
 class TrainResult:
-    bundle_dir: Path
+    bundle_dir: Path | None
     history: dict
     skipped: dict
     seconds: float
+    final_metrics: dict  # of the saved weights' epoch (the best one under keep_best)
 
 
 def resolve_paths(config: Config) -> Config:
@@ -62,6 +65,9 @@ def train(config: Config, *, out_dir: str | Path | None = None,
           progress: int | str = "auto") -> TrainResult:
     """Trains a model as `config` says and writes its bundle.
 
+    The run's life on disk (lock, checkpoints, publishing) belongs to `rundir.RunDir`; this
+    function only decides what is trained and what the bundle holds.
+
     Args:
         config: a validated `Config`.
         out_dir: the bundle folder; None = a new folder under `runs/` named after `config_path`.
@@ -75,6 +81,10 @@ def train(config: Config, *, out_dir: str | Path | None = None,
 
     Returns:
         A `TrainResult` with the published bundle's path and the history.
+
+    Raises:
+        RunStopped (Interrupted for Ctrl-C): training ended early; `completed_epochs` > 0 means
+        `--resume` continues it.
     """
     started = time.monotonic()
     config = resolve_paths(config)
@@ -82,8 +92,6 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         raise ConfigError("--resume needs --out DIR: the folder the interrupted run was "
                           "writing (its state is in the hidden DIR.partial beside it)")
     dataset = discover(config.data, config.train.seed)
-    destination = Path(out_dir) if out_dir is not None else new_run_dir(config_path)
-    check_destination(destination, overwrite)
     from cnnclf.model import loss_for
 
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
@@ -91,7 +99,39 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         raise ConfigError("train.tensorboard: needs the tensorboard package: pip install "
                           "'cnnclf[tensorboard]' (or set train.tensorboard: false)")
     class_weight = class_weights(config, dataset)
-    previous = _check_resumable(destination, config) if resume else None
+    if out_dir is not None:
+        destination, label = Path(out_dir), f"--out {out_dir}"
+        check_destination(destination, overwrite or resume)
+    else:
+        destination = new_run_dir(config_path)  # reserved: no other run can take the name
+        label = f"run folder {destination}"
+    if resume:
+        _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
+    # Only the chief of a multi_worker cluster writes the bundle; that is known once the
+    # cluster is up, so other runs lock their folder now, before the 2 s import.
+    single = config.train.distribute != "multi_worker"
+    run = RunDir(destination, overwrite=overwrite, resume=resume, label=label)
+    with contextlib.ExitStack() as stack:
+        if single:
+            stack.enter_context(run)
+        try:
+            return _train_in(run, stack, single, config, dataset, loss, class_weight, config_path,
+                             verbose, device, progress, started)
+        except BaseException as exc:
+            stack.close()  # waits for a checkpoint being written, then frees the lock
+            _forget_reserved(destination, out_dir)
+            done = completed_epochs(run.staging)
+            raise _stopped(exc, run, done, config.train.epochs) from exc
+
+
+def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
+              device, progress, started) -> TrainResult:
+    from cnnclf.pipeline import SkippedFiles
+
+    skipped = SkippedFiles()
+    skipped.reasons.update(getattr(dataset, "skipped", None) or {})
+    stores = _open_stores(config, dataset, stack, skipped)
+    used = _decode_all(stores, dataset, skipped)
 
     from cnnclf.distribute import make_strategy, select_devices
     from cnnclf.runtime import import_tensorflow, quiet_keras_warnings, seed_everything
@@ -103,49 +143,148 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     strategy, placement = make_strategy(config.train)
     seed_everything(config.train.seed, config.train.deterministic)
     log.info("%s", placement.describe())
-    _describe(dataset, class_weight)
-
-    scratch = tempfile.TemporaryDirectory(prefix="cnnclf-")
-    if not placement.is_chief:
-        # Other workers run the same steps (collective ops need everyone) but write to a
-        # throw-away folder: only the chief publishes the bundle.
-        destination, overwrite = Path(scratch.name) / "worker-bundle", False
-    writer = BundleWriter(destination, overwrite=overwrite, resume=resume and placement.is_chief)
+    _describe(dataset, used, class_weight)
+    if not single:
+        if not placement.is_chief:
+            # Other workers run the same steps (collective ops need everyone) but write to a
+            # throw-away folder: only the chief publishes the bundle.
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-"))
+            run = RunDir(Path(scratch) / "worker-bundle")
+        stack.enter_context(run)
     try:
-        with scratch, writer, tempfile.TemporaryDirectory(prefix="cnnclf-cache-") as cache_dir:
-            model, history, skipped, val_ds, training = _fit(
-                config, dataset, loss, Path(cache_dir), progress, writer.staging, previous,
-                class_weight, strategy, placement)
-            _warn_skipped(skipped)
-            threshold, metrics = _validate(model, val_ds, config, dataset)
-            seconds = time.monotonic() - started
-            from cnnclf.checkpoint import remove_checkpoints
-
-            remove_checkpoints(writer.staging)
-            _write_bundle(writer.staging, model, config, dataset, history, skipped,
-                          config_path, seconds, threshold, metrics, training)
-            bundle_dir = writer.publish()
-    except KeyboardInterrupt:
-        from cnnclf.checkpoint import read_progress
-
-        done = (read_progress(writer.staging) or {}).get("completed_epochs", 0)
-        if done:
-            raise Interrupted(f"interrupted after epoch {done} of {config.train.epochs}; "
-                              f"its state is kept in {writer.staging}", destination,
-                              done) from None
-        raise Interrupted("interrupted before the first epoch finished: nothing to resume, "
-                          "nothing was saved", destination, 0) from None
+        model, history, val_ds, training = _fit(
+            config, dataset, stores, loss, progress, run, class_weight, strategy, placement)
     except tf.errors.OpError as exc:
         if placement.strategy != "multi_worker":
             raise
         raise CnnclfError(f"multi_worker: lost contact with another worker "
                           f"({type(exc).__name__} in a collective operation); check that every "
                           "worker is running, then restart them all with --resume") from None
+    _warn_skipped(skipped.reasons)
+    threshold, metrics = _validate(model, val_ds, config, dataset)
+    seconds = time.monotonic() - started
+    final = final_metrics(history, training["best_epoch"])
+    bundle_dir = run.write_bundle(lambda folder: _write_bundle(
+        folder, model, config, dataset, used, history, final, dict(skipped.reasons), config_path,
+        seconds, threshold, metrics, training, run.run_id))
+    bundle_dir = run.publish()
     if not placement.is_chief:
         log.info("worker done; the chief writes the bundle")
-        return TrainResult(None, history, skipped, time.monotonic() - started)
+        return TrainResult(None, history, dict(skipped.reasons), time.monotonic() - started,
+                           final)
     log.info("saved bundle to %s", bundle_dir)
-    return TrainResult(bundle_dir, history, skipped, seconds)
+    return TrainResult(bundle_dir, history, dict(skipped.reasons), seconds, final)
+
+
+def final_metrics(history: dict, best_epoch: int | None) -> dict:
+    """The metrics of the epoch whose weights are saved: the best one when kept, else the last."""
+    index = (best_epoch - 1) if best_epoch else -1
+    return {k: v[index] for k, v in history.items()
+            if k not in ("epoch", "epoch_seconds") and v}
+
+
+def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
+    """What the user is told when training ends early: what is kept, and how to go on."""
+    if isinstance(exc, RunStopped):
+        return exc
+    kept = (f"epochs 1-{done} are kept in {run.staging}" if done > 1 else
+            f"epoch 1 is kept in {run.staging}" if done == 1 else "")
+    finished = " (training had finished; the bundle was not yet published)" \
+        if done == epochs else ""
+    if isinstance(exc, KeyboardInterrupt):
+        if done:
+            return Interrupted(f"interrupted after epoch {done} of {epochs}{finished}; {kept}",
+                               run.destination, done)
+        return Interrupted("interrupted before the first epoch finished: nothing to resume; "
+                           "run the same command again to start over", run.destination, 0)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if done:
+            return RunStopped(f"no space left on device{where}; {kept}{finished}: free some "
+                              "space, then resume", run.destination, done)
+        return RunStopped(f"no space left on device{where} before the first epoch was saved: "
+                          "free some space, then run the same command again",
+                          run.destination, 0)
+    if done and isinstance(exc, Exception):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not isinstance(exc, CnnclfError):
+            first = f"{type(exc).__name__}: {first}"
+        return RunStopped(f"{first}; {kept}{finished}", run.destination, done,
+                          exit_code=getattr(exc, "exit_code", 1))
+    return exc
+
+
+def _forget_reserved(destination: Path, out_dir) -> None:
+    """Removes the empty runs/ folder reserved for a run that failed before publishing."""
+    if out_dir is None:
+        try:
+            destination.rmdir()  # only if still empty
+        except OSError:
+            pass
+
+
+def _open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
+    """The decoded-image stores of both sets, in a cache folder removed when the run ends."""
+    from cnnclf.pipeline import choose_cache, decoded_mb, open_store
+
+    spec = image_spec(config)
+    cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-cache-")))
+    budget = config.data.cache_memory_mb
+    train_cache = choose_cache(config.data.cache, len(dataset.train), spec, budget)
+    if train_cache == "memory":  # one budget for both sets
+        budget -= decoded_mb(len(dataset.train), spec)
+    val_cache = choose_cache(config.data.cache, len(dataset.validation), spec, budget)
+    return {
+        "train": open_store(dataset.train, spec=spec, training=True, seed=config.train.seed,
+                            cache=train_cache, cache_path=str(cache_dir / "train"),
+                            skipped=skipped),
+        "validation": open_store(dataset.validation, spec=spec, training=False,
+                                 seed=config.train.seed, cache=val_cache,
+                                 cache_path=str(cache_dir / "validation"), skipped=skipped),
+    }
+
+
+def _decode_all(stores: dict, dataset: Dataset, skipped) -> dict:
+    """Decodes every image once before the first epoch; returns the counts actually used.
+
+    Why before training: a class whose files are all unreadable, or a validation set with no
+    readable image, must stop the run before hours of training, not after, and bundle.json
+    must count the images the model saw, not the files that were listed. With a cache the
+    first epoch reads what this pass decoded, so it costs no extra decoding.
+    """
+    from cnnclf.errors import DataError
+    from cnnclf.pipeline import decode_all
+
+    total = sum(len(s.store) for s in stores.values())
+    log.info("decoding %d images%s", total, "" if total < 1000 else " (on every core)")
+    used = {}
+    for name, opened in stores.items():
+        decode_all(opened.store)
+        used[name] = opened.used_counts(dataset.class_names)
+    for name, key in (("train", "data.train_dir"), ("validation", _validation_key(dataset))):
+        empty = [c for c, n in used[name].items() if n == 0]
+        if name == "train" and empty:
+            raise DataError(f"{key}: class {empty[0]} has no readable image "
+                            f"({_examples(stores[name].store, dataset.class_names.index(empty[0]), stores[name].labels, skipped)}); "
+                            "run cnnclf check-data to see every problem")
+        if name == "validation" and not sum(used[name].values()):
+            raise DataError(f"{key}: no readable image to validate on "
+                            f"({len(stores[name].store)} file(s), all unreadable); run cnnclf "
+                            "check-data to see every problem")
+    return used
+
+
+def _validation_key(dataset: Dataset) -> str:
+    return "data.test_dir" if dataset.validation_source == "test_dir" else \
+        "data.validation_split"
+
+
+def _examples(store, label: int, labels, skipped) -> str:
+    paths = [p for p, y in zip(store.paths, labels) if y == label]
+    if not paths:
+        return "no files"
+    reason = skipped.reasons.get(paths[0], "unreadable")
+    return f"{len(paths)} file(s), all unreadable, e.g. {paths[0]}: {reason}"
 
 
 def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
@@ -165,22 +304,19 @@ def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
     return {i: float(choice.get(name, 1.0)) for i, name in enumerate(dataset.class_names)}
 
 
-def _check_resumable(destination: Path, config: Config) -> dict:
-    from cnnclf.bundle import staging_dir
-    from cnnclf.checkpoint import read_progress
+def _check_resumable(destination: Path, config: Config) -> None:
+    """Refuses a resume with another config, before TensorFlow loads (rundir reads no Keras)."""
+    from cnnclf.rundir import read_progress, staging_dir
 
-    staging = staging_dir(destination)
-    progress = read_progress(staging) if staging.is_dir() else None
+    progress = read_progress(staging_dir(destination))
     if progress is None:
-        raise BundleError(f"--resume: no interrupted run to resume for {destination} (no "
-                          f"completed epoch saved in {staging})")
-    saved, now = _flatten(progress["config"]), _flatten(config.to_dict())
+        return  # RunDir says what is missing, once it holds the lock
+    saved, now = _flatten(progress.get("config") or {}), _flatten(config.to_dict())
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
             raise ConfigError(f"--resume: {key} is {now.get(key)!r} but the interrupted run "
                               f"used {saved.get(key)!r}; resume with the same config and --set "
                               "options")
-    return progress
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -193,71 +329,62 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _describe(dataset: Dataset, class_weight: dict | None) -> None:
-    train_counts = dataset.train.counts(dataset.class_names)
-    val_counts = dataset.validation.counts(dataset.class_names)
-    log.info("classes: %s", ", ".join(f"{name} ({train_counts[name]} train, {val_counts[name]} "
-                                      f"val)" for name in dataset.class_names))
+def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
+    log.info("classes: %s", ", ".join(f"{name} ({used['train'][name]} train, "
+                                      f"{used['validation'][name]} val)"
+                                      for name in dataset.class_names))
     if class_weight:
         log.info("class weights: %s", ", ".join(f"{dataset.class_names[i]} {w:.3g}"
                                                 for i, w in class_weight.items()))
     if dataset.validation_source == "validation_split":
         log.info("validation: %d images held out of data.train_dir (data.validation_split)",
-                 len(dataset.validation))
+                 sum(used["validation"].values()))
 
 
-def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress, staging: Path,
-         previous: dict | None, class_weight: dict | None, strategy, placement):
+def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, run,
+         class_weight: dict | None, strategy, placement):
     import keras
 
     from cnnclf.augment import is_active, make_augmenter
-    from cnnclf.checkpoint import EpochCheckpoint
+    from cnnclf.checkpoint import EpochCheckpoint, restore
     from cnnclf.controls import TrainingControls
     from cnnclf.model import build_model, make_optimizer
-    from cnnclf.pipeline import SkippedFiles, choose_cache, decoded_mb, make_dataset
+    from cnnclf.pipeline import make_dataset
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
-    skipped = SkippedFiles()
     augmenter = (make_augmenter(config.augment, spec.image_size)
                  if is_active(config.augment) else None)
     common = dict(spec=spec, n_classes=n_classes, batch_size=config.data.batch_size,
-                  seed=config.train.seed, skipped=skipped)
-    budget = config.data.cache_memory_mb
-    train_cache = choose_cache(config.data.cache, len(dataset.train), spec, budget)
-    if train_cache == "memory":  # one budget for both sets
-        budget -= decoded_mb(len(dataset.train), spec)
-    val_cache = choose_cache(config.data.cache, len(dataset.validation), spec, budget)
-    train_ds = make_dataset(dataset.train.paths, dataset.train.labels, training=True,
-                            cache=train_cache, cache_path=str(cache_dir / "train"),
+                  seed=config.train.seed)
+    train_ds = make_dataset(stores["train"], training=True,
                             shuffle_buffer=config.data.shuffle_buffer, augmenter=augmenter,
                             **common)
-    val_ds = make_dataset(dataset.validation.paths, dataset.validation.labels, training=False,
-                          cache=val_cache, cache_path=str(cache_dir / "validation"), **common)
+    val_ds = make_dataset(stores["validation"], training=False, **common)
 
     if placement.strategy == "multi_worker":
         from cnnclf.distribute import shard_datasets
 
         train_ds, val_ds = shard_datasets(train_ds, val_ds)
+    previous = run.progress
     done = previous["completed_epochs"] if previous else 0
+    scale = placement.replicas if config.train.scale_learning_rate else 1
+    controls = TrainingControls(config.train, previous["controls"] if previous else None,
+                                config.train.learning_rate * scale)
     with strategy.scope():
         model = build_model(config, n_classes, spec.channels, placement.precision)
         model.compile(optimizer=make_optimizer(config, placement.precision, placement.replicas),
                       loss=loss, metrics=["accuracy"])
         if previous:
-            from cnnclf.checkpoint import restore
-
-            # Weights and optimizer state: training goes on exactly where it stopped.
-            restore(model, staging, previous)
+            # Weights, optimizer state and best weights: training goes on exactly where it
+            # stopped.
+            restore(model, controls, *run.load_checkpoint())
             log.info("resuming after epoch %d of %d", done, config.train.epochs)
-    log.info("model: %s parameters; %d epochs of batch %d; cache: %s",
-             f"{model.count_params():,}", config.train.epochs, config.data.batch_size,
-             train_cache)
-    scale = placement.replicas if config.train.scale_learning_rate else 1
-    controls = TrainingControls(config.train, staging / "best.weights.h5",
-                                previous["controls"] if previous else None,
-                                config.train.learning_rate * scale)
-    checkpoint = EpochCheckpoint(staging, config.to_dict(), controls,
+    log.info("model: %s parameters; %d epoch%s of batch %d; cache: %s",
+             f"{model.count_params():,}", config.train.epochs,
+             "" if config.train.epochs == 1 else "s", config.data.batch_size,
+             stores["train"].store.where)
+    checkpoint = EpochCheckpoint(run, config.to_dict(), controls,
                                  previous["history"] if previous else None)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
@@ -274,13 +401,17 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
                          callbacks=[controls, checkpoint], class_weight=class_weight,
                          log=log.info)
     elif done < config.train.epochs and not stopped:
-        extra = ([keras.callbacks.TensorBoard(log_dir=str(staging / "logs"))]
+        extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
                  if config.train.tensorboard else [])
         model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
                   initial_epoch=done, shuffle=False, verbose=progress,
                   class_weight=class_weight,
                   callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra])
-    checkpoint.wait()  # the last checkpoint is on disk before anything is published
+    run.wait()  # the last checkpoint is on disk (or its failure raised) before publishing
+    if model.stop_training and not controls.state["stopped_early"] and \
+            len(checkpoint.history.get("epoch", [])) < config.train.epochs:
+        raise CnnclfError("training stopped: the loss became NaN (TerminateOnNaN); lower "
+                          "train.learning_rate or check the data")
     if controls.state["stopped_early"]:
         log.info("early stopping: %s did not improve for %d epochs",
                  config.train.early_stopping["monitor"], config.train.early_stopping["patience"])
@@ -292,7 +423,7 @@ def _fit(config: Config, dataset: Dataset, loss: str, cache_dir: Path, progress,
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,
                               "precision": placement.precision}}
-    return model, dict(checkpoint.history), dict(skipped.reasons), val_ds, training
+    return model, dict(checkpoint.history), val_ds, training
 
 
 def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | None, dict]:
@@ -341,9 +472,10 @@ def _warn_skipped(skipped: dict) -> None:
                 len(skipped), listed, more)
 
 
-def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history: dict,
-                  skipped: dict, config_path, seconds: float, threshold: float | None,
-                  metrics: dict, training: dict) -> None:
+def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: dict,
+                  history: dict, final: dict, skipped: dict, config_path, seconds: float,
+                  threshold: float | None, metrics: dict, training: dict, run_id: str) -> None:
+    training = dict(training)
     placement_record = training.pop("placement")
     import keras
     import tensorflow as tf
@@ -351,6 +483,7 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
     from cnnclf import plots
 
     model.save(folder / MODEL_FILE)
+    fault_point("bundle.model_written")
     write_json(folder / CLASS_INDICES_FILE, dataset.class_indices)
     binary = len(dataset.class_names) == 2
     preprocessing = Preprocessing(image_spec(config), config.augment.rescale,
@@ -371,8 +504,6 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
                                        "data_dir": validation_folder, **metrics,
                                        **({"note": note} if note else {})})
     plots.training_curves(history, folder / CURVES_FILE)
-    final = {k: v[-1] for k, v in history.items()
-             if k not in ("epoch", "epoch_seconds") and v}
     write_json(folder / MANIFEST_FILE, {
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -382,8 +513,8 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "python_version": platform.python_version(),
         "config_file": str(Path(config_path).resolve()) if config_path else None,
         "class_names": dataset.class_names,
-        "train_images": dataset.train.counts(dataset.class_names),
-        "validation_images": dataset.validation.counts(dataset.class_names),
+        "train_images": used["train"],
+        "validation_images": used["validation"],
         "validation_source": dataset.validation_source,
         "epochs": len(history.get("epoch", [])),
         **training,
@@ -392,4 +523,5 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, history
         "threshold": threshold_record,
         "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
         "train_seconds": round(seconds, 2),
+        "run_id": run_id,
     })

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnclf.bundle import BundleWriter, load_bundle
+from cnnclf.bundle import load_bundle
+from cnnclf.rundir import RunDir
 from cnnclf.config import load_config
 from cnnclf.errors import BundleError
 from conftest import make_tree, read_json, run_cli, write_config
@@ -94,8 +95,8 @@ def test_out_refuses_to_replace_a_bundle_without_overwrite(tmp_path, binary_tree
 def test_failed_write_leaves_nothing_behind(tmp_path):
     destination = tmp_path / "bundle"
     with pytest.raises(KeyboardInterrupt):
-        with BundleWriter(destination) as writer:
-            (writer.staging / "model.keras").write_text("half")
+        with RunDir(destination) as run:
+            (run.staging / "model.keras").write_text("half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BundleError, match="not a complete cnnclf bundle"):

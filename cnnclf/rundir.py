@@ -1,0 +1,456 @@
+"""The run directory: one owner for a training run's life on disk, from lock to published bundle.
+
+For a destination `D` (the bundle folder the user asked for) a run uses three sibling paths:
+
+    D/                  the published bundle: it appears complete, by one rename, or not at all
+    .D.lock             an flock held while a `cnnclf train` process works on D (its pid inside)
+    .D.partial/         the run's state ("staging"):
+        run.json             run id, pid, start time: written when the run starts
+        progress.json        names the last committed checkpoint; replaced by rename, last
+        checkpoint-N.npz     weights and optimizer state after epoch N
+        best-N.npz           the best epoch's weights so far (train.keep_best, early stopping)
+        logs/                TensorBoard logs (moved into the bundle when it is written)
+        bundle/              the bundle being written once training is over
+        previous/            the old D, only while --overwrite publishes without an atomic swap
+
+States, as seen by a process that holds the lock:
+
+    NEW         no .D.partial                      train starts: mkdir .D.partial -> STARTED
+    STARTED     .D.partial, no progress.json       nothing worth keeping (no epoch finished):
+                                                   a re-run of the same command removes it
+    RESUMABLE   progress.json names checkpoint-N   --resume continues after epoch N (all epochs
+                                                   done: it only rewrites and publishes the
+                                                   bundle); a plain re-run refuses, names --resume
+    PUBLISHED   D holds a complete bundle          a leftover .D.partial whose run id D's
+                                                   bundle.json carries is removed on next use
+
+Transitions, each one rename or unlink so a kill leaves either the state before or the one after:
+
+    commit_checkpoint   checkpoint-N.npz (and best-M.npz) written to a temporary name, fsynced,
+                        renamed; then progress.json the same way; then older files unlinked.
+                        progress.json always names files that are complete on disk.
+    write_bundle        bundle/ rebuilt from scratch inside .D.partial (checkpoints untouched,
+                        so a kill while writing leaves RESUMABLE).
+    publish             bundle/ renamed to D; with --overwrite, atomically exchanged with the old
+                        D (renameat2 RENAME_EXCHANGE), so D is always the old or the new bundle.
+                        Where the file system cannot exchange, the old D moves to previous/ first
+                        and the state stays RESUMABLE until the new D is in place. Then
+                        .D.partial is removed.
+
+The invariant that tests/test_faults.py checks after a kill, an interrupt or a full disk at every
+step named by `fault_point`: D is a complete bundle, or the run is RESUMABLE, or it is STARTED
+and a plain re-run starts cleanly. An earlier D is never removed before its replacement is in
+place. Nothing here imports TensorFlow: resume checks cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from cnnclf.bundle import is_bundle
+from cnnclf.errors import BundleError, CnnclfError
+
+PROGRESS_FILE = "progress.json"
+RUN_FILE = "run.json"
+BUNDLE_SUBDIR = "bundle"
+PREVIOUS_SUBDIR = "previous"
+LOGS_SUBDIR = "logs"
+MANIFEST_FILE = "bundle.json"  # the bundle's completion marker (bundle.py writes it last)
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection: CNNCLF_FAULT="point[@n]=action" acts at the n-th time (default 1st) `point` is
+# reached; action is kill (SIGKILL), interrupt (SIGINT, as Ctrl-C) or enospc (a full disk).
+
+FAULT_ENV = "CNNCLF_FAULT"
+FAULT_POINTS = (
+    "run.started",              # .D.partial and run.json exist
+    "checkpoint.data_written",  # checkpoint-N.npz complete under its temporary name
+    "checkpoint.data_renamed",  # checkpoint-N.npz in place, progress.json still the old one
+    "checkpoint.best_renamed",  # best-N.npz in place (only when the best epoch changed)
+    "checkpoint.progress_written",  # new progress.json under its temporary name
+    "checkpoint.committed",     # progress.json names the new checkpoint
+    "checkpoint.pruned",        # older checkpoints removed
+    "bundle.model_written",     # bundle/model.keras saved
+    "bundle.written",           # bundle/ complete (bundle.json written)
+    "publish.previous_moved",   # (no atomic exchange) the old D moved into .D.partial/previous
+    "publish.renamed",          # D is the new bundle; .D.partial still there
+)
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Acts out the fault CNNCLF_FAULT asks for at this point; does nothing otherwise."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    where, _, action = spec.partition("=")
+    point, _, nth = where.partition("@")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] != int(nth or 1):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "interrupt":
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # let the main thread take it here, as a real Ctrl-C would
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
+    else:
+        raise ValueError(f"{FAULT_ENV}: unknown action {action!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def staging_dir(destination: Path) -> Path:
+    """The hidden sibling holding a run's state; a fixed name, so `--resume` can find it."""
+    destination = Path(destination)
+    return destination.parent / f".{destination.name}.partial"
+
+
+def lock_path(destination: Path) -> Path:
+    destination = Path(destination)
+    return destination.parent / f".{destination.name}.lock"
+
+
+def check_destination(destination: Path, overwrite: bool) -> None:
+    destination = Path(destination)
+    if destination.exists() and not destination.is_dir():
+        raise BundleError(f"--out {destination}: exists and is not a folder")
+    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
+        raise BundleError(f"--out {destination}: folder exists and is not empty; choose another "
+                          "folder or pass --overwrite to replace it")
+
+
+def read_progress(staging: Path) -> dict | None:
+    """The committed progress of a run, or None when no epoch was committed (or it is damaged)."""
+    path = Path(staging) / PROGRESS_FILE
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(progress, dict) or not (Path(staging) / str(
+            progress.get("checkpoint"))).is_file():
+        return None
+    return progress
+
+
+def completed_epochs(staging: Path) -> int:
+    return int((read_progress(staging) or {}).get("completed_epochs", 0))
+
+
+class RunDir:
+    """A locked run directory for `destination`; use as a context manager.
+
+    Entering takes the lock, clears what a dead run left that is worth nothing, and prepares
+    the staging folder (fresh, or the interrupted run's for `resume`). Leaving waits for a
+    checkpoint still being written, keeps the staging folder only if it is resumable, and
+    releases the lock.
+
+    Args:
+        destination: the bundle folder to publish.
+        overwrite: allow replacing a non-empty destination (only once the new bundle is ready).
+        resume: continue in the interrupted run's staging folder.
+        label: how messages name the destination ("--out DIR", or "run folder DIR").
+    """
+
+    def __init__(self, destination: Path, *, overwrite: bool = False, resume: bool = False,
+                 label: str | None = None):
+        self.destination = Path(destination)
+        self.overwrite = overwrite
+        self.resume = resume
+        self.label = label or f"--out {self.destination}"
+        self.staging = staging_dir(self.destination)
+        self.run_id = uuid.uuid4().hex
+        self.progress: dict | None = None
+        self._lock_fd: int | None = None
+        self._writer: threading.Thread | None = None
+        self.failure: BaseException | None = None  # a failed background checkpoint write
+
+    # -- entering and leaving -----------------------------------------------------------------
+
+    def __enter__(self) -> "RunDir":
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._prepare()
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.wait(raise_failure=False)
+            if exc_type is not None and self.staging.is_dir() and read_progress(
+                    self.staging) is None and not (self.staging / PREVIOUS_SUBDIR).exists():
+                shutil.rmtree(self.staging, ignore_errors=True)  # STARTED: nothing to keep
+        finally:
+            self._unlock()
+
+    def _prepare(self) -> None:
+        staging = self.staging
+        if staging.is_dir() and self._published_from(staging):
+            shutil.rmtree(staging, ignore_errors=True)  # PUBLISHED: a leftover of the last step
+        progress = read_progress(staging) if staging.is_dir() else None
+        if self.resume:
+            if progress is None:
+                if is_bundle(self.destination) and not staging.exists():
+                    raise BundleError(f"--resume: {self.destination} is already a finished "
+                                      "bundle; nothing to resume")
+                raise BundleError(f"--resume: no interrupted run to resume for "
+                                  f"{self.destination} (no completed epoch saved in {staging}); "
+                                  "run without --resume to start over")
+            self.run_id = self._read_run_id() or self.run_id
+            self.progress = progress
+            if not (staging / PREVIOUS_SUBDIR).exists():
+                check_destination(self.destination, True)
+            return
+        if progress is not None:
+            raise BundleError(f"{self.label}: an interrupted run's state (epoch "
+                              f"{progress.get('completed_epochs')}) is in {staging}; add --resume "
+                              "to continue it, or delete that folder to start over")
+        check_destination(self.destination, self.overwrite)
+        if staging.exists():
+            shutil.rmtree(staging)  # STARTED by a run that died: no epoch to keep
+        staging.mkdir(parents=True)
+        _write_json_atomically(staging / RUN_FILE, {"run_id": self.run_id, "pid": os.getpid(),
+                                                    "started": time.time()})
+        fault_point("run.started")
+
+    def _read_run_id(self) -> str | None:
+        try:
+            return json.loads((self.staging / RUN_FILE).read_text(encoding="utf-8"))["run_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _published_from(self, staging: Path) -> bool:
+        """True when D already is the bundle this staging folder was publishing."""
+        try:
+            run_id = json.loads((staging / RUN_FILE).read_text(encoding="utf-8"))["run_id"]
+            manifest = json.loads((self.destination / MANIFEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return manifest.get("run_id") == run_id and is_bundle(self.destination)
+
+    def _lock(self) -> None:
+        path = lock_path(self.destination)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise BundleError(f"{self.label}: another cnnclf train (pid {holder or '?'}) is "
+                                  "writing this run; wait for it to finish, or choose another "
+                                  "--out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file that its last holder unlinked while we waited
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        try:
+            os.unlink(lock_path(self.destination))
+        except OSError:
+            pass
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.staging / LOGS_SUBDIR
+
+    def load_checkpoint(self) -> tuple[dict, dict | None]:
+        """(checkpoint arrays, best-weights arrays or None) named by the committed progress."""
+        import numpy as np
+
+        progress = self.progress or read_progress(self.staging)
+        with np.load(self.staging / progress["checkpoint"]) as data:
+            arrays = {k: data[k] for k in data.files}
+        best = None
+        if progress.get("best"):
+            with np.load(self.staging / progress["best"]) as data:
+                best = {k: data[k] for k in data.files}
+        return arrays, best
+
+    def commit_checkpoint_async(self, epoch: int, arrays: dict, progress: dict,
+                                best: dict | None, on_failure=None) -> None:
+        """Commits epoch `epoch`'s checkpoint in a background thread (one at a time).
+
+        A failure (a full disk) is kept in `failure` and reported through `on_failure`, so the
+        training loop can stop at the next batch instead of training on unsaved.
+        """
+        self.wait()
+
+        def work():
+            try:
+                self.commit_checkpoint(epoch, arrays, progress, best)
+            except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+                self.failure = exc
+                if on_failure is not None:
+                    on_failure(exc)
+
+        self._writer = threading.Thread(target=work, name="cnnclf-checkpoint", daemon=True)
+        self._writer.start()
+
+    def wait(self, raise_failure: bool = True) -> None:
+        """Blocks until a checkpoint being written is on disk; a second Ctrl-C cannot cut it."""
+        writer = self._writer
+        while writer is not None and writer.is_alive():
+            try:
+                writer.join()
+            except KeyboardInterrupt:
+                continue
+        self._writer = None
+        if raise_failure and self.failure is not None:
+            raise self.failure
+
+    def commit_checkpoint(self, epoch: int, arrays: dict, progress: dict,
+                          best: dict | None) -> None:
+        """Makes epoch `epoch` resumable; see the module docstring for the order of steps."""
+        import numpy as np
+
+        name = f"checkpoint-{epoch}.npz"
+        progress = {**progress, "completed_epochs": epoch, "checkpoint": name,
+                    "run_id": self.run_id}
+        _write_atomically(self.staging / name, lambda f: np.savez(f, **arrays),
+                          "checkpoint.data_written")
+        fault_point("checkpoint.data_renamed")
+        if best is not None:
+            best_name = f"best-{best['epoch']}.npz"
+            if not (self.staging / best_name).is_file():
+                _write_atomically(self.staging / best_name,
+                                  lambda f: np.savez(f, **best["arrays"]), None)
+                fault_point("checkpoint.best_renamed")
+            progress["best"] = best_name
+        _write_json_atomically(self.staging / PROGRESS_FILE, progress,
+                               "checkpoint.progress_written")
+        _fsync_dir(self.staging)
+        fault_point("checkpoint.committed")
+        keep = {name, progress.get("best"), PROGRESS_FILE}
+        for old in list(self.staging.glob("checkpoint-*.npz")) + list(
+                self.staging.glob("best-*.npz")) + list(self.staging.glob(".*.tmp")):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+        self.progress = progress
+        fault_point("checkpoint.pruned")
+
+    # -- the bundle -------------------------------------------------------------------------------
+
+    def write_bundle(self, write) -> Path:
+        """Builds the bundle in .D.partial/bundle with `write(folder)`; checkpoints stay."""
+        folder = self.staging / BUNDLE_SUBDIR
+        if folder.exists():
+            shutil.rmtree(folder)  # a half-written bundle of an interrupted attempt
+        folder.mkdir()
+        if self.logs_dir.is_dir():
+            shutil.copytree(self.logs_dir, folder / LOGS_SUBDIR)
+        write(folder)
+        if not (folder / MANIFEST_FILE).is_file():
+            raise CnnclfError(f"internal: the bundle in {folder} has no {MANIFEST_FILE}")
+        for path in folder.rglob("*"):
+            if path.is_file():
+                _fsync_file(path)
+        _fsync_dir(folder)
+        fault_point("bundle.written")
+        return folder
+
+    def publish(self) -> Path:
+        """Puts the written bundle at D; an existing D is replaced only when allowed."""
+        folder = self.staging / BUNDLE_SUBDIR
+        previous = self.staging / PREVIOUS_SUBDIR
+        destination = self.destination
+        if destination.exists() and not previous.exists():
+            check_destination(destination, self.overwrite or self.resume)
+            if not _exchange(folder, destination):
+                os.replace(destination, previous)  # kept in .D.partial until the new D is in
+                _fsync_dir(self.staging)
+                fault_point("publish.previous_moved")
+                os.replace(folder, destination)
+        else:
+            os.replace(folder, destination)
+        _fsync_dir(destination.parent)
+        fault_point("publish.renamed")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return destination
+
+
+def _write_atomically(path: Path, write, fault: str | None) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if fault:
+            fault_point(fault)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_json_atomically(path: Path, data, fault: str | None = None) -> None:
+    text = json.dumps(data).encode("utf-8")
+    _write_atomically(path, lambda f: f.write(text), fault)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Makes renames in `path` durable (power loss), not just atomic (kill)."""
+    try:
+        _fsync_file(path)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; renames stay atomic
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths (Linux renameat2); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                       ctypes.c_uint(_RENAME_EXCHANGE))
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
