@@ -10,7 +10,8 @@ from __future__ import annotations
 import glob
 import os
 import random
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnclf.errors import ConfigError, DataError
@@ -24,25 +25,114 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_images(folder: str | Path) -> list[str]:
-    """Image files under `folder`, recursively, sorted; dot-files and dot-folders are skipped."""
+# Reasons `list_images` records for what it skipped; check-data sorts them by these openings.
+ALREADY_LISTED = "link to a folder already listed"
+SAME_FILE = "same file as"
+
+# Folder names that mark splits rather than classes (issue 15: train/ and val/ were two classes).
+TRAIN_SPLIT_NAMES = ("training_set", "train", "training")
+TEST_SPLIT_NAMES = ("test_set", "val", "valid", "validation", "test")
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a character device', ...: what an `st_mode` that is no regular file is."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def not_regular_reason(path: str, status: os.stat_result) -> str | None:
+    """Why `path` (whose `os.stat` is `status`) cannot be an image file; None if it is regular."""
+    if stat.S_ISREG(status.st_mode):
+        return None
+    link = "a symbolic link to " if os.path.islink(path) else ""
+    return f"not a regular file ({link}{file_kind(status.st_mode)})"
+
+
+def list_images(folder: str | Path, skipped: dict[str, str] | None = None) -> list[str]:
+    """Image files under `folder`, recursively, sorted; dot-files and dot-folders are skipped.
+
+    Only regular files are listed: FIFOs, sockets, devices, dangling links, unlistable folders
+    and links back to a folder already listed are left out, and recorded in `skipped` (path ->
+    reason) when given. A file reached twice through links is listed once.
+    """
+    return [path for path, _ in _walk(folder, skipped, images_only=True)]
+
+
+def list_files(folder: str | Path,
+               skipped: dict[str, str] | None = None) -> list[tuple[str, tuple[int, int]]]:
+    """Like `list_images`, but every regular file whatever its name, each with its
+    (st_dev, st_ino): the identity of the real file, whichever link reached it."""
+    return _walk(folder, skipped, images_only=False)
+
+
+def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]]]:
+    skipped = {} if skipped is None else skipped
+    root = os.fspath(folder)
+    try:
+        top = os.stat(root)
+    except OSError as exc:
+        skipped[root] = _stat_failure(root, exc)
+        return []
+    # Folders by (st_dev, st_ino), so a link loop (a/loop -> ..) is followed once, not forever.
+    visited = {(top.st_dev, top.st_ino): root}
     found = []
-    stack = [os.fspath(folder)]
+    stack = [root]
     while stack:
         current = stack.pop()
         try:
-            entries = list(os.scandir(current))
-        except OSError:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except PermissionError:
+            skipped[current] = "permission denied: this folder cannot be listed (chmod a+rx it)"
+            continue
+        except OSError as exc:
+            skipped[current] = f"this folder cannot be listed ({exc.strerror or exc})"
             continue
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir(follow_symlinks=True):
+            try:
+                status = entry.stat()  # follows links: what the file really is
+            except OSError as exc:
+                skipped[entry.path] = _stat_failure(entry.path, exc)
+                continue
+            if stat.S_ISDIR(status.st_mode):
+                key = (status.st_dev, status.st_ino)
+                if key in visited:
+                    first = visited[key]
+                    loop = ", a loop" if entry.path.startswith(first + os.sep) else ""
+                    skipped[entry.path] = f"{ALREADY_LISTED} ({first}{loop}): followed once"
+                    continue
+                visited[key] = entry.path
                 stack.append(entry.path)
-            elif is_image_name(entry.name):
-                found.append(entry.path)
+            elif images_only and not is_image_name(entry.name):
+                continue
+            elif not stat.S_ISREG(status.st_mode):
+                skipped[entry.path] = not_regular_reason(entry.path, status)
+            else:
+                found.append((entry.path, (status.st_dev, status.st_ino)))
     found.sort()
-    return found
+    first_path: dict[tuple[int, int], str] = {}
+    unique = []
+    for path, key in found:
+        if key in first_path:
+            skipped[path] = f"{SAME_FILE} {first_path[key]} (a link): kept once"
+        else:
+            first_path[key] = path
+            unique.append((path, key))
+    return unique
+
+
+def _stat_failure(path: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        return f"dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+    if isinstance(exc, PermissionError):
+        return "permission denied (chmod a+rx the folders above it)"
+    return f"cannot be read ({exc.strerror or exc})"
 
 
 @dataclass(frozen=True)
@@ -70,6 +160,9 @@ class Dataset:
     train: Split
     validation: Split
     validation_source: str = "test_dir"
+    # Entries listing left out: path -> reason (FIFOs, devices, dangling links, unlistable
+    # folders, link loops, a file reached twice). Training reports them; they are not images.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def class_indices(self) -> dict[str, int]:
@@ -84,12 +177,60 @@ def class_folders(root: str | Path, key: str) -> list[str]:
                         f"{Path.cwd()})")
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder")
-    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(root) as listing:
+            entries = [e for e in listing if not e.name.startswith(".")]
+    except OSError as exc:
+        raise DataError(f"{key}: {root} cannot be listed ({exc.strerror or exc}); check its "
+                        "permissions") from None
+    names = sorted(e.name for e in entries if _is_folder(e))
     if not names:
-        loose = [e.name for e in os.scandir(root) if is_image_name(e.name)]
+        loose = [e.name for e in entries if is_image_name(e.name)]
         hint = " (images lie directly in it: put them in one sub-folder per class)" if loose else ""
         raise DataError(f"{key}: {root} has no class sub-folders{hint}")
     return names
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def splits_instead_of_classes(root: str | Path, class_names: list[str], key: str) -> str | None:
+    """The one-line error when `root`'s "classes" are really splits (train/cat, val/cat), or None.
+
+    They are when no class folder holds an image directly, each holds sub-folders, and those
+    repeat: the class folders carry split names (train, val, ...) and share a sub-folder, or
+    they all hold the same two or more sub-folders. One shared sub-folder (cat/images,
+    dog/images) is a common class layout, not splits.
+    """
+    root = Path(root)
+    inner = []
+    for name in class_names:
+        try:
+            with os.scandir(root / name) as listing:
+                entries = [e for e in listing if not e.name.startswith(".")]
+        except OSError:
+            return None
+        folders = {e.name for e in entries if _is_folder(e)}
+        if not folders or any(is_image_name(e.name) for e in entries if e.name not in folders):
+            return None
+        inner.append(folders)
+    if len(inner) < 2:
+        return None
+    named = [n for n in class_names if n.lower() in TRAIN_SPLIT_NAMES + TEST_SPLIT_NAMES]
+    shared = set.intersection(*inner)
+    if not (shared and named) and not (len(shared) >= 2 and all(f == inner[0] for f in inner)):
+        return None
+    by_name = {n.lower(): n for n in class_names}
+    train = next((by_name[n] for n in TRAIN_SPLIT_NAMES if n in by_name), class_names[0])
+    test = next((by_name[n] for n in TEST_SPLIT_NAMES if n in by_name),
+                next(n for n in class_names if n != train))
+    listed = ", ".join(f"{n}/" for n in class_names)
+    return (f"{key}: {root} looks like a folder of splits ({listed}), not of classes: set "
+            f"data.train_dir: {root / train} and data.test_dir: {root / test}")
 
 
 def class_difference(expected: list[str], found: list[str],
@@ -102,16 +243,53 @@ def class_difference(expected: list[str], found: list[str],
     return "; ".join(parts)
 
 
-def scan_split(root: str | Path, class_names: list[str], key: str) -> Split:
+def scan_split(root: str | Path, class_names: list[str], key: str,
+               skipped: dict[str, str] | None = None) -> Split:
+    """Lists every class folder of `root` into a `Split`.
+
+    Raises `DataError` when a class folder has no usable image, or when one real file (through
+    a symbolic or hard link) sits under two classes: it would be trained as both.
+    """
+    skipped = {} if skipped is None else skipped
     paths, labels = [], []
+    owner: dict[tuple[int, int], tuple[str, str]] = {}
     for index, name in enumerate(class_names):
-        images = list_images(Path(root) / name)
+        folder = Path(root) / name
+        found = list_files(folder, skipped)
+        images = [(p, k) for p, k in found if is_image_name(os.path.basename(p))]
         if not images:
-            raise DataError(f"{key}: class folder {Path(root) / name} has no images "
-                            f"({', '.join(IMAGE_EXTENSIONS)})")
-        paths += images
+            raise DataError(f"{key}: class folder {folder} has no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}){_skipped_hint(folder, skipped)}")
+        if not any(_usable(p) for p, _ in images):
+            raise DataError(f"{key}: class folder {folder} has no usable image: its "
+                            f"{len(images)} image file(s) are all empty or unreadable")
+        for path, identity in images:
+            if identity in owner and owner[identity][0] != name:
+                other_class, other = owner[identity]
+                raise DataError(f"{key}: {path} and {other} are the same file, under classes "
+                                f"{name} and {other_class} (a link): remove the link so each "
+                                "image has one class")
+            owner.setdefault(identity, (name, path))
+        paths += [p for p, _ in images]
         labels += [index] * len(images)
     return Split(paths, labels)
+
+
+def _usable(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0 and os.access(path, os.R_OK)
+    except OSError:
+        return False
+
+
+def _skipped_hint(folder: Path, skipped: dict[str, str]) -> str:
+    inside = [(p, r) for p, r in skipped.items()
+              if p == str(folder) or p.startswith(str(folder) + os.sep)]
+    if not inside:
+        return ""
+    path, reason = inside[0]
+    more = f" and {len(inside) - 1} more" if len(inside) > 1 else ""
+    return f"; skipped {path}: {reason}{more}"
 
 
 def discover(data_config, seed: int) -> Dataset:
@@ -127,22 +305,33 @@ def discover(data_config, seed: int) -> Dataset:
     if data_config.train_dir is None:
         raise ConfigError("data.train_dir: is required (a folder with one sub-folder per class)")
     class_names = class_folders(data_config.train_dir, "data.train_dir")
+    _refuse_splits(data_config.train_dir, class_names, "data.train_dir")
     if len(class_names) < 2:
         raise DataError(f"data.train_dir: {data_config.train_dir} has only one class folder "
                         f"({class_names[0]}); a classifier needs at least two")
-    train = scan_split(data_config.train_dir, class_names, "data.train_dir")
+    skipped: dict[str, str] = {}
+    train = scan_split(data_config.train_dir, class_names, "data.train_dir", skipped)
     if data_config.test_dir is None:
-        return _carve_validation(class_names, train, data_config.validation_split, seed)
+        return _carve_validation(class_names, train, data_config.validation_split, seed,
+                                 skipped)
     test_names = class_folders(data_config.test_dir, "data.test_dir")
+    _refuse_splits(data_config.test_dir, test_names, "data.test_dir")
     if test_names != class_names:
         raise DataError(f"data.test_dir: classes differ from data.train_dir's "
                         f"({class_difference(class_names, test_names)}); both need the same "
                         "class sub-folders")
-    validation = scan_split(data_config.test_dir, class_names, "data.test_dir")
-    return Dataset(class_names, train, validation)
+    validation = scan_split(data_config.test_dir, class_names, "data.test_dir", skipped)
+    return Dataset(class_names, train, validation, skipped=skipped)
 
 
-def _carve_validation(class_names, train: Split, fraction: float, seed: int) -> Dataset:
+def _refuse_splits(root, class_names: list[str], key: str) -> None:
+    message = splits_instead_of_classes(root, class_names, key)
+    if message:
+        raise DataError(message)
+
+
+def _carve_validation(class_names, train: Split, fraction: float, seed: int,
+                      skipped: dict[str, str]) -> Dataset:
     """Stratified, seeded hold-out: every class keeps the same share in validation."""
     rng = random.Random(seed)
     keep_paths, keep_labels, val_paths, val_labels = [], [], [], []
@@ -159,18 +348,22 @@ def _carve_validation(class_names, train: Split, fraction: float, seed: int) -> 
         keep_paths += sorted(paths[n_val:])
         keep_labels += [index] * (len(paths) - n_val)
     return Dataset(class_names, Split(keep_paths, keep_labels), Split(val_paths, val_labels),
-                   validation_source="validation_split")
+                   validation_source="validation_split", skipped=skipped)
 
 
 def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
     """Turns predict's PATH arguments (files, folders, globs) into image paths, in order.
 
-    Raises `ConfigError` (a usage error) for an argument that matches nothing.
+    Raises `ConfigError` (a usage error) for an argument that matches nothing. Image-named
+    entries a folder listing skips (a FIFO, a dangling link) are kept, so the decoder reports
+    each one as an error instead of predict dropping it silently.
     """
     paths: list[str] = []
     for arg in inputs:
         if os.path.isdir(arg):
-            found = list_images(arg)
+            skipped: dict[str, str] = {}
+            found = list_images(arg, skipped)
+            found = sorted(found + [p for p in skipped if is_image_name(os.path.basename(p))])
             if not found:
                 raise ConfigError(f"{arg}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
             paths += found
