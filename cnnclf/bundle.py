@@ -252,69 +252,6 @@ class BundleWriter:
             check_destination(self.destination, self.overwrite)
             suffix = uuid.uuid4().hex[:8]
             old = self.destination.parent / f".{self.destination.name}.old-{suffix}"
-    model = _load_keras_model(path)
-    input_shape = model.input_shape
-    if isinstance(input_shape, list):
-        input_shape = input_shape[0] if len(input_shape) == 1 else None
-    check_model_shapes(path, MODEL_FILE, preprocessing, class_names,
-                       None if input_shape is None else tuple(input_shape[1:]),
-                       model.output_shape[-1] if isinstance(model.output_shape, tuple) else None)
-    return Bundle(path, model, class_names, preprocessing, manifest)
-
-
-def check_model_shapes(path: Path, model_name: str, preprocessing: Preprocessing,
-                       class_names: list[str], input_shape, output_units, *,
-                       preprocessing_file: str = PREPROCESSING_FILE,
-                       class_indices_file: str = CLASS_INDICES_FILE) -> None:
-    """Refuses sidecars that disagree with the model they describe.
-
-    Args:
-        path: the --model path, for the message.
-        model_name: the model file's name (model.keras, model.onnx, ...).
-        input_shape: the model's (height, width, channels), None entries for any size; None
-            when the runtime cannot tell.
-        output_units: the size of the model's output; None when the runtime cannot tell.
-        preprocessing_file, class_indices_file: the files to name in the message (an export
-            keeps both in one JSON).
-    """
-    expected = preprocessing.spec.shape
-    if input_shape is not None and (
-            len(input_shape) != 3 or any(m is not None and int(m) != e
-                                         for m, e in zip(input_shape, expected))):
-        raise BundleError(
-            f"--model {path}: {preprocessing_file}: image_size "
-            f"{list(preprocessing.spec.image_size)} with color_mode "
-            f"'{preprocessing.spec.color_mode}' gives inputs of shape {expected}, but "
-            f"{model_name} takes {tuple(input_shape)}")
-    if output_units is None:
-        return
-    if preprocessing.class_mode == "binary" and output_units != 1:
-        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'binary' needs a "
-                          f"model with 1 output unit, but {model_name} has {output_units}")
-    if preprocessing.class_mode == "categorical" and output_units == 1:
-        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'categorical' "
-                          f"needs one output unit per class, but {model_name} has 1 (a binary "
-                          "model: class_mode 'binary')")
-    if preprocessing.class_mode == "categorical" and output_units != len(class_names):
-        raise BundleError(f"--model {path}: {class_indices_file}: lists {len(class_names)} "
-                          f"classes, but {model_name} has {output_units} output unit(s)")
-
-
-def _load_keras_model(path: Path):
-    """model.keras, with a damaged file or a safe-mode refusal said in one line."""
-    import zipfile
-
-    model_file = path / MODEL_FILE
-    try:
-        with zipfile.ZipFile(model_file) as archive:
-            damaged = archive.testzip()
-            if damaged is None and "config.json" not in archive.namelist():
-                damaged = "config.json missing"
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        damaged = str(exc) or type(exc).__name__
-    if damaged:
-        raise BundleError(f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
-                          f"({damaged}); copy the bundle again or retrain")
             os.replace(self.destination, old)
         os.replace(self.staging, self.destination)
         if old is not None:
@@ -381,6 +318,69 @@ def load_bundle(path: str | Path) -> Bundle:
     """
     path = Path(path)
     class_names, preprocessing, manifest = read_metadata(path)
+    model = _load_keras_model(path)
+    input_shape = model.input_shape
+    if isinstance(input_shape, list):
+        input_shape = input_shape[0] if len(input_shape) == 1 else None
+    check_model_shapes(path, MODEL_FILE, preprocessing, class_names,
+                       None if input_shape is None else tuple(input_shape[1:]),
+                       model.output_shape[-1] if isinstance(model.output_shape, tuple) else None)
+    return Bundle(path, model, class_names, preprocessing, manifest)
+
+
+def check_model_shapes(path: Path, model_name: str, preprocessing: Preprocessing,
+                       class_names: list[str], input_shape, output_units, *,
+                       preprocessing_file: str = PREPROCESSING_FILE,
+                       class_indices_file: str = CLASS_INDICES_FILE) -> None:
+    """Refuses sidecars that disagree with the model they describe.
+
+    Args:
+        path: the --model path, for the message.
+        model_name: the model file's name (model.keras, model.onnx, ...).
+        input_shape: the model's (height, width, channels), None entries for any size; None
+            when the runtime cannot tell.
+        output_units: the size of the model's output; None when the runtime cannot tell.
+        preprocessing_file, class_indices_file: the files to name in the message (an export
+            keeps both in one JSON).
+    """
+    expected = preprocessing.spec.shape
+    if input_shape is not None and (
+            len(input_shape) != 3 or any(m is not None and int(m) != e
+                                         for m, e in zip(input_shape, expected))):
+        raise BundleError(
+            f"--model {path}: {preprocessing_file}: image_size "
+            f"{list(preprocessing.spec.image_size)} with color_mode "
+            f"'{preprocessing.spec.color_mode}' gives inputs of shape {expected}, but "
+            f"{model_name} takes {tuple(input_shape)}")
+    if output_units is None:
+        return
+    if preprocessing.class_mode == "binary" and output_units != 1:
+        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'binary' needs a "
+                          f"model with 1 output unit, but {model_name} has {output_units}")
+    if preprocessing.class_mode == "categorical" and output_units == 1:
+        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'categorical' "
+                          f"needs one output unit per class, but {model_name} has 1 (a binary "
+                          "model: class_mode 'binary')")
+    if preprocessing.class_mode == "categorical" and output_units != len(class_names):
+        raise BundleError(f"--model {path}: {class_indices_file}: lists {len(class_names)} "
+                          f"classes, but {model_name} has {output_units} output unit(s)")
+
+
+def _load_keras_model(path: Path):
+    """model.keras, with a damaged file or a safe-mode refusal said in one line."""
+    import zipfile
+
+    model_file = path / MODEL_FILE
+    try:
+        with zipfile.ZipFile(model_file) as archive:
+            damaged = archive.testzip()
+            if damaged is None and "config.json" not in archive.namelist():
+                damaged = "config.json missing"
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        damaged = str(exc) or type(exc).__name__
+    if damaged:
+        raise BundleError(f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
+                          f"({damaged}); copy the bundle again or retrain")
     from cnnclf.runtime import import_tensorflow
 
     import_tensorflow()
