@@ -18,8 +18,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from cnnclf.errors import ConfigError, DataError, ImageError
-from cnnclf.files import class_folders, is_image_name
-from cnnclf.images import ImageSpec, convert_mode, load_image
+from cnnclf.files import (ALREADY_LISTED, SAME_FILE, TEST_SPLIT_NAMES, TRAIN_SPLIT_NAMES,
+                          class_folders, is_image_name, list_files, splits_instead_of_classes,
+                          two_classes_message)
+from cnnclf.images import ImageSpec, convert_mode, load_image, open_regular, read_info
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
@@ -27,14 +29,18 @@ _EXTENSION_FOR = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "
                   "WEBP": ".webp", "MPO": ".jpg"}
 # Severity: error = skipped by training; warning = used, but probably not what you want;
 # info = used after a conversion that training and predict both apply.
-_SEVERITY = {"unreadable": "error", "format_mismatch": "warning", "duplicate": "warning",
+_SEVERITY = {"unreadable": "error", "not_listed": "error", "format_mismatch": "warning",
+             "duplicate": "warning", "link_loop": "info",
              "leakage": "warning", "too_small": "warning", "not_an_image": "info",
              "cmyk": "info", "transparency": "info", "sixteen_bit": "info", "palette": "info",
              "exif_rotated": "info"}
 _ADVICE = {
     "unreadable": "training skips it; re-export or delete the file",
+    "not_listed": "training skips it (not a regular file, a dangling link or a folder it cannot "
+                  "list); remove it, or fix the link or permissions",
+    "link_loop": "a link to a folder already listed; followed once, nothing is lost",
     "format_mismatch": "decoded by content, but rename it (--fix-to does)",
-    "duplicate": "the same bytes appear more than once in this split; keep one",
+    "duplicate": "the same image appears more than once in this split; keep one",
     "leakage": "the same image is in the training and test sets: test accuracy is inflated; "
                "remove it from one (--fix-to drops the training copy)",
     "too_small": "it will be upscaled to image_size, losing detail",
@@ -95,12 +101,24 @@ class CheckReport:
 
 
 def find_splits(data_dir: str | Path) -> dict[str, Path]:
-    """training_set/ and test_set/ under DATA_DIR, or DATA_DIR itself as one class-folder tree."""
+    """The split folders under DATA_DIR, or DATA_DIR itself as one class-folder tree.
+
+    A training split (training_set/, train/ or training/) and every evaluation split next to it
+    (test_set/, val/, valid/, validation/, test/) are checked; the training split comes first.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise ConfigError(f"DATA_DIR {root}: no such folder")
-    named = {name: root / name for name in ("training_set", "test_set") if (root / name).is_dir()}
-    return named or {root.name: root}
+    try:
+        with os.scandir(root) as listing:
+            folders = {e.name.lower(): e.name for e in listing if e.is_dir()}
+    except OSError as exc:
+        raise ConfigError(f"DATA_DIR {root}: cannot be listed ({exc.strerror or exc})") from None
+    train = [folders[n] for n in TRAIN_SPLIT_NAMES if n in folders][:1]
+    tests = [folders[n] for n in TEST_SPLIT_NAMES if n in folders]
+    if not train:
+        tests = [folders[n] for n in ("test_set",) if n in folders]
+    return {name: root / name for name in train + tests} or {root.name: root}
 
 
 def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = None,
@@ -120,93 +138,121 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
         except DataError as exc:
             report.fatal.append(str(exc))
             continue
+        as_splits = splits_instead_of_classes(root, classes, name)
+        if as_splits:
+            report.fatal.append(as_splits)
+            continue
         class_lists[name] = classes
         if len(classes) < 2:
             report.fatal.append(f"{name}: only one class folder ({classes[0]}); a classifier "
                                 "needs at least two")
     names = list(class_lists)
-    if len(names) == 2 and class_lists[names[0]] != class_lists[names[1]]:
-        report.fatal.append(f"{names[1]}: classes differ from {names[0]}'s "
-                            f"({', '.join(class_lists[names[1]])} vs "
-                            f"{', '.join(class_lists[names[0]])})")
+    train_name = next(iter(splits), None)
+    for other in names:
+        if train_name in class_lists and other != train_name \
+                and class_lists[other] != class_lists[train_name]:
+            report.fatal.append(f"{other}: classes differ from {train_name}'s "
+                                f"({', '.join(class_lists[other])} vs "
+                                f"{', '.join(class_lists[train_name])})")
     jobs = []
     for split, classes in class_lists.items():
         report.splits[split] = {}
+        skipped: dict[str, str] = {}
+        owner: dict[tuple[int, int], tuple[str, str]] = {}
         for cls in classes:
-            files = _all_files(splits[split] / cls)
-            images = [f for f in files if is_image_name(os.path.basename(f))]
+            folder = splits[split] / cls
+            files = list_files(folder, skipped)
+            images = [p for p, _ in files if is_image_name(os.path.basename(p))]
             report.splits[split][cls] = len(images)
             if not images:
-                report.fatal.append(f"{split}: class folder {splits[split] / cls} has no images")
-            report.problems += [Problem("not_an_image", f) for f in files
-                                if not is_image_name(os.path.basename(f))]
+                report.fatal.append(f"{split}: class folder {folder} has no images")
+            report.problems += [Problem("not_an_image", p) for p, _ in files
+                                if not is_image_name(os.path.basename(p))]
+            for path, identity in files:
+                other_class, other = owner.setdefault(identity, (cls, path))
+                if other_class != cls:
+                    report.fatal.append(two_classes_message(split, path, cls, other,
+                                                            other_class))
             jobs += [(split, cls, f) for f in images]
+        report.problems += [_skip_problem(path, reason) for path, reason in skipped.items()]
     spec = ImageSpec(tuple(image_size) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: _inspect(job[2], spec, image_size), jobs))
     hashes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for (split, _, path), (digest, problems, readable) in zip(jobs, results):
+    readable_per_class: dict[tuple[str, str], int] = defaultdict(int)
+    for (split, cls, path), (digest, problems, readable) in zip(jobs, results):
         report.problems += problems
         if readable:
             hashes[split][digest].append(path)
+            readable_per_class[split, cls] += 1
+    for split, classes in class_lists.items():
+        for cls in classes:
+            count = report.splits[split][cls]
+            if count and not readable_per_class[split, cls]:
+                report.fatal.append(f"{split}: class folder {splits[split] / cls} has no "
+                                    f"readable image (all {count} are unreadable or empty)")
     for split, by_hash in hashes.items():
         for paths in by_hash.values():
             report.problems += [Problem("duplicate", p, f"same bytes as {paths[0]}")
                                 for p in paths[1:]]
-    if len(names) == 2:
-        train_hashes, test_hashes = hashes[names[0]], hashes[names[1]]
-        leaked = set(train_hashes) & set(test_hashes)
-        report.leaked_images = len(leaked)
-        for digest in sorted(leaked):
-            report.problems += [Problem("leakage", p, f"also in {names[1]}: "
-                                        f"{test_hashes[digest][0]}")
-                                for p in train_hashes[digest]]
+    if train_name in hashes:
+        train_hashes = hashes[train_name]
+        for other in names:
+            if other == train_name:
+                continue
+            other_hashes = hashes.get(other, {})
+            leaked = set(train_hashes) & set(other_hashes)
+            report.leaked_images += len(leaked)
+            for digest in sorted(leaked):
+                report.problems += [Problem("leakage", p, f"also in {other}: "
+                                            f"{other_hashes[digest][0]}")
+                                    for p in train_hashes[digest]]
     order = list(_SEVERITY)
     report.problems.sort(key=lambda p: (order.index(p.kind), p.path))
     return report
 
 
-def _all_files(folder: Path) -> list[str]:
-    found = []
-    for current, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        # Dot-files (.DS_Store, AppleDouble ._x.jpg) are OS litter: ignored, not reported.
-        found += [os.path.join(current, f) for f in files if not f.startswith(".")]
-    return sorted(found)
+def _skip_problem(path: str, reason: str) -> Problem:
+    if reason.startswith(ALREADY_LISTED):
+        return Problem("link_loop", path, reason)
+    if reason.startswith(SAME_FILE):
+        return Problem("duplicate", path, reason)
+    return Problem("not_listed", path, reason)
 
 
-def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str, list[Problem], bool]:
-    """(content hash, problems, readable) for one file."""
-    problems = []
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str | None, list[Problem], bool]:
+    """(content hash, problems, readable) for one file; a bad file is a problem, never a crash."""
     try:
         load_image(path, spec)
+        info = read_info(path)
+        with open_regular(path) as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
     except ImageError as exc:
-        return digest, [Problem("unreadable", path, exc.reason)], False
-    with Image.open(path) as image:
-        expected = _FORMATS.get(Path(path).suffix.lower())
-        if image.format and expected and image.format != expected and not (
-                expected == "JPEG" and image.format == "MPO"):
-            problems.append(Problem("format_mismatch", path,
-                                    f"{image.format} file named {Path(path).suffix}"))
-        orientation = image.getexif().get(0x0112, 1)
-        image.load()  # GIF transparency and some modes are only known once decoded
-        mode = image.mode
-        if mode == "CMYK":
-            problems.append(Problem("cmyk", path))
-        elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-            problems.append(Problem("transparency", path, mode))
-        elif mode == "P":
-            problems.append(Problem("palette", path))
-        elif mode.startswith("I"):
-            problems.append(Problem("sixteen_bit", path, mode))
-        if orientation not in (0, 1):
-            problems.append(Problem("exif_rotated", path, f"orientation {orientation}"))
-        width, height = image.size
-        if image_size and (height < image_size[0] or width < image_size[1]):
-            problems.append(Problem("too_small", path, f"{width}x{height} pixels, smaller "
-                                    f"than image_size {image_size[1]}x{image_size[0]}"))
+        return None, [Problem("unreadable", path, exc.reason)], False
+    except OSError as exc:  # changed or vanished between the reads
+        return None, [Problem("unreadable", path, f"cannot be read ({exc.strerror or exc})")], \
+            False
+    problems = []
+    expected = _FORMATS.get(Path(path).suffix.lower())
+    if info.format and expected and info.format != expected and not (
+            expected == "JPEG" and info.format == "MPO"):
+        problems.append(Problem("format_mismatch", path,
+                                f"{info.format} file named {Path(path).suffix}"))
+    mode = info.mode
+    if mode == "CMYK":
+        problems.append(Problem("cmyk", path))
+    elif mode in ("RGBA", "LA", "PA") or (mode == "P" and info.transparency):
+        problems.append(Problem("transparency", path, mode))
+    elif mode == "P":
+        problems.append(Problem("palette", path))
+    elif mode.startswith("I"):
+        problems.append(Problem("sixteen_bit", path, mode))
+    if info.orientation not in (0, 1):
+        problems.append(Problem("exif_rotated", path, f"orientation {info.orientation}"))
+    width, height = info.size
+    if image_size and (height < image_size[0] or width < image_size[1]):
+        problems.append(Problem("too_small", path, f"{width}x{height} pixels, smaller "
+                                f"than image_size {image_size[1]}x{image_size[0]}"))
     return digest, problems, True
 
 
@@ -223,7 +269,7 @@ def write_fixed_copy(splits: dict[str, Path], report: CheckReport, destination: 
     written = dropped = converted = 0
     for split, root in splits.items():
         for cls, _ in report.splits.get(split, {}).items():
-            for path in _all_files(root / cls):
+            for path, _ in list_files(root / cls):
                 if not is_image_name(os.path.basename(path)):
                     continue
                 if path in drop:

@@ -264,15 +264,18 @@ def scan_split(root: str | Path, class_names: list[str], key: str,
             raise DataError(f"{key}: class folder {folder} has no usable image: its "
                             f"{len(images)} image file(s) are all empty or unreadable")
         for path, identity in images:
-            if identity in owner and owner[identity][0] != name:
-                other_class, other = owner[identity]
-                raise DataError(f"{key}: {path} and {other} are the same file, under classes "
-                                f"{name} and {other_class} (a link): remove the link so each "
-                                "image has one class")
-            owner.setdefault(identity, (name, path))
+            other_class, other = owner.setdefault(identity, (name, path))
+            if other_class != name:
+                raise DataError(two_classes_message(key, path, name, other, other_class))
         paths += [p for p, _ in images]
         labels += [index] * len(images)
     return Split(paths, labels)
+
+
+def two_classes_message(key: str, path: str, name: str, other: str, other_class: str) -> str:
+    """The error for one real file reached under two classes (a link would train it as both)."""
+    return (f"{key}: {path} and {other} are the same file, under classes {name} and "
+            f"{other_class} (a link): remove the link so each image has one class")
 
 
 def _usable(path: str) -> bool:

@@ -22,10 +22,17 @@ def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> s
         return out.getvalue().rstrip("\n")
     if not predictions:
         return ""
-    width = max(len(p.path) for p in predictions)
-    label_width = max(len(c) for c in class_names)
-    return "\n".join(f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:.2f}"
-                     for p in predictions)
+    width = max(len("path"), *(len(p.path) for p in predictions))
+    label_width = max(len("label"), *(len(c) for c in class_names))
+    ranked = predictions[0].top_k is not None
+    lines = [f"{'path':<{width}}  {'label':<{label_width}}  probability"
+             + ("  top_k" if ranked else "")]
+    for p in predictions:
+        line = f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:<11.2f}"
+        if ranked:
+            line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k)
+        lines.append(line.rstrip())
+    return "\n".join(lines)
 
 
 def render_report(report: dict, fmt: str) -> str:
@@ -101,12 +108,34 @@ def render_check(report: dict, fmt: str) -> str:
     by_kind = report["problem_counts"]
     if by_kind:
         lines.append("problems: " + ", ".join(f"{n} {k}" for k, n in by_kind.items()))
-    for problem in report["problems"]:
-        detail = f" ({problem['detail']})" if problem["detail"] else ""
-        lines.append(f"  {problem['severity']:<7} {problem['kind']:<15} {problem['path']}"
-                     f"{detail}: {problem['advice']}")
+    lines += _grouped_problems(report["problems"])
     lines += [f"suggestion: {s}" for s in report["suggestions"]]
     lines += [f"fatal: {f}" for f in report["fatal"]]
     if not by_kind and not report["fatal"]:
         lines.append("no problems found")
     return "\n".join(lines)
+
+
+# More problems of one kind than this are shown as a count and this many examples; JSON keeps all.
+_EXAMPLES = 3
+
+
+def _grouped_problems(problems: list[dict]) -> list[str]:
+    by_kind: dict[str, list[dict]] = {}
+    for problem in problems:
+        by_kind.setdefault(problem["kind"], []).append(problem)
+    lines = []
+    for kind, group in by_kind.items():
+        head = f"  {group[0]['severity']:<7} {kind:<15}"
+        if len(group) <= _EXAMPLES:
+            lines += [f"{head} {p['path']}{_detail(p)}: {p['advice']}" for p in group]
+            continue
+        lines.append(f"{head} {len(group)} files: {group[0]['advice']}")
+        lines += [f"{'':<25} {p['path']}{_detail(p)}" for p in group[:_EXAMPLES]]
+        lines.append(f"{'':<25} ... and {len(group) - _EXAMPLES} more (--format json lists "
+                     "every one)")
+    return lines
+
+
+def _detail(problem: dict) -> str:
+    return f" ({problem['detail']})" if problem["detail"] else ""

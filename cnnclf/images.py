@@ -179,25 +179,64 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
             absurdly large.
     """
     path = os.fspath(path)
+    with _decoding(path) as image:
+        if image.format == "JPEG":
+            # Decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size.
+            side = max(spec.image_size)
+            image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
+        # Image.open only read the header: the size is known before any pixel is.
+        width, height = image.size
+        with _DECODE_BUDGET.reserve(width * height):
+            try:
+                image.load()
+                fit = _fit_full_size if width * height <= _FULL_SIZE_PATH_PIXELS else _fit_large
+                array = np.asarray(fit(image, spec), dtype=np.uint8)
+            finally:
+                image.close()  # frees the full-size pixels before the next decode starts
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What `read_info` finds in a file: its format and decoded mode, size, EXIF orientation."""
+
+    format: str | None
+    mode: str
+    size: tuple[int, int]  # (width, height), as stored (before EXIF orientation)
+    orientation: int
+    transparency: bool  # a transparent palette index or color key (alpha modes aside)
+
+
+def read_info(path: str) -> ImageInfo:
+    """Format, mode, size and orientation of one image, read with `load_image`'s guards.
+
+    The file is decoded (GIF transparency and some modes are only known then), under the same
+    regular-file check and decode budget as `load_image`. Raises `ImageError` like it.
+    """
+    path = os.fspath(path)
+    with _decoding(path) as image:
+        width, height = image.size
+        with _DECODE_BUDGET.reserve(width * height):
+            try:
+                image.load()
+                orientation = image.getexif().get(0x0112, 1)
+                return ImageInfo(image.format, image.mode, image.size, orientation,
+                                 "transparency" in image.info)
+            finally:
+                image.close()
+
+
+@contextlib.contextmanager
+def _decoding(path: str):
+    """An opened, not yet decoded image; every failure becomes one `ImageError` naming `path`."""
     try:
         with warnings.catch_warnings():
             # Pillow only *warns* between 1x and 2x its pixel limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with open_regular(path) as file, Image.open(file) as image:
-                if image.format == "JPEG":
-                    # Decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size.
-                    side = max(spec.image_size)
-                    image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
-                # Image.open only read the header: the size is known before any pixel is.
-                width, height = image.size
-                with _DECODE_BUDGET.reserve(width * height):
-                    try:
-                        image.load()
-                        fit = _fit_full_size if width * height <= _FULL_SIZE_PATH_PIXELS \
-                            else _fit_large
-                        array = np.asarray(fit(image, spec), dtype=np.uint8)
-                    finally:
-                        image.close()  # frees the full-size pixels before the next decode starts
+                yield image
     except Image.UnidentifiedImageError:
         raise ImageError(path, "not an image Pillow can read (wrong format or corrupt)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -206,9 +245,6 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
         raise ImageError(path, "too large to decode in the memory available") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(path, f"cannot be decoded ({exc})") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return array
 
 
 def _fit_full_size(image: Image.Image, spec: ImageSpec) -> Image.Image:
