@@ -204,3 +204,49 @@ UNREADABLE = ["truncated_jpeg", "text_as_jpeg", "empty_file", "decompression_bom
 ODD_BUT_READABLE = ["png_named_jpg", "cmyk_jpeg", "rgba_png", "sixteen_bit_png", "palette_gif",
                     "exif_rotated", "tiny_image"]
 IGNORED = ["ds_store", "thumbs_db", "appledouble"]
+
+
+# ------------------------------------------------------------------------------------------
+# Hostile entries: what a data folder can hold that is not an image file at all.
+
+
+def write_large_png(path: Path, width: int, height: int) -> Path:
+    """A flat RGBA PNG of `width` x `height` written row by row, so the test process never holds
+    its pixels: a few hundred KB on disk that decode to width * height * 4 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + bytes([200, 100, 50, 128]) * width
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+                           + chunk(b"IEND", b""))
+    return Path(path)
+
+
+def write_hostile_entry(case: str, folder: Path) -> Path:
+    """Writes one entry that is no regular image file into `folder`; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if case == "fifo":
+        path = folder / "fifo.png"
+        os.mkfifo(path)
+    elif case == "device_link":
+        path = folder / "zero.png"
+        path.symlink_to("/dev/zero")
+    elif case == "dangling_link":
+        path = folder / "gone.png"
+        path.symlink_to(folder / "never_existed.png")
+    elif case == "loop_link":
+        path = folder / "loop"
+        path.symlink_to(".")  # the folder itself: walking it naively never ends
+    else:
+        raise ValueError(case)
+    return path
+
+
+HOSTILE = ["fifo", "device_link", "dangling_link", "loop_link"]
