@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from cnnclf import __version__
-from cnnclf.errors import CnnclfError
+from cnnclf.errors import CnnclfError, ConfigError
 
 log = logging.getLogger("cnnclf")
 
@@ -57,11 +57,16 @@ def _common_options(command):
                 raise
             click.echo("interrupted: nothing was saved", err=True)
             ctx.exit(130)
-        except click.exceptions.Exit:
-            raise
+        except (click.exceptions.Exit, click.ClickException):
+            raise  # click prints usage errors itself, with exit code 2
         except Exception as exc:  # anything unforeseen: still one line unless --debug
             if flags["debug"]:
                 raise
+            from cnnclf.runtime import TensorFlowMissing, is_tensorflow_missing
+
+            if is_tensorflow_missing(exc):  # an `import keras` that bypassed import_tensorflow
+                click.echo(f"error: {TensorFlowMissing()}", err=True)
+                ctx.exit(1)
             first = (str(exc).strip().splitlines() or [""])[0]
             first = first if len(first) <= 300 else first[:300] + "..."
             click.echo(f"error: {type(exc).__name__}: {first} (run with --debug for the "
@@ -140,22 +145,25 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
               help="Images per model call.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Binary models: override the bundle's decision threshold.")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1),
+              help="Multi-class models: also list the K most probable classes (JSON: top_k).")
 @click.option("--output", "output", type=click.Path(dir_okay=False),
               help="Write the results to this file (format from --format, else from the "
                    ".json/.csv extension), with a progress bar on stderr.")
 @_common_options
-def predict(paths, model_dir, fmt, batch_size, threshold, output):
+def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
     """Predict the class of images: files, folders (recursive) or globs."""
     from cnnclf.files import expand_inputs
 
     images = expand_inputs(paths)
-    bundle = _load_bundle(model_dir)
+    bundle = _load_bundle(model_dir, threshold=threshold, top_k=top_k)
     from cnnclf.formats import render
     from cnnclf.predict import Failure, predict_paths
 
     if output and fmt is None:
         fmt = {".json": "json", ".csv": "csv"}.get(Path(output).suffix.lower(), "table")
-    results = predict_paths(bundle, images, batch_size=batch_size, threshold=threshold)
+    results = predict_paths(bundle, images, batch_size=batch_size, threshold=threshold,
+                            top_k=top_k)
     predictions, failures = [], 0
     with _progress(results, len(images), show=output is not None) as results:
         for result in results:
@@ -196,35 +204,63 @@ def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
     DATA_DIR has one sub-folder per class, like the training data (default: the data the
     bundle was validated on).
     """
-    bundle = _load_bundle(model_dir)
+    bundle = _load_bundle(model_dir, threshold=threshold)
     from cnnclf.evaluate import evaluate as run_evaluation
     from cnnclf.formats import render_report
 
     report = run_evaluation(bundle, data_dir, threshold=threshold, batch_size=batch_size,
                             plots_dir=plots_dir)
+    if report.get("absent_classes"):
+        click.echo(f"note: {report['data_dir']} has no folder for class(es) "
+                   f"{', '.join(report['absent_classes'])}; the report covers the "
+                   f"{len(report['images_per_class'])} present", err=True)
     if report["skipped_files"]:
         click.echo(f"warning: {len(report['skipped_files'])} unreadable image(s) left out, "
                    "listed in the JSON report", err=True)
     click.echo(render_report(report, fmt))
 
 
-def _load_bundle(model_dir):
-    """The bundle at `model_dir`, or the newest under runs/; checked before TensorFlow loads."""
+def _load_bundle(model_dir, *, threshold: float | None = None, top_k: int | None = None,
+                 keras_only: str | None = None):
+    """The bundle at `model_dir`, or the newest under runs/; checked before TensorFlow loads.
+
+    Exports are run by their own runtime (ONNX Runtime, LiteRT), so predicting from one never
+    imports TensorFlow where that runtime is installed. `threshold` and `top_k` are refused
+    for models they cannot apply to; `keras_only` names what needs a Keras bundle.
+    """
     from cnnclf.bundle import load_bundle, read_metadata
+    from cnnclf.exported import is_export, load_export
     from cnnclf.runs import newest_bundle
     from cnnclf.runtime import import_tensorflow
-
-    from cnnclf.exported import is_export, load_export
 
     if model_dir is None:
         model_dir = newest_bundle()
         click.echo(f"using model {model_dir} (newest under runs/)", err=True)
     if is_export(Path(model_dir)):
-        import_tensorflow(_flags(click.get_current_context())["verbose"])
-        return load_export(Path(model_dir))
-    read_metadata(Path(model_dir))
+        if keras_only:
+            raise ConfigError(f"--model {model_dir}: {keras_only} needs a Keras bundle (the "
+                              "folder the export was made from), not an export")
+        bundle = load_export(Path(model_dir))
+        _check_model_options(model_dir, bundle.class_names, bundle.preprocessing.class_mode,
+                             threshold, top_k)
+        return bundle
+    names, preprocessing, _ = read_metadata(Path(model_dir))
+    _check_model_options(model_dir, names, preprocessing.class_mode, threshold, top_k)
     import_tensorflow(_flags(click.get_current_context())["verbose"])
     return load_bundle(model_dir)
+
+
+def _check_model_options(model_dir, class_names, class_mode, threshold, top_k) -> None:
+    """Refuses options that the model at `model_dir` would otherwise silently ignore."""
+    if threshold is not None and class_mode != "binary":
+        raise ConfigError(f"--threshold {threshold:g}: only binary models have a decision "
+                          f"threshold; {model_dir} has {len(class_names)} classes and predicts "
+                          "the most probable one")
+    if top_k is not None and class_mode == "binary":
+        raise ConfigError(f"--top-k {top_k}: for multi-class models; {model_dir} is binary "
+                          "(both probabilities are in the JSON and CSV output already)")
+    if top_k is not None and top_k > len(class_names):
+        raise ConfigError(f"--top-k {top_k}: {model_dir} has only {len(class_names)} classes")
 
 
 def _progress(iterable, length: int, show: bool):
@@ -257,15 +293,17 @@ def _write_atomically(path: Path, text: str) -> None:
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Images for the parity check and int8 calibration (default: the bundle's "
                    "own data folders).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --out (only once the new export passes its check).")
 @_common_options
-def export(model_dir, fmt, quantize, out, data_dir):
+def export(model_dir, fmt, quantize, out, data_dir, overwrite):
     """Export a bundle and check the export against Keras before succeeding."""
-    bundle = _load_bundle(model_dir)
-    if not hasattr(bundle.model, "export"):
-        raise click.UsageError("--model: export from a Keras bundle, not from an export")
-    from cnnclf.export import export as run_export
+    from cnnclf.export import check_out, export as run_export
 
-    result = run_export(bundle, fmt, out, quantize=quantize, data_dir=data_dir)
+    check_out(fmt, out, quantize, overwrite)  # before the model loads
+    bundle = _load_bundle(model_dir, keras_only="export")
+    result = run_export(bundle, fmt, out, quantize=quantize, data_dir=data_dir,
+                        overwrite=overwrite)
     click.echo(f"exported {fmt}{'' if quantize == 'none' else ' ' + quantize} to "
                f"{result['out']} (labels {result['labels']}, preprocessing "
                f"{result['sidecar']})")
@@ -286,9 +324,7 @@ def explain(images, model_dir, out_dir):
     from cnnclf.files import expand_inputs
 
     paths = expand_inputs(images)
-    bundle = _load_bundle(model_dir)
-    if not hasattr(bundle.model, "layers"):
-        raise click.UsageError("--model: Grad-CAM needs a Keras bundle, not an export")
+    bundle = _load_bundle(model_dir, keras_only="Grad-CAM")
     from cnnclf.explain import explain as run_explain
 
     for row in run_explain(bundle, paths, out_dir):

@@ -17,14 +17,23 @@ from cnnclf.files import Split, class_difference, class_folders, scan_split
 
 
 def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
-    """(description, folder, split) for DATA_DIR, or the bundle's own validation data."""
+    """(description, folder, split) for DATA_DIR, or the bundle's own validation data.
+
+    DATA_DIR may hold only some of the model's classes (a test set of the rare ones, say); a
+    folder the model has no class for is refused. Labels are the model's class indices.
+    """
     if data_dir is not None:
         names = class_folders(data_dir, "DATA_DIR")
-        if names != bundle.class_names:
+        unknown = sorted(set(names) - set(bundle.class_names))
+        if unknown:
             detail = class_difference(bundle.class_names, names, "not in the model:")
             raise DataError(f"DATA_DIR {data_dir}: classes differ from the model's "
                             f"class_indices ({detail})")
-        return "DATA_DIR", str(Path(data_dir).resolve()), scan_split(data_dir, names, "DATA_DIR")
+        present = [n for n in bundle.class_names if n in names]
+        split = scan_split(data_dir, present, "DATA_DIR")
+        index = [bundle.class_names.index(n) for n in present]
+        return "DATA_DIR", str(Path(data_dir).resolve()), Split(
+            split.paths, [index[label] for label in split.labels])
     from cnnclf.bundle import CONFIG_FILE
     from cnnclf.config import load_config
     from cnnclf.files import discover
@@ -80,11 +89,15 @@ def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
     binary = bundle.preprocessing.class_mode == "binary"
     used = (threshold if threshold is not None else bundle.preprocessing.threshold) if binary \
         else None
-    metrics = classification_metrics(labels, probs, bundle.class_names, used)
+    present = sorted(set(split.labels))
+    present_names = [bundle.class_names[i] for i in present]
+    metrics = classification_metrics(labels, probs, bundle.class_names, used,
+                                     reported=present_names)
     report = {"bundle": str(Path(bundle.path).resolve()), "data_dir": folder,
               "data_source": source,
-              "images_per_class": {n: int((labels == i).sum())
-                                   for i, n in enumerate(bundle.class_names)},
+              "images_per_class": {bundle.class_names[i]: int((labels == i).sum())
+                                   for i in present},
+              "absent_classes": [n for n in bundle.class_names if n not in present_names],
               **metrics,
               "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())]}
     if binary:

@@ -13,8 +13,8 @@ rescaling and the network: no random ops at serving time, no Flex ops for TFLite
 from __future__ import annotations
 
 import json
+import os
 import random
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -61,9 +61,31 @@ def _bundle_data_folders(bundle: Bundle) -> list[Path]:
     return [Path(p) for p in (data.get("test_dir"), data.get("train_dir")) if p]
 
 
+def check_out(fmt: str, out: str | Path, quantize: str = "none",
+              overwrite: bool = False) -> None:
+    """Refuses an --out / --format / --quantize combination before any model is loaded."""
+    if quantize != "none" and fmt != "tflite":
+        raise ConfigError(f"--quantize {quantize}: only tflite exports can be quantized")
+    out = Path(out)
+    if fmt != "savedmodel" and out.suffix != f".{fmt}":
+        raise ConfigError(f"--out {out}: a {fmt} export's file name must end in .{fmt}")
+    if fmt == "savedmodel" and out.is_file() or fmt != "savedmodel" and out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is a {'file' if out.is_file() else 'folder'};"
+                          f" a {fmt} export is a {'folder' if fmt == 'savedmodel' else 'file'}")
+    existing = [p for p in (out, *sidecar_paths(out)) if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"--out {out}: {existing[0]} already exists; choose another path or "
+                          "pass --overwrite to replace it")
+
+
 def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
-           data_dir: str | Path | None = None, sample_size: int = 64) -> dict:
+           data_dir: str | Path | None = None, sample_size: int = 64,
+           overwrite: bool = False) -> dict:
     """Exports `bundle` to `out`, checks it, and returns the parity figures.
+
+    The export is built in a hidden folder beside `out` and moved into place with renames on
+    the same file system, so an existing export is replaced (with `overwrite`) only by a
+    complete, checked one.
 
     Args:
         bundle: a Keras bundle from `bundle.load_bundle`.
@@ -71,18 +93,14 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
         out: a folder (savedmodel) or a file path (tflite, onnx).
         quantize: none | float16 | int8 (tflite only).
         data_dir: images for the parity sample and int8 calibration (default: bundle's data).
+        overwrite: replace an existing export at `out`.
     """
-    if quantize != "none" and fmt != "tflite":
-        raise ConfigError(f"--quantize {quantize}: only tflite exports can be quantized")
+    check_out(fmt, out, quantize, overwrite)
     out = Path(out)
-    if fmt != "savedmodel" and out.suffix != f".{fmt}":
-        raise ConfigError(f"--out {out}: a {fmt} export's file name must end in .{fmt}")
-    for existing in (out, *sidecar_paths(out)):
-        if existing.exists():
-            raise ConfigError(f"--out {out}: {existing} already exists; choose another path "
-                              "or remove it")
     sample = sample_images(bundle, data_dir, sample_size)
-    with tempfile.TemporaryDirectory(prefix="cnnclf-export-") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial",
+                                     dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
         if fmt == "savedmodel":
             bundle.model.export(str(staged), format="tf_saved_model", verbose=False)
@@ -101,16 +119,22 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
         labels, sidecar = sidecar_paths(staged)
         labels.write_text("\n".join(bundle.class_names) + "\n", encoding="utf-8")
         sidecar.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        out.parent.mkdir(parents=True, exist_ok=True)
         final_labels, final_sidecar = sidecar_paths(out)
         if fmt == "savedmodel":
-            shutil.move(str(staged), str(out))
+            _replace_folder(staged, out, Path(tmp))
         else:
             for source, target in ((labels, final_labels), (sidecar, final_sidecar),
                                    (staged, out)):
-                shutil.move(str(source), str(target))  # the model file last: it marks "done"
+                os.replace(source, target)  # the model file last: it marks "done"
     return {**parity, "out": str(out), "labels": str(final_labels),
             "sidecar": str(final_sidecar)}
+
+
+def _replace_folder(staged: Path, out: Path, tmp: Path) -> None:
+    """Moves folder `staged` to `out`; an existing `out` is moved aside first, then deleted."""
+    if out.exists():
+        os.replace(out, tmp / "replaced")  # removed with tmp
+    os.replace(staged, out)
 
 
 def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:

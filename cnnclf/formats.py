@@ -65,6 +65,9 @@ def render_report(report: dict, fmt: str) -> str:
         how = f", chosen by rule {rule}" if isinstance(rule, str) else ""
         facts.append(("threshold", f"{report['threshold']:.4g} ({report['threshold_source']}"
                                    f"{how}); positive class: {report['positive_class']}"))
+    if report.get("absent_classes"):
+        facts.append(("absent", f"{', '.join(report['absent_classes'])} (the model's classes "
+                                f"with no folder here: not reported on)"))
     if report.get("skipped_files"):
         facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
     for key, value in facts:

@@ -19,7 +19,8 @@ def predicted_labels(probs: np.ndarray, threshold: float | None) -> np.ndarray:
 
 
 def classification_metrics(y_true, probs, class_names: list[str],
-                           threshold: float | None = None) -> dict:
+                           threshold: float | None = None,
+                           reported: list[str] | None = None) -> dict:
     """The full report for one set of predictions.
 
     Args:
@@ -27,6 +28,9 @@ def classification_metrics(y_true, probs, class_names: list[str],
         probs: binary models: P(class 1), shape [N]; otherwise class probabilities [N, K].
         class_names: names in index order.
         threshold: binary decision threshold (default 0.5); ignored for 3+ classes.
+        reported: the classes per_class and the averages cover (default: all); evaluating on
+            data that holds only some of the model's classes reports on those, while the
+            confusion matrix keeps every class (a prediction can still name an absent one).
 
     Returns:
         A JSON-ready dict: n_images, accuracy, per_class, macro_avg, weighted_avg,
@@ -42,18 +46,20 @@ def classification_metrics(y_true, probs, class_names: list[str],
     if binary:
         threshold = 0.5 if threshold is None else float(threshold)
     labels = list(range(len(class_names)))
+    covered = labels if reported is None else [class_names.index(n) for n in reported]
     y_pred = predicted_labels(probs, threshold)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+        y_true, y_pred, labels=covered, zero_division=0)
     report = {
         "n_images": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                             "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(class_names)},
+        "per_class": {class_names[c]: {"precision": float(precision[i]),
+                                       "recall": float(recall[i]), "f1": float(f1[i]),
+                                       "support": int(support[i])}
+                      for i, c in enumerate(covered)},
     }
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=covered,
                                                      average=average, zero_division=0)
         report[f"{average}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f),
                                     "support": int(len(y_true))}

@@ -27,10 +27,14 @@ class Prediction:
     label: str
     probability: float  # of the predicted label
     probabilities: dict[str, float]
+    top_k: list[dict] | None = None  # [{"label", "probability"}], most probable first
 
     def to_json(self) -> dict:
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "probabilities": self.probabilities}
+        row = {"path": self.path, "label": self.label, "probability": self.probability,
+               "probabilities": self.probabilities}
+        if self.top_k is not None:
+            row["top_k"] = self.top_k
+        return row
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,12 @@ class Failure:
 
 
 def interpret(probs: np.ndarray, class_names: list[str], threshold: float | None,
-              path: str) -> Prediction:
+              path: str, top_k: int | None = None) -> Prediction:
     """Turns one model output row into a labelled prediction.
 
     Binary models have one sigmoid unit: P(class index 1). The label is that class when the
     probability is >= the bundle's threshold, and `probability` is that of the chosen label.
+    With `top_k`, the K most probable classes are listed too (ties in class order).
     """
     if len(class_names) == 2 and probs.shape[-1] == 1:
         p1 = float(probs[0])
@@ -53,12 +58,16 @@ def interpret(probs: np.ndarray, class_names: list[str], threshold: float | None
     else:
         values = [float(v) for v in probs]
         index = int(np.argmax(probs))
+    ranked = None
+    if top_k is not None:
+        order = sorted(range(len(values)), key=lambda i: -values[i])[:top_k]
+        ranked = [{"label": class_names[i], "probability": round(values[i], 6)} for i in order]
     return Prediction(path, class_names[index], round(values[index], 6),
-                      {name: round(v, 6) for name, v in zip(class_names, values)})
+                      {name: round(v, 6) for name, v in zip(class_names, values)}, ranked)
 
 
 def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
-                  threshold: float | None = None,
+                  threshold: float | None = None, top_k: int | None = None,
                   workers: int | None = None) -> Iterator[Prediction | Failure]:
     """Yields one `Prediction` or `Failure` per path, in input order.
 
@@ -67,6 +76,7 @@ def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
         paths: image files.
         batch_size: images per model call.
         threshold: overrides the bundle's binary decision threshold.
+        top_k: also list the K most probable classes in each Prediction.
         workers: decoding threads (default: one per CPU core).
     """
     threshold = bundle.preprocessing.threshold if threshold is None else threshold
@@ -74,7 +84,7 @@ def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
         if isinstance(result, ImageError):
             yield Failure(path, result.reason)
         else:
-            yield interpret(result, bundle.class_names, threshold, path)
+            yield interpret(result, bundle.class_names, threshold, path, top_k)
 
 
 def score_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,

@@ -12,6 +12,8 @@ import os
 import sys
 import tempfile
 
+from cnnclf.errors import CnnclfError
+
 
 def import_tensorflow(verbose: bool = False):
     """Returns the `tensorflow` module, with its logging silenced unless `verbose`.
@@ -23,20 +25,40 @@ def import_tensorflow(verbose: bool = False):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         os.environ.setdefault("GLOG_minloglevel", "3")
-    if "tensorflow" in sys.modules or verbose:
-        import tensorflow as tf
-    else:
-        with _stderr_captured() as captured:
-            try:
-                import tensorflow as tf
-            except BaseException:
-                sys.stderr.write(captured())
-                raise
+    try:
+        if "tensorflow" in sys.modules or verbose:
+            import tensorflow as tf
+        else:
+            with _stderr_captured() as captured:
+                try:
+                    import tensorflow as tf
+                except BaseException as exc:
+                    if not is_tensorflow_missing(exc):
+                        sys.stderr.write(captured())
+                    raise
+    except ImportError as exc:
+        if is_tensorflow_missing(exc):
+            raise TensorFlowMissing() from None
+        raise
 
     if not verbose:
         tf.get_logger().setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
     return tf
+
+
+class TensorFlowMissing(CnnclfError):
+    """A command that needs TensorFlow ran where the `cpu`/`gpu` extra is not installed."""
+
+    def __init__(self):
+        super().__init__("cnnclf needs TensorFlow: pip install 'cnnclf[cpu]' (CPU-only build) "
+                         "or 'cnnclf[gpu]' (CUDA build); predicting from an ONNX or TFLite "
+                         "export needs only onnxruntime or ai-edge-litert")
+
+
+def is_tensorflow_missing(exc: BaseException) -> bool:
+    """True for the ImportError of an absent TensorFlow (also when raised via `import keras`)."""
+    return isinstance(exc, ImportError) and (exc.name or "").split(".")[0] == "tensorflow"
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -1,6 +1,7 @@
 """`cnnclf evaluate` and the evaluation written into bundles at training time."""
 
 import json
+import shutil
 
 from PIL import Image
 
@@ -81,3 +82,45 @@ def test_predict_output_file(tmp_path, binary_bundle, binary_tree):
     assert result.stdout == "" and "wrote 8 prediction(s)" in result.stderr
     lines = out.read_text().splitlines()
     assert lines[0].startswith("path,label,probability") and len(lines) == 9
+
+
+def test_a_folder_with_some_of_the_classes_is_evaluated_on_those(tmp_path, multi_bundle,
+                                                                 multi_tree):
+    for name in ("checker", "vstripes"):
+        shutil.copytree(multi_tree / "test_set" / name, tmp_path / "subset" / name)
+    result = run_cli("evaluate", "--model", multi_bundle, "--format", "json",
+                     tmp_path / "subset")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["images_per_class"] == {"checker": 4, "vstripes": 4}
+    assert report["absent_classes"] == ["hstripes"]
+    assert set(report["per_class"]) == {"checker", "vstripes"}
+    assert report["n_images"] == 8 and len(report["confusion_matrix"]["matrix"]) == 3
+    assert "has no folder for class(es) hstripes" in result.stderr
+    table = run_cli("evaluate", "--model", multi_bundle, tmp_path / "subset")
+    assert "absent:    hstripes" in table.stdout
+
+
+def test_threshold_on_a_multiclass_model_is_refused(multi_bundle, multi_tree):
+    result = run_cli("evaluate", "--model", multi_bundle, "--threshold", "0.7",
+                     multi_tree / "test_set")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --threshold 0.7: only binary models")
+
+
+def test_an_int8_export_of_a_multiclass_model_is_evaluable(tmp_path, multi_bundle, multi_tree):
+    # int8 softmax outputs are multiples of 1/256 and summed to 0.996: scikit-learn's
+    # multi-class ROC AUC refused them as "not probabilities".
+    out = tmp_path / "m8.tflite"
+    exported = run_cli("export", "--model", multi_bundle, "--format", "tflite", "--quantize",
+                       "int8", "--out", out)
+    assert exported.exit_code == 0, exported.output
+    result = run_cli("evaluate", "--model", out, "--format", "json", multi_tree / "test_set")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    keras = json.loads(run_cli("evaluate", "--model", multi_bundle, "--format", "json",
+                               multi_tree / "test_set").stdout)
+    assert report["roc_auc"] is not None and abs(report["roc_auc"] - keras["roc_auc"]) < 0.1
+    rows = json.loads(run_cli("predict", "--model", out, "--format", "json",
+                              multi_tree / "test_set").stdout)
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)

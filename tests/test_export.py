@@ -90,6 +90,36 @@ def test_export_refuses_to_overwrite_and_bad_combinations(tmp_path, binary_bundl
     assert wrong.exit_code == 2 and "must end in .onnx" in wrong.stderr
 
 
+@pytest.mark.parametrize("fmt, name", [("tflite", "m.tflite"), ("savedmodel", "sm")])
+def test_overwrite_replaces_an_existing_export(tmp_path, binary_bundle, binary_tree, fmt, name):
+    out = tmp_path / name
+    if fmt == "savedmodel":
+        (out / "variables").mkdir(parents=True)
+        (out / "stale.txt").write_text("from an older export")
+    else:
+        for path in (out, out.with_name(out.name + ".cnnclf.json")):
+            path.write_text("from an older export")
+    refused = run_cli("export", "--model", binary_bundle, "--format", fmt, "--out", out)
+    assert refused.exit_code == 2 and "pass --overwrite to replace it" in refused.stderr
+    result = run_cli("export", "--model", binary_bundle, "--format", fmt, "--out", out,
+                     "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging
+    assert not (out / "stale.txt").exists()
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    assert run_cli("predict", "--model", out, image).exit_code == 0
+
+
+def test_grad_cam_on_an_export_is_a_usage_error(tmp_path, binary_tree):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")  # refused before anything is loaded
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    result = run_cli("explain", "--model", model, "--out", tmp_path / "cam", image)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --model {model}: Grad-CAM needs a Keras bundle "
+                                     "(the folder the export was made from), not an export")
+
+
 @pytest.mark.parametrize("bundle_name, tree_name", [("binary_bundle", "binary_tree"),
                                                     ("multi_bundle", "multi_tree")])
 def test_grad_cam_heatmaps(request, tmp_path, bundle_name, tree_name):

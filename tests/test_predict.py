@@ -14,7 +14,9 @@ def test_single_file_prints_label_and_probability(binary_bundle, binary_tree):
     image = sorted((binary_tree / "training_set" / "vstripes").iterdir())[0]
     result = run_cli("predict", "--model", binary_bundle, image)
     assert result.exit_code == 0, result.output
-    path, label, probability = result.stdout.split()
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["path", "label", "probability"]
+    path, label, probability = row.split()
     assert path == str(image) and label in {"hstripes", "vstripes"}
     assert 0.0 <= float(probability) <= 1.0
 
@@ -116,3 +118,37 @@ def test_not_a_bundle_is_one_clear_line(tmp_path, binary_tree):
     assert len(result.stderr.strip().splitlines()) == 1
     none = run_cli("predict", image, cwd=tmp_path)
     assert none.exit_code == 1 and "train first" in none.stderr
+
+
+def test_top_k_lists_the_most_probable_classes(multi_bundle, multi_tree):
+    folder = multi_tree / "test_set" / "checker"
+    plain = json.loads(run_cli("predict", "--model", multi_bundle, "--format", "json",
+                               folder).stdout)
+    result = run_cli("predict", "--model", multi_bundle, "--format", "json", "--top-k", "2",
+                     folder)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    for row, before in zip(rows, plain):
+        assert {k: v for k, v in row.items() if k != "top_k"} == before  # fields unchanged
+        assert [t["label"] for t in row["top_k"]] == sorted(
+            row["probabilities"], key=lambda n: -row["probabilities"][n])[:2]
+        assert row["top_k"][0] == {"label": row["label"], "probability": row["probability"]}
+    table = run_cli("predict", "--model", multi_bundle, "--top-k", "3", folder)
+    assert table.stdout.splitlines()[0].split() == ["path", "label", "probability", "top_k"]
+    assert table.stdout.splitlines()[1].count(",") == 2
+
+
+@pytest.mark.parametrize("bundle_name, option, message", [
+    ("multi_bundle", ["--threshold", "0.7"], "--threshold 0.7: only binary models have a "
+                                             "decision threshold"),
+    ("binary_bundle", ["--top-k", "2"], "--top-k 2: for multi-class models"),
+    ("multi_bundle", ["--top-k", "4"], "--top-k 4: "),
+])
+def test_options_the_model_cannot_use_are_refused(request, binary_tree, bundle_name, option,
+                                                  message):
+    bundle = request.getfixturevalue(bundle_name)
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    result = run_cli("predict", "--model", bundle, *option, image)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: {message}")
