@@ -55,7 +55,7 @@ def _common_options(command):
         except KeyboardInterrupt:
             if flags["debug"]:
                 raise
-            click.echo("interrupted: nothing was saved", err=True)
+            click.echo("interrupted", err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise  # click prints usage errors itself, with exit code 2

@@ -187,6 +187,10 @@ def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
     """What the user is told when training ends early: what is kept, and how to go on."""
     if isinstance(exc, RunStopped):
         return exc
+    if run.published:  # the bundle is in place: only the clean-up after it was cut short
+        return RunStopped(f"interrupted after the bundle was published to {run.destination}",
+                          run.destination, 0, exit_code=130 if isinstance(
+                              exc, KeyboardInterrupt) else 1)
     kept = (f"epochs 1-{done} are kept in {run.staging}" if done > 1 else
             f"epoch 1 is kept in {run.staging}" if done == 1 else "")
     finished = " (training had finished; the bundle was not yet published)" \
@@ -375,6 +379,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         model = build_model(config, n_classes, spec.channels, placement.precision)
         model.compile(optimizer=make_optimizer(config, placement.precision, placement.replicas),
                       loss=loss, metrics=["accuracy"])
+        controls.set_model(model)  # also when every epoch is done and fit never runs
         if previous:
             # Weights, optimizer state and best weights: training goes on exactly where it
             # stopped.

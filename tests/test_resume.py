@@ -101,3 +101,29 @@ def test_resume_with_nothing_to_resume(tmp_path, config):
     assert result.exit_code == 1 and "no interrupted run to resume" in result.stderr
     no_out = run_cli("train", "--config", config, "--resume")
     assert no_out.exit_code == 2 and "--resume needs --out DIR" in no_out.stderr
+
+
+def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, config,
+                                                                     monkeypatch):
+    out = tmp_path / "bundle"
+    from cnnclf import rundir
+
+    # A run stopped by a full disk just before its bundle: every epoch is resumable.
+    monkeypatch.setenv(rundir.FAULT_ENV, "bundle.model_written=enospc")
+    monkeypatch.setattr(rundir, "_fault_counts", {})
+    stopped = run_cli("train", "--config", config, "--out", out, "--set", "train.epochs=2")
+    monkeypatch.delenv(rundir.FAULT_ENV)
+    assert stopped.exit_code == 1 and "--resume" in stopped.stderr, stopped.output
+    probe = ("import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+             "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n"
+             "    raise\n")
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", probe, "train", "--config", str(config),
+                             "--out", str(out), "--resume", "--set", "train.epochs=2",
+                             "--set", "train.learning_rate=3e-3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "--resume: train.learning_rate is 0.003 but the interrupted run used 0.001" in \
+        result.stderr
+    assert "tensorflow loaded: False" in result.stderr
+    assert time.monotonic() - started < 10

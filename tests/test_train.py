@@ -113,3 +113,74 @@ def test_unreadable_training_file_is_skipped_and_recorded(tmp_path):
     assert "skipped 1 unreadable image" in result.stderr and "broken.jpg" in result.stderr
     manifest = read_json(tmp_path / "b" / "bundle.json")
     assert [entry["path"] for entry in manifest["skipped_files"]] == [str(bad)]
+
+
+def test_a_class_with_no_readable_image_stops_before_the_first_epoch(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
+    for path in (tree / "training_set" / "vstripes").iterdir():
+        # Truncated JPEGs: the header reads (listing keeps them), the pixels do not.
+        path.with_suffix(".jpg").write_bytes(_truncated_jpeg(path))
+        if path.suffix != ".jpg":
+            path.unlink()
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 2, result.output
+    assert "data.train_dir: class vstripes has no readable image (6 file(s), all unreadable" \
+        in result.stderr
+    assert "Epoch 1" not in result.output and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "data"]  # no litter
+
+
+def _truncated_jpeg(path) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        image.convert("RGB").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 3]
+
+
+def test_a_test_set_with_no_readable_image_stops_before_the_first_epoch(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
+    for path in (tree / "test_set").rglob("*.*"):
+        path.write_text("not an image")
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 2, result.output
+    assert "data.test_dir: no readable image to validate on (6 file(s), all unreadable)" in \
+        result.stderr
+    assert "Epoch 1" not in result.output
+
+
+def test_bundle_counts_the_images_actually_used(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
+    for i in range(4):
+        (tree / "training_set" / "hstripes" / f"empty_{i}.png").write_bytes(b"")
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert manifest["train_images"] == {"hstripes": 6, "vstripes": 6}  # 10 files listed
+    assert len(manifest["skipped_files"]) == 4
+    assert "classes: hstripes (6 train, 3 val), vstripes (6 train, 3 val)" in result.stderr
+
+
+def test_keep_best_reports_the_kept_epoch(tmp_path, binary_tree):
+    # A learning rate this high makes val_loss bounce, so the best epoch is not the last one.
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          train={"epochs": 4, "seed": 11, "keep_best": "val_loss",
+                                 "learning_rate": 0.05})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    history = read_json(tmp_path / "b" / "history.json")
+    best = manifest["best_epoch"]
+    assert best != 4, history["val_loss"]  # else this test could not tell the epochs apart
+    assert history["val_loss"][best - 1] == min(history["val_loss"])
+    assert manifest["final_metrics"]["val_loss"] == history["val_loss"][best - 1]
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("bundle:"))
+    assert f"val_loss {history['val_loss'][best - 1]:.4f}" in summary
+    metrics = read_json(tmp_path / "b" / "metrics.json")
+    assert metrics["accuracy"] == pytest.approx(history["val_accuracy"][best - 1], abs=1e-6)

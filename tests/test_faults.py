@@ -1,0 +1,349 @@
+"""Fault injection: kill, interrupt and fill the disk under `cnnclf train` at many instants.
+
+The invariant (cnnclf/rundir.py): after any fault, either the finished bundle is published at
+--out, or the last committed epoch is resumable with --resume, or (before the first epoch is
+saved) a plain re-run starts cleanly. An earlier bundle replaced with --overwrite is never lost
+before the new one is in place. Every case below checks it the only way that counts: by running
+--resume or the same command to a loadable bundle with every epoch in its history.
+
+Deterministic instants come from CNNCLF_FAULT=point[@n]=action at each file-system step of
+checkpointing and publishing; random instants from a seeded loop of SIGKILL/SIGINT delays.
+scripts/soak_faults.py runs the same checks for longer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnclf.bundle import is_bundle, load_bundle
+from cnnclf.rundir import FAULT_ENV, FAULT_POINTS, NO_EXCHANGE_ENV, RunDir, read_progress, staging_dir
+from conftest import make_tree, read_json, run_cli, write_config
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("faults"), n_train=8, n_test=4)
+
+
+@pytest.fixture
+def config(tmp_path, tree):
+    # keep_best makes every checkpoint carry best weights too (best-N.npz is one more step).
+    return write_config(tmp_path / "c.yaml", tree, train={"epochs": EPOCHS, "seed": 3,
+                                                          "keep_best": "val_loss"})
+
+
+def train_process(config: Path, out: Path, *extra: str, fault: str | None = None,
+                  no_exchange: bool = False) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, NO_EXCHANGE_ENV)}
+    if fault:
+        env[FAULT_ENV] = fault
+    if no_exchange:
+        env[NO_EXCHANGE_ENV] = "1"
+    # The child gets Ctrl-C's default disposition even when the suite runs in the background.
+    return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                             str(config), "--out", str(out), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=180)
+    return process.returncode, stderr
+
+
+def assert_complete(out: Path, epochs: int = EPOCHS) -> dict:
+    assert is_bundle(out), sorted(p.name for p in out.iterdir()) if out.exists() else "absent"
+    bundle = load_bundle(out)
+    history = read_json(out / "history.json")
+    assert history["epoch"] == list(range(1, epochs + 1))
+    assert bundle.manifest["epochs"] == epochs
+    return bundle.manifest
+
+
+def recover(config: Path, out: Path, *extra: str, epochs: int = EPOCHS) -> str:
+    """Brings the run to a published bundle the way a user would; returns what it took."""
+    staging = staging_dir(out)
+    resumable = read_progress(staging) is not None and not _published_from(staging, out)
+    if is_bundle(out) and not resumable:
+        assert_complete(out, epochs)
+        return "published"  # a leftover hidden state folder is removed by the next run
+    if resumable:
+        # A plain re-run must refuse and point at --resume, never start over silently.
+        again = run_cli("train", "--config", config, "--out", out, *extra)
+        assert again.exit_code == 1 and "add --resume" in again.stderr, again.output
+        result = run_cli("train", "--config", config, "--out", out, "--resume")
+        assert result.exit_code == 0, result.output
+        how = "resumed"
+    else:
+        result = run_cli("train", "--config", config, "--out", out, *extra)
+        assert result.exit_code == 0, result.output
+        how = "re-run"
+    assert_complete(out, epochs)
+    assert not staging.exists() and not (out.parent / f".{out.name}.lock").exists()
+    return how
+
+
+def _published_from(staging: Path, out: Path) -> bool:
+    try:
+        return read_json(staging / "run.json")["run_id"] == read_json(out / "bundle.json")[
+            "run_id"]
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+# Points reached by a plain run; publish.previous_moved only without an atomic exchange.
+KILL_POINTS = [p for p in FAULT_POINTS if p != "publish.previous_moved"] + [
+    "checkpoint.data_written@2", "checkpoint.committed@3"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_at_each_step_leaves_a_bundle_or_a_resumable_run(tmp_path, config, point):
+    name, _, nth = point.partition("@")
+    out = tmp_path / "bundle"
+    code, stderr = finish(train_process(config, out, fault=f"{point}=kill"))
+    assert code == -signal.SIGKILL, stderr  # the fault was reached
+    assert not out.exists() or is_bundle(out)  # never a half-written bundle
+    how = recover(config, out)
+    # Before the first progress.json is committed nothing is kept; after, nothing is lost.
+    before_first = {"run.started", "checkpoint.data_written", "checkpoint.data_renamed",
+                    "checkpoint.best_renamed", "checkpoint.progress_written"}
+    if name == "publish.renamed":
+        assert how == "published"
+    elif name in before_first and nth in ("", "1"):
+        assert how == "re-run"
+    else:
+        assert how == "resumed"
+
+
+@pytest.mark.parametrize("point", ["publish.renamed", "publish.previous_moved",
+                                   "bundle.written", "checkpoint.committed"])
+@pytest.mark.parametrize("no_exchange", [False, True], ids=["exchange", "two_renames"])
+def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchange):
+    if point == "publish.previous_moved" and not no_exchange:
+        pytest.skip("only the two-rename publish has this step")
+    out = tmp_path / "bundle"
+    first = run_cli("train", "--config", config, "--out", out)
+    assert first.exit_code == 0, first.output
+    old_id = read_json(out / "bundle.json")["run_id"]
+    code, stderr = finish(train_process(config, out, "--overwrite", fault=f"{point}=kill",
+                                        no_exchange=no_exchange))
+    assert code == -signal.SIGKILL, stderr
+    staging = staging_dir(out)
+    if is_bundle(out):
+        new_id = read_json(out / "bundle.json")["run_id"]
+        assert new_id == old_id or point == "publish.renamed"
+    else:  # only between the two renames: the old bundle waits in the run's state
+        assert point == "publish.previous_moved"
+        assert read_json(staging / "previous" / "bundle.json")["run_id"] == old_id
+        assert is_bundle(staging / "bundle")
+    recover(config, out, "--overwrite")
+
+
+@pytest.mark.parametrize("point", ["checkpoint.data_written", "checkpoint.committed@2",
+                                   "bundle.model_written", "publish.renamed"])
+def test_ctrl_c_at_each_step_exits_130_with_a_true_message(tmp_path, config, point):
+    out = tmp_path / "bundle"
+    code, stderr = finish(train_process(config, out, fault=f"{point}=interrupt"))
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    if point == "publish.renamed":
+        # The bundle is in place before the interrupt lands: the run has succeeded.
+        assert is_bundle(out)
+    else:
+        assert code == 130, stderr
+        done = read_progress(staging_dir(out))
+        if done is None:
+            assert "interrupted before the first epoch finished" in stderr
+        else:
+            n = done["completed_epochs"]
+            assert f"interrupted after epoch {n} of {EPOCHS}" in stderr
+            assert f"--out {out} --resume" in stderr
+    recover(config, out)
+
+
+@pytest.mark.parametrize("point", ["checkpoint.data_written@2", "checkpoint.best_renamed",
+                                   "checkpoint.progress_written", "bundle.model_written"])
+def test_full_disk_at_each_step_stops_with_one_line_and_resumes(tmp_path, config, point,
+                                                                monkeypatch):
+    out = tmp_path / "bundle"
+    monkeypatch.setenv(FAULT_ENV, f"{point}=enospc")
+    from cnnclf import rundir
+
+    monkeypatch.setattr(rundir, "_fault_counts", {})
+    started = time.monotonic()
+    result = run_cli("train", "--config", config, "--out", out)
+    monkeypatch.delenv(FAULT_ENV)
+    assert result.exit_code == 1, result.output
+    assert time.monotonic() - started < 60
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on device" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    done = read_progress(staging_dir(out))
+    if done:
+        assert f"--out {out} --resume" in result.stderr
+    assert not out.exists()
+    recover(config, out)
+
+
+def started(process: subprocess.Popen, out: Path) -> float:
+    """Waits until the run holds its folder; returns that instant."""
+    while process.poll() is None and not staging_dir(out).exists():
+        time.sleep(0.005)
+    return time.monotonic()
+
+
+def test_random_kills_and_interrupts(tmp_path, tree):
+    """A seeded loop of SIGKILL / SIGINT at random instants of a run, each then recovered.
+
+    The instants are spread over one undisturbed run's length, measured first, so they fall
+    in start-up, in epochs, at epoch ends and checkpoint writes, and in publishing alike.
+    """
+    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 10, "seed": 3,
+                                                            "keep_best": "val_loss"})
+    clean = train_process(config, tmp_path / "clean")
+    begin = started(clean, tmp_path / "clean")
+    assert finish(clean)[0] == 0
+    length = time.monotonic() - begin
+    rng = random.Random(20261125)
+    outcomes = []
+    deadline = time.monotonic() + 150
+    while len(outcomes) < 8 and time.monotonic() < deadline:
+        out = tmp_path / f"run{len(outcomes)}"
+        sig = signal.SIGKILL if len(outcomes) % 2 == 0 else signal.SIGINT
+        process = train_process(config, out)
+        started(process, out)
+        time.sleep(rng.uniform(0.0, length))
+        process.send_signal(sig)
+        code, stderr = finish(process)
+        assert "Traceback" not in stderr and "free()" not in stderr, stderr
+        assert code in (0, 130, -signal.SIGKILL), stderr
+        outcomes.append(recover(config, out, epochs=10))
+    assert len(outcomes) >= 4, "too few kills in the time allowed"
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, config):
+    out = tmp_path / "bundle"
+    with RunDir(out):
+        for extra in ((), ("--resume",), ("--overwrite",)):
+            result = run_cli("train", "--config", config, "--out", out, *extra)
+            assert result.exit_code == 1
+            assert "another cnnclf train (pid" in result.stderr, result.output
+    assert run_cli("train", "--config", config, "--out", out).exit_code == 0
+
+
+def test_runs_started_together_get_different_folders(tmp_path, config):
+    processes = [subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                                   str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=180) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], results
+    bundles = sorted((tmp_path / "runs").iterdir())
+    assert len(bundles) == 2 and all(is_bundle(b) for b in bundles)
+
+
+def test_a_stale_partial_folder_without_an_epoch_does_not_block_a_re_run(tmp_path, config):
+    out = tmp_path / "bundle"
+    staging = staging_dir(out)
+    staging.mkdir()
+    (staging / ".checkpoint-1.npz.tmp").write_bytes(b"half")
+    result = run_cli("train", "--config", config, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert_complete(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real full disk: a small tmpfs for --out, and for the decoded-image cache.
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def resize(size: str, remount: bool = False) -> None:
+        options = f"remount,size={size}" if remount else f"size={size}"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                       check=True, capture_output=True)
+
+    try:
+        resize("2m")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc}); needs root and mount rights")
+    yield mount, resize
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def big_config(tmp_path, tree, **train):
+    # 32x32x3 -> 8 filters -> 15x15x8 -> Dense 64: ~115k parameters, a 1.4 MB checkpoint.
+    return write_config(tmp_path / "big.yaml", tree,
+                        data={"image_size": [32, 32], "batch_size": 8},
+                        model={"conv_blocks": [{"filters": 8}], "dense_units": [64]},
+                        train={"epochs": EPOCHS, "seed": 3, **train})
+
+
+def test_out_on_a_full_disk_keeps_the_last_epoch_and_resumes(tmp_path, tree, small_disk):
+    disk, resize = small_disk
+    config = big_config(tmp_path, tree)
+    out = disk / "bundle"
+    result = run_cli("train", "--config", config, "--out", out)
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on device" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_progress(staging_dir(out))["completed_epochs"] == 1
+    assert f"--out {out} --resume" in result.stderr
+    resize("64m", remount=True)
+    resumed = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert_complete(out)
+
+
+def test_out_on_a_disk_too_small_for_one_checkpoint_needs_only_a_re_run(tmp_path, tree,
+                                                                        small_disk):
+    disk, resize = small_disk
+    resize("1m", remount=True)
+    config = big_config(tmp_path, tree)
+    out = disk / "bundle"
+    result = run_cli("train", "--config", config, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "no space left on device" in result.stderr and "run the same command again" in \
+        result.stderr
+    assert list(disk.iterdir()) == []  # nothing half-written left to delete by hand
+    resize("64m", remount=True)
+    assert run_cli("train", "--config", config, "--out", out).exit_code == 0
+    assert_complete(out)
+
+
+def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small_disk):
+    disk, _ = small_disk
+    filler = disk / "filler"
+    with open(filler, "wb") as f:  # leave (almost) no room
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
+    config = write_config(tmp_path / "c.yaml", tree, data={"cache": "disk"})
+    env = {**os.environ, "TMPDIR": str(disk)}
+    started = time.monotonic()
+    process = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                              str(config), "--out", str(tmp_path / "b")], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "data.cache: disk: cannot write decoded images" in lines[0] \
+        and "No space left on device" in lines[0], process.stderr
+    assert "Traceback" not in process.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "b").exists() and not staging_dir(tmp_path / "b").exists()
