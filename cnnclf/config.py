@@ -470,8 +470,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 # Reading YAML. Config files and --set values go through the same loader, so a value means the
 # same thing in both places.
 
-MAX_CONFIG_BYTES = 1_000_000
-MAX_YAML_NODES = 10_000  # values after alias expansion; the reference config has about 60
+# Bounds on what a config may be, so that no input keeps the pure-Python parser busy: it reads
+# about 1 MB a second, a flat list of 330,000 numbers took 14 s, and nesting costs
+# quadratically (1 MB of lists nested 300 deep: 133 s). The reference config is 6 KB, about
+# 100 values, 3 levels deep.
+MAX_CONFIG_BYTES = 100_000
+MAX_YAML_NODES = 10_000  # values, counting each alias as often as it is used
+MAX_YAML_DEPTH = 20
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so `3e-4` and `1E5`
@@ -487,7 +492,38 @@ _YAML12_FLOAT = re.compile(r"""^(?:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` reading floats as YAML 1.2 does (`3e-4` is a number; `'3e-4'` a string)."""
+    """`yaml.SafeLoader` reading floats as YAML 1.2 does (`3e-4` is a number; `'3e-4'` a string),
+    refusing nesting deeper than MAX_YAML_DEPTH and more than MAX_YAML_NODES nodes as it goes."""
+
+    def __init__(self, text: str, source: str):
+        super().__init__(text)
+        self.source = source
+        self.composed = 0
+
+    def _refuse_depth(self) -> None:
+        if self.flow_level + len(self.indents) >= MAX_YAML_DEPTH:
+            line = self.get_mark().line + 1
+            raise ConfigError(f"{self.source}: line {line}: nested more than {MAX_YAML_DEPTH} "
+                              "levels deep, too deep for a config")
+
+    def fetch_flow_collection_start(self, token_class):
+        self._refuse_depth()
+        super().fetch_flow_collection_start(token_class)
+
+    def add_indent(self, column):
+        self._refuse_depth()
+        return super().add_indent(column)
+
+    def compose_node(self, parent, index):
+        self.composed += 1
+        if self.composed > MAX_YAML_NODES:
+            raise _too_many_nodes(self.source)
+        return super().compose_node(parent, index)
+
+
+def _too_many_nodes(source: str) -> ConfigError:
+    return ConfigError(f"{source}: more than {MAX_YAML_NODES} values, counting each use of an "
+                       "alias (an alias bomb?); a config has about 100")
 
 
 # The float resolver is swapped in place, keeping its position: resolvers are tried in order,
@@ -511,9 +547,8 @@ def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> 
         propagate as `yaml.YAMLError` for the caller to word.
     """
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB, too large "
-                          "for a config")
-    loader = _ConfigLoader(text)
+        raise _too_large(source)
+    loader = _ConfigLoader(text, source)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -522,10 +557,13 @@ def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> 
         # bomb (9 nested aliases, 9 each) took 80 s and 3 GB before failing.
         _check_nodes(node, source, key, lines)
         return loader.construct_document(node)
-    except RecursionError:
-        raise ConfigError(f"{source}: nested too deeply for a config") from None
     finally:
         loader.dispose()
+
+
+def _too_large(source: str) -> ConfigError:
+    return ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1000} KB, too large for a "
+                       "config")
 
 
 def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
@@ -563,8 +601,7 @@ def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
             continue
         count += len(children)
         if count > MAX_YAML_NODES:
-            raise ConfigError(f"{source}: more than {MAX_YAML_NODES} values once its aliases "
-                              "are expanded (an alias bomb?); a config needs a few dozen")
+            raise _too_many_nodes(source)
         stack.extend(children)
 
 
@@ -579,8 +616,7 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES // 1_000_000} MB, "
-                          "too large for a config")
+        raise _too_large(f"config file {path}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -699,7 +735,7 @@ def _check_across_sections(config: Config) -> None:
     for i, block in enumerate(config.model.conv_blocks):
         k, p = block["kernel_size"], block["pool_size"]
         if k > min(height, width):
-            where = "data.image_size" if i == 0 else f"the {i} block(s) before it"
+            where = "data.image_size" + (" after the blocks before it" if i else "")
             raise ConfigError(
                 f"model.conv_blocks[{i}].kernel_size: must be at most the side of the "
                 f"{height}x{width} feature map it convolves ({where}), got {k}")

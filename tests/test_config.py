@@ -1,11 +1,15 @@
 """The config schema through its public API and `cnnclf config`."""
 
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cnnclf.config import load_config, reference_yaml, schema_keys
+from cnnclf.config import estimate_training_memory, load_config, reference_yaml, schema_keys
 from cnnclf.errors import ConfigError
 from conftest import run_cli
 
@@ -119,3 +123,268 @@ def test_config_command_prints_resolved_yaml():
     assert resolved["train"]["epochs"] == 2
     assert resolved["data"]["color_mode"] == "grayscale"
     assert load_config(None, []).to_dict().keys() == resolved.keys()
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML: numbers as YAML 1.2 writes them, duplicate keys, alias bombs. Files and --set alike.
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("3e-4", "learning_rate", 3e-4),
+    ("+1e-3", "learning_rate", 1e-3),
+    ("1.5E-3", "learning_rate", 1.5e-3),
+    ("1E5", "collective_timeout", 1e5),
+    ("-.5e1", "collective_timeout", None),  # a number now, so refused by the range, not as text
+])
+def test_scientific_notation_is_a_number_in_files_and_overrides(tmp_path, text, key, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  {key}: {text}\n")
+    for load in (lambda: load_config(path), lambda: load_config(None, [f"train.{key}={text}"])):
+        if expected is None:
+            with pytest.raises(ConfigError, match=rf"train.{key}: must be .*, got -5.0$"):
+                load()
+        else:
+            assert getattr(load().train, key) == pytest.approx(expected)
+
+
+def test_quoted_scientific_notation_stays_a_string(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: '3e-4'\n")
+    with pytest.raises(ConfigError, match=r"train.learning_rate: must be .*, got '3e-4'"):
+        load_config(path)
+
+
+def test_plain_integers_stay_integers():
+    config = load_config(None, ["train.epochs=12", "data.batch_size=1_024", "train.seed=0"])
+    assert (config.train.epochs, config.data.batch_size, config.train.seed) == (12, 1024, 0)
+    with pytest.raises(ConfigError, match=r"data.batch_size: must be an integer in \[1, 65536\], "
+                                          r"got 1e\+20"):
+        load_config(None, ["data.batch_size=1e20"])
+
+
+def test_duplicate_key_names_file_line_and_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("data:\n  batch_size: 8\ntrain:\n  epochs: 3\n  seed: 1\n\n  epochs: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"config file {path}: line 7: duplicate key train.epochs "
+                               "(first on line 4); keep one")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("model:\n  conv_blocks:\n    - {filters: 8}\n    - {filters: 8, filters: 16}\n",
+     "model.conv_blocks[1].filters"),
+    ("train:\n  seed: 1\ntrain:\n  epochs: 2\n", "train"),
+])
+def test_duplicate_keys_anywhere_are_refused(tmp_path, text, key):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf": line \d+: duplicate key {re.escape(key)} "):
+        load_config(path)
+
+
+def test_duplicate_key_in_an_override():
+    with pytest.raises(ConfigError, match=r"^--set train.class_weight: duplicate key "
+                                          r"train.class_weight.cat; keep one$"):
+        load_config(None, ["train.class_weight={cat: 1, dog: 2, cat: 3}"])
+
+
+def test_aliases_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("model:\n  conv_blocks:\n    - &block {filters: 8, kernel_size: 3}\n"
+                    "    - <<: *block\n      filters: 16\n    - *block\n")
+    blocks = load_config(path).model.conv_blocks
+    assert [b["filters"] for b in blocks] == [8, 16, 8]
+
+
+def _alias_bomb(levels: int) -> str:
+    """'Billion laughs': each anchor lists the previous one 9 times, 9**levels strings in all."""
+    anchors = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    anchors += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"[{', '.join(anchors)}]"
+
+
+def test_alias_bomb_is_refused_at_once(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"train:\n  epochs: {_alias_bomb(9)}\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: more than 10000 values, counting each use "
+                                          r"of an alias"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^--set train.epochs: more than 10000 values"):
+        load_config(None, [f"train.epochs={_alias_bomb(9)}"])
+    assert time.perf_counter() - started < 0.5  # was 80 s and 3 GB, then a MemoryError
+
+
+def test_recursive_alias_and_deep_nesting_are_refused(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("train:\n  epochs: &loop [*loop]\n")
+    with pytest.raises(ConfigError, match="more than 10000 values"):
+        load_config(path)
+    path.write_text("train:\n  epochs: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"loop.yaml: line 2: nested more than 20 levels deep"):
+        load_config(path)
+    path.write_text("".join(f"{'  ' * level}k{level}:\n" for level in range(30)))
+    with pytest.raises(ConfigError, match=r"loop.yaml: line 2\d: nested more than 20 levels"):
+        load_config(path)
+
+
+def test_many_values_are_refused_while_parsing(tmp_path):
+    path = tmp_path / "wide.yaml"
+    path.write_text("train:\n  epochs: [" + ", ".join(["1"] * 33_000) + "]\n")
+    with pytest.raises(ConfigError, match=r"wide.yaml: more than 10000 values"):
+        load_config(path)
+
+
+def test_oversized_config_file_is_refused_unparsed(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 20_000)
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 100 KB, too large for a "
+                                          r"config"):
+        load_config(path)
+
+
+def test_long_bad_values_are_shortened_in_the_message():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"train.epochs={list(range(2000))}"])
+    assert len(str(info.value)) < 200 and str(info.value).endswith("...")
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers must be finite; sizes bounded; a model too large for the machine refused in Python.
+
+
+@pytest.mark.parametrize("override, message", [
+    ("augment.rescale=.inf", "augment.rescale: must be a number in (0, 255], got inf"),
+    ("augment.rescale=1000", "augment.rescale: must be a number in (0, 255], got 1000"),
+    ("augment.rescale=1/0.0", "augment.rescale: must be a number or a fraction"),
+    ("train.min_learning_rate=.inf", "train.min_learning_rate: must be a finite number >= 0, "
+                                     "got inf"),
+    ("train.min_learning_rate=1e400", "train.min_learning_rate: must be a finite number >= 0, "
+                                      "got inf"),
+    (f"train.min_learning_rate={10**400}", "train.min_learning_rate: must be a finite number"),
+    ("train.min_learning_rate=.nan", "train.min_learning_rate: must be a finite number >= 0, "
+                                     "got nan"),
+    ("augment.width_shift_range=.inf", "augment.width_shift_range: must be a finite number >= 0"),
+    ("augment.height_shift_range=.inf", "augment.height_shift_range: must be a finite number"),
+    ("train.class_weight={cat: .inf, dog: 1}", "train.class_weight.cat: must be a finite number "
+                                               "> 0, got inf"),
+    ("train.early_stopping={min_delta: .inf}", "train.early_stopping.min_delta: must be a finite "
+                                               "number >= 0"),
+    ("train.collective_timeout=.inf", "train.collective_timeout: must be a finite number >= 1"),
+    ("augment.zoom_range=[0.5, .inf]", "augment.zoom_range: must be a number in [0, 1) or "
+                                       "[low, high]"),
+    ("augment.brightness_range=[0.5, .inf]", "augment.brightness_range: must be null or "
+                                             "[low, high]"),
+    ("train.learning_rate=.inf", "train.learning_rate: must be a number in (0, 10]"),
+    ("train.threshold=.nan", "train.threshold: must be a number in (0, 1)"),
+])
+def test_numbers_must_be_finite(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_non_finite_number_in_a_file(tmp_path):
+    path = tmp_path / "inf.yaml"
+    path.write_text("augment:\n  rescale: .inf\n")
+    with pytest.raises(ConfigError, match=r"^augment.rescale: must be a number in \(0, 255\]"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.seed=1099511627776", "train.seed: must be an integer in [0, 4294967295], "
+                                 "got 1099511627776"),
+    ("train.seed=-1", "train.seed: must be an integer in [0, 4294967295], got -1"),
+    ("data.batch_size=65537", "data.batch_size: must be an integer in [1, 65536], got 65537"),
+    ("data.image_size=[100000, 100000]", "data.image_size: must be [height, width] with "
+                                         "integers in [8, 8192]"),
+    ("model.conv_blocks.0.kernel_size=100000", "model.conv_blocks[0].kernel_size: must be an "
+                                               "integer in [1, 8192], got 100000"),
+    ("model.conv_blocks.0.pool_size=100000", "model.conv_blocks[0].pool_size: must be an "
+                                             "integer in [1, 8192]"),
+    ("model.conv_blocks.0.filters=1e11", "model.conv_blocks[0].filters: must be an integer in "
+                                         "[1, 65536], got 100000000000.0"),
+    ("model.conv_blocks.0.filters=100000000000", "model.conv_blocks[0].filters: must be an "
+                                                 "integer in [1, 65536]"),
+    ("model.dense_units=[128, 100000000]", "model.dense_units[1]: must be an integer in "
+                                           "[1, 65536], got 100000000"),
+])
+def test_sizes_are_bounded(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_kernel_larger_than_the_feature_map_is_refused():
+    with pytest.raises(ConfigError, match=r"^model.conv_blocks\[1\].kernel_size: must be at most "
+                                          r"the side of the 32x32 feature map it convolves "
+                                          r"\(data.image_size after the blocks before it\), "
+                                          r"got 33$"):
+        load_config(None, ["model.padding=same", "model.conv_blocks=[{filters: 8}, "
+                                                 "{filters: 8, kernel_size: 33}]"])
+
+
+# Each far past any machine's memory (> 100 TB), so the key named does not depend on the host.
+@pytest.mark.parametrize("overrides, key", [
+    (["model.dense_units=" + str([65536] * 2000)], "model.dense_units"),
+    (["data.image_size=[128, 128]", "model.padding=same", "model.pooling=global_average",
+      "model.conv_blocks=[{filters: 65536}, {filters: 65536, kernel_size: 64}]"],
+     "model.conv_blocks"),
+    (["data.image_size=[8192, 8192]", "data.color_mode=grayscale", "data.batch_size=65536",
+      "model.pooling=global_average", "model.conv_blocks.0.filters=8"], "data.batch_size"),
+    (["data.image_size=[8192, 8192]", "data.batch_size=1", "model.pooling=global_average",
+      "model.conv_blocks.0.filters=65536"], "data.image_size"),
+])
+def test_model_too_large_for_memory_is_refused_naming_the_key(overrides, key):
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: training would need about "
+                                          r"[\d,.]+ GB \(.*\), more than the [\d.]+ GB of "
+                                          r"memory here; use "):
+        load_config(None, overrides)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_memory_estimate_counts_the_keras_parameters():
+    # demo.yaml's model, as Keras' count_params() reports it for two classes: 121,345.
+    parts = estimate_training_memory(load_config(ROOT / "configs" / "demo.yaml"))
+    assert parts["model.conv_blocks"] + parts["model.dense_units"] == 121_345 * 4 * 4
+    assert parts["features"] == 5 * 5 * 64
+    sgd = estimate_training_memory(load_config(ROOT / "configs" / "demo.yaml",
+                                               ["train.optimizer=sgd"]))
+    assert sgd["model.dense_units"] * 2 == parts["model.dense_units"]
+
+
+_CHILD = """
+import sys, time
+from cnnclf.cli import main
+for args in sys.argv[1:]:
+    started = time.perf_counter()
+    try:
+        main(args.split("|"))
+    except SystemExit as exc:
+        print(exc.code, round(time.perf_counter() - started, 3))
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+def test_bad_configs_exit_2_with_one_line_and_never_load_tensorflow(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"train:\n  epochs: {_alias_bomb(9)}\n")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  epochs: 3\n  epochs: 5\n")
+    calls = [f"config|--config|{bomb}", f"config|--config|{dup}",
+             f"train|--config|{dup}|--out|{tmp_path / 'out'}",
+             "config|--set|train.seed=1099511627776", "config|--set|augment.rescale=.inf",
+             "config|--set|data.image_size=[8192,8192]"]
+    child = subprocess.run([sys.executable, "-c", _CHILD, *calls], capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+    *codes, loaded = child.stdout.splitlines()
+    errors = child.stderr.splitlines()
+    assert loaded == "False False", "a config error imported TensorFlow"
+    assert [code.split()[0] for code in codes] == ["2"] * len(calls), child.stderr
+    assert all(float(code.split()[1]) < 1 for code in codes), codes
+    assert len(errors) == len(calls) and all(line.startswith("error: ") for line in errors)
+    assert [line.split(":")[1].strip() for line in errors[3:]] == [
+        "train.seed", "augment.rescale", "model.dense_units"]
+    assert str(dup) in errors[1] and "duplicate key train.epochs" in errors[2]
