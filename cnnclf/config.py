@@ -118,7 +118,8 @@ def _optional_path(key, value):
 # and without them the failure comes only after TensorFlow has loaded (MemoryError or
 # ResourceExhaustedError). The memory estimate below catches what is fine alone but not together.
 MAX_IMAGE_SIDE = 8192
-MAX_WIDTH = 65536  # filters per convolution, units per Dense layer, images per batch
+MAX_UNITS = 65536  # filters per convolution, units per Dense layer
+MAX_BATCH_SIZE = 65536
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
 
 
@@ -189,7 +190,7 @@ def _conv_blocks(key, value):
         if "filters" not in block:
             raise ConfigError(f"{where}.filters: is required (number of convolution filters)")
         blocks.append({
-            "filters": _int(1, MAX_WIDTH)(f"{where}.filters", block["filters"]),
+            "filters": _int(1, MAX_UNITS)(f"{where}.filters", block["filters"]),
             "kernel_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.kernel_size",
                                                    block.get("kernel_size", 3)),
             "pool_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.pool_size", block.get("pool_size", 2)),
@@ -202,7 +203,7 @@ def _dense_units(key, value):
         value = [value]
     if not isinstance(value, list):
         _fail(key, "a list of positive integers (hidden Dense layer sizes), possibly empty", value)
-    return [_int(1, MAX_WIDTH)(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return [_int(1, MAX_UNITS)(f"{key}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _threshold(key, value):
@@ -284,7 +285,7 @@ class DataConfig:
         "train.seed)", kind="float")
     image_size: list = _field(
         [64, 64], _image_size, "[height, width] every image is resized to (the tutorial's "
-        "target_size)", kind="[int, int]")
+        "target_size), each 8 to 8192", kind="[int, int]")
     color_mode: str = _field(
         "rgb", _choice("rgb", "grayscale"), "rgb (3 channels) or grayscale (1 channel)",
         kind="str")
@@ -292,7 +293,8 @@ class DataConfig:
         "bilinear", _choice("bilinear", "nearest", "bicubic", "lanczos"),
         "resize filter, saved in the bundle so prediction resizes the same way (Pillow's, "
         "antialiased when shrinking; the tutorial's load_img used nearest)", kind="str")
-    batch_size: int = _field(32, _int(1, MAX_WIDTH), "images per training step", kind="int")
+    batch_size: int = _field(32, _int(1, MAX_BATCH_SIZE), "images per training step, at most 65536",
+                             kind="int")
     cache: str = _field(
         "auto", _choice("auto", "memory", "disk", "none"),
         "keep decoded, resized images between epochs: memory, disk (a temporary file, read "
@@ -314,7 +316,8 @@ class AugmentConfig:
 
     rescale: float = _field(
         1 / 255, _rescale, "multiply pixel values by this, for training, validation and "
-        "prediction alike (kept inside the model); '1/255' maps to [0, 1]", kind="float")
+        "prediction alike (kept inside the model), at most 255; '1/255' maps to [0, 1]",
+        kind="float")
     rotation_range: float = _field(
         0.0, _number(0, 180), "random rotation, in degrees, drawn from [-r, r]", kind="float")
     width_shift_range: float = _field(
@@ -347,7 +350,8 @@ class ModelConfig:
 
     conv_blocks: list = _field(
         [{"filters": 32, "kernel_size": 3, "pool_size": 2}], _conv_blocks,
-        "Conv2D + ReLU + MaxPooling2D blocks, in order", kind="list of {filters, kernel_size, "
+        "Conv2D + ReLU + MaxPooling2D blocks, in order; filters at most 65536, kernel_size at "
+        "most the side of the feature map it convolves", kind="list of {filters, kernel_size, "
         "pool_size}")
     padding: str = _field(
         "valid", _choice("valid", "same"), "Conv2D padding for every block ('valid' as in the "
@@ -359,7 +363,8 @@ class ModelConfig:
         "how conv features reach the head: Flatten (tutorial) or GlobalAveragePooling2D",
         kind="str")
     dense_units: list = _field(
-        [128], _dense_units, "hidden Dense layer sizes (ReLU), in order; [] for none",
+        [128], _dense_units, "hidden Dense layer sizes (ReLU), in order, each at most 65536; "
+        "[] for none",
         kind="list of int")
     dropout: float = _field(
         0.0, _number(0, 1, open_max=True), "dropout rate after each hidden Dense layer",
@@ -372,8 +377,8 @@ class TrainConfig:
 
     epochs: int = _field(25, _int(1), "passes over the training data", kind="int")
     seed: int = _field(
-        1337, _int(0, MAX_SEED), "seeds weights, shuffling, augmentation and validation_split",
-        kind="int")
+        1337, _int(0, MAX_SEED), "seeds weights, shuffling, augmentation and validation_split "
+        "(0 to 2**32 - 1)", kind="int")
     optimizer: str = _field(
         "adam", _choice("adam", "adamw", "sgd", "rmsprop"), "optimizer", kind="str")
     learning_rate: float = _field(
@@ -500,18 +505,19 @@ class _ConfigLoader(yaml.SafeLoader):
         self.source = source
         self.composed = 0
 
-    def _refuse_depth(self) -> None:
+    def _refuse_deeper(self) -> None:
         if self.flow_level + len(self.indents) >= MAX_YAML_DEPTH:
             line = self.get_mark().line + 1
             raise ConfigError(f"{self.source}: line {line}: nested more than {MAX_YAML_DEPTH} "
                               "levels deep, too deep for a config")
 
-    def fetch_flow_collection_start(self, token_class):
-        self._refuse_depth()
+    def fetch_flow_collection_start(self, token_class):  # `[` or `{`
+        self._refuse_deeper()
         super().fetch_flow_collection_start(token_class)
 
-    def add_indent(self, column):
-        self._refuse_depth()
+    def add_indent(self, column):  # a block collection, unless at the current indentation
+        if self.indent < column:
+            self._refuse_deeper()
         return super().add_indent(column)
 
     def compose_node(self, parent, index):
@@ -526,11 +532,17 @@ def _too_many_nodes(source: str) -> ConfigError:
                        "alias (an alias bomb?); a config has about 100")
 
 
+class _ConfigDumper(yaml.SafeDumper):
+    """`yaml.SafeDumper` that quotes strings `_ConfigLoader` would read as numbers (`'1e5'`)."""
+
+
 # The float resolver is swapped in place, keeping its position: resolvers are tried in order,
 # and bool/float come before int, so the pattern must never match a plain integer.
-_ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, _YAML12_FLOAT if tag == _FLOAT_TAG else regexp) for tag, regexp in resolvers]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _yaml_class in (_ConfigLoader, _ConfigDumper):
+    _yaml_class.yaml_implicit_resolvers = {
+        first: [(tag, _YAML12_FLOAT if tag == _FLOAT_TAG else regexp)
+                for tag, regexp in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> Any:
@@ -767,10 +779,12 @@ def estimate_training_memory(config: Config) -> dict[str, int]:
     with a MemoryError or ResourceExhaustedError and a long traceback; counting weights and
     activations here refuses it in milliseconds, naming the key to change.
 
-    It is a rough lower bound, so that refusing on it is safe: the class count is unknown at
-    config time, so the output layer gets 1 unit (two classes); activations are the float32
-    forward outputs one batch keeps for backpropagation (input, each convolution, each pooling,
-    each Dense layer); the data pipeline, TensorFlow's workspace and mixed precision are ignored.
+    It is rough and errs low, so that refusing on it is safe. The weights are exact (they match
+    Keras' `count_params()`) except that the class count is unknown at config time, so the
+    output layer gets 1 unit (two classes). Activations are the float32 forward outputs one
+    batch keeps for backpropagation (input, each convolution, each pooling, each Dense layer);
+    the backward pass's own buffers, the data pipeline and TensorFlow's workspace are left out,
+    which more than covers float16 mixed precision halving the activations.
 
     Args:
         config: a validated config.
@@ -849,14 +863,15 @@ def _check_memory(config: Config) -> None:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, loadable again by `load_config`."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    return yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False,
+                     default_flow_style=None)
 
 
 def reference_yaml() -> str:
     """The fully commented reference config: every key, its type, default and meaning."""
     lines = [
         "# cnnclf reference config: every key, with its type, default and meaning.",
-        "# Generated from cnnclf/config.py by `python scripts/make_reference_config.py`;",
+        "# Generated from cnnclf/config.py (cnnclf config --reference > configs/reference.yaml);",
         "# tests fail if the two disagree. Copy what you need: omitted keys take these defaults.",
         "# Relative paths are resolved from the directory you run cnnclf in.",
         "# Any key can be overridden on the command line: --set section.key=value",
@@ -866,7 +881,8 @@ def reference_yaml() -> str:
         lines.append(f"{section}:  # {cls.__doc__.strip()}")
         defaults = dataclasses.asdict(cls())
         for f in dataclasses.fields(cls):
-            value = yaml.safe_dump(defaults[f.name], default_flow_style=True).strip()
+            value = yaml.dump(defaults[f.name], Dumper=_ConfigDumper,
+                              default_flow_style=True).strip()
             if value.endswith("\n..."):
                 value = value[: -len("\n...")]
             value = value.removesuffix("...").strip()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnclf.config import estimate_training_memory, load_config, reference_yaml, schema_keys
+from cnnclf.config import (dump_config, estimate_training_memory, load_config, reference_yaml,
+                           schema_keys)
 from cnnclf.errors import ConfigError
 from conftest import run_cli
 
@@ -160,6 +161,14 @@ def test_plain_integers_stay_integers():
     with pytest.raises(ConfigError, match=r"data.batch_size: must be an integer in \[1, 65536\], "
                                           r"got 1e\+20"):
         load_config(None, ["data.batch_size=1e20"])
+
+
+def test_resolved_config_reloads_unchanged(tmp_path):
+    # dump_config must quote a string that the loader would now read as a number.
+    config = load_config(None, ["data.train_dir='1e5'", "train.min_learning_rate=1e-7"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
 
 
 def test_duplicate_key_names_file_line_and_key(tmp_path):
