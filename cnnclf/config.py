@@ -41,6 +41,12 @@ def _shown(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _key_name(name: Any) -> str:
+    """A key as errors print it: as written, unless that would break or flood the line."""
+    text = str(name)
+    return text if text.isprintable() and len(text) <= 60 else _shown(text, 60)
+
+
 def _finite(value: Any) -> float | None:
     """`value` as a finite float, or None for anything else (bools, strings, inf, nan, 1e400)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -252,7 +258,7 @@ def _class_weight(key, value):
         return value
     if not isinstance(value, dict) or not value:
         _fail(key, "none, balanced, or a mapping {class name: weight}", value)
-    return {str(name): _number(0, None, open_min=True)(f"{key}.{name}", weight)
+    return {str(name): _number(0, None, open_min=True)(f"{key}.{_key_name(name)}", weight)
             for name, weight in value.items()}
 
 
@@ -598,7 +604,8 @@ def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
                     children.append((value_node, path))
                     continue
                 name = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                child = path if name is None else f"{path}.{name}" if path else name
+                shown = _key_name(name)
+                child = path if name is None else f"{path}.{shown}" if path else shown
                 line = key_node.start_mark.line + 1
                 if name is not None and (key_node.tag, name) in first_line:
                     where = f" line {line}:" if lines else ""
@@ -730,7 +737,7 @@ def _reject_unknown(where: str, raw: dict, known, *, top_level: bool = False) ->
     for key in raw:
         if key in known:
             continue
-        path = key if top_level else f"{where}.{key}"
+        path = _key_name(key) if top_level else f"{where}.{_key_name(key)}"
         hint = difflib.get_close_matches(str(key), list(known), n=1)
         if not hint and not top_level:
             # A key put in the wrong section is a common slip: say where it belongs.

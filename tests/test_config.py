@@ -253,6 +253,16 @@ def test_oversized_config_file_is_refused_unparsed(tmp_path):
         load_config(path)
 
 
+def test_odd_key_names_keep_the_message_on_one_line(tmp_path):
+    path = tmp_path / "odd.yaml"
+    path.write_text('train:\n  "epochs\\nseed": 3\n')
+    with pytest.raises(ConfigError, match=r"^train.'epochs\\nseed': unknown key"):
+        load_config(path)
+    path.write_text('train:\n  class_weight: {"a\\nb": 1, "a\\nb": 2}\n')
+    with pytest.raises(ConfigError, match=r"duplicate key train.class_weight.'a\\nb' "):
+        load_config(path)
+
+
 def test_long_bad_values_are_shortened_in_the_message():
     with pytest.raises(ConfigError) as info:
         load_config(None, [f"train.epochs={list(range(2000))}"])
