@@ -156,6 +156,8 @@ def read_json(path: Path):
         raise
     except UnicodeDecodeError:
         raise SidecarError("not UTF-8 text") from None
+    except OSError as exc:
+        raise SidecarError(f"cannot be read ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise SidecarError(f"not valid JSON ({exc})") from None
 
@@ -371,11 +373,10 @@ def _load_keras_model(path: Path):
     import zipfile
 
     model_file = path / MODEL_FILE
+    # Only the zip's directory is read here (a truncated file has none); Keras reads the rest.
     try:
         with zipfile.ZipFile(model_file) as archive:
-            damaged = archive.testzip()
-            if damaged is None and "config.json" not in archive.namelist():
-                damaged = "config.json missing"
+            damaged = None if "config.json" in archive.namelist() else "no config.json in it"
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         damaged = str(exc) or type(exc).__name__
     if damaged:

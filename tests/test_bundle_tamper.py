@@ -52,6 +52,13 @@ def truncate_model(bundle):
     (bundle / MK).write_bytes(data[: len(data) // 2])
 
 
+def zip_of_text(bundle):
+    import zipfile
+
+    with zipfile.ZipFile(bundle / MK, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+
+
 def lambda_model(bundle):
     """A model.keras with a Python lambda in it: only loadable with safe_mode=False."""
     import keras
@@ -124,6 +131,7 @@ CASES = [
     ("model_truncated", BINARY, truncate_model, MK, "damaged"),
     ("model_is_text", BINARY, write_text(MK, "not a model"), MK, "damaged"),
     ("model_empty", BINARY, write_text(MK, ""), MK, "damaged"),
+    ("model_zip_of_something_else", BINARY, zip_of_text, MK, "no config.json"),
     ("model_needs_unsafe_mode", BINARY, lambda_model, MK, "safe mode"),
 ]
 
