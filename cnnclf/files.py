@@ -80,9 +80,9 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
     # Folders by (st_dev, st_ino), so a link loop (a/loop -> ..) is followed once, not forever.
     visited = {(top.st_dev, top.st_ino): root}
     found = []
-    stack = [root]
+    stack = [(root, top.st_dev)]
     while stack:
-        current = stack.pop()
+        current, device = stack.pop()
         try:
             with os.scandir(current) as listing:
                 entries = list(listing)
@@ -96,7 +96,12 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
             if entry.name.startswith("."):
                 continue
             try:
-                status = entry.stat()  # follows links: what the file really is
+                if entry.is_file(follow_symlinks=False):
+                    # The common case, from the directory listing alone (no stat per file).
+                    if not images_only or is_image_name(entry.name):
+                        found.append((entry.path, (device, entry.inode())))
+                    continue
+                status = entry.stat()  # a folder or link: follow it, see what it really is
             except OSError as exc:
                 skipped[entry.path] = _stat_failure(entry.path, exc)
                 continue
@@ -108,7 +113,7 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
                     skipped[entry.path] = f"{ALREADY_LISTED} ({first}{loop}): followed once"
                     continue
                 visited[key] = entry.path
-                stack.append(entry.path)
+                stack.append((entry.path, status.st_dev))
             elif images_only and not is_image_name(entry.name):
                 continue
             elif not stat.S_ISREG(status.st_mode):
