@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from cnnclf import __version__
 from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVES_FILE,
                            HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE,
                            PREPROCESSING_FILE, Preprocessing, write_json)
-from cnnclf.config import Config
+from cnnclf.config import Config, dump_config
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
@@ -495,9 +493,7 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: d
                                   "binary" if binary else "categorical",
                                   threshold if binary else None)
     write_json(folder / PREPROCESSING_FILE, preprocessing.to_json())
-    (folder / CONFIG_FILE).write_text(
-        yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None),
-        encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     write_json(folder / HISTORY_FILE, history)
     validation_folder = _validation_folder(config, dataset)
     threshold_record = ({"rule": config.train.threshold, "value": threshold,

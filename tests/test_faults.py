@@ -327,13 +327,14 @@ def test_out_on_a_disk_too_small_for_one_checkpoint_needs_only_a_re_run(tmp_path
 
 def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small_disk):
     disk, _ = small_disk
-    filler = disk / "filler"
-    with open(filler, "wb") as f:  # leave (almost) no room
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # page by page until not one more fits, then give back two: room to start, not more
+        while os.write(fd, b"\0" * 4096):
             pass
+    except OSError:
+        os.ftruncate(fd, os.fstat(fd).st_size - 8192)
+    finally:
+        os.close(fd)
     config = write_config(tmp_path / "c.yaml", tree, data={"cache": "disk"})
     env = {**os.environ, "TMPDIR": str(disk)}
     started = time.monotonic()
