@@ -159,6 +159,7 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
         report.splits[split] = {}
         skipped: dict[str, str] = {}
         owner: dict[tuple[int, int], tuple[str, str]] = {}
+        conflicts: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for cls in classes:
             folder = splits[split] / cls
             files = list_files(folder, skipped)
@@ -171,10 +172,14 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
             for path, identity in files:
                 other_class, other = owner.setdefault(identity, (cls, path))
                 if other_class != cls:
-                    report.fatal.append(two_classes_message(split, path, cls, other,
-                                                            other_class))
+                    conflicts.setdefault((cls, other_class), []).append((path, other))
             jobs += [(split, cls, f) for f in images]
         report.problems += [_skip_problem(path, reason) for path, reason in skipped.items()]
+        for (cls, other_class), pairs in conflicts.items():
+            # A linked folder puts hundreds of files under two classes: one line per class pair.
+            (path, other), more = pairs[0], len(pairs) - 1
+            report.fatal.append(two_classes_message(split, path, cls, other, other_class)
+                                + (f"; {more} more file(s) like it" if more else ""))
     spec = ImageSpec(tuple(image_size) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: _inspect(job[2], spec, image_size), jobs))
@@ -232,6 +237,9 @@ def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str | None, list[P
     except OSError as exc:  # changed or vanished between the reads
         return None, [Problem("unreadable", path, f"cannot be read ({exc.strerror or exc})")], \
             False
+    except Exception as exc:  # noqa: BLE001 - one odd file must not abort the whole check
+        return None, [Problem("unreadable", path, f"cannot be decoded ({type(exc).__name__}: "
+                                                  f"{exc})")], False
     problems = []
     expected = _FORMATS.get(Path(path).suffix.lower())
     if info.format and expected and info.format != expected and not (

@@ -379,7 +379,9 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
             paths.append(arg)
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
-            found = [m for m in matches if os.path.isfile(m) and is_image_name(os.path.basename(m))]
+            # Not isfile: a FIFO or dangling link matched by name is reported by the decoder.
+            found = [m for m in matches
+                     if not os.path.isdir(m) and is_image_name(os.path.basename(m))]
             for m in matches:
                 if os.path.isdir(m):
                     found += list_images(m)
