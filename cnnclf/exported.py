@@ -56,6 +56,7 @@ class TFLiteModel:
             from cnnclf.runtime import import_tensorflow
 
             Interpreter = import_tensorflow().lite.Interpreter
+            _parse_tflite(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
@@ -212,6 +213,22 @@ def _dims(shape) -> tuple:
     """Static sizes as ints, unknown ones (-1, None, 'unk__3') as None."""
     return tuple(int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None
                  for d in (getattr(shape, "as_list", lambda: shape)()))
+
+
+def _parse_tflite(path: Path) -> None:
+    """Parses a .tflite file in Python before TensorFlow's interpreter opens it.
+
+    Why: TensorFlow's tf.lite.Interpreter (2.21) does not verify the flatbuffer and dies with
+    a segmentation fault or bus error on a truncated file; LiteRT's verifies it and raises.
+    """
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils
+    except ImportError:
+        return
+    try:
+        flatbuffer_utils.read_model(str(path))
+    except Exception as exc:  # struct.error, IndexError, ...: an offset outside the file
+        raise _damaged(path, "a TFLite", exc) from None
 
 
 def _damaged(path: Path, kind: str, exc: Exception) -> BundleError:

@@ -7,6 +7,7 @@ the file at fault, no traceback, and nothing predicted.
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -234,3 +235,20 @@ def test_tampered_export_is_refused_in_one_line(tmp_path, exports, name, fmt, ta
     pattern_image("hstripes", 20, 20, seed=1).save(tmp_path / "image.png")
     result = run_cli("predict", "--model", model, tmp_path / "image.png")
     assert_refused(result, model, f"model.{fmt}", message)
+
+
+def test_truncated_tflite_on_tensorflows_interpreter_is_refused_not_a_crash(
+        monkeypatch, tmp_path, exports):
+    """Without LiteRT, tf.lite.Interpreter runs .tflite files; it crashed the process (SIGSEGV
+    or SIGBUS) on a truncated one instead of raising."""
+    from conftest import pattern_image
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    for path in exports.glob("model.tflite*"):
+        shutil.copy(path, tmp_path / path.name)
+    model = tmp_path / "model.tflite"
+    truncate(model)
+    pattern_image("hstripes", 20, 20, seed=1).save(tmp_path / "image.png")
+    result = run_cli("predict", "--model", model, tmp_path / "image.png")
+    assert_refused(result, model, "model.tflite", "damaged or not a TFLite model")
