@@ -155,7 +155,10 @@ def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:
                 yield [image[None]]
 
         converter.representative_dataset = representative
-    return converter.convert()
+    from cnnclf.runtime import quiet_native_stderr
+
+    with quiet_native_stderr():  # the converter prints "fully_quantize: 0, ..." to fd 2
+        return converter.convert()
 
 
 def _onnx(model, path: Path, sample: np.ndarray) -> None:
