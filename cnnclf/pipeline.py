@@ -121,12 +121,20 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         ok.set_shape([])
         return image, label, ok
 
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(store), dtype=np.int64), labels))
+    from cnnclf.decoded import UNKNOWN, UNREADABLE
+
+    # After `decode_all` the unreadable files are known: leaving them out here (instead of
+    # filtering images later) gives the dataset a known length, so Keras shows "3/40", not
+    # "3/Unknown". Slots a cache keeps always read back; only `cache: none` re-decodes, and
+    # a file that breaks mid-run is then filtered.
+    keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((keep, labels[keep]))
     if training:
-        ds = ds.shuffle(min(shuffle_buffer, max(1, len(store))), seed=seed,
+        ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
     ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.filter(lambda image, label, ok: ok)
+    if store.where == "none" or (store.state == UNKNOWN).any():
+        ds = ds.filter(lambda image, label, ok: ok)
     ds = ds.map(lambda image, label, ok: (image, label))
     ds = ds.batch(batch_size)
 
