@@ -114,7 +114,9 @@ def main() -> int:
         process = start(config, out, trial_env)
         when = None
         if point is None:
-            when = rng.uniform(0.0, length)
+            # From 1 s on: before that the interpreter is still importing its own modules,
+            # where a Ctrl-C is Python's business, not the run's.
+            when = rng.uniform(min(1.0, length / 2), length)
             time.sleep(when)
             process.send_signal(getattr(signal, sig))
         _, stderr = process.communicate()
