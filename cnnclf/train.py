@@ -341,6 +341,11 @@ def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
     if dataset.validation_source == "validation_split":
         log.info("validation: %d images held out of data.train_dir (data.validation_split)",
                  sum(used["validation"].values()))
+    elif set(dataset.train.paths) & set(dataset.validation.paths):
+        log.warning("warning: data.test_dir holds the training images themselves (the same "
+                    "folder or links into it): validation accuracy will measure memory, not "
+                    "generalisation; set data.test_dir: null to hold out "
+                    "data.validation_split instead")
 
 
 def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, run,

@@ -186,3 +186,12 @@ def test_keep_best_reports_the_kept_epoch(tmp_path, binary_tree):
     assert f"val_loss {kept['val_loss']:.4f}" in summary
     metrics = read_json(tmp_path / "b" / "metrics.json")
     assert metrics["accuracy"] == pytest.approx(kept["val_accuracy"], abs=1e-6)
+
+
+def test_training_on_its_own_test_set_is_warned_about(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          data={"test_dir": str(binary_tree / "training_set")})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "data.test_dir" in line]
+    assert len(warnings) == 1 and "holds the training images themselves" in warnings[0]
