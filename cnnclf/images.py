@@ -239,8 +239,12 @@ def _decoding(path: str):
         with warnings.catch_warnings():
             # Pillow only *warns* between 1x and 2x its pixel limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_regular(path) as file, Image.open(file) as image:
-                yield image
+            with open_regular(path) as file:
+                if os.fstat(file.fileno()).st_size == 0:
+                    raise ImageError(path, "empty file (0 bytes): an interrupted copy or "
+                                           "download; re-copy or delete it")
+                with Image.open(file) as image:
+                    yield image
     except Image.UnidentifiedImageError:
         raise ImageError(path, "not an image Pillow can read (wrong format or corrupt)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
