@@ -38,7 +38,7 @@ _ADVICE = {
     "unreadable": "training skips it; re-export or delete the file",
     "not_listed": "training skips it (not a regular file, a dangling link or a folder it cannot "
                   "list); remove it, or fix the link or permissions",
-    "link_loop": "a link to a folder already listed; followed once, nothing is lost",
+    "link_loop": "a folder reached twice through a link; listed once, nothing is lost",
     "format_mismatch": "decoded by content, but rename it (--fix-to does)",
     "duplicate": "the same image appears more than once in this split; keep one",
     "leakage": "the same image is in the training and test sets: test accuracy is inflated; "

@@ -26,7 +26,7 @@ def is_image_name(name: str) -> bool:
 
 
 # Reasons `list_images` records for what it skipped; check-data sorts them by these openings.
-ALREADY_LISTED = "link to a folder already listed"
+ALREADY_LISTED = "folder already listed as"
 SAME_FILE = "same file as"
 
 # Folder names that mark splits rather than classes (issue 15: train/ and val/ were two classes).
@@ -85,7 +85,9 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
         current, device = stack.pop()
         try:
             with os.scandir(current) as listing:
-                entries = list(listing)
+                # Real folders before links to them, and by name: the same tree always lists
+                # the same paths, and a folder reached both ways is listed under its own name.
+                entries = sorted(listing, key=lambda e: (_is_link(e), e.name))
         except PermissionError:
             skipped[current] = "permission denied: this folder cannot be listed (chmod a+rx it)"
             continue
@@ -109,8 +111,10 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
                 key = (status.st_dev, status.st_ino)
                 if key in visited:
                     first = visited[key]
-                    loop = ", a loop" if entry.path.startswith(first + os.sep) else ""
-                    skipped[entry.path] = f"{ALREADY_LISTED} ({first}{loop}): followed once"
+                    above = entry.path.startswith(first + os.sep)
+                    how = ("a link loop" if above
+                           else "a link" if _is_link(entry) else "reached through a link")
+                    skipped[entry.path] = f"{ALREADY_LISTED} {first} ({how}): listed once"
                     continue
                 visited[key] = entry.path
                 stack.append((entry.path, status.st_dev))
@@ -130,6 +134,13 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
             first_path[key] = path
             unique.append((path, key))
     return unique
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def _stat_failure(path: str, exc: OSError) -> str:
