@@ -472,9 +472,45 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         A validated `Config`. Raises `ConfigError` naming the file or key on any problem.
     """
     raw = read_yaml(path) if path is not None else {}
+    if path is not None:
+        _resolve_from_config_folder(raw, Path(path))
     for override in overrides:
         apply_override(raw, override)
     return parse_config(raw)
+
+
+def _resolve_from_config_folder(raw: dict, path: Path) -> None:
+    """Relative folder paths in a config file are relative to that file, as in every tool that
+    reads a config: the same config works from any working directory. (`--set` values stay
+    relative to the working directory, like any command-line path.)
+
+    A path that exists only from the working directory, as configs written before this rule
+    assumed, is still used, with one warning saying how to write it now.
+    """
+    section = raw.get("data")
+    if not isinstance(section, dict):
+        return
+    base = path.parent
+    for f in dataclasses.fields(DataConfig):
+        value = section.get(f.name)
+        if f.metadata.get("kind") != "path" or not isinstance(value, str) or not value.strip():
+            continue
+        expanded = os.path.expanduser(value)
+        if os.path.isabs(expanded):
+            section[f.name] = expanded
+            continue
+        beside = os.path.normpath(base / expanded)
+        if not os.path.exists(beside) and os.path.exists(expanded) and base.resolve() != \
+                Path.cwd().resolve():
+            import logging
+
+            hint = os.path.relpath(os.path.abspath(expanded), base.resolve())
+            logging.getLogger("cnnclf").warning(
+                "warning: data.%s: %s is not in the config's folder %s but is in the working "
+                "directory; relative paths in a config are resolved from its own folder: "
+                "write %s", f.name, value, base, hint)
+            continue
+        section[f.name] = beside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -880,7 +916,8 @@ def reference_yaml() -> str:
         "# cnnclf reference config: every key, with its type, default and meaning.",
         "# Generated from cnnclf/config.py (cnnclf config --reference > configs/reference.yaml);",
         "# tests fail if the two disagree. Copy what you need: omitted keys take these defaults.",
-        "# Relative paths are resolved from the directory you run cnnclf in.",
+        "# Relative paths are resolved from this file's folder (--set values: from the",
+        "# directory you run cnnclf in).",
         "# Any key can be overridden on the command line: --set section.key=value",
         "",
     ]

@@ -1,5 +1,7 @@
 """The config schema through its public API and `cnnclf config`."""
 
+import dataclasses
+import logging
 import re
 import subprocess
 import sys
@@ -168,7 +170,9 @@ def test_resolved_config_reloads_unchanged(tmp_path):
     config = load_config(None, ["data.train_dir='1e5'", "train.min_learning_rate=1e-7"])
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(config))
-    assert load_config(path) == config
+    reloaded = load_config(path)
+    assert reloaded.data.train_dir == str(tmp_path / "1e5")  # relative to the file: a string
+    assert dataclasses.replace(reloaded, data=config.data) == config
 
 
 def test_duplicate_key_names_file_line_and_key(tmp_path):
@@ -407,3 +411,34 @@ def test_bad_configs_exit_2_with_one_line_and_never_load_tensorflow(tmp_path):
     assert [line.split(":")[1].strip() for line in errors[3:]] == [
         "train.seed", "augment.rescale", "model.dense_units"]
     assert str(dup) in errors[1] and "duplicate key train.epochs" in errors[2]
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    (tmp_path / "project" / "data" / "train").mkdir(parents=True)
+    (tmp_path / "project" / "configs").mkdir()
+    config = tmp_path / "project" / "configs" / "c.yaml"
+    config.write_text("data:\n  train_dir: ../data/train\n  test_dir: null\n")
+    monkeypatch.chdir(tmp_path)  # anywhere but the config's folder
+    loaded = load_config(config)
+    assert Path(loaded.data.train_dir).resolve() == (tmp_path / "project" / "data" / "train")
+    # --set values stay relative to the working directory, like any command-line path.
+    overridden = load_config(config, ["data.train_dir=elsewhere"])
+    assert overridden.data.train_dir == "elsewhere"
+
+
+def test_an_old_style_path_relative_to_the_working_directory_still_works(tmp_path, monkeypatch):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "configs").mkdir()
+    config = tmp_path / "configs" / "c.yaml"
+    config.write_text("data:\n  train_dir: data/train\n")
+    monkeypatch.chdir(tmp_path)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append  # the CLI turns propagation off: listen on cnnclf's logger
+    logging.getLogger("cnnclf").addHandler(handler)
+    try:
+        loaded = load_config(config)
+    finally:
+        logging.getLogger("cnnclf").removeHandler(handler)
+    assert loaded.data.train_dir == "data/train"
+    assert ["write ../data/train" in r.getMessage() for r in records] == [True]
