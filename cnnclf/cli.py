@@ -122,7 +122,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
     except RunStopped as exc:
         if flags["debug"]:
             raise
-        click.echo(f"{'' if exc.exit_code == 130 else 'error: '}{exc}", err=True)
+        click.echo(f"{'' if exc.exit_code in (130, 143) else 'error: '}{exc}", err=True)
         if exc.completed_epochs:
             sets = "".join(f" --set {o}" for o in overrides)
             click.echo(f"resume with: cnnclf train --config {config_path}{sets} "
@@ -422,6 +422,40 @@ def config_command(config_path, overrides, reference):
         click.echo(reference_yaml(), nl=False)
         return
     click.echo(dump_config(load_config(config_path, overrides)), nl=False)
+
+
+@main.command("summary")
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder to describe, with its training metrics.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config whose model to describe (built for 2 classes).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --config: override a config key by dotted path. Repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="Output format.")
+@_common_options
+def summary_command(model_dir, config_path, overrides, fmt):
+    """Layers, parameters, per-block feature-map size and receptive field of a model.
+
+    Give exactly one of --model (a trained bundle, with its metrics) or --config.
+    """
+    if (model_dir is None) == (config_path is None):
+        raise ConfigError("summary: give exactly one of --model BUNDLE or --config FILE")
+    if overrides and config_path is None:
+        raise ConfigError("summary: --set needs --config (a bundle's config is fixed)")
+    from cnnclf.summary import format_summary, summarize_bundle, summarize_config
+
+    if config_path is not None:
+        from cnnclf.config import load_config
+
+        config = load_config(config_path, overrides)
+        from cnnclf.runtime import import_tensorflow
+
+        import_tensorflow(_flags(click.get_current_context())["verbose"])
+        summary = summarize_config(config)
+    else:
+        summary = summarize_bundle(_load_bundle(model_dir, keras_only="summary"))
+    click.echo(format_summary(summary, fmt))
 
 
 def run() -> None:

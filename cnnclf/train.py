@@ -110,6 +110,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     single = config.train.distribute != "multi_worker"
     run = RunDir(destination, overwrite=overwrite, resume=resume, label=label)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         if single:
             stack.enter_context(run)
         try:
@@ -120,6 +121,32 @@ def train(config: Config, *, out_dir: str | Path | None = None,
             _forget_reserved(destination, out_dir)
             done = completed_epochs(run.staging)
             raise _stopped(exc, run, done, config.train.epochs) from exc
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `docker stop`, a batch scheduler's pre-emption), handled like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turns SIGTERM into `Terminated` while training, so it stops as cleanly as Ctrl-C: the
+    checkpoint being written is finished and the resume command printed, instead of Python's
+    default of dying on the spot."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
@@ -186,19 +213,23 @@ def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
     if isinstance(exc, RunStopped):
         return exc
     if run.published:  # the bundle is in place: only the clean-up after it was cut short
-        return RunStopped(f"interrupted after the bundle was published to {run.destination}",
-                          run.destination, 0, exit_code=130 if isinstance(
-                              exc, KeyboardInterrupt) else 1)
+        code = 143 if isinstance(exc, Terminated) else 130 if isinstance(
+            exc, KeyboardInterrupt) else 1
+        return RunStopped(f"stopped after the bundle was published to {run.destination}",
+                          run.destination, 0, exit_code=code)
     kept = (f"epochs 1-{done} are kept in {run.staging}" if done > 1 else
             f"epoch 1 is kept in {run.staging}" if done == 1 else "")
     finished = " (training had finished; the bundle was not yet published)" \
         if done == epochs else ""
     if isinstance(exc, KeyboardInterrupt):
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else (
+            "interrupted", 130)
         if done:
-            return Interrupted(f"interrupted after epoch {done} of {epochs}{finished}; {kept}",
-                               run.destination, done)
-        return Interrupted("interrupted before the first epoch finished: nothing to resume; "
-                           "run the same command again to start over", run.destination, 0)
+            return Interrupted(f"{what} after epoch {done} of {epochs}{finished}; {kept}",
+                               run.destination, done, exit_code=code)
+        return Interrupted(f"{what} before the first epoch finished: nothing to resume; "
+                           "run the same command again to start over", run.destination, 0,
+                           exit_code=code)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" ({exc.filename})" if exc.filename else ""
         if done:

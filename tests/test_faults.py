@@ -172,6 +172,22 @@ def test_ctrl_c_at_each_step_exits_130_with_a_true_message(tmp_path, config, poi
     recover(config, out)
 
 
+def test_sigterm_stops_like_ctrl_c(tmp_path, tree):
+    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 30, "seed": 3})
+    out = tmp_path / "bundle"
+    process = train_process(config, out)
+    progress = staging_dir(out) / "progress.json"
+    while process.poll() is None and not progress.exists():
+        time.sleep(0.01)
+    process.terminate()
+    code, stderr = finish(process)
+    assert code == 143, stderr
+    done = read_progress(staging_dir(out))["completed_epochs"]
+    assert f"terminated (SIGTERM) after epoch {done} of 30" in stderr
+    assert f"--out {out} --resume" in stderr and "Traceback" not in stderr
+    assert recover(config, out, epochs=30) == "resumed"
+
+
 @pytest.mark.parametrize("point", ["checkpoint.data_written@2", "checkpoint.best_renamed",
                                    "checkpoint.progress_written", "bundle.model_written"])
 def test_full_disk_at_each_step_stops_with_one_line_and_resumes(tmp_path, config, point,
