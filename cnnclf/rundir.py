@@ -115,6 +115,10 @@ def fault_point(name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class DamagedRun(BundleError):
+    """A run's saved state that cannot be resumed: starting over is the only way on."""
+
+
 def staging_dir(destination: Path) -> Path:
     """The hidden sibling holding a run's state; a fixed name, so `--resume` can find it."""
     destination = Path(destination)
@@ -178,6 +182,7 @@ class RunDir:
         self.progress: dict | None = None
         self._lock_fd: int | None = None
         self._writer: threading.Thread | None = None
+        self.checkpoints = self.staging  # where a resume reads its checkpoint from
         self.failure: BaseException | None = None  # a failed background checkpoint write
         self.published = False
 
@@ -286,17 +291,29 @@ class RunDir:
     def logs_dir(self) -> Path:
         return self.staging / LOGS_SUBDIR
 
+    def adopt_progress(self, staging: Path) -> None:
+        """Resumes from another run's state (a multi_worker worker from the chief's)."""
+        self.progress = read_progress(staging)
+        self.checkpoints = Path(staging)
+
     def load_checkpoint(self) -> tuple[dict, dict | None]:
         """(checkpoint arrays, best-weights arrays or None) named by the committed progress."""
         import numpy as np
 
-        progress = self.progress or read_progress(self.staging)
-        with np.load(self.staging / progress["checkpoint"]) as data:
-            arrays = {k: data[k] for k in data.files}
+        folder = self.checkpoints
+        progress = self.progress or read_progress(folder)
         best = None
-        if progress.get("best"):
-            with np.load(self.staging / progress["best"]) as data:
-                best = {k: data[k] for k in data.files}
+        name = progress["checkpoint"]
+        try:
+            with np.load(folder / name) as data:
+                arrays = {k: data[k] for k in data.files}
+            if progress.get("best"):
+                name = progress["best"]
+                with np.load(folder / name) as data:
+                    best = {k: data[k] for k in data.files}
+        except Exception as exc:  # numpy raises OSError, ValueError, BadZipFile, EOFError...
+            raise DamagedRun(f"--resume: {folder / name} is damaged ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); delete {folder} to start over") from None
         return arrays, best
 
     def commit_checkpoint_async(self, epoch: int, arrays: dict, progress: dict,

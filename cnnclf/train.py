@@ -27,7 +27,7 @@ from cnnclf.config import Config, dump_config
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
-from cnnclf.rundir import RunDir, check_destination, completed_epochs, fault_point
+from cnnclf.rundir import DamagedRun, RunDir, check_destination, completed_epochs, fault_point
 from cnnclf.runs import new_run_dir
 
 log = logging.getLogger("cnnclf")
@@ -174,8 +174,12 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
             # Other workers run the same steps (collective ops need everyone) but write to a
             # throw-away folder: only the chief publishes the bundle.
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-"))
-            run = RunDir(Path(scratch) / "worker-bundle")
-        stack.enter_context(run)
+            chief = run
+            run = stack.enter_context(RunDir(Path(scratch) / "worker-bundle"))
+            if chief.resume:  # every worker resumes from the chief's checkpoint (shared disk)
+                run.adopt_progress(chief.staging)
+        else:
+            stack.enter_context(run)
     try:
         model, history, val_ds, training = _fit(
             config, dataset, stores, loss, progress, run, class_weight, strategy, placement)
@@ -210,7 +214,7 @@ def final_metrics(history: dict, best_epoch: int | None) -> dict:
 
 def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
     """What the user is told when training ends early: what is kept, and how to go on."""
-    if isinstance(exc, RunStopped):
+    if isinstance(exc, (RunStopped, DamagedRun)):
         return exc
     if run.published:  # the bundle is in place: only the clean-up after it was cut short
         code = 143 if isinstance(exc, Terminated) else 130 if isinstance(

@@ -364,3 +364,20 @@ def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small
     assert "Traceback" not in process.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "b").exists() and not staging_dir(tmp_path / "b").exists()
+
+
+def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
+    out = tmp_path / "bundle"
+    from cnnclf import rundir
+
+    monkeypatch.setenv(FAULT_ENV, "bundle.model_written=enospc")
+    monkeypatch.setattr(rundir, "_fault_counts", {})
+    assert run_cli("train", "--config", config, "--out", out).exit_code == 1
+    monkeypatch.delenv(FAULT_ENV)
+    staging = staging_dir(out)
+    checkpoint = staging / read_progress(staging)["checkpoint"]
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    result = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() and "is damaged" in result.stderr and \
+        f"delete {staging} to start over" in result.stderr and "resume with" not in result.stderr
