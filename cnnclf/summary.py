@@ -167,7 +167,7 @@ def format_summary(summary: dict, fmt: str = "table") -> str:
             where = (f" from {metrics['validation_source']}"
                      if key == "validation_images" and metrics["validation_source"] else "")
             lines.append(f"{name} images: {sum(counts.values())}{where} ("
-                         + ", ".join(f"{c} {n}" for c, n in counts.items()) + ")")
+                         + ", ".join(f"{n} {c}" for c, n in counts.items()) + ")")
     return "\n".join(lines)
 
 
