@@ -329,7 +329,7 @@ def explain(images, model_dir, out_dir):
 
     for row in run_explain(bundle, paths, out_dir):
         click.echo(f"{row['path']}  {row['label']}  {row['probability']:.2f}  "
-                   f"{row['heatmap']}")
+                   f"{row['heatmap']}" + (f"  note: {row['note']}" if row["note"] else ""))
 
 
 @main.command("preview-augment")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cnnclf.bundle import Bundle
 from cnnclf.images import load_image
@@ -29,8 +29,46 @@ def last_conv_activation(model) -> str:
     return relu or convs[-1]
 
 
-def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object]:
-    """(heatmap in [0, 1] at the model's input size, Prediction) for one image."""
+# Below this the map is rounding noise, not a signal: stretching it to [0, 1] would paint noise
+# (or, at exactly 0, an all-blue map that looks like "nothing mattered" rather than "no answer").
+EMPTY_MAP = 1e-10
+NO_POSITIVE_GRADIENT = "no positive gradient for the predicted class"
+NOT_FINITE = "the gradient is not a finite number"
+# Caption text in pixels: MIN_FONT_SIZE gives capitals about 14 px tall; larger images get
+# proportionally larger text, so it reads the same when the PNG is viewed fitted to a screen.
+MIN_FONT_SIZE = 20
+FONT_FRACTION = 1 / 14  # of the shorter side of one panel
+
+
+def normalise_cam(cam: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(map in [0, 1], note): the raw class-activation map scaled by its maximum.
+
+    Args:
+        cam: the raw Grad-CAM map (ReLU of the gradient-weighted feature maps), any shape.
+
+    Returns:
+        `cam / cam.max()` and None; or, when no cell is above `EMPTY_MAP` (the predicted
+        class's score has no positive gradient anywhere) or the map is not finite, an all-zero
+        map and a note saying which, for the caption and the CLI row.
+
+    Example:
+        normalise_cam(np.zeros((4, 4)))[1]  # "no positive gradient for the predicted class"
+    """
+    cam = np.asarray(cam, np.float32)
+    if not np.all(np.isfinite(cam)):
+        return np.zeros_like(cam), NOT_FINITE
+    peak = float(cam.max()) if cam.size else 0.0
+    if peak <= EMPTY_MAP:
+        return np.zeros_like(cam), NO_POSITIVE_GRADIENT
+    return np.clip(cam / peak, 0.0, 1.0), None
+
+
+def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]:
+    """(heatmap in [0, 1] at the model's input size, Prediction, note) for one image.
+
+    `note` is None for a usable map; otherwise it says why the heatmap is all zero (see
+    `normalise_cam`).
+    """
     import tensorflow as tf
 
     model = bundle.model
@@ -53,16 +91,25 @@ def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object]:
             score = probs[:, index]
     grads = tape.gradient(score, features)[0]
     weights = tf.reduce_mean(grads, axis=(0, 1))
-    cam = tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1)).numpy()
-    cam = cam / cam.max() if cam.max() > 0 else cam
+    cam, note = normalise_cam(tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1)).numpy())
     height, width = bundle.preprocessing.spec.image_size
     heat = Image.fromarray(np.uint8(cam * 255)).resize((width, height),
                                                         Image.Resampling.BILINEAR)
-    return np.asarray(heat, np.float32) / 255.0, prediction
+    return np.asarray(heat, np.float32) / 255.0, prediction, note
 
 
-def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: float = 0.45):
-    """Draws `heatmap` (jet colours) over the upright original image, with a caption strip."""
+def caption_font_size(panel_size: tuple[int, int]) -> int:
+    """Caption text size in pixels for panels of `panel_size` (width, height)."""
+    return max(MIN_FONT_SIZE, round(min(panel_size) * FONT_FRACTION))
+
+
+def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: float = 0.45,
+            note: str | None = None):
+    """Draws `heatmap` (jet colours) over the upright original image, with a caption strip.
+
+    With a `note` (no usable map) the right panel shows the image greyed out with the note
+    written across it, instead of a uniformly blue map that reads as an answer.
+    """
     from matplotlib import colormaps
 
     with Image.open(path) as original:
@@ -71,28 +118,77 @@ def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: floa
     if scale > 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)),
                              Image.Resampling.NEAREST)
-    heat = Image.fromarray(np.uint8(heatmap * 255)).resize(image.size, Image.Resampling.BILINEAR)
-    colours = Image.fromarray(np.uint8(colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
-                                       * 255))
-    blended = Image.blend(image, colours, alpha)
-    canvas = Image.new("RGB", (blended.width * 2, blended.height + 28), "white")
-    canvas.paste(image, (0, 28))
-    canvas.paste(blended, (blended.width, 28))
-    ImageDraw.Draw(canvas).text((6, 8), caption, fill="black")
+    font = ImageFont.load_default(size=caption_font_size(image.size))
+    size = font.size
+    if note:
+        grey = ImageOps.grayscale(image).convert("RGB")
+        right = Image.blend(grey, Image.new("RGB", image.size, "white"), 0.6)
+        _draw_centred(right, _wrap(note, font, right.width - size), font)
+    else:
+        heat = Image.fromarray(np.uint8(heatmap * 255)).resize(image.size,
+                                                              Image.Resampling.BILINEAR)
+        colours = Image.fromarray(np.uint8(colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
+                                           * 255))
+        right = Image.blend(image, colours, alpha)
+    lines = _wrap(caption, font, image.width * 2 - size)
+    line_height = round(size * 1.25)
+    strip = line_height * len(lines) + size // 2
+    canvas = Image.new("RGB", (image.width * 2, image.height + strip), "white")
+    canvas.paste(image, (0, strip))
+    canvas.paste(right, (image.width, strip))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, size // 4 + i * line_height), line, fill="black", font=font)
     canvas.save(out)
     return out
 
 
+def _wrap(text: str, font, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels: broken at spaces, or inside a long word."""
+    lines, line = [], None
+    for word in text.split(" "):
+        candidate = word if line is None else f"{line} {word}"
+        if font.getlength(candidate) <= width:
+            line = candidate
+            continue
+        if line is not None:
+            lines.append(line)
+        while len(word) > 1 and font.getlength(word) > width:  # a long file name
+            cut = max((n for n in range(1, len(word)) if font.getlength(word[:n]) <= width),
+                      default=1)
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    return lines + [line or ""]
+
+
+def _draw_centred(image: Image.Image, lines: list[str], font) -> None:
+    """Writes `lines` in the middle of `image`, dark on a white band, one under the other."""
+    draw = ImageDraw.Draw(image)
+    line_height = round(font.size * 1.25)
+    top = (image.height - line_height * len(lines)) // 2
+    draw.rectangle((0, top - font.size // 4, image.width, top + line_height * len(lines)
+                    + font.size // 4), fill="white")
+    for i, line in enumerate(lines):
+        left = (image.width - font.getlength(line)) / 2
+        draw.text((left, top + i * line_height), line, fill="black", font=font)
+
+
 def explain(bundle: Bundle, paths: list[str], out_dir: str | Path) -> list[dict]:
-    """Writes `<image stem>_gradcam.png` per image into `out_dir`; returns what was written."""
+    """Writes `<image stem>_gradcam.png` per image into `out_dir`; returns what was written.
+
+    Each row: path, label, probability, heatmap (the PNG) and note (None, or why the image
+    has no heatmap: see `normalise_cam`).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        heatmap, prediction = grad_cam(bundle, path)
+        heatmap, prediction, note = grad_cam(bundle, path)
         target = out_dir / f"{Path(path).stem}_gradcam.png"
         caption = f"{prediction.label} {prediction.probability:.2f}  ({Path(path).name})"
-        overlay(path, heatmap, caption, target)
+        overlay(path, heatmap, caption, target, note=note)
         written.append({"path": path, "label": prediction.label,
-                        "probability": prediction.probability, "heatmap": str(target)})
+                        "probability": prediction.probability, "heatmap": str(target),
+                        "note": note})
     return written
