@@ -293,7 +293,8 @@ def _decode_all(stores: dict, dataset: Dataset, skipped) -> dict:
     from cnnclf.pipeline import decode_all
 
     total = sum(len(s.store) for s in stores.values())
-    log.info("decoding %d images%s", total, "" if total < 1000 else " (on every core)")
+    if total >= 2000:  # a pause worth explaining; small sets decode in a blink
+        log.info("decoding %d images once, on every core, before the first epoch", total)
     used = {}
     for name, opened in stores.items():
         decode_all(opened.store)
