@@ -11,9 +11,9 @@ A bundle is a folder that `predict` needs nothing else to use:
     training_curves.png    loss and accuracy by epoch, training against validation
     bundle.json            versions, data counts, skipped files, timings; written last
 
-Bundles are written atomically: everything goes into a hidden sibling folder that is renamed into
-place only when complete, so an interrupted run never leaves a half-written bundle behind that
-`predict` would load. `bundle.json` doubles as the "complete" marker for discovery.
+Bundles are written atomically: `rundir.RunDir` builds them in the run's hidden staging folder and
+renames them into place only when complete, so an interrupted run never leaves a half-written
+bundle behind that `predict` would load. `bundle.json` doubles as the "complete" marker.
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnclf.errors import BundleError, CnnclfError
+from cnnclf.errors import BundleError
 from cnnclf.images import ImageSpec
 
 BUNDLE_FORMAT = 1
@@ -201,72 +198,6 @@ class Bundle:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
-def staging_dir(destination: Path) -> Path:
-    """The hidden sibling where a bundle is built; a fixed name, so `--resume` can find it."""
-    destination = Path(destination)
-    return destination.parent / f".{destination.name}.partial"
-
-
-class BundleWriter:
-    """Stages a bundle in a hidden sibling folder and publishes it with one rename.
-
-    Use as a context manager. On an exception (Ctrl-C included) the destination is untouched;
-    the staging folder is kept only if it holds resumable progress, and removed otherwise.
-
-    Args:
-        destination: the bundle folder to publish.
-        overwrite: allow replacing a non-empty destination.
-        resume: continue in an existing staging folder instead of requiring a fresh one.
-    """
-
-    def __init__(self, destination: Path, *, overwrite: bool = False, resume: bool = False):
-        self.destination = Path(destination)
-        self.overwrite = overwrite
-        self.resume = resume
-        self.staging = staging_dir(self.destination)
-
-    def __enter__(self) -> "BundleWriter":
-        check_destination(self.destination, self.overwrite)
-        if self.resume:
-            if not self.staging.is_dir():
-                raise BundleError(f"--resume: no interrupted run to resume for "
-                                  f"{self.destination} (expected its state in {self.staging})")
-        elif self.staging.exists():
-            raise BundleError(f"--out {self.destination}: an interrupted run's state is in "
-                              f"{self.staging}; add --resume to continue it, or delete that "
-                              "folder to start over")
-        else:
-            self.staging.mkdir(parents=True)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and not (self.staging / "progress.json").exists():
-            shutil.rmtree(self.staging, ignore_errors=True)
-
-    def publish(self) -> Path:
-        """Moves the staged bundle into place; an existing bundle is replaced only if allowed."""
-        if not (self.staging / MANIFEST_FILE).exists():
-            raise CnnclfError(f"internal: bundle staged in {self.staging} has no {MANIFEST_FILE}")
-        old = None
-        if self.destination.exists():
-            check_destination(self.destination, self.overwrite)
-            suffix = uuid.uuid4().hex[:8]
-            old = self.destination.parent / f".{self.destination.name}.old-{suffix}"
-            os.replace(self.destination, old)
-        os.replace(self.staging, self.destination)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.destination
-
-
-def check_destination(destination: Path, overwrite: bool) -> None:
-    if destination.exists() and not destination.is_dir():
-        raise BundleError(f"--out {destination}: exists and is not a folder")
-    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
-        raise BundleError(f"--out {destination}: folder exists and is not empty; choose another "
-                          "folder or pass --overwrite to replace it")
 
 
 def is_bundle(path: Path) -> bool:
