@@ -134,7 +134,10 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
                         reshuffle_each_iteration=True)
     ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if store.where == "none" or (store.state == UNKNOWN).any():
-        ds = ds.filter(lambda image, label, ok: ok)
+        # The length stays declared, so every cache mode runs the same epochs on the same
+        # images; a file broken mid-run then ends the epoch with TensorFlow's length error.
+        ds = ds.filter(lambda image, label, ok: ok).apply(
+            tf.data.experimental.assert_cardinality(len(keep)))
     ds = ds.map(lambda image, label, ok: (image, label))
     ds = ds.batch(batch_size)
 
