@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -109,8 +110,9 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     # cluster is up, so other runs lock their folder now, before the 2 s import.
     single = config.train.distribute != "multi_worker"
     run = RunDir(destination, overwrite=overwrite, resume=resume, label=label)
+    caught: list[int] = []
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_sigterm_as_interrupt())
+        stack.enter_context(_signals_as_interrupts(caught))
         if single:
             stack.enter_context(run)
         try:
@@ -120,7 +122,11 @@ def train(config: Config, *, out_dir: str | Path | None = None,
             stack.close()  # waits for a checkpoint being written, then frees the lock
             _forget_reserved(destination, out_dir)
             done = completed_epochs(run.staging)
-            raise _stopped(exc, run, done, config.train.epochs) from exc
+            cause = exc
+            if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
+                # The interrupt surfaced as another exception (inside TensorFlow, say).
+                cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
+            raise _stopped(cause, run, done, config.train.epochs) from exc
 
 
 class Terminated(KeyboardInterrupt):
@@ -128,10 +134,14 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turns SIGTERM into `Terminated` while training, so it stops as cleanly as Ctrl-C: the
-    checkpoint being written is finished and the resume command printed, instead of Python's
-    default of dying on the spot."""
+def _signals_as_interrupts(caught: list):
+    """While training, Ctrl-C raises KeyboardInterrupt as usual and SIGTERM raises `Terminated`
+    (instead of Python's default of dying on the spot), and each signal is noted in `caught`.
+
+    Why note it: an interrupt can land inside TensorFlow or another library that turns it into
+    some other exception; the run must still stop as an interrupt (exit 130, resume command),
+    not be reported as a failure.
+    """
     import signal
     import threading
 
@@ -139,14 +149,23 @@ def _sigterm_as_interrupt():
         yield
         return
 
-    def handler(signum, frame):
-        raise Terminated()
+    def on_int(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    def on_term(signum, frame):
+        caught.append(signum)
+        raise Terminated
+
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # not when started with SIGINT ignored
+        signal.signal(signal.SIGINT, on_int)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
