@@ -124,9 +124,13 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
             raise
         click.echo(f"{'' if exc.exit_code in (130, 143) else 'error: '}{exc}", err=True)
         if exc.completed_epochs:
-            sets = "".join(f" --set {o}" for o in overrides)
-            click.echo(f"resume with: cnnclf train --config {config_path}{sets} "
-                       f"--out {exc.destination} --resume", err=True)
+            import shlex
+
+            words = ["cnnclf", "train", "--config", str(config_path)]
+            for o in overrides:
+                words += ["--set", o]
+            words += ["--out", str(exc.destination), "--resume"]
+            click.echo("resume with: " + shlex.join(words), err=True)
         sys.exit(exc.exit_code)
     if result.bundle_dir is None:
         return  # a non-chief multi_worker worker: the chief reports the bundle

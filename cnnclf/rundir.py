@@ -130,6 +130,27 @@ def lock_path(destination: Path) -> Path:
     return destination.parent / f".{destination.name}.lock"
 
 
+def usable_destination(destination: Path, label: str) -> Path:
+    """The folder a bundle can be published at, for what the user passed as `destination`.
+
+    A link to a folder means its target (the bundle goes where the link points). A mount point
+    and the current folder (or one holding it) are refused up front: publishing renames a
+    folder into place, which neither allows, and finding that out after hours of training is
+    too late.
+    """
+    destination = Path(destination)
+    if destination.is_symlink() and destination.is_dir():
+        destination = Path(os.path.realpath(destination))
+    absolute = Path(os.path.abspath(destination))
+    if absolute.exists() and os.path.ismount(absolute):
+        raise BundleError(f"{label}: is a mount point, which cannot be replaced by a finished "
+                          f"bundle; name a folder inside it, e.g. {destination / 'model'}")
+    if Path.cwd().resolve().is_relative_to(absolute.resolve()):
+        raise BundleError(f"{label}: is the current folder (or holds it); name a new folder "
+                          f"for the bundle, e.g. {destination / 'model'}")
+    return absolute if str(destination) in (".", "..") else destination
+
+
 def check_destination(destination: Path, overwrite: bool) -> None:
     destination = Path(destination)
     if destination.exists() and not destination.is_dir():
@@ -146,9 +167,12 @@ def read_progress(staging: Path) -> dict | None:
         progress = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(progress, dict) or not (Path(staging) / str(
-            progress.get("checkpoint"))).is_file():
-        return None
+    if not isinstance(progress, dict) or not isinstance(progress.get("checkpoint"), str) or \
+            isinstance(progress.get("completed_epochs"), bool) or \
+            not isinstance(progress.get("completed_epochs"), int) or \
+            progress["completed_epochs"] < 1 or \
+            not (Path(staging) / progress["checkpoint"]).is_file():
+        return None  # none committed, or damaged: not resumable
     return progress
 
 
@@ -189,10 +213,23 @@ class RunDir:
     # -- entering and leaving -----------------------------------------------------------------
 
     def __enter__(self) -> "RunDir":
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        try:
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as exc:
+            raise BundleError(f"{self.label}: cannot write in {self.destination.parent} "
+                              f"({exc.strerror or exc}); choose a folder you can write to") \
+                from None
         try:
             self._prepare()
+        except OSError as exc:
+            self._unlock()
+            where = f" ({exc.filename})" if exc.filename else ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise BundleError(f"{self.label}: no space left on device{where}; free some "
+                                  "space, then run the same command again") from None
+            raise BundleError(f"{self.label}: cannot prepare the run's folder "
+                              f"{self.staging} ({exc.strerror or exc}{where})") from None
         except BaseException:
             self._unlock()
             raise
@@ -220,11 +257,18 @@ class RunDir:
                 raise BundleError(f"--resume: no interrupted run to resume for "
                                   f"{self.destination} (no completed epoch saved in {staging}); "
                                   "run without --resume to start over")
-            self.run_id = self._read_run_id() or self.run_id
+            started = self._read_run_file()
+            self.run_id = started.get("run_id") or self.run_id
+            # Replacing a non-empty D needs --overwrite, now or when the run started.
+            self.overwrite = self.overwrite or bool(started.get("overwrite"))
             self.progress = progress
             if not (staging / PREVIOUS_SUBDIR).exists():
-                check_destination(self.destination, True)
+                check_destination(self.destination, self.overwrite)
             return
+        if progress is not None and (staging / PREVIOUS_SUBDIR).exists():
+            raise BundleError(f"{self.label}: an --overwrite was cut short while publishing; "
+                              f"the old bundle is kept in {staging / PREVIOUS_SUBDIR}: add "
+                              "--resume to finish publishing the new one")
         if progress is not None:
             raise BundleError(f"{self.label}: an interrupted run's state (epoch "
                               f"{progress.get('completed_epochs')}) is in {staging}; add --resume "
@@ -234,14 +278,16 @@ class RunDir:
             shutil.rmtree(staging)  # STARTED by a run that died: no epoch to keep
         staging.mkdir(parents=True)
         _write_json_atomically(staging / RUN_FILE, {"run_id": self.run_id, "pid": os.getpid(),
-                                                    "started": time.time()})
+                                                    "started": time.time(),
+                                                    "overwrite": self.overwrite})
         fault_point("run.started")
 
-    def _read_run_id(self) -> str | None:
+    def _read_run_file(self) -> dict:
         try:
-            return json.loads((self.staging / RUN_FILE).read_text(encoding="utf-8"))["run_id"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            started = json.loads((self.staging / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return started if isinstance(started, dict) else {}
 
     def _published_from(self, staging: Path) -> bool:
         """True when D already is the bundle this staging folder was publishing."""
@@ -269,9 +315,12 @@ class RunDir:
             except FileNotFoundError:
                 same = False
             if same:  # not a lock file that its last holder unlinked while we waited
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
                 self._lock_fd = fd
+                try:  # the pid is only for messages: a full disk must not keep the lock
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                except OSError:
+                    pass
                 return
             os.close(fd)
 
@@ -337,14 +386,20 @@ class RunDir:
         self._writer.start()
 
     def wait(self, raise_failure: bool = True) -> None:
-        """Blocks until a checkpoint being written is on disk; a second Ctrl-C cannot cut it."""
-        writer = self._writer
+        """Blocks until a checkpoint being written is on disk.
+
+        A Ctrl-C meanwhile cannot cut the write short: it is raised once the write is done
+        (when `raise_failure`; a run already stopping just finishes the write).
+        """
+        writer, interrupted = self._writer, None
         while writer is not None and writer.is_alive():
             try:
                 writer.join()
-            except KeyboardInterrupt:
-                continue
+            except KeyboardInterrupt as exc:
+                interrupted = exc
         self._writer = None
+        if raise_failure and interrupted is not None:
+            raise interrupted
         if raise_failure and self.failure is not None:
             raise self.failure
 
@@ -404,7 +459,7 @@ class RunDir:
         previous = self.staging / PREVIOUS_SUBDIR
         destination = self.destination
         if destination.exists() and not previous.exists():
-            check_destination(destination, self.overwrite or self.resume)
+            check_destination(destination, self.overwrite)
             if not _exchange(folder, destination):
                 os.replace(destination, previous)  # kept in .D.partial until the new D is in
                 _fsync_dir(self.staging)

@@ -12,6 +12,7 @@ import errno
 import importlib.util
 import json
 import logging
+import os
 import platform
 import signal
 import sys
@@ -28,7 +29,8 @@ from cnnclf.config import Config, dump_config
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.files import Dataset, discover
 from cnnclf.images import ImageSpec
-from cnnclf.rundir import DamagedRun, RunDir, check_destination, completed_epochs, fault_point
+from cnnclf.rundir import (DamagedRun, RunDir, check_destination, completed_epochs,
+                           fault_point, usable_destination)
 from cnnclf.runs import new_run_dir
 
 log = logging.getLogger("cnnclf")
@@ -99,11 +101,14 @@ def train(config: Config, *, out_dir: str | Path | None = None,
                           "'cnnclf[tensorboard]' (or set train.tensorboard: false)")
     class_weight = class_weights(config, dataset)
     if out_dir is not None:
-        destination, label = Path(out_dir), f"--out {out_dir}"
-        check_destination(destination, overwrite or resume)
+        label = f"--out {out_dir}"
+        destination = usable_destination(Path(out_dir), label)
+        if not resume:  # a resume may replace what its run was allowed to (RunDir knows)
+            check_destination(destination, overwrite)
     else:
         destination = new_run_dir(config_path)  # reserved: no other run can take the name
         label = f"run folder {destination}"
+        log.info("run folder: %s", destination)
     if resume:
         _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
     # Only the chief of a multi_worker cluster writes the bundle; that is known once the
@@ -111,22 +116,22 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     single = config.train.distribute != "multi_worker"
     run = RunDir(destination, overwrite=overwrite, resume=resume, label=label)
     caught: list[int] = []
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_signals_as_interrupts(caught))
-        if single:
-            stack.enter_context(run)
-        try:
-            return _train_in(run, stack, single, config, dataset, loss, class_weight, config_path,
-                             verbose, device, progress, started)
-        except BaseException as exc:
-            stack.close()  # waits for a checkpoint being written, then frees the lock
-            _forget_reserved(destination, out_dir)
-            done = completed_epochs(run.staging)
-            cause = exc
-            if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
-                # The interrupt surfaced as another exception (inside TensorFlow, say).
-                cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
-            raise _stopped(cause, run, done, config.train.epochs) from exc
+    with _signals_as_interrupts(caught):
+        with contextlib.ExitStack() as stack:
+            if single:
+                stack.enter_context(run)
+            try:
+                return _train_in(run, stack, single, config, dataset, loss, class_weight,
+                                 config_path, verbose, device, progress, started)
+            except BaseException as exc:
+                stack.close()  # waits for a checkpoint being written, then frees the lock
+                _forget_reserved(destination, out_dir)
+                done = completed_epochs(run.staging)
+                cause = exc
+                if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
+                    # The interrupt surfaced as another exception (inside TensorFlow, say).
+                    cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
+                raise _stopped(cause, run, done, config.train.epochs) from exc
 
 
 class Terminated(KeyboardInterrupt):
@@ -151,11 +156,19 @@ def _signals_as_interrupts(caught: list):
 
     def on_int(signum, frame):
         caught.append(signum)
-        raise KeyboardInterrupt
+        if len(caught) == 1:
+            raise KeyboardInterrupt
+        if len(caught) >= 3:  # the user insists: every committed epoch is safe on disk anyway
+            sys.stderr.write("interrupted again: stopping now\n")
+            sys.stderr.flush()
+            os._exit(130)
+        # A second Ctrl-C while the first is being handled (the checkpoint in flight finished,
+        # the lock freed) is noted, not raised: raised, it would cut that short.
 
     def on_term(signum, frame):
         caught.append(signum)
-        raise Terminated
+        if len(caught) == 1:
+            raise Terminated
 
     previous_term = signal.signal(signal.SIGTERM, on_term)
     previous_int = signal.getsignal(signal.SIGINT)

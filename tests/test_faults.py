@@ -148,6 +148,8 @@ def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchan
         assert point == "publish.previous_moved"
         assert read_json(staging / "previous" / "bundle.json")["run_id"] == old_id
         assert is_bundle(staging / "bundle")
+        again = run_cli("train", "--config", config, "--out", out, "--overwrite")
+        assert "the old bundle is kept in" in again.stderr  # not "delete that folder"
     recover(config, out, "--overwrite")
 
 
@@ -381,3 +383,108 @@ def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
     assert result.exit_code == 1
     assert result.stderr.splitlines() and "is damaged" in result.stderr and \
         f"delete {staging} to start over" in result.stderr and "resume with" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# What a hostile review of the life cycle found, each pinned.
+
+
+def stopped_before_publishing(config: Path, out: Path, *args: str):
+    """A run stopped by a (simulated) full disk after its last epoch: resumable."""
+    from cnnclf import rundir
+
+    os.environ[FAULT_ENV] = "bundle.model_written=enospc"
+    rundir._fault_counts.clear()
+    try:
+        result = run_cli("train", "--config", config, "--out", out, *args)
+    finally:
+        del os.environ[FAULT_ENV]
+    assert result.exit_code == 1 and read_progress(staging_dir(out)), result.output
+    return result
+
+
+def test_the_printed_resume_command_works_verbatim(tmp_path, config):
+    import shlex
+
+    out = tmp_path / "my bundle"
+    result = stopped_before_publishing(config, out, "--set",
+                                       "train.class_weight={hstripes: 1.0, vstripes: 2.0}")
+    line = next(l for l in result.stderr.splitlines() if l.startswith("resume with: "))
+    words = shlex.split(line.removeprefix("resume with: "))
+    assert words[:2] == ["cnnclf", "train"]
+    resumed = run_cli(*words[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert_complete(out)
+
+
+def test_resume_replaces_a_folder_only_when_the_run_was_allowed_to(tmp_path, config):
+    out = tmp_path / "bundle"
+    stopped_before_publishing(config, out)
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # made while the run was stopped
+    result = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert result.exit_code == 1 and "folder exists and is not empty" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+    # A run started with --overwrite may replace what is there when it is resumed.
+    other = tmp_path / "other"
+    assert run_cli("train", "--config", config, "--out", other).exit_code == 0
+    stopped_before_publishing(config, other, "--overwrite")
+    assert run_cli("train", "--config", config, "--out", other, "--resume").exit_code == 0
+    assert_complete(other)
+
+
+def test_the_current_folder_or_a_mount_point_is_refused_before_training(tmp_path, config,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path)):
+        result = run_cli("train", "--config", config, "--out", out, "--overwrite")
+        assert result.exit_code == 1 and "is the current folder" in result.stderr
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        result = run_cli("train", "--config", config, "--out", mount)
+        assert result.exit_code == 1 and "is a mount point" in result.stderr
+        assert f"{mount / 'model'}" in result.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_unwritable_or_impossible_folders_are_one_line(tmp_path, config):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_cli("train", "--config", config, "--out", afile / "x")
+    assert result.exit_code == 1 and result.stderr.startswith("error: --out ")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp_path):
+    import threading
+
+    run = RunDir(tmp_path / "b")
+    run._writer = threading.Thread(target=time.sleep, args=(0.6,))
+    run._writer.start()
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    assert run._writer is None  # the write was waited for, then the interrupt raised
+
+
+def test_ctrl_c_twice_still_says_what_was_kept(tmp_path, tree):
+    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 30, "seed": 3})
+    out = tmp_path / "bundle"
+    process = train_process(config, out)
+    progress = staging_dir(out) / "progress.json"
+    while process.poll() is None and not progress.exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    code, stderr = finish(process)
+    assert code == 130, stderr
+    assert "interrupted after epoch" in stderr and "resume with:" in stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert recover(config, out, epochs=30) == "resumed"
