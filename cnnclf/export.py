@@ -168,7 +168,13 @@ def _onnx(model, path: Path, sample: np.ndarray) -> None:
         raise CnnclfError("--format onnx needs tf2onnx (and onnxruntime for the parity check): "
                           "pip install 'cnnclf[onnx]'") from None
     model.predict_on_batch(sample[:1])  # Keras' ONNX exporter traces a model already called
-    model.export(str(path), format="onnx", verbose=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        # Keras' tf2onnx shim probes `np.object`, which NumPy 2 answers with a FutureWarning
+        # meant for Keras' developers, not for whoever exports a model.
+        warnings.simplefilter("ignore", FutureWarning)
+        model.export(str(path), format="onnx", verbose=False)
 
 
 def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> dict:
