@@ -104,8 +104,10 @@ def _published_from(staging: Path, out: Path) -> bool:
 
 
 # Points reached by a plain run; publish.previous_moved only without an atomic exchange.
+# Every step once, and a checkpoint write with an older checkpoint already committed. (The soak
+# script adds later epochs and Ctrl-C at every step.)
 KILL_POINTS = [p for p in FAULT_POINTS if p != "publish.previous_moved"] + [
-    "checkpoint.data_written@2", "checkpoint.committed@3"]
+    "checkpoint.data_written@2"]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -127,12 +129,12 @@ def test_kill_9_at_each_step_leaves_a_bundle_or_a_resumable_run(tmp_path, config
         assert how == "resumed"
 
 
-@pytest.mark.parametrize("point", ["publish.renamed", "publish.previous_moved",
-                                   "bundle.written", "checkpoint.committed"])
-@pytest.mark.parametrize("no_exchange", [False, True], ids=["exchange", "two_renames"])
+@pytest.mark.parametrize("point, no_exchange", [
+    ("bundle.written", False), ("publish.renamed", False),
+    ("publish.previous_moved", True), ("publish.renamed", True)],
+    ids=["exchange-bundle.written", "exchange-publish.renamed", "two_renames-previous_moved",
+         "two_renames-publish.renamed"])
 def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchange):
-    if point == "publish.previous_moved" and not no_exchange:
-        pytest.skip("only the two-rename publish has this step")
     out = tmp_path / "bundle"
     first = run_cli("train", "--config", config, "--out", out)
     assert first.exit_code == 0, first.output
@@ -153,8 +155,8 @@ def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchan
     recover(config, out, "--overwrite")
 
 
-@pytest.mark.parametrize("point", ["checkpoint.data_written", "checkpoint.committed@2",
-                                   "bundle.model_written", "publish.renamed"])
+@pytest.mark.parametrize("point", ["checkpoint.data_written", "bundle.model_written",
+                                   "publish.renamed"])
 def test_ctrl_c_at_each_step_exits_130_with_a_true_message(tmp_path, config, point):
     out = tmp_path / "bundle"
     code, stderr = finish(train_process(config, out, fault=f"{point}=interrupt"))
@@ -236,7 +238,7 @@ def test_random_kills_and_interrupts(tmp_path, tree):
     rng = random.Random(20261125)
     outcomes = []
     deadline = time.monotonic() + 240  # bounded: a slow machine runs fewer trials
-    while len(outcomes) < 6 and time.monotonic() < deadline:
+    while len(outcomes) < 4 and time.monotonic() < deadline:
         out = tmp_path / f"run{len(outcomes)}"
         sig = signal.SIGKILL if len(outcomes) % 2 == 0 else signal.SIGINT
         process = train_process(config, out)
@@ -247,7 +249,7 @@ def test_random_kills_and_interrupts(tmp_path, tree):
         assert "Traceback" not in stderr and "free()" not in stderr, stderr
         assert code in (0, 130, -signal.SIGKILL), stderr
         outcomes.append(recover(config, out, epochs=10))
-    assert len(outcomes) >= 3, "too few kills in the time allowed"
+    assert len(outcomes) >= 2, "too few kills in the time allowed"
 
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path, config):
