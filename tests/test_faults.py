@@ -176,13 +176,19 @@ def test_ctrl_c_at_each_step_exits_130_with_a_true_message(tmp_path, config, poi
     recover(config, out)
 
 
-def test_sigterm_stops_like_ctrl_c(tmp_path, tree):
+def long_run_past_its_first_epoch(tmp_path, tree):
+    """A 30-epoch run in a subprocess, returned once its first epoch is committed."""
     config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 30, "seed": 3})
     out = tmp_path / "bundle"
     process = train_process(config, out)
     progress = staging_dir(out) / "progress.json"
     while process.poll() is None and not progress.exists():
         time.sleep(0.01)
+    return config, out, process
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path, tree):
+    config, out, process = long_run_past_its_first_epoch(tmp_path, tree)
     process.terminate()
     code, stderr = finish(process)
     assert code == 143, stderr
@@ -476,12 +482,7 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp
 
 
 def test_ctrl_c_twice_still_says_what_was_kept(tmp_path, tree):
-    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 30, "seed": 3})
-    out = tmp_path / "bundle"
-    process = train_process(config, out)
-    progress = staging_dir(out) / "progress.json"
-    while process.poll() is None and not progress.exists():
-        time.sleep(0.01)
+    config, out, process = long_run_past_its_first_epoch(tmp_path, tree)
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
