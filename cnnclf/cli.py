@@ -479,6 +479,11 @@ def run() -> None:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
     try:
+        # atexit handlers still run: TensorFlow's remove the temporary files autograph writes
+        # (several per run); the teardown skipped is the interpreter's own.
+        import atexit
+
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
     finally:

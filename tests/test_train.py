@@ -195,3 +195,20 @@ def test_training_on_its_own_test_set_is_warned_about(tmp_path, binary_tree):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if "data.test_dir" in line]
     assert len(warnings) == 1 and "holds the training images themselves" in warnings[0]
+
+
+def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
+    # The command ends with os._exit (no interpreter teardown): TensorFlow's atexit clean-up
+    # of autograph's generated modules must still run.
+    import os
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "c.yaml", binary_tree)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config),
+                           "--out", str(tmp_path / "b")], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(scratch)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in scratch.iterdir()) == []
