@@ -13,10 +13,8 @@ scripts/soak_faults.py runs the same checks for longer.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
