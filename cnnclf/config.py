@@ -212,6 +212,65 @@ def _dense_units(key, value):
     return [_int(1, MAX_UNITS)(f"{key}[{i}]", v) for i, v in enumerate(value)]
 
 
+_BACKBONE_KEYS = {"name": None, "weights": "imagenet", "trainable": False}
+
+
+def _backbone(key, value):
+    from cnnclf.backbones import BACKBONES, names
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        _fail(key, f"null, a name ({names()}) or a mapping {{name, weights, trainable}}", value)
+    _reject_unknown(key, value, _BACKBONE_KEYS)
+    if "name" not in value:
+        raise ConfigError(f"{key}.name: is required, one of {names()}")
+    name = value["name"]
+    if name not in BACKBONES:
+        hint = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
+        raise ConfigError(f"{key}.name: unknown backbone {_shown(name)}"
+                          + (f"; did you mean {hint[0]!r}?" if hint else f"; use one of {names()}"))
+    weights = value.get("weights", "imagenet")
+    if weights is None:
+        weights = "none"
+    if not isinstance(weights, str) or not weights.strip():
+        _fail(f"{key}.weights", "imagenet, none, or the path of a .h5 / .weights.h5 file", weights)
+    if weights not in ("imagenet", "none"):
+        weights = os.path.expanduser(weights)
+        if not weights.endswith(".h5"):
+            raise ConfigError(f"{key}.weights: {weights} is not a .h5 or .weights.h5 file; give "
+                              "a Keras weights file, imagenet or none")
+        if not os.path.isfile(weights):
+            raise ConfigError(f"{key}.weights: {weights} does not exist (or is not a file); "
+                              "give the path of a .h5 / .weights.h5 file, imagenet or none")
+    return {"name": name, "weights": weights,
+            "trainable": _bool(f"{key}.trainable", value.get("trainable", False))}
+
+
+_FINE_TUNE = {"epochs": None, "unfreeze": "all", "learning_rate": 1e-5}
+
+
+def _fine_tune(key, value):
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        _fail(key, "null or a mapping {epochs: 10, unfreeze: all, learning_rate: 1.0e-5}", value)
+    _reject_unknown(key, value, _FINE_TUNE)
+    if "epochs" not in value:
+        raise ConfigError(f"{key}.epochs: is required (epochs of fine-tuning after train.epochs)")
+    merged = {**_FINE_TUNE, **value}
+    unfreeze = merged["unfreeze"]
+    if unfreeze != "all":
+        if isinstance(unfreeze, str):
+            _fail(f"{key}.unfreeze", "all or a number of top layers (at least 1)", unfreeze)
+        unfreeze = _int(1)(f"{key}.unfreeze", unfreeze)
+    return {"epochs": _int(1)(f"{key}.epochs", merged["epochs"]), "unfreeze": unfreeze,
+            "learning_rate": _number(0, 10, open_min=True)(f"{key}.learning_rate",
+                                                           merged["learning_rate"])}
+
+
 def _threshold(key, value):
     from cnnclf.thresholds import is_rule
 
@@ -375,6 +434,17 @@ class ModelConfig:
     dropout: float = _field(
         0.0, _number(0, 1, open_max=True), "dropout rate after each hidden Dense layer",
         kind="float")
+    backbone: dict | None = _field(
+        None, _backbone, "null (train conv_blocks from scratch), or a pretrained "
+        "keras.applications model instead of conv_blocks: {name: mobilenet_v3_small, weights: "
+        "imagenet | none | PATH.h5, trainable: false}; names: mobilenet_v3_small, "
+        "mobilenet_v3_large, efficientnet_v2_b0, resnet50_v2, convnext_tiny; its own input "
+        "scaling replaces augment.rescale, and data.image_size defaults to 224",
+        kind="null | name | mapping")
+    init_from: str | None = _field(
+        None, _optional_path, "null, or an earlier cnnclf bundle whose feature layers (the same "
+        "conv_blocks or backbone, image_size and color_mode) this model starts from, with a new "
+        "head; frozen for train.epochs, unfrozen by train.fine_tune", kind="path")
 
 
 @dataclass(frozen=True)
@@ -437,6 +507,11 @@ class TrainConfig:
     tensorboard: bool = _field(
         False, _bool, "write TensorBoard logs to <bundle>/logs (tensorboard --logdir "
         "<bundle>/logs)", kind="bool")
+    fine_tune: dict | None = _field(
+        None, _fine_tune, "null, or a second phase after train.epochs for model.backbone or "
+        "model.init_from: {epochs: 10, unfreeze: all | N (the top N layers that hold weights; "
+        "BatchNormalization stays frozen), learning_rate: 1.0e-5}; epochs are numbered on from "
+        "the first phase", kind="null | mapping")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
         "training throughput here (enables TensorFlow op determinism)", kind="bool")
@@ -487,10 +562,19 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
     A path that exists only from the working directory, as configs written before this rule
     assumed, is still used, with one warning saying how to write it now.
     """
+    base = path.parent
+    model = raw.get("model")
+    if isinstance(model, dict):
+        # model.init_from and a backbone's weights file: beside the config, no fallback.
+        if isinstance(model.get("init_from"), str) and model["init_from"].strip():
+            model["init_from"] = os.path.normpath(base / os.path.expanduser(model["init_from"]))
+        backbone = model.get("backbone")
+        if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str) and \
+                backbone["weights"] not in ("imagenet", "none") and backbone["weights"].strip():
+            backbone["weights"] = os.path.normpath(base / os.path.expanduser(backbone["weights"]))
     section = raw.get("data")
     if not isinstance(section, dict):
         return
-    base = path.parent
     for f in dataclasses.fields(DataConfig):
         value = section.get(f.name)
         if f.metadata.get("kind") != "path" or not isinstance(value, str) or not value.strip():
@@ -751,7 +835,7 @@ def parse_config(raw: dict) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: must be a mapping, got {type(raw).__name__}")
     _reject_unknown("config", raw, _SECTIONS, top_level=True)
-    sections = {}
+    sections, given = {}, set()
     for name, factory in _SECTIONS.items():
         section_raw = raw.get(name) or {}
         if not isinstance(section_raw, dict):
@@ -763,10 +847,49 @@ def parse_config(raw: dict) -> Config:
         for key, f in known.items():
             if key in section_raw:
                 values[key] = f.metadata["check"](f"{name}.{key}", section_raw[key])
+                given.add(f"{name}.{key}")
         sections[name] = cls(**values)
-    config = Config(**sections)
+    config = _transfer_defaults(Config(**sections), given)
     _check_across_sections(config)
     return config
+
+
+# Keys that only mean something for the from-scratch conv_blocks model.
+_SCRATCH_ONLY = ("model.conv_blocks", "model.padding", "model.batch_norm", "augment.rescale")
+
+
+def _transfer_defaults(config: Config, given: set[str]) -> Config:
+    """A backbone brings its own feature layers, input scaling and image size: keys that
+    describe the from-scratch model are refused when set with it, and defaults follow it.
+
+    Why refuse rather than ignore: a user who wrote both conv_blocks and backbone expects one
+    of them to be used, and silently training the other is the one wrong answer.
+    """
+    backbone, fine_tune = config.model.backbone, config.train.fine_tune
+    if fine_tune and not backbone and not config.model.init_from:
+        raise ConfigError("train.fine_tune: there is nothing pretrained to fine-tune; set "
+                          "model.backbone or model.init_from, or remove train.fine_tune")
+    if not backbone:
+        return config
+    for key in _SCRATCH_ONLY:
+        if key in given:
+            raise ConfigError(f"{key}: does not apply with model.backbone (the backbone "
+                              f"replaces the conv_blocks model{' and scales its own input' if key == 'augment.rescale' else ''}); "
+                              f"remove {key} or model.backbone")
+    from cnnclf.backbones import BACKBONES
+
+    spec = BACKBONES[backbone["name"]]
+    data, model = config.data, config.model
+    if "data.image_size" not in given:
+        data = dataclasses.replace(data, image_size=[spec.default_size, spec.default_size])
+    if min(data.image_size) < spec.min_size:
+        raise ConfigError(f"data.image_size: {data.image_size} is too small for "
+                          f"{spec.name}; each side must be at least {spec.min_size} (its "
+                          f"default is {spec.default_size})")
+    if "model.pooling" not in given:
+        model = dataclasses.replace(model, pooling="global_average")
+    augment = dataclasses.replace(config.augment, rescale=1.0)
+    return dataclasses.replace(config, data=data, model=model, augment=augment)
 
 
 def _reject_unknown(where: str, raw: dict, known, *, top_level: bool = False) -> None:
@@ -787,7 +910,8 @@ def _reject_unknown(where: str, raw: dict, known, *, top_level: bool = False) ->
 
 def _check_across_sections(config: Config) -> None:
     height, width = config.data.image_size
-    for i, block in enumerate(config.model.conv_blocks):
+    blocks = [] if config.model.backbone else config.model.conv_blocks
+    for i, block in enumerate(blocks):
         k, p = block["kernel_size"], block["pool_size"]
         if k > min(height, width):
             where = "data.image_size" + (" after the blocks before it" if i else "")
@@ -905,9 +1029,17 @@ def _check_memory(config: Config) -> None:
 
 
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML, loadable again by `load_config`."""
-    return yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False,
-                     default_flow_style=None)
+    """The resolved config as YAML, loadable again by `load_config`.
+
+    A backbone config leaves out the keys that only describe the from-scratch model, which
+    `parse_config` refuses beside model.backbone.
+    """
+    data = config.to_dict()
+    if config.model.backbone:
+        for key in _SCRATCH_ONLY:
+            section, name = key.split(".")
+            data[section].pop(name)
+    return yaml.dump(data, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=None)
 
 
 def reference_yaml() -> str:

@@ -37,6 +37,7 @@ class TrainingControls(keras.callbacks.Callback):
         super().__init__()
         self.config = train_config
         self.base_learning_rate = base_learning_rate or train_config.learning_rate
+        self.phase_epochs = train_config.epochs  # of the current phase (see begin_phase)
         # The best epoch's weights (keep_best, early_stopping.restore_best_weights) stay in
         # memory; the checkpoint commits them with the epoch, so a kill can never leave a
         # best-weights file newer than the progress that names it.
@@ -50,10 +51,30 @@ class TrainingControls(keras.callbacks.Callback):
                                "learning_rate": self.base_learning_rate,
                                "stopped_early": False}
 
+    def begin_phase(self, index: int, base_learning_rate: float, first_epoch: int,
+                    epochs: int) -> bool:
+        """Starts phase `index` (0: train.epochs, 1: train.fine_tune) at `first_epoch`.
+
+        A new phase starts its own learning-rate schedule at `base_learning_rate` and its own
+        early-stopping and plateau counters (fine-tuning moves the loss to another scale); the
+        best epoch and its weights carry over. Returns False when the state already is in
+        this phase (a resumed run), which then goes on exactly where it stopped.
+        """
+        self.base_learning_rate = base_learning_rate
+        self.phase_epochs = epochs
+        starts = self.state.setdefault("phase_starts", [0])
+        if index < len(starts):
+            return False
+        starts.append(first_epoch)
+        self.state.update(stop_best=None, wait=0, plateau_best=None, plateau_wait=0,
+                          learning_rate=base_learning_rate, stopped_early=False)
+        return True
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.config.lr_schedule == "cosine":
             lr0, lr_min = self.base_learning_rate, self.config.min_learning_rate
-            progress = epoch / max(1, self.config.epochs - 1)
+            start = self.state.get("phase_starts", [0])[-1]
+            progress = (epoch - start) / max(1, self.phase_epochs - 1)
             self.state["learning_rate"] = lr_min + 0.5 * (lr0 - lr_min) * (
                 1 + math.cos(math.pi * progress))
         self.model.optimizer.learning_rate.assign(self.state["learning_rate"])

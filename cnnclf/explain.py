@@ -19,7 +19,16 @@ from cnnclf.predict import interpret
 
 
 def last_conv_activation(model) -> str:
-    """Name of the output of the last convolution block, before pooling."""
+    """Name of the output of the last convolution block, before pooling.
+
+    For a pretrained backbone (a nested model) that is the backbone itself: its output is its
+    last convolutional feature map (built without its top and pooling).
+    """
+    import keras
+
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if nested:
+        return nested[-1]
     names = [layer.name for layer in model.layers]
     convs = [n for n in names if n.startswith("conv")]
     if not convs:

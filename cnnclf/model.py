@@ -1,7 +1,8 @@
 """Builds the config-driven Keras Sequential CNN.
 
-The model starts with `Rescaling`, so the pixel scaling used in training travels inside
-`model.keras` and prediction cannot forget it. No random augmentation layer is ever added here
+The model starts with `Rescaling` (or, with model.backbone, the backbone's own input scaling),
+so the pixel scaling used in training travels inside `model.keras` and prediction cannot forget
+it. No random augmentation layer is ever added here
 (see augment.py for why).
 """
 
@@ -29,11 +30,13 @@ def loss_for(config: Config, n_classes: int) -> str:
     return loss
 
 
-def build_model(config: Config, n_classes: int, channels: int, precision: str = "float32"):
+def build_model(config: Config, n_classes: int, channels: int, precision: str = "float32",
+                weights_path: str | None = None):
     """Returns an uncompiled `keras.Sequential` for images of `config.data.image_size`.
 
     `precision` is a Keras dtype policy name ("mixed_float16", ...) given to each layer, not
     set globally, so building a model never changes Keras' state for other code.
+    `weights_path` is the backbone's weights file (see backbones.resolve_weights).
     """
     import keras
     from keras import layers
@@ -41,9 +44,12 @@ def build_model(config: Config, n_classes: int, channels: int, precision: str = 
     height, width = config.data.image_size
     m = config.model
     dtype = keras.DTypePolicy(precision)
-    stack = [keras.Input(shape=(height, width, channels), name="image"),
-             layers.Rescaling(config.augment.rescale, name="rescale", dtype=dtype)]
-    for i, block in enumerate(m.conv_blocks, start=1):
+    stack = [keras.Input(shape=(height, width, channels), name="image")]
+    if m.backbone:
+        stack += backbone_layers(config, channels, precision, weights_path)
+    else:
+        stack.append(layers.Rescaling(config.augment.rescale, name="rescale", dtype=dtype))
+    for i, block in enumerate([] if m.backbone else m.conv_blocks, start=1):
         stack.append(layers.Conv2D(block["filters"], block["kernel_size"], padding=m.padding,
                                    use_bias=not m.batch_norm, name=f"conv{i}", dtype=dtype))
         if m.batch_norm:
@@ -62,13 +68,51 @@ def build_model(config: Config, n_classes: int, channels: int, precision: str = 
     return keras.Sequential(stack, name="cnnclf")
 
 
-def make_optimizer(config: Config, precision: str = "float32", replicas: int = 1):
-    """The configured optimizer; float16 training gets dynamic loss scaling against underflow."""
+HEAD_LAYERS = ("flatten", "global_pool")  # the first head layer: feature layers come before
+
+
+def feature_layers(model) -> list:
+    """The layers before the head (pooling, Dense): what init_from copies and fine_tune thaws."""
+    out = []
+    for layer in model.layers:
+        if layer.name in HEAD_LAYERS:
+            return out
+        out.append(layer)
+    raise ValueError(f"model {model.name} has no {' or '.join(HEAD_LAYERS)} layer")
+
+
+def backbone_layers(config: Config, channels: int, precision: str, weights_path: str | None):
+    """Colour and scaling layers, then the pretrained backbone (see backbones.py).
+
+    Keras applications take their dtype from the global policy, so it is set for the build
+    alone and put back: building a model must not change Keras' state for other code.
+    """
+    import keras
+
+    from cnnclf.backbones import build_backbone, input_layers
+
+    name = config.model.backbone["name"]
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return [*input_layers(name, channels),
+                build_backbone(name, config.data.image_size, weights_path)]
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_optimizer(config: Config, precision: str = "float32", replicas: int = 1,
+                   learning_rate: float | None = None):
+    """The configured optimizer; float16 training gets dynamic loss scaling against underflow.
+
+    `learning_rate` overrides train.learning_rate (fine-tuning uses its own).
+    """
     import keras
 
     optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
                   "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-    rate = config.train.learning_rate * (replicas if config.train.scale_learning_rate else 1)
+    base = config.train.learning_rate if learning_rate is None else learning_rate
+    rate = base * (replicas if config.train.scale_learning_rate else 1)
     optimizer = optimizers[config.train.optimizer](learning_rate=rate)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import importlib.util
 import json
 import logging
@@ -32,6 +33,7 @@ from cnnclf.images import ImageSpec
 from cnnclf.rundir import (DamagedRun, RunDir, check_destination, completed_epochs,
                            fault_point, usable_destination)
 from cnnclf.runs import new_run_dir
+from cnnclf.transfer import planned_epochs, prepare, suggest_backbone
 
 log = logging.getLogger("cnnclf")
 
@@ -111,6 +113,10 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         log.info("run folder: %s", destination)
     if resume:
         _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
+    start = prepare(config)  # weights files and init_from: before TensorFlow trains anything
+    hint = suggest_backbone(config, dataset.train.counts(dataset.class_names))
+    if hint:
+        log.info("%s", hint)
     # Only the chief of a multi_worker cluster writes the bundle; that is known once the
     # cluster is up, so other runs lock their folder now, before the 2 s import.
     single = config.train.distribute != "multi_worker"
@@ -122,7 +128,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
                 stack.enter_context(run)
             try:
                 return _train_in(run, stack, single, config, dataset, loss, class_weight,
-                                 config_path, verbose, device, progress, started)
+                                 config_path, verbose, device, progress, started, start)
             except BaseException as exc:
                 stack.close()  # waits for a checkpoint being written, then frees the lock
                 _forget_reserved(destination, out_dir)
@@ -131,7 +137,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
                 if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
                     # The interrupt surfaced as another exception (inside TensorFlow, say).
                     cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
-                raise _stopped(cause, run, done, config.train.epochs) from exc
+                raise _stopped(cause, run, done, planned_epochs(config)) from exc
 
 
 class Terminated(KeyboardInterrupt):
@@ -182,7 +188,7 @@ def _signals_as_interrupts(caught: list):
 
 
 def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
-              device, progress, started) -> TrainResult:
+              device, progress, started, start) -> TrainResult:
     from cnnclf.pipeline import SkippedFiles
 
     skipped = SkippedFiles()
@@ -214,7 +220,8 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
             stack.enter_context(run)
     try:
         model, history, val_ds, training = _fit(
-            config, dataset, stores, loss, progress, run, class_weight, strategy, placement)
+            config, dataset, stores, loss, progress, run, class_weight, strategy, placement,
+            start)
     except tf.errors.OpError as exc:
         if placement.strategy != "multi_worker":
             raise
@@ -416,8 +423,26 @@ def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
                     "data.validation_split instead")
 
 
+def _phase_record(plan, starts: list, history: dict) -> list[dict] | None:
+    """bundle.json's `phases`: which epochs each phase ran, at what rate, training what."""
+    if len(plan) == 1 and not plan[0].frozen:
+        return None
+    done = len(history.get("epoch", []))
+    record = []
+    for phase, first in zip(plan, starts):
+        last = min(first + phase.epochs, done)
+        record.append({"name": phase.name, "epochs": [first + 1, last] if last > first else [],
+                       "learning_rate": phase.learning_rate,
+                       "trains": ("the head" if phase.frozen else
+                                  "everything" if phase.name == "train" else
+                                  f"head and {phase.unfreeze} feature layers"
+                                  if phase.unfreeze == "all" else
+                                  f"head and the top {phase.unfreeze} feature layers")})
+    return record
+
+
 def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, run,
-         class_weight: dict | None, strategy, placement):
+         class_weight: dict | None, strategy, placement, start):
     import keras
 
     from cnnclf.augment import is_active, make_augmenter
@@ -425,6 +450,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     from cnnclf.controls import TrainingControls
     from cnnclf.model import build_model, make_optimizer
     from cnnclf.pipeline import make_dataset
+    from cnnclf.transfer import apply_phase, copy_features, phases, planned_epochs
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
@@ -444,58 +470,92 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     previous = run.progress
     done = previous["completed_epochs"] if previous else 0
     scale = placement.replicas if config.train.scale_learning_rate else 1
+    plan = phases(config)
+    total = planned_epochs(config)
     controls = TrainingControls(config.train, previous["controls"] if previous else None,
-                                config.train.learning_rate * scale)
+                                plan[0].learning_rate * scale)
+    current = len(controls.state.get("phase_starts", [0])) - 1  # the phase to go on with
+
+    def compile_for(phase):
+        with strategy.scope():
+            note = apply_phase(model, phase)
+            model.compile(optimizer=make_optimizer(config, placement.precision,
+                                                   placement.replicas, phase.learning_rate),
+                          loss=loss, metrics=["accuracy"])
+        return note
+
     with strategy.scope():
-        model = build_model(config, n_classes, spec.channels, placement.precision)
-        model.compile(optimizer=make_optimizer(config, placement.precision, placement.replicas),
-                      loss=loss, metrics=["accuracy"])
-        controls.set_model(model)  # also when every epoch is done and fit never runs
-        if previous:
+        model = build_model(config, n_classes, spec.channels, placement.precision,
+                            start.weights.path if start.weights else None)
+        if start.init_from and not previous:
+            copy_features(model, start.init_from)
+            log.info("feature layers copied from %s", start.init_from)
+    note = compile_for(plan[current])
+    controls.set_model(model)  # also when every epoch is done and fit never runs
+    if previous:
+        with strategy.scope():
             # Weights, optimizer state and best weights: training goes on exactly where it
             # stopped.
             restore(model, controls, *run.load_checkpoint())
-            log.info("resuming after epoch %d of %d", done, config.train.epochs)
-    log.info("model: %s parameters; %d epoch%s of batch %d; cache: %s",
-             f"{model.count_params():,}", config.train.epochs,
-             "" if config.train.epochs == 1 else "s", config.data.batch_size,
-             stores["train"].store.where)
+        log.info("resuming after epoch %d of %d", done, total)
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    log.info("model: %s parameters (%s trainable now); %d epoch%s of batch %d; cache: %s",
+             f"{model.count_params():,}", f"{trainable:,}", total,
+             "" if total == 1 else "s", config.data.batch_size, stores["train"].store.where)
+    if note and not previous:
+        log.info("%s", note)
     checkpoint = EpochCheckpoint(run, config.to_dict(), controls,
                                  previous["history"] if previous else None)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
-    stopped = controls.state["stopped_early"]
-    if done < config.train.epochs and not stopped and placement.strategy == "multi_worker":
-        from cnnclf.multiworker import fit_multi_worker
+    extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
+             if config.train.tensorboard and placement.strategy != "multi_worker" else [])
+    if config.train.tensorboard and placement.strategy == "multi_worker":
+        log.warning("warning: train.tensorboard is not supported with multi_worker yet; "
+                    "no logs are written")
+    for index in range(current, len(plan)):
+        phase = plan[index]
+        if index > current:  # a new phase: from the best weights when they are kept
+            if controls.best_weights is not None:
+                model.set_weights(controls.best_weights)
+            log.info("%s", compile_for(phase))
+        controls.begin_phase(index, phase.learning_rate * scale,
+                             len(checkpoint.history.get("epoch", [])), phase.epochs)
+        end = controls.state["phase_starts"][index] + phase.epochs
+        if done >= end or controls.state["stopped_early"]:
+            continue  # resumed after this phase ended (or stopped early)
+        if placement.strategy == "multi_worker":
+            from cnnclf.multiworker import fit_multi_worker
 
-        if config.train.tensorboard:
-            log.warning("warning: train.tensorboard is not supported with multi_worker yet; "
-                        "no logs are written")
-        fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss,
-                         epochs=config.train.epochs, initial_epoch=done,
-                         global_batch_size=config.data.batch_size,
-                         callbacks=[controls, checkpoint], class_weight=class_weight,
-                         log=log.info)
-    elif done < config.train.epochs and not stopped:
-        extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
-                 if config.train.tensorboard else [])
-        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs,
-                  initial_epoch=done, shuffle=False, verbose=progress,
-                  class_weight=class_weight,
-                  callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint, *extra])
+            fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss, epochs=end,
+                             initial_epoch=done, global_batch_size=config.data.batch_size,
+                             callbacks=[controls, checkpoint], class_weight=class_weight,
+                             log=log.info)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=done,
+                      shuffle=False, verbose=progress, class_weight=class_weight,
+                      callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint,
+                                 *extra])
+        run.wait()  # the last checkpoint is on disk (or its failure raised)
+        done = len(checkpoint.history.get("epoch", []))
+        if model.stop_training and not controls.state["stopped_early"] and done < end:
+            raise CnnclfError("training stopped: the loss became NaN (TerminateOnNaN); lower "
+                              "train.learning_rate or check the data")
+        if controls.state["stopped_early"]:
+            log.info("early stopping: %s did not improve for %d epochs%s",
+                     config.train.early_stopping["monitor"],
+                     config.train.early_stopping["patience"],
+                     "; fine-tuning next" if index + 1 < len(plan) else "")
     run.wait()  # the last checkpoint is on disk (or its failure raised) before publishing
-    if model.stop_training and not controls.state["stopped_early"] and \
-            len(checkpoint.history.get("epoch", [])) < config.train.epochs:
-        raise CnnclfError("training stopped: the loss became NaN (TerminateOnNaN); lower "
-                          "train.learning_rate or check the data")
-    if controls.state["stopped_early"]:
-        log.info("early stopping: %s did not improve for %d epochs",
-                 config.train.early_stopping["monitor"], config.train.early_stopping["patience"])
     best_epoch = controls.finish()
     if best_epoch is not None:
         log.info("keeping the weights of epoch %d (best %s)", best_epoch, controls.best_monitor)
     training = {"best_epoch": best_epoch, "stopped_early": controls.state["stopped_early"],
-                "resumed_after_epoch": done or None, "class_weight": class_weight,
+                "resumed_after_epoch": (previous or {}).get("completed_epochs") or None,
+                "class_weight": class_weight,
+                "phases": _phase_record(plan, controls.state.get("phase_starts", [0]),
+                                        checkpoint.history),
+                "start": start.to_json(config),
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,
                               "precision": placement.precision}}

@@ -1,0 +1,192 @@
+"""Pretrained `keras.applications` backbones: which ones, their inputs, and their weight files.
+
+One table (`BACKBONES`) says everything cnnclf knows about a backbone: the Keras constructor,
+the default and minimum image size, how it scales its input (inside the saved model, so predict,
+evaluate, serve and exports cannot get it wrong), and the name of Keras' own ImageNet weights
+file without the classifier top. Config validation and the offline check read the table in
+plain Python; only `build_backbone` and `fetch_imagenet` import Keras.
+
+Every backbone takes pixels in [0, 255], as the data pipeline gives them: MobileNetV3,
+EfficientNetV2 and ConvNeXt scale them with their own preprocessing layers
+(`include_preprocessing=True`); ResNet50V2 gets a `Rescaling(1/127.5, offset=-1)` in front,
+which is what `keras.applications.resnet_v2.preprocess_input` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnclf.errors import ConfigError
+
+# Where Keras' get_file keeps downloads; `fetch_imagenet` looks there before downloading.
+KERAS_CACHE_SUBDIR = "models"
+# Set to 1 to forbid downloads: a missing ImageNet file is then an error before training.
+OFFLINE_ENV = "CNNCLF_OFFLINE"
+DOWNLOAD_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str            # the config's model.backbone.name
+    constructor: str     # attribute of keras.applications
+    default_size: int    # the ImageNet training resolution: the default data.image_size
+    min_size: int        # Keras refuses smaller inputs
+    input_scaling: str   # what the model does to [0, 255] pixels before the backbone
+    imagenet_file: str   # Keras' file name for the weights without the top
+    module: str          # keras.src.applications module holding WEIGHTS_HASHES
+    hash_key: str        # key of that module's WEIGHTS_HASHES
+    # Keyword arguments of the constructor beyond include_top/weights/input_shape/name.
+    options: tuple = ()
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    Backbone("mobilenet_v3_small", "MobileNetV3Small", 224, 32, "its own Rescaling to [-1, 1]",
+             "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
+             "small_224_1.0_float", (("include_preprocessing", True),)),
+    Backbone("mobilenet_v3_large", "MobileNetV3Large", 224, 32, "its own Rescaling to [-1, 1]",
+             "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
+             "large_224_1.0_float", (("include_preprocessing", True),)),
+    Backbone("efficientnet_v2_b0", "EfficientNetV2B0", 224, 32,
+             "its own Rescaling to [-1, 1]", "efficientnetv2-b0_notop.h5", "efficientnet_v2",
+             "b0", (("include_preprocessing", True),)),
+    Backbone("resnet50_v2", "ResNet50V2", 224, 32, "Rescaling(1/127.5, offset=-1) added in front",
+             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2"),
+    Backbone("convnext_tiny", "ConvNeXtTiny", 224, 32,
+             "its own ImageNet mean/std Normalization", "convnext_tiny_notop.h5", "convnext",
+             "convnext_tiny", (("include_preprocessing", True),)),
+)}
+
+# Layer names inside a cnnclf model: feature layers are everything before the head.
+BACKBONE_LAYER = "backbone"
+GRAY_TO_RGB_LAYER = "gray_to_rgb"
+INPUT_SCALING_LAYER = "backbone_input"
+
+
+def names() -> str:
+    return ", ".join(BACKBONES)
+
+
+def keras_cache_dir() -> Path:
+    """The folder Keras' get_file uses for cache_subdir "models" (KERAS_HOME or ~/.keras)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / KERAS_CACHE_SUBDIR
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """What the backbone starts from: recorded in bundle.json."""
+    kind: str                 # imagenet | file | none
+    path: str | None = None   # the weights file loaded, when there is one
+    sha256: str | None = None
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind,
+                "file": os.path.basename(self.path) if self.path else None,
+                "sha256": self.sha256}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(backbone: dict) -> WeightsSource:
+    """Finds the weights file a backbone config needs, before TensorFlow trains anything.
+
+    `imagenet` looks in Keras' cache first; a missing file is downloaded with Keras' own
+    `get_file` (hash-checked), unless CNNCLF_OFFLINE=1 or the download fails: then one
+    ConfigError names the file, where to put it, and the `weights: PATH` alternative.
+    """
+    weights = backbone["weights"]
+    if weights == "none":
+        return WeightsSource("none")
+    if weights != "imagenet":
+        return WeightsSource("file", weights, sha256_of(weights))
+    spec = BACKBONES[backbone["name"]]
+    cached = keras_cache_dir() / spec.imagenet_file
+    if cached.is_file():
+        return WeightsSource("imagenet", str(cached), sha256_of(cached))
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise _missing_imagenet(spec, cached, f"{OFFLINE_ENV} is set")
+    path = fetch_imagenet(spec, cached)
+    return WeightsSource("imagenet", path, sha256_of(path))
+
+
+def _missing_imagenet(spec: Backbone, cached: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"model.backbone.weights: imagenet needs {spec.imagenet_file} and it is not in Keras' "
+        f"cache ({why}); copy that file to {cached}, or set model.backbone.weights to the path "
+        f"of a weights file (.h5 / .weights.h5) for {spec.name} without its top, or to none")
+
+
+def fetch_imagenet(spec: Backbone, cached: Path) -> str:
+    """Downloads the ImageNet file through Keras' get_file, which checks its hash."""
+    import importlib
+
+    from keras.utils import get_file
+
+    module = importlib.import_module(f"keras.src.applications.{spec.module}")
+    base = getattr(module, "BASE_WEIGHT_PATH", None) or getattr(module, "BASE_WEIGHTS_PATH")
+    file_hash = module.WEIGHTS_HASHES[spec.hash_key][1]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own here
+    try:
+        return get_file(spec.imagenet_file, base + spec.imagenet_file,
+                        cache_subdir=KERAS_CACHE_SUBDIR, file_hash=file_hash)
+    except Exception as exc:  # no network, a proxy, a bad hash: all mean "get the file"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise _missing_imagenet(spec, cached, f"the download failed: {first}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def build_backbone(name: str, image_size, weights_path: str | None):
+    """The backbone without its top, named `backbone`, its weights loaded from a file.
+
+    Built with weights=None and then loaded, so that ImageNet files and user files go through
+    the same code (Keras' own `load_weights`, which is what weights="imagenet" calls).
+    """
+    import keras
+
+    spec = BACKBONES[name]
+    height, width = image_size
+    constructor = getattr(keras.applications, spec.constructor)
+    model = constructor(include_top=False, weights=None, input_shape=(height, width, 3),
+                        name=BACKBONE_LAYER, **dict(spec.options))
+    if weights_path:
+        try:
+            model.load_weights(weights_path)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ConfigError(
+                f"model.backbone.weights: {weights_path} does not fit {name} without its top "
+                f"({first}); give a weights file saved from "
+                f"keras.applications.{spec.constructor}(include_top=False)") from None
+    return model
+
+
+def input_layers(name: str, channels: int) -> list:
+    """Layers between the image input and the backbone: colour, then scaling.
+
+    A grayscale image feeds an RGB backbone through a fixed 1x1 convolution with weights of
+    one (the channel repeated three times): a built-in layer, so the model still loads with
+    safe_mode=True and exports to ONNX and TFLite, which a Lambda would not.
+    """
+    import keras
+    from keras import layers
+
+    stack = []
+    if channels == 1:
+        stack.append(layers.Conv2D(3, 1, use_bias=False, trainable=False,
+                                   kernel_initializer=keras.initializers.Ones(),
+                                   name=GRAY_TO_RGB_LAYER))
+    if BACKBONES[name].constructor == "ResNet50V2":
+        stack.append(layers.Rescaling(1 / 127.5, offset=-1.0, name=INPUT_SCALING_LAYER))
+    return stack
