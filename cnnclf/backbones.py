@@ -39,6 +39,8 @@ class Backbone:
     imagenet_file: str   # Keras' file name for the weights without the top
     module: str          # keras.src.applications module holding WEIGHTS_HASHES
     hash_key: str        # key of that module's WEIGHTS_HASHES
+    variables: int       # arrays in a .weights.h5 saved from it without its top
+    params: int          # without its top, at any input size
     # Keyword arguments of the constructor beyond include_top/weights/input_shape/name.
     options: tuple = ()
 
@@ -46,18 +48,18 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("mobilenet_v3_small", "MobileNetV3Small", 224, 32, "its own Rescaling to [-1, 1]",
              "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "small_224_1.0_float", (("include_preprocessing", True),)),
+             "small_224_1.0_float", 206, 939120, (("include_preprocessing", True),)),
     Backbone("mobilenet_v3_large", "MobileNetV3Large", 224, 32, "its own Rescaling to [-1, 1]",
              "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "large_224_1.0_float", (("include_preprocessing", True),)),
+             "large_224_1.0_float", 262, 2996352, (("include_preprocessing", True),)),
     Backbone("efficientnet_v2_b0", "EfficientNetV2B0", 224, 32,
              "its own Rescaling to [-1, 1]", "efficientnetv2-b0_notop.h5", "efficientnet_v2",
-             "b0", (("include_preprocessing", True),)),
+             "b0", 359, 5919312, (("include_preprocessing", True),)),
     Backbone("resnet50_v2", "ResNet50V2", 224, 32, "Rescaling(1/127.5, offset=-1) added in front",
-             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2"),
+             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2", 270, 23564800),
     Backbone("convnext_tiny", "ConvNeXtTiny", 224, 32,
              "its own ImageNet mean/std Normalization", "convnext_tiny_notop.h5", "convnext",
-             "convnext_tiny", (("include_preprocessing", True),)),
+             "convnext_tiny", 180, 27820128, (("include_preprocessing", True),)),
 )}
 
 # Layer names inside a cnnclf model: feature layers are everything before the head.
@@ -108,6 +110,7 @@ def resolve_weights(backbone: dict) -> WeightsSource:
     if weights == "none":
         return WeightsSource("none")
     if weights != "imagenet":
+        _check_weights_file(weights, BACKBONES[backbone["name"]])
         return WeightsSource("file", weights, sha256_of(weights))
     spec = BACKBONES[backbone["name"]]
     cached = keras_cache_dir() / spec.imagenet_file
@@ -117,6 +120,31 @@ def resolve_weights(backbone: dict) -> WeightsSource:
         raise _missing_imagenet(spec, cached, f"{OFFLINE_ENV} is set")
     path = fetch_imagenet(spec, cached)
     return WeightsSource("imagenet", path, sha256_of(path))
+
+
+def _check_weights_file(path: str, spec: Backbone) -> None:
+    """A Keras 3 `.weights.h5` of another model only warns when loaded (see
+    `load_weights_exactly`): count its arrays here, before TensorFlow loads. Legacy `.h5`
+    files (Keras' own ImageNet layout) are checked by Keras itself, loudly, when loaded."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = []
+            f.visititems(lambda _, item: arrays.append(1) if isinstance(item, h5py.Dataset)
+                         else None)
+    except OSError as exc:
+        raise _bad_file(path, spec, f"not an HDF5 file: {exc}") from None
+    if path.endswith(".weights.h5") and len(arrays) != spec.variables:
+        raise _bad_file(path, spec, f"it holds {len(arrays)} arrays, {spec.name} has "
+                                    f"{spec.variables}")
+
+
+def _bad_file(path: str, spec: Backbone, why: str) -> ConfigError:
+    return ConfigError(
+        f"model.backbone.weights: {path} does not fit {spec.name} without its top ({why}); "
+        f"give a weights file saved from keras.applications.{spec.constructor}"
+        "(include_top=False)")
 
 
 def _missing_imagenet(spec: Backbone, cached: Path, why: str) -> ConfigError:
@@ -161,15 +189,33 @@ def build_backbone(name: str, image_size, weights_path: str | None):
     model = constructor(include_top=False, weights=None, input_shape=(height, width, 3),
                         name=BACKBONE_LAYER, **dict(spec.options))
     if weights_path:
-        try:
-            model.load_weights(weights_path)
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise ConfigError(
-                f"model.backbone.weights: {weights_path} does not fit {name} without its top "
-                f"({first}); give a weights file saved from "
-                f"keras.applications.{spec.constructor}(include_top=False)") from None
+        load_weights_exactly(model, weights_path, name, spec)
     return model
+
+
+def load_weights_exactly(model, path: str, name: str, spec: Backbone) -> None:
+    """Loads `path` into `model` or raises ConfigError: every variable must come from the file.
+
+    Why not just `load_weights`: for a `.weights.h5` file of another model Keras only warns
+    ("Skipping ... no matching group") and leaves fresh random weights, which would then train
+    as if pretrained. Any warning while loading is refused (`resolve_weights` has counted
+    the file's arrays already, before TensorFlow loaded).
+    """
+    import warnings
+
+    def fail(why: str) -> ConfigError:
+        return _bad_file(path, spec, why)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception as exc:
+            raise fail((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) \
+                from None
+    loud = [w for w in caught if "keras" in (w.filename or "") and "sav" in w.filename]
+    if loud:
+        raise fail(str(loud[0].message).splitlines()[0][:200])
 
 
 def input_layers(name: str, channels: int) -> list:

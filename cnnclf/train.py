@@ -114,9 +114,6 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     if resume:
         _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
     start = prepare(config)  # weights files and init_from: before TensorFlow trains anything
-    hint = suggest_backbone(config, dataset.train.counts(dataset.class_names))
-    if hint:
-        log.info("%s", hint)
     # Only the chief of a multi_worker cluster writes the bundle; that is known once the
     # cluster is up, so other runs lock their folder now, before the 2 s import.
     single = config.train.distribute != "multi_worker"
@@ -207,6 +204,9 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
     seed_everything(config.train.seed, config.train.deterministic)
     log.info("%s", placement.describe())
     _describe(dataset, used, class_weight)
+    hint = suggest_backbone(config, used["train"])
+    if hint:
+        log.info("%s", hint)
     if not single:
         if not placement.is_chief:
             # Other workers run the same steps (collective ops need everyone) but write to a

@@ -20,6 +20,10 @@ from PIL import Image
 
 from cnnclf.cli import main
 
+# No test may download anything: a backbone's ImageNet weights that are not in Keras' cache
+# are then an error (tested), never a download. Subprocesses inherit this.
+os.environ["CNNCLF_OFFLINE"] = "1"
+
 PATTERNS = ("hstripes", "vstripes", "checker")
 FORMATS = ("jpg", "png", "bmp", "gif")
 

@@ -1,0 +1,326 @@
+"""Pretrained backbones, init_from and fine-tuning, through the CLI, with weights the tests make.
+
+Nothing here downloads: conftest sets CNNCLF_OFFLINE=1, and every weights file is built by the
+test from `keras.applications` with weights=None.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnclf.backbones import BACKBONES
+from cnnclf.config import load_config
+from cnnclf.errors import ConfigError
+from conftest import make_tree, read_json, run_cli, write_config
+
+SMALL = [32, 32]
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("tiny"), n_classes=3, n_train=4, n_test=2)
+
+
+def backbone_config(path: Path, tree: Path, backbone, **sections) -> Path:
+    """A config for `tree` with a backbone: no conv_blocks or rescale (refused with one)."""
+    import yaml
+
+    config = {"data": {"train_dir": str(tree / "training_set"),
+                       "test_dir": str(tree / "test_set"), "image_size": SMALL,
+                       "batch_size": 16},
+              "augment": {"horizontal_flip": True},
+              "model": {"backbone": backbone, "dense_units": [8]},
+              "train": {"epochs": 1, "seed": 7}}
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def keras_model(bundle: Path):
+    from cnnclf.bundle import load_bundle
+
+    return load_bundle(bundle).model
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_each_backbone_builds_trains_and_predicts(tmp_path, tiny_tree, name):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree, {"name": name, "weights": "none"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert manifest["start"]["backbone"]["name"] == name
+    assert manifest["start"]["backbone"]["weights"]["kind"] == "none"
+    assert manifest["phases"][0]["trains"] == "the head"
+    # The dumped config loads again (no conv_blocks beside the backbone).
+    assert load_config(tmp_path / "b" / "config.yaml").model.backbone["name"] == name
+    predicted = run_cli("predict", "--model", tmp_path / "b", "--format", "json",
+                        tiny_tree / "test_set" / "checker")
+    assert predicted.exit_code == 0, predicted.output
+    rows = json.loads(predicted.stdout)
+    assert len(rows) == 2 and all(np.isfinite(r["probability"]) for r in rows)
+
+
+def _saved_backbone(path: Path, seed: int):
+    """A mobilenet_v3_small without its top, made here, saved as `path`; returns its weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNetV3Small(include_top=False, weights=None,
+                                                input_shape=(*SMALL, 3))
+    # Moving statistics away from their initial 0/1 too, so a load shows in every variable.
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(variable.numpy() + rng.normal(0, 0.01, variable.shape).astype("float32"))
+    if path.name.endswith(".weights.h5"):
+        model.save_weights(path)
+    else:  # the legacy HDF5 layout of Keras' own ImageNet files
+        import h5py
+        from keras.src.legacy.saving import legacy_h5_format
+
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("file_name", ["mine.weights.h5", "legacy.h5"])
+def test_a_weights_file_loads_through_the_config_and_changes_predictions(tmp_path, tiny_tree,
+                                                                         file_name):
+    expected = _saved_backbone(tmp_path / file_name, seed=3)
+    # A relative path: resolved from the config file's folder.
+    loaded = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": file_name})
+    scratch = backbone_config(tmp_path / "s.yaml", tiny_tree,
+                              {"name": "mobilenet_v3_small", "weights": "none"})
+    for config, out in ((loaded, "loaded"), (scratch, "scratch")):
+        result = run_cli("train", "--config", config, "--out", tmp_path / out)
+        assert result.exit_code == 0, result.output
+    weights = read_json(tmp_path / "loaded" / "bundle.json")["start"]["backbone"]["weights"]
+    assert weights["kind"] == "file" and weights["file"] == file_name
+    assert len(weights["sha256"]) == 64
+    # Frozen (BatchNormalization too): the bundle's backbone is exactly the file.
+    backbone = keras_model(tmp_path / "loaded").get_layer("backbone")
+    got = [w.numpy() for w in backbone.weights]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    other = keras_model(tmp_path / "scratch").get_layer("backbone")
+    assert not all(np.allclose(a.numpy(), b) for a, b in zip(other.weights, expected))
+    x = np.random.default_rng(0).uniform(0, 255, (4, *SMALL, 3)).astype("float32")
+    a = keras_model(tmp_path / "loaded").predict_on_batch(x)
+    b = keras_model(tmp_path / "scratch").predict_on_batch(x)
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_a_weights_file_of_another_model_is_one_config_error(tmp_path, tiny_tree):
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    other.save_weights(tmp_path / "other.weights.h5")
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small",
+                              "weights": str(tmp_path / "other.weights.h5")})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: model.backbone.weights: ")
+    assert "does not fit mobilenet_v3_small" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "imagenet"})
+    env = dict(os.environ, CNNCLF_OFFLINE="1", KERAS_HOME=str(tmp_path / "keras"))
+    # -X importtime lists every module imported: TensorFlow must not be among them.
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cnnclf.cli", "train",
+                             "--config", str(config), "--out", str(tmp_path / "b")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(errors) == 1, errors
+    line = errors[0]
+    wanted = BACKBONES["mobilenet_v3_small"].imagenet_file
+    assert line.startswith("error: model.backbone.weights: imagenet needs " + wanted)
+    assert str(tmp_path / "keras" / "models" / wanted) in line
+    assert "weights file" in line and "none" in line
+    assert " tensorflow\n" not in result.stderr and "| tensorflow" not in result.stderr
+    assert "Epoch" not in result.stdout and not (tmp_path / "b").exists()
+
+
+def test_imagenet_weights_found_in_keras_cache_are_used(tmp_path, tiny_tree, monkeypatch):
+    """What `imagenet` loads is the cached file of Keras' name (made here: no download)."""
+    wanted = BACKBONES["mobilenet_v3_small"].imagenet_file
+    cache = tmp_path / "keras" / "models"
+    cache.mkdir(parents=True)
+    expected = _saved_backbone(cache / wanted, seed=4)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "imagenet"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    weights = read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["weights"]
+    assert weights == {"kind": "imagenet", "file": wanted, "sha256": weights["sha256"]}
+    got = keras_model(tmp_path / "b").get_layer("backbone").weights
+    np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-6)
+
+
+def test_grayscale_feeds_an_rgb_backbone_and_grad_cam_works(tmp_path, tiny_tree):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "none"},
+                             data={"color_mode": "grayscale"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert keras_model(tmp_path / "b").input_shape == (None, *SMALL, 1)
+    image = next((tiny_tree / "test_set" / "hstripes").iterdir())
+    explained = run_cli("explain", "--model", tmp_path / "b", "--out", tmp_path / "cam", image)
+    assert explained.exit_code == 0, explained.output
+    assert list((tmp_path / "cam").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def source_bundle(tmp_path_factory, tiny_tree):
+    """A from-scratch bundle on three classes: what init_from starts from."""
+    work = tmp_path_factory.mktemp("source")
+    config = write_config(work / "c.yaml", tiny_tree, train={"epochs": 2, "seed": 3})
+    result = run_cli("train", "--config", config, "--out", work / "bundle")
+    assert result.exit_code == 0, result.output
+    return work / "bundle"
+
+
+def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, source_bundle,
+                                                                  binary_tree):
+    source = keras_model(source_bundle).get_layer("conv1").get_weights()
+    frozen = write_config(tmp_path / "f.yaml", binary_tree,
+                          model={"init_from": str(source_bundle)})
+    result = run_cli("train", "--config", frozen, "--out", tmp_path / "frozen")
+    assert result.exit_code == 0, result.output
+    model = keras_model(tmp_path / "frozen")
+    assert model.output_shape == (None, 1)  # a new head: 2 classes, not the source's 3
+    for a, b in zip(model.get_layer("conv1").get_weights(), source):
+        np.testing.assert_array_equal(a, b)
+    manifest = read_json(tmp_path / "frozen" / "bundle.json")
+    assert manifest["start"]["init_from"]["bundle"] == str(source_bundle)
+    assert manifest["start"]["init_from"]["run_id"] == read_json(
+        source_bundle / "bundle.json")["run_id"]
+
+    tuned = write_config(tmp_path / "t.yaml", binary_tree,
+                         model={"init_from": str(source_bundle)},
+                         train={"epochs": 1, "seed": 7,
+                                "fine_tune": {"epochs": 2, "learning_rate": 0.01}})
+    result = run_cli("train", "--config", tuned, "--out", tmp_path / "tuned")
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning: all of 1 feature layers with weights unfrozen" in result.stderr
+    history = read_json(tmp_path / "tuned" / "history.json")
+    assert history["epoch"] == [1, 2, 3]
+    assert history["learning_rate"] == pytest.approx([0.001, 0.01, 0.01])
+    phases = read_json(tmp_path / "tuned" / "bundle.json")["phases"]
+    assert [(p["name"], p["epochs"]) for p in phases] == [("train", [1, 1]),
+                                                         ("fine_tune", [2, 3])]
+    moved = keras_model(tmp_path / "tuned").get_layer("conv1").get_weights()[0]
+    assert not np.allclose(moved, source[0])
+
+
+def test_init_from_with_other_features_is_a_config_error(tmp_path, source_bundle, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          model={"init_from": str(source_bundle),
+                                 "conv_blocks": [{"filters": 8}]})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: model.init_from: model.conv_blocks is ")
+    assert "set model.conv_blocks to" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    not_a_bundle = write_config(tmp_path / "n.yaml", binary_tree,
+                                model={"init_from": str(tmp_path)})
+    result = run_cli("train", "--config", not_a_bundle, "--out", tmp_path / "b")
+    assert result.exit_code == 2 and "is not a cnnclf bundle" in result.stderr
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])
+def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(tmp_path, source_bundle,
+                                                                   binary_tree, kill_at):
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          model={"init_from": str(source_bundle)},
+                          train={"epochs": 2, "seed": 7, "keep_best": "val_loss",
+                                 "fine_tune": {"epochs": 2, "learning_rate": 0.01}})
+    out = tmp_path / "b"
+    env = dict(os.environ, CNNCLF_FAULT=f"checkpoint.committed@{kill_at}=kill")
+    killed = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                             str(config), "--out", str(out)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    result = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert f"resuming after epoch {kill_at} of 4" in result.stderr
+    history = read_json(out / "history.json")
+    assert history["epoch"] == [1, 2, 3, 4]
+    assert history["learning_rate"] == pytest.approx([0.001, 0.001, 0.01, 0.01])
+    phases = read_json(out / "bundle.json")["phases"]
+    assert [p["epochs"] for p in phases] == [[1, 2], [3, 4]]
+
+
+def test_export_parity_for_a_backbone_bundle(tmp_path, tiny_tree):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "none"})
+    assert run_cli("train", "--config", config, "--out", tmp_path / "b").exit_code == 0
+    for fmt, name in (("tflite", "m.tflite"), ("onnx", "m.onnx")):
+        result = run_cli("export", "--model", tmp_path / "b", "--format", fmt, "--out",
+                         tmp_path / name, "--data", tiny_tree / "test_set")
+        assert result.exit_code == 0, result.output
+        parity = json.loads((tmp_path / f"{name}.cnnclf.json").read_text())["parity"]
+        assert parity["max_abs_diff"] <= 1e-4
+        predicted = run_cli("predict", "--model", tmp_path / name, "--format", "json",
+                            tiny_tree / "test_set" / "checker")
+        assert predicted.exit_code == 0, predicted.output
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"model": {"backbone": "mobilenet_v3_small", "conv_blocks": [32]}},
+     "model.conv_blocks: does not apply with model.backbone"),
+    ({"model": {"backbone": "mobilenet_v3_small"}, "augment": {"rescale": "1/255"}},
+     "augment.rescale: does not apply with model.backbone"),
+    ({"model": {"backbone": "resnet50_v2"}, "data": {"image_size": [24, 24]}},
+     "data.image_size: [24, 24] is too small for resnet50_v2; each side must be at least 32"),
+    ({"model": {"backbone": "mobilenet_v3_smal"}},
+     "model.backbone.name: unknown backbone 'mobilenet_v3_smal'; did you mean "
+     "'mobilenet_v3_small'?"),
+    ({"model": {"backbone": {"name": "convnext_tiny", "weights": "missing.h5"}}},
+     "model.backbone.weights: "),
+    ({"train": {"fine_tune": {"epochs": 3}}}, "train.fine_tune: there is nothing pretrained"),
+    ({"model": {"backbone": "mobilenet_v3_small"},
+      "train": {"fine_tune": {"epochs": 3, "unfreeze": "some"}}},
+     "train.fine_tune.unfreeze: "),
+])
+def test_transfer_config_errors_name_the_key(tmp_path, raw, message):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_backbone_defaults_follow_the_backbone(tmp_path):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"backbone": "efficientnet_v2_b0"}}))
+    config = load_config(path)
+    assert config.data.image_size == [224, 224]
+    assert config.model.pooling == "global_average"
+    assert config.model.backbone == {"name": "efficientnet_v2_b0", "weights": "imagenet",
+                                     "trainable": False}
+
+
+def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
+    config = write_config(tmp_path / "c.yaml", binary_tree)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "hint: 12 training images in the smallest class" in result.stderr
+    assert "configs/transfer.yaml" in result.stderr
