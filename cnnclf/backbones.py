@@ -63,7 +63,6 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
 )}
 
 # Layer names inside a cnnclf model: feature layers are everything before the head.
-BACKBONE_LAYER = "backbone"
 GRAY_TO_RGB_LAYER = "gray_to_rgb"
 INPUT_SCALING_LAYER = "backbone_input"
 
@@ -176,7 +175,7 @@ def fetch_imagenet(spec: Backbone, cached: Path) -> str:
 
 
 def build_backbone(name: str, image_size, weights_path: str | None):
-    """The backbone without its top, named `backbone`, its weights loaded from a file.
+    """The backbone without its top (a nested model), its weights loaded from a file.
 
     Built with weights=None and then loaded, so that ImageNet files and user files go through
     the same code (Keras' own `load_weights`, which is what weights="imagenet" calls).
@@ -186,8 +185,9 @@ def build_backbone(name: str, image_size, weights_path: str | None):
     spec = BACKBONES[name]
     height, width = image_size
     constructor = getattr(keras.applications, spec.constructor)
+    # Keras' own model name is kept: EfficientNetV2 looks its blocks up by it.
     model = constructor(include_top=False, weights=None, input_shape=(height, width, 3),
-                        name=BACKBONE_LAYER, **dict(spec.options))
+                        **dict(spec.options))
     if weights_path:
         load_weights_exactly(model, weights_path, name, spec)
     return model

@@ -48,22 +48,49 @@ def keras_model(bundle: Path):
     return load_bundle(bundle).model
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_each_backbone_builds_trains_and_predicts(tmp_path, tiny_tree, name):
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree, {"name": name, "weights": "none"})
-    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+def backbone_of(bundle: Path):
+    import keras
+
+    nested = [layer for layer in keras_model(bundle).layers if isinstance(layer, keras.Model)]
+    assert len(nested) == 1
+    return nested[0]
+
+
+@pytest.fixture(scope="module")
+def scratch_bundle(tmp_path_factory, tiny_tree):
+    """mobilenet_v3_small with weights: none, trained one step: shared by several tests."""
+    work = tmp_path_factory.mktemp("scratch")
+    config = backbone_config(work / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "none"})
+    result = run_cli("train", "--config", config, "--out", work / "bundle")
     assert result.exit_code == 0, result.output
-    manifest = read_json(tmp_path / "b" / "bundle.json")
-    assert manifest["start"]["backbone"]["name"] == name
-    assert manifest["start"]["backbone"]["weights"]["kind"] == "none"
-    assert manifest["phases"][0]["trains"] == "the head"
+    return work / "bundle"
+
+
+def test_a_backbone_bundle_records_its_start_and_predicts(scratch_bundle, tiny_tree):
+    manifest = read_json(scratch_bundle / "bundle.json")
+    assert manifest["start"]["backbone"] == {
+        "name": "mobilenet_v3_small", "trainable": False,
+        "weights": {"kind": "none", "file": None, "sha256": None}}
+    assert manifest["phases"] == [{"name": "train", "epochs": [1, 1], "learning_rate": 0.001,
+                                   "trains": "the head"}]
     # The dumped config loads again (no conv_blocks beside the backbone).
-    assert load_config(tmp_path / "b" / "config.yaml").model.backbone["name"] == name
-    predicted = run_cli("predict", "--model", tmp_path / "b", "--format", "json",
+    config = load_config(scratch_bundle / "config.yaml")
+    assert config.model.backbone["name"] == "mobilenet_v3_small"
+    predicted = run_cli("predict", "--model", scratch_bundle, "--format", "json",
                         tiny_tree / "test_set" / "checker")
     assert predicted.exit_code == 0, predicted.output
     rows = json.loads(predicted.stdout)
     assert len(rows) == 2 and all(np.isfinite(r["probability"]) for r in rows)
+
+
+@pytest.mark.parametrize("name", sorted(set(BACKBONES) - {"mobilenet_v3_small"}))
+def test_each_other_backbone_builds_and_trains_one_step(tmp_path, tiny_tree, name):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree, {"name": name, "weights": "none"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["name"] == name
+    assert backbone_of(tmp_path / "b").count_params() == BACKBONES[name].params
 
 
 def _saved_backbone(path: Path, seed: int):
@@ -89,31 +116,28 @@ def _saved_backbone(path: Path, seed: int):
 
 
 @pytest.mark.parametrize("file_name", ["mine.weights.h5", "legacy.h5"])
-def test_a_weights_file_loads_through_the_config_and_changes_predictions(tmp_path, tiny_tree,
-                                                                         file_name):
+def test_a_weights_file_loads_through_the_config_and_changes_predictions(
+        tmp_path, tiny_tree, scratch_bundle, file_name):
     expected = _saved_backbone(tmp_path / file_name, seed=3)
     # A relative path: resolved from the config file's folder.
     loaded = backbone_config(tmp_path / "c.yaml", tiny_tree,
                              {"name": "mobilenet_v3_small", "weights": file_name})
-    scratch = backbone_config(tmp_path / "s.yaml", tiny_tree,
-                              {"name": "mobilenet_v3_small", "weights": "none"})
-    for config, out in ((loaded, "loaded"), (scratch, "scratch")):
-        result = run_cli("train", "--config", config, "--out", tmp_path / out)
-        assert result.exit_code == 0, result.output
+    result = run_cli("train", "--config", loaded, "--out", tmp_path / "loaded")
+    assert result.exit_code == 0, result.output
     weights = read_json(tmp_path / "loaded" / "bundle.json")["start"]["backbone"]["weights"]
     assert weights["kind"] == "file" and weights["file"] == file_name
     assert len(weights["sha256"]) == 64
     # Frozen (BatchNormalization too): the bundle's backbone is exactly the file.
-    backbone = keras_model(tmp_path / "loaded").get_layer("backbone")
+    backbone = backbone_of(tmp_path / "loaded")
     got = [w.numpy() for w in backbone.weights]
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    other = keras_model(tmp_path / "scratch").get_layer("backbone")
+    other = backbone_of(scratch_bundle)  # the same config with weights: none
     assert not all(np.allclose(a.numpy(), b) for a, b in zip(other.weights, expected))
     x = np.random.default_rng(0).uniform(0, 255, (4, *SMALL, 3)).astype("float32")
     a = keras_model(tmp_path / "loaded").predict_on_batch(x)
-    b = keras_model(tmp_path / "scratch").predict_on_batch(x)
+    b = keras_model(scratch_bundle).predict_on_batch(x)
     assert not np.allclose(a, b, atol=1e-4)
 
 
@@ -166,7 +190,7 @@ def test_imagenet_weights_found_in_keras_cache_are_used(tmp_path, tiny_tree, mon
     assert result.exit_code == 0, result.output
     weights = read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["weights"]
     assert weights == {"kind": "imagenet", "file": wanted, "sha256": weights["sha256"]}
-    got = keras_model(tmp_path / "b").get_layer("backbone").weights
+    got = backbone_of(tmp_path / "b").weights
     np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-6)
 
 
@@ -264,12 +288,9 @@ def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(tmp_path, so
     assert [p["epochs"] for p in phases] == [[1, 2], [3, 4]]
 
 
-def test_export_parity_for_a_backbone_bundle(tmp_path, tiny_tree):
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "none"})
-    assert run_cli("train", "--config", config, "--out", tmp_path / "b").exit_code == 0
+def test_export_parity_for_a_backbone_bundle(tmp_path, tiny_tree, scratch_bundle):
     for fmt, name in (("tflite", "m.tflite"), ("onnx", "m.onnx")):
-        result = run_cli("export", "--model", tmp_path / "b", "--format", fmt, "--out",
+        result = run_cli("export", "--model", scratch_bundle, "--format", fmt, "--out",
                          tmp_path / name, "--data", tiny_tree / "test_set")
         assert result.exit_code == 0, result.output
         parity = json.loads((tmp_path / f"{name}.cnnclf.json").read_text())["parity"]
