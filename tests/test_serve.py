@@ -307,6 +307,34 @@ def test_micro_batcher_bounds_and_order():
     values, batches = asyncio.run(main())
     assert values == [2.0 * i for i in range(10)]
     assert batches == 3 and calls == [4, 4, 2]  # 4 + 4 + 2, each a padded size
+
+
+def test_micro_batcher_waits_only_for_announced_images():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        return np.zeros((len(x), 1))
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch_size=8, max_wait_ms=1000)
+        await batcher.start()
+        start = time.perf_counter()
+        await batcher.submit(np.zeros((2, 2, 1), np.uint8), expected=False)
+        alone = time.perf_counter() - start
+
+        async def late(delay):  # announced now, decoded `delay` seconds later
+            await asyncio.sleep(delay)
+            return await batcher.submit(np.zeros((2, 2, 1), np.uint8))
+
+        batcher.expect(3)
+        await asyncio.gather(late(0), late(0.05), late(0.1))
+        await batcher.stop()
+        return alone
+
+    alone = asyncio.run(main())
+    assert alone < 0.5  # a lone image does not wait max_wait_ms for company
+    assert calls == [1, 4]  # the three announced images made one batch (padded to 4)
     assert padded_sizes(32) == [1, 2, 4, 8, 16, 32] and padded_sizes(12) == [1, 2, 4, 8, 12]
 
 

@@ -132,8 +132,17 @@ class _Service:
 
     async def scores(self, images: list[tuple[bytes, str]]):
         """The model's output row for each (bytes, name), decoded in parallel, batched."""
-        pixels = await asyncio.gather(*(self.decode(data, name) for data, name in images))
-        return await asyncio.gather(*(self.batcher.submit(p) for p in pixels))
+        self.batcher.expect(len(images))
+
+        async def one(data, name):
+            try:
+                pixels = await self.decode(data, name)
+            except BaseException:
+                self.batcher.expect(-1)
+                raise
+            return await self.batcher.submit(pixels)
+
+        return await asyncio.gather(*(one(data, name) for data, name in images))
 
 
 def model_card(bundle: Bundle, name: str) -> dict:

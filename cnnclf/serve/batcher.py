@@ -1,10 +1,13 @@
 """Micro-batching: requests that arrive together share one model call.
 
 A single model call on 32 images costs little more than on one, so under load the server
-gathers what is waiting into one batch, as TensorFlow Serving's batcher does. The first image
-to arrive waits at most `max_wait_ms` for company; a batch never holds more than
-`max_batch_size` images. The model runs on one thread of its own, so the event loop keeps
-accepting requests (and decoding runs in another pool) while a batch is computed.
+gathers what is waiting into one batch, as TensorFlow Serving's batcher does. A batch takes
+every image already queued, never more than `max_batch_size`. It waits for more, at most
+`max_wait_ms` after its first image, only while images are known to be on their way (announced
+with `expect` when their decoding starts): a lone request is never delayed, and a burst that
+is still decoding is not split into a batch of one and a batch of the rest. The model runs on
+one thread of its own, so the event loop keeps accepting requests (and decoding runs in
+another pool) while a batch is computed; what arrives meanwhile forms the next batch.
 
 Batches are padded up to a power of two (1, 2, 4, ... `max_batch_size`): the model sees a
 handful of input shapes, each traced once during warm-up, instead of one per batch length.
@@ -12,6 +15,7 @@ handful of input shapes, each traced once during warm-up, instead of one per bat
 Example:
     batcher = MicroBatcher(bundle.model.predict_on_batch, max_batch_size=32, max_wait_ms=5)
     await batcher.start()
+    batcher.expect(1)                    # an image is being decoded
     row = await batcher.submit(pixels)   # the model's output row for this image
 """
 
@@ -59,6 +63,7 @@ class MicroBatcher:
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batches = 0
         self.images = 0
+        self.expected = 0  # images announced by `expect`, not yet submitted
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -72,10 +77,19 @@ class MicroBatcher:
             self._task = None
         self.model_thread.shutdown(wait=True)
 
-    async def submit(self, pixels: np.ndarray) -> np.ndarray:
-        """The model's output row for one decoded image (uint8 or float, shape [H, W, C])."""
+    def expect(self, n: int) -> None:
+        """Announces `n` images that will be submitted soon (or withdrawn with -n)."""
+        self.expected = max(0, self.expected + n)
+
+    async def submit(self, pixels: np.ndarray, expected: bool = True) -> np.ndarray:
+        """The model's output row for one decoded image (uint8 or float, shape [H, W, C]).
+
+        `expected`: this image was announced with `expect(1)` (it no longer is, now).
+        """
         if self._task is None or self._task.done():
             raise RuntimeError("the micro-batcher is not running")
+        if expected:
+            self.expect(-1)
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((pixels, future))
         return await future
@@ -106,7 +120,7 @@ class MicroBatcher:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if remaining <= 0 or not self.expected:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
