@@ -121,7 +121,7 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
         if b"filename" not in disposition:
             return  # a plain form field
         if len(uploads) >= max_files:
-            raise RequestError(413, f"more than {max_files} files in one request")
+            raise RequestError(413, f"more than {max_files} file(s) in one request")
         uploads.append(Upload(
             field=disposition.get(b"name", b"").decode("utf-8", "replace"),
             filename=disposition[b"filename"].decode("utf-8", "replace"),
