@@ -205,6 +205,15 @@ def test_explain_returns_a_png(client, binary_tree, tmp_path):
     response = client.post("/explain", files=_files([write_bad_case("truncated_jpeg",
                                                                    tmp_path)]))
     assert response.status_code == 422
+    # A large photo is drawn from a small upright copy, never decoded at full size again.
+    large = tmp_path / "large.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 3000 x 1000, upright 1000 x 3000
+    pattern_image("vstripes", 1000, 3000, seed=3).save(large, exif=exif.tobytes())
+    response = client.post("/explain", files=_files([large]))
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(response.content)) as png:
+        assert png.width == 2 * 224 and png.height > 3 * 224  # upright: tall, not wide
 
 
 def test_exports_serve_predictions_but_not_grad_cam(binary_bundle, binary_tree, tmp_path):

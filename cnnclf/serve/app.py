@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnclf.bundle import Bundle
 from cnnclf.errors import ImageError
-from cnnclf.images import decode_image_bytes
+from cnnclf.images import ImageSpec, decode_image_bytes
 from cnnclf.predict import interpret
 from cnnclf.serve.batcher import MicroBatcher
 from cnnclf.serve.uploads import RequestError, read_json, read_uploads
@@ -72,7 +72,8 @@ _INSTANCES_BODY = {"requestBody": {"required": True, "content": {"application/js
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What `cnnclf serve` was asked for; every field has the CLI option of the same name."""
+    """What `cnnclf serve` was asked for: the CLI options of the same names, and the
+    decoding threads (one per core)."""
 
     name: str = "model"
     token: str | None = None
@@ -400,9 +401,33 @@ def _grad_cam_png(bundle: Bundle, pixels, data: bytes, name: str):
 
     heatmap, prediction, note = grad_cam_pixels(bundle, pixels, name)
     out = io.BytesIO()
-    overlay(io.BytesIO(data), heatmap, f"{prediction.label} {prediction.probability:.2f}",
-            out, note=note)
+    overlay(_display_copy(data, name), heatmap,
+            f"{prediction.label} {prediction.probability:.2f}", out, note=note)
     return out.getvalue(), prediction.label, prediction.probability
+
+
+DISPLAY_SIDE = 448  # longest side of the picture under a served heatmap
+
+
+def _display_copy(data: bytes, name: str) -> io.BytesIO:
+    """The upload, upright and at most DISPLAY_SIDE pixels long, as an in-memory PNG.
+
+    Why: `overlay` draws on the original at full size; an upload can be tens of megapixels,
+    and this decode goes through `decode_image_bytes`, with its limits and pixel budget.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        width, height = image.size
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says: sides swap upright
+            width, height = height, width
+    scale = min(1.0, DISPLAY_SIDE / max(width, height))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    pixels = decode_image_bytes(data, ImageSpec(size, "rgb", "bilinear"), name)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    out.seek(0)
+    return out
 
 
 def _header_safe(text: str) -> str:
