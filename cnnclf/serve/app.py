@@ -95,7 +95,6 @@ class _Service:
         self.bundle = bundle
         self.settings = settings
         self.spec = bundle.preprocessing.spec
-        self.binary = bundle.preprocessing.class_mode == "binary"
         self.explainable = not _is_export(bundle)
         self.batcher = MicroBatcher(bundle.model.predict_on_batch,
                                     max_batch_size=settings.max_batch_size,
@@ -104,11 +103,13 @@ class _Service:
                                            thread_name_prefix="decode")
         self.ready = False
         self.warm_up_error: str | None = None
+        self._warm_up_task: asyncio.Task | None = None
         self.card = model_card(bundle, settings.name)
 
     async def start(self) -> None:
         await self.batcher.start()
-        asyncio.create_task(self._warm_up())
+        # Kept: the event loop holds only a weak reference to a task.
+        self._warm_up_task = asyncio.create_task(self._warm_up())
 
     async def _warm_up(self) -> None:
         loop = asyncio.get_running_loop()
