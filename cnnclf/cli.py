@@ -462,6 +462,76 @@ def summary_command(model_dir, config_path, overrides, fmt):
     click.echo(format_summary(summary, fmt))
 
 
+@main.command("serve")
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Bundle folder, SavedModel folder, .tflite or .onnx export (default: the "
+                   "newest complete bundle under ./runs/).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but 127.0.0.1/localhost/::1 is reachable "
+                   "from other machines (a warning says so).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: any free port).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server processes. Each loads its own copy of the model (N times the "
+                   "memory); one is enough for one machine's cores with micro-batching.")
+@click.option("--name", help="Model name in /v1/models/<name> (default: the model folder's or "
+                             "file's name).")
+@click.option("--token", envvar="CNNCLF_TOKEN", show_envvar=True,
+              help="Require 'Authorization: Bearer TOKEN' on every API route.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from this origin (e.g. https://app.example.org) to "
+                   "call the API. Repeatable. Default: no CORS.")
+@click.option("--max-upload-mb", type=click.FloatRange(0, 4096, min_open=True),
+              default=20.0, show_default=True, help="Largest request body accepted.")
+@click.option("--max-batch-size", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Most images gathered into one model call.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 10000), default=5.0,
+              show_default=True,
+              help="How long the first waiting image waits for others to join its batch.")
+@_common_options
+def serve_command(model_dir, host, port, workers, name, token, cors_origins, max_upload_mb,
+                  max_batch_size, max_wait_ms):
+    """Serve a model: a web page and a REST API on http://HOST:PORT (Ctrl-C stops it).
+
+    \b
+      cnnclf serve --model runs/demo-20261125-101500
+      curl -F file=@image.png http://127.0.0.1:8000/predict
+    """
+    from cnnclf.serve.server import exposure_warning
+
+    if token is not None and not token.strip():
+        raise ConfigError("--token: must not be empty (or unset CNNCLF_TOKEN)")
+    if model_dir is None:
+        from cnnclf.runs import newest_bundle
+
+        model_dir = newest_bundle()
+        click.echo(f"using model {model_dir} (newest under runs/)", err=True)
+    _check_servable(Path(model_dir))
+    from cnnclf.serve.app import ServeSettings
+    from cnnclf.serve.server import serve
+
+    settings = ServeSettings(name=name or Path(model_dir).resolve().name, token=token,
+                             cors_origins=tuple(cors_origins), max_upload_mb=max_upload_mb,
+                             max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    warning = exposure_warning(host, token)
+    if warning:
+        click.echo(warning, err=True)
+    verbose = _flags(click.get_current_context())["verbose"]
+    serve(lambda path: _load_bundle(path), Path(model_dir), settings, host=host, port=port,
+          workers=workers, access_log=verbose)
+    click.echo("stopped", err=True)
+
+
+def _check_servable(model_dir: Path) -> None:
+    """A bundle's or export's sidecars checked without loading it (no TensorFlow)."""
+    from cnnclf.bundle import read_metadata
+    from cnnclf.exported import is_export
+
+    if is_export(model_dir):
+        return  # an export's sidecar is checked by load_export, without TensorFlow too
+    read_metadata(model_dir)
+
+
 def run() -> None:
     """The `cnnclf` executable: `main`, then an exit that skips the interpreter's teardown.
 

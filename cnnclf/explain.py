@@ -78,11 +78,20 @@ def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]
     `note` is None for a usable map; otherwise it says why the heatmap is all zero (see
     `normalise_cam`).
     """
+    return grad_cam_pixels(bundle, load_image(path, bundle.preprocessing.spec), path)
+
+
+def grad_cam_pixels(bundle: Bundle, pixels: np.ndarray,
+                    path: str) -> tuple[np.ndarray, object, str | None]:
+    """`grad_cam` for an image already decoded by `images.load_image` or `decode_image_bytes`.
+
+    `path` only names the image in the Prediction.
+    """
     import tensorflow as tf
 
     model = bundle.model
     target = last_conv_activation(model)
-    x = tf.constant(load_image(path, bundle.preprocessing.spec).astype(np.float32)[None])
+    x = tf.constant(np.asarray(pixels, np.float32)[None])
     with tf.GradientTape() as tape:
         # The model is a plain stack: run it layer by layer and keep the target activation.
         features, h = None, x
@@ -117,7 +126,9 @@ def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: floa
     """Draws `heatmap` (jet colours) over the upright original image, with a caption strip.
 
     With a `note` (no usable map) the right panel shows the image greyed out with the note
-    written across it, instead of a uniformly blue map that reads as an answer.
+    written across it, instead of a uniformly blue map that reads as an answer. `path` and
+    `out` may also be binary file objects (an upload in memory, a response body); the result
+    is a PNG either way.
     """
     from matplotlib import colormaps
 
@@ -148,7 +159,7 @@ def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: floa
     draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(lines):
         draw.text((size // 2, size // 4 + i * line_height), line, fill="black", font=font)
-    canvas.save(out)
+    canvas.save(out, format="PNG")
     return out
 
 

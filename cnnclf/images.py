@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import io
 import os
 import stat
 import threading
@@ -184,19 +185,42 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
     """
     path = os.fspath(path)
     with _decoding(path) as image:
-        if image.format == "JPEG":
-            # Decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size.
-            side = max(spec.image_size)
-            image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
-        # Image.open only read the header: the size is known before any pixel is.
-        width, height = image.size
-        with _DECODE_BUDGET.reserve(width * height):
-            try:
-                image.load()
-                fit = _fit_full_size if width * height <= _FULL_SIZE_PATH_PIXELS else _fit_large
-                array = np.asarray(fit(image, spec), dtype=np.uint8)
-            finally:
-                image.close()  # frees the full-size pixels before the next decode starts
+        return _fit(image, spec)
+
+
+def decode_image_bytes(data: bytes, spec: ImageSpec, name: str = "upload") -> np.ndarray:
+    """`load_image` for an image already in memory (an upload): the same decode, same limits.
+
+    Args:
+        data: the encoded image (the bytes of a JPEG, PNG, ... file).
+        spec: the target size, color mode and resize filter.
+        name: what to call the image in an `ImageError` (never opened as a path).
+
+    Returns:
+        A uint8 array of shape `spec.shape`, pixel values 0-255.
+
+    Raises:
+        ImageError: empty, truncated, not an image, or absurdly large.
+    """
+    with _decoding(name, data) as image:
+        return _fit(image, spec)
+
+
+def _fit(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """The decoded, oriented, converted and resized pixels of an opened image."""
+    if image.format == "JPEG":
+        # Decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size.
+        side = max(spec.image_size)
+        image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
+    # Image.open only read the header: the size is known before any pixel is.
+    width, height = image.size
+    with _DECODE_BUDGET.reserve(width * height):
+        try:
+            image.load()
+            fit = _fit_full_size if width * height <= _FULL_SIZE_PATH_PIXELS else _fit_large
+            array = np.asarray(fit(image, spec), dtype=np.uint8)
+        finally:
+            image.close()  # frees the full-size pixels before the next decode starts
     if array.ndim == 2:
         array = array[:, :, None]
     return array
@@ -233,14 +257,19 @@ def read_info(path: str) -> ImageInfo:
 
 
 @contextlib.contextmanager
-def _decoding(path: str):
-    """An opened, not yet decoded image; every failure becomes one `ImageError` naming `path`."""
+def _decoding(path: str, data: bytes | None = None):
+    """An opened, not yet decoded image; every failure becomes one `ImageError` naming `path`.
+
+    With `data`, the image is read from those bytes and `path` is only its name in messages.
+    """
     try:
         with warnings.catch_warnings():
             # Pillow only *warns* between 1x and 2x its pixel limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with open_regular(path) as file:
-                if os.fstat(file.fileno()).st_size == 0:
+            with (open_regular(path) if data is None else io.BytesIO(data)) as file:
+                if data is not None and not data:
+                    raise ImageError(path, "empty (0 bytes)")
+                if data is None and os.fstat(file.fileno()).st_size == 0:
                     raise ImageError(path, "empty file (0 bytes): an interrupted copy or "
                                            "download; re-copy or delete it")
                 with Image.open(file) as image:
