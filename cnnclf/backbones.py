@@ -41,6 +41,7 @@ class Backbone:
     hash_key: str        # key of that module's WEIGHTS_HASHES
     variables: int       # arrays in a .weights.h5 saved from it without its top
     params: int          # without its top, at any input size
+    features: int        # channels of its last feature map (what global pooling passes on)
     # Keyword arguments of the constructor beyond include_top/weights/input_shape/name.
     options: tuple = ()
 
@@ -48,18 +49,18 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("mobilenet_v3_small", "MobileNetV3Small", 224, 32, "its own Rescaling to [-1, 1]",
              "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "small_224_1.0_float", 206, 939120, (("include_preprocessing", True),)),
+             "small_224_1.0_float", 206, 939120, 576, (("include_preprocessing", True),)),
     Backbone("mobilenet_v3_large", "MobileNetV3Large", 224, 32, "its own Rescaling to [-1, 1]",
              "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "large_224_1.0_float", 262, 2996352, (("include_preprocessing", True),)),
+             "large_224_1.0_float", 262, 2996352, 960, (("include_preprocessing", True),)),
     Backbone("efficientnet_v2_b0", "EfficientNetV2B0", 224, 32,
              "its own Rescaling to [-1, 1]", "efficientnetv2-b0_notop.h5", "efficientnet_v2",
-             "b0", 359, 5919312, (("include_preprocessing", True),)),
+             "b0", 359, 5919312, 1280, (("include_preprocessing", True),)),
     Backbone("resnet50_v2", "ResNet50V2", 224, 32, "Rescaling(1/127.5, offset=-1) added in front",
-             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2", 270, 23564800),
+             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2", 270, 23564800, 2048),
     Backbone("convnext_tiny", "ConvNeXtTiny", 224, 32,
              "its own ImageNet mean/std Normalization", "convnext_tiny_notop.h5", "convnext",
-             "convnext_tiny", 180, 27820128, (("include_preprocessing", True),)),
+             "convnext_tiny", 180, 27820128, 768, (("include_preprocessing", True),)),
 )}
 
 # Layer names inside a cnnclf model: feature layers are everything before the head.

@@ -64,12 +64,19 @@ class Problem:
                 "detail": self.detail, "advice": _ADVICE[self.kind]}
 
 
+# Under this many images a class, a pretrained backbone is worth suggesting (transfer.py says
+# the same at the start of train).
+SMALL_CLASS = 1000
+
+
 @dataclass
 class CheckReport:
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     leaked_images: int = 0
+    # False when the config named by --config starts from a backbone or another bundle.
+    from_scratch: bool = True
 
     @property
     def imbalance(self) -> dict[str, float | None]:
@@ -88,6 +95,11 @@ class CheckReport:
                        "train.class_weight: balanced")
         if self.leaked_images:
             out.append(f"{self.leaked_images} image(s) are in both training and test sets")
+        counts = [c for c in self.splits.get(train, {}).values() if c] if train else []
+        if self.from_scratch and counts and min(counts) < SMALL_CLASS:
+            out.append(f"{train}: {min(counts)} images in the smallest class is few to train "
+                       "a model from scratch; a pretrained backbone usually does much better "
+                       "(configs/transfer.yaml, model.backbone)")
         return out
 
     def to_json(self) -> dict:

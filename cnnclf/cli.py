@@ -402,6 +402,9 @@ def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
     else:
         raise click.UsageError("give DATA_DIR or --config")
     report = check_data(splits, image_size)
+    if config_path:
+        model = load_config(config_path).model
+        report.from_scratch = not (model.backbone or model.init_from)
     click.echo(render_check(report.to_json(), fmt))
     if fix_to:
         counts = write_fixed_copy(splits, report, Path(fix_to))

@@ -971,7 +971,13 @@ def estimate_training_memory(config: Config) -> dict[str, int]:
     copies = _WEIGHT_COPIES[config.train.optimizer] * _BYTES_PER_VALUE
     conv_weights = 0
     values_per_image = 2 * height * width * channels  # the input and its rescaled copy
-    for block in m.conv_blocks:
+    if m.backbone:
+        # The backbone's weights exactly; its activations only as the input (erring low).
+        from cnnclf.backbones import BACKBONES
+
+        spec = BACKBONES[m.backbone["name"]]
+        conv_weights, channels, height, width = spec.params, spec.features, 1, 1
+    for block in ([] if m.backbone else m.conv_blocks):
         k, filters, pool = block["kernel_size"], block["filters"], block["pool_size"]
         conv_weights += k * k * channels * filters + (4 * filters if m.batch_norm else filters)
         if m.padding == "valid":

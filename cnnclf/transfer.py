@@ -188,10 +188,12 @@ def apply_phase(model, phase: Phase) -> str:
 
 def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
     """A hint for small data sets trained from scratch (under 1000 images a class)."""
+    from cnnclf.check import SMALL_CLASS
+
     if config.model.backbone or config.model.init_from or not counts:
         return None
     smallest = min(counts.values())
-    if smallest >= 1000:
+    if smallest >= SMALL_CLASS:
         return None
     return (f"hint: {smallest} training images in the smallest class is few for a model "
             "trained from scratch; a pretrained backbone usually does much better: see "

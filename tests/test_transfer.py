@@ -345,3 +345,13 @@ def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
     assert result.exit_code == 0, result.output
     assert "hint: 12 training images in the smallest class" in result.stderr
     assert "configs/transfer.yaml" in result.stderr
+
+
+def test_check_data_suggests_a_backbone_unless_the_config_has_one(tmp_path, binary_tree):
+    result = run_cli("check-data", binary_tree)
+    assert "suggestion: training_set: 12 images in the smallest class is few" in result.stdout
+    config = backbone_config(tmp_path / "c.yaml", binary_tree,
+                             {"name": "mobilenet_v3_small", "weights": "none"})
+    result = run_cli("check-data", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert "pretrained backbone" not in result.stdout
