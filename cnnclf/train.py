@@ -429,8 +429,8 @@ def _phase_record(plan, starts: list, history: dict) -> list[dict] | None:
         return None
     done = len(history.get("epoch", []))
     record = []
-    for phase, first in zip(plan, starts):
-        last = min(first + phase.epochs, done)
+    for i, (phase, first) in enumerate(zip(plan, starts)):
+        last = starts[i + 1] if i + 1 < len(starts) else min(first + phase.epochs, done)
         record.append({"name": phase.name, "epochs": [first + 1, last] if last > first else [],
                        "learning_rate": phase.learning_rate,
                        "trains": ("the head" if phase.frozen else

@@ -355,3 +355,20 @@ def test_check_data_suggests_a_backbone_unless_the_config_has_one(tmp_path, bina
     result = run_cli("check-data", "--config", config)
     assert result.exit_code == 0, result.output
     assert "pretrained backbone" not in result.stdout
+
+
+def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bundle,
+                                                             binary_tree):
+    # min_delta 10: no epoch can improve enough, so each phase stops after patience + 1 epochs.
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          model={"init_from": str(source_bundle)},
+                          train={"epochs": 5, "seed": 7,
+                                 "early_stopping": {"patience": 1, "min_delta": 10},
+                                 "fine_tune": {"epochs": 4, "learning_rate": 0.01}})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "fine-tuning next" in result.stderr
+    assert read_json(tmp_path / "b" / "history.json")["epoch"] == [1, 2, 3, 4]
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert [p["epochs"] for p in manifest["phases"]] == [[1, 2], [3, 4]]
+    assert manifest["stopped_early"] is True
