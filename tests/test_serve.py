@@ -192,6 +192,7 @@ def test_tf_serving_routes(client, binary_model, binary_tree):
     assert card["classes"] == ["hstripes", "vstripes"] and card["image_size"] == [16, 16]
     assert card["color_mode"] == "rgb" and card["class_mode"] == "binary"
     assert "accuracy" in card["validation"] and card["trained"] and card["explain"]
+    assert card["architecture"] == "conv_blocks"
     assert client.get("/v1/models/nope/metadata").status_code == 404
 
 

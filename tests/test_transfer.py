@@ -372,3 +372,22 @@ def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bu
     manifest = read_json(tmp_path / "b" / "bundle.json")
     assert [p["epochs"] for p in manifest["phases"]] == [[1, 2], [3, 4]]
     assert manifest["stopped_early"] is True
+
+
+def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle, tiny_tree):
+    from fastapi.testclient import TestClient
+
+    from cnnclf.bundle import load_bundle
+    from cnnclf.serve.app import ServeSettings, create_app
+
+    image = next((tiny_tree / "test_set" / "checker").iterdir())
+    with TestClient(create_app(load_bundle(scratch_bundle), ServeSettings(name="bb"))) as client:
+        card = client.get("/v1/models/bb/metadata").json()["metadata"]
+        assert card["architecture"] == "mobilenet_v3_small (none)"
+        with image.open("rb") as f:
+            rows = client.post("/predict", files={"file": (image.name, f)}).json()
+        assert rows[0]["label"] in ("checker", "hstripes", "vstripes")
+        with image.open("rb") as f:
+            explained = client.post("/explain", files={"file": (image.name, f)})
+        assert explained.status_code == 200
+        assert explained.headers["content-type"] == "image/png"

@@ -167,10 +167,25 @@ def model_card(bundle: Bundle, name: str) -> dict:
         "validation": validation,
         "trained": manifest.get("created"),
         "epochs": manifest.get("epochs"),
+        "architecture": None if export else _architecture(manifest),
         "explain": not export,
         "top_k": None if preprocessing.class_mode == "binary"
         else min(DEFAULT_TOP_K, len(bundle.class_names)),
     }
+
+
+def _architecture(manifest: dict) -> str:
+    """"mobilenet_v3_small (imagenet)", "conv_blocks (from runs/x)" or "conv_blocks"."""
+    start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}
+    backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else None
+    source = start.get("init_from") if isinstance(start.get("init_from"), dict) else None
+    name = str(backbone.get("name")) if backbone else "conv_blocks"
+    if backbone and isinstance(backbone.get("weights"), dict):
+        weights = backbone["weights"]
+        name += f" ({weights.get('file') or weights.get('kind')})"
+    if source:
+        name += f", features from {source.get('bundle')}"
+    return name
 
 
 def _is_export(bundle: Bundle) -> bool:

@@ -52,7 +52,7 @@ async function loadCard() {
     ["Image size", `${card.image_size[0]}×${card.image_size[1]} ${card.color_mode}`],
     ["Validation accuracy", card.validation.accuracy != null ? percent(card.validation.accuracy) : "not recorded"],
     ["Trained", card.trained ? card.trained.replace("T", " ").replace(/:\d\d([+-]\d\d)(\d\d)$/, " $1:$2") : "unknown"],
-    ["Model", card.kind],
+    ["Model", card.architecture ? `${card.architecture}, ${card.kind}` : card.kind],
   ];
   $("card").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
   if (card.class_mode === "binary") {
