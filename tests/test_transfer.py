@@ -391,3 +391,39 @@ def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle,
             explained = client.post("/explain", files={"file": (image.name, f)})
         assert explained.status_code == 200
         assert explained.headers["content-type"] == "image/png"
+
+
+def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tree):
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "none"},
+                             train={"epochs": 1, "seed": 7, "mixed_precision": "bfloat16",
+                                    "distribute": "mirrored",
+                                    "fine_tune": {"epochs": 1, "unfreeze": 3}})
+    result = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                             str(config), "--out", str(tmp_path / "b")], capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "CNNCLF_LOGICAL_CPUS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "strategy: mirrored; replicas: 2; precision: mixed_bfloat16" in result.stderr
+    assert "fine-tuning: the top 3 of 52 feature layers with weights unfrozen" in result.stderr
+    manifest = read_json(tmp_path / "b" / "bundle.json")
+    assert [p["epochs"] for p in manifest["phases"]] == [[1, 1], [2, 2]]
+    model = keras_model(tmp_path / "b")
+    assert model.get_layer("output").dtype_policy.name == "float32"
+    assert backbone_of(tmp_path / "b").layers[-1].dtype_policy.name == "mixed_bfloat16"
+
+
+def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, binary_tree):
+    from test_distribute import start_workers
+
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          model={"init_from": str(source_bundle)},
+                          train={"epochs": 1, "seed": 3,
+                                 "fine_tune": {"epochs": 1, "learning_rate": 0.01}})
+    workers = start_workers(config, tmp_path / "bundle")
+    errors = [w.communicate(timeout=240)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    assert "fine-tuning: all of 1 feature layers" in errors[0]
+    history = read_json(tmp_path / "bundle" / "history.json")
+    assert history["epoch"] == [1, 2]
+    assert history["learning_rate"] == pytest.approx([0.001, 0.01])
