@@ -17,8 +17,12 @@ def _figure(width=6.4, height=4.8):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def training_curves(history: dict, path: Path) -> Path:
-    """Loss and accuracy by epoch, training against validation."""
+def training_curves(history: dict, path: Path, fine_tune_from: int | None = None) -> Path:
+    """Loss and accuracy by epoch, training against validation.
+
+    `fine_tune_from` (the first fine-tuning epoch) draws a line where the backbone was
+    unfrozen: a jump in the curves there is the phase change, not instability.
+    """
     fig = _figure(10, 4)
     epochs = history.get("epoch") or list(range(1, len(history.get("loss", [])) + 1))
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
@@ -26,6 +30,9 @@ def training_curves(history: dict, path: Path) -> Path:
             if history.get(key):
                 ax.plot(epochs, history[key], style, label="validation" if key.startswith(
                     "val_") else "training")
+        if fine_tune_from:
+            ax.axvline(fine_tune_from - 0.5, color="grey", linestyle=":",
+                       label="fine-tuning starts")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)

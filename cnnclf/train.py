@@ -637,7 +637,10 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: d
     write_json(folder / METRICS_FILE, {"data": dataset.validation_source,
                                        "data_dir": validation_folder, **metrics,
                                        **({"note": note} if note else {})})
-    plots.training_curves(history, folder / CURVES_FILE)
+    fine_tune = [p for p in training.get("phases") or [] if p["name"] == "fine_tune"]
+    plots.training_curves(history, folder / CURVES_FILE,
+                          fine_tune[0]["epochs"][0] if fine_tune and fine_tune[0]["epochs"]
+                          else None)
     write_json(folder / MANIFEST_FILE, {
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
