@@ -55,6 +55,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Wall time since the previous epoch ended: training, validation and checkpointing,
         # everything a user waits for. This is what speed benchmarks read.
         seconds, self._mark = now - self._mark, now
+        if self.controls.nan_epoch is not None:
+            return  # weights that produced a NaN loss are not worth resuming from
         self.run.wait()  # the previous commit; raises if it failed (a full disk)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
