@@ -174,7 +174,7 @@ def test_augmenting_in_the_training_step_trains_on_augmented_images(tmp_path, bi
     _, plain = trained_history(tmp_path, "plain", binary_tree)
     result, step = trained_history(tmp_path, "step", binary_tree, rotation_range=30,
                                    zoom_range=0.3, where="step")
-    assert "augmentation: step" in result.stderr
+    assert "augmentation: in the training step" in result.stderr
     assert step != plain  # the images were transformed
     # The saved model is the plain one: it reloads, and nothing random runs at prediction.
     model = keras.saving.load_model(tmp_path / "step" / "model.keras", compile=False)
