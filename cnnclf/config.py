@@ -124,6 +124,20 @@ def _auto_or_int(minimum: int, maximum: int) -> Callable:
     return check
 
 
+def _optional_number(minimum: float) -> Callable:
+    number = _number(minimum, None, open_min=True)
+
+    def check(key, value):
+        if value is None:
+            return None
+        try:
+            return number(key, value)
+        except ConfigError:
+            _fail(key, f"null or a number > {minimum}", value)
+
+    return check
+
+
 def _optional_path(key, value):
     if value is None:
         return None
@@ -530,6 +544,13 @@ class TrainConfig:
         "model.init_from: {epochs: 10, unfreeze: all | N (the top N layers that hold weights; "
         "BatchNormalization stays frozen), learning_rate: 1.0e-5}; epochs are numbered on from "
         "the first phase", kind="null | mapping")
+    checkpoint_every_epochs: int = _field(
+        1, _int(1), "save a resumable checkpoint after every N-th epoch (always after the last "
+        "one, and when training stops early); an interrupted run resumes from the last one "
+        "saved", kind="int")
+    checkpoint_every_minutes: float | None = _field(
+        None, _optional_number(0), "null, or also save a checkpoint after any epoch ending this "
+        "many minutes or more after the last one", kind="float | null")
     steps_per_execution: int | str = _field(
         "auto", _auto_or_int(1, 10000),
         "training steps run per call into TensorFlow: auto = 1 on CPU, up to 32 (capped at "

@@ -517,7 +517,9 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     if note and not previous:
         log.info("%s", note)
     checkpoint = EpochCheckpoint(run, config.to_dict(), controls,
-                                 previous["history"] if previous else None)
+                                 previous["history"] if previous else None,
+                                 config.train.checkpoint_every_epochs,
+                                 config.train.checkpoint_every_minutes)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
     extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]

@@ -499,7 +499,7 @@ def section_train_baseline(work: Path, args) -> dict:
     n = args.train_images
     runs: dict = {"cnnclf": [], "baseline": []}
     for rep in range(args.repeats):
-        order = [("cnnclf", None), ("baseline", str(args.baseline))]
+        order = [("cnnclf", str(ROOT)), ("baseline", str(args.baseline))]
         for name, root in (order if rep % 2 == 0 else order[::-1]):
             runs[name].append(cnnclf_train(data, work / f"bundle_{name}", args.epochs, rep + 1,
                                            root=root))
