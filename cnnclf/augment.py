@@ -5,7 +5,7 @@ resamples the image again (four interpolations blur more than one), and `RandomS
 about the image corner by a fraction of the side, whereas the tutorial's `shear_range` is an
 angle in degrees about the centre. Here every geometric transform is composed into one affine
 matrix per image, exactly as legacy `ImageDataGenerator.random_transform` did, and applied with
-one `keras.ops.image.affine_transform` call per batch.
+one bilinear resampling per batch (`apply_affine`: Keras' `affine_transform` pixels, faster).
 
 Where it runs (augment.where): in the input pipeline on the CPU (it overlaps the training
 step), or inside the training step on the device, where the host would otherwise be too slow
