@@ -335,12 +335,21 @@ def worker_feed(a):
             augmenter = make_augmenter(config.augment, (size, size)) if augmented else None
             ds = make_dataset(OpenedStore(store, labels), spec=spec, n_classes=2, batch_size=32,
                               training=True, seed=1, augmenter=augmenter)
-        for _ in ds:  # warm-up epoch: tracing, XLA compilation, thread pools
-            pass
+        if a.get("in_graph"):
+            # As Keras consumes a dataset: inside a tf.function, no Python per batch.
+            @tf.function
+            def epoch(dataset):
+                count = tf.constant(0, tf.int64)
+                for batch, _ in dataset:
+                    count += tf.cast(tf.shape(batch)[0], tf.int64)
+                return count
+        else:
+            def epoch(dataset):
+                return sum(int(batch.shape[0]) for batch, _ in dataset)
+        epoch(ds)  # warm-up epoch: tracing, XLA compilation, thread pools
         count, started = 0, time.perf_counter()
         while time.perf_counter() - started < a["seconds"]:
-            for batch, _ in ds:
-                count += int(batch.shape[0])
+            count += int(epoch(ds))
         results[f"{size}:{int(augmented)}"] = count / (time.perf_counter() - started)
     return {"images_per_s": results, "cnnclf": os.path.dirname(cnnclf.__file__),
             "cores": len(os.sched_getaffinity(0))}
@@ -464,6 +473,7 @@ def section_feed(work: Path, args) -> dict:
             for kind, root in order:
                 wanted = [c for c in cases if not (kind == "plain" and c[1])]
                 out = run_worker("feed", pin=pin, root=root, seconds=args.feed_seconds,
+                                 in_graph=args.feed_in_graph,
                                  kind="plain" if kind == "plain" else "store",
                                  cases=wanted)
                 for case, rate in out["images_per_s"].items():
@@ -772,6 +782,9 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path,
                         help="another cnnclf source tree (e.g. `git archive main`) that the "
                              "feed and train_baseline sections compare against")
+    parser.add_argument("--feed-in-graph", action="store_true",
+                        help="feed: consume batches inside a tf.function, as Keras' fit does "
+                             "(default: a Python loop over the dataset)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
