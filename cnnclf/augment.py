@@ -5,14 +5,17 @@ resamples the image again (four interpolations blur more than one), and `RandomS
 about the image corner by a fraction of the side, whereas the tutorial's `shear_range` is an
 angle in degrees about the centre. Here every geometric transform is composed into one affine
 matrix per image, exactly as legacy `ImageDataGenerator.random_transform` did, and applied with
-one `keras.ops.image.affine_transform` call per batch.
+one bilinear resampling per batch (`apply_affine`: Keras' `affine_transform` pixels, faster).
 
-Augmentation runs in the input pipeline, never inside the saved model: random layers in a
-`.keras` file break reload and make exported models augment at serving time.
+Where it runs (augment.where): in the input pipeline on the CPU (it overlaps the training
+step), or inside the training step on the device, where the host would otherwise be too slow
+to keep an accelerator fed (`augmenting_model`). Never inside the saved model: random layers
+in a `.keras` file break reload and make exported models augment at serving time.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from cnnclf.config import AugmentConfig
@@ -25,7 +28,8 @@ def is_active(augment: AugmentConfig) -> bool:
 
 
 def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
-    """Returns `fn(images, seed) -> images` for float32 batches [B, H, W, C] in 0-255.
+    """Returns `fn(images, seed) -> images` for batches [B, H, W, C] in 0-255 (uint8 or
+    float); the result is float32.
 
     `seed` is a stateless-RNG seed (int64 tensor of shape [2]) that the pipeline draws per
     batch from a seeded `tf.data.Dataset.random`, so runs repeat exactly for the same seed.
@@ -47,6 +51,8 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
     def augmenter(images, seed):
         batch = tf.shape(images)[0]
         seed = tf.cast(seed, tf.int64)
+        if not geometric:
+            images = tf.cast(images, tf.float32)  # the resampler casts as it reads
         flip_x = (uniform(seed, 6, batch, 0.0, 1.0) < 0.5) if augment.horizontal_flip else None
         flip_y = (uniform(seed, 7, batch, 0.0, 1.0) < 0.5) if augment.vertical_flip else None
         if geometric:
@@ -82,6 +88,39 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
         return apply_affine(images, m, augment.fill_mode, augment.cval)
 
     return augmenter
+
+
+def where_to_augment(setting: str, devices: list[str]) -> str:
+    """Resolves augment.where: `auto` is the training step on an accelerator, where the CPU
+    feeding it is the bottleneck, and the input pipeline on CPU, where it overlaps the step."""
+    if setting != "auto":
+        return setting
+    return "step" if any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices) \
+        else "pipeline"
+
+
+def augmenting_model(model, augment: AugmentConfig, image_size: tuple[int, int], seed: int):
+    """`model` behind a layer that augments in training steps only (augment.where: step).
+
+    Fit this one; save `model` itself, which shares every weight: augmentation layers must
+    never be in a saved model (they break reload and augment at serving time).
+    """
+    import keras
+
+    augmenter = make_augmenter(augment, image_size)
+
+    class Augment(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="augment")
+            self.seeds = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=None):
+            if training:
+                return augmenter(images, self.seeds.next())
+            return images
+
+    return keras.Sequential([keras.Input(model.input_shape[1:]), Augment(), model],
+                            name=f"{model.name}_augmented")
 
 
 def affine_matrices(rotation, shift_x, shift_y, shear, zoom_x, zoom_y, image_size):
@@ -133,11 +172,79 @@ def flip_matrices(flip_x, flip_y, batch, image_size):
 
 
 def apply_affine(images, matrices, fill_mode="nearest", cval=0.0):
-    """Resamples float images [B, H, W, C] through matrices from `affine_matrices`."""
-    import keras
+    """Resamples images [B, H, W, C] (uint8 or float, 0-255) through matrices from
+    `affine_matrices`; returns float32.
+
+    Bilinear, with the fill modes of Keras' `affine_transform` (TensorFlow's
+    ImageProjectiveTransformV3, which it calls): the same pixels to float rounding. For nearest
+    and constant fill (the defaults and the tutorial's) it is written as four gathers, compiled
+    with XLA: 224x224 batches took ~0.9 ms an image on one core here against ~2.2 ms for that
+    kernel, which recomputes every pixel's position once per channel. reflect and wrap use the
+    kernel itself.
+    """
     import tensorflow as tf
+
+    if fill_mode in ("nearest", "constant"):
+        return _bilinear_gather(images, tf.cast(matrices, tf.float32),
+                                tf.constant(fill_mode == "constant"),
+                                tf.constant(cval, tf.float32))
+    import keras
 
     m = matrices
     transform = tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros_like(m[:, 0, :2])], axis=1)
-    return keras.ops.image.affine_transform(images, transform, interpolation="bilinear",
-                                            fill_mode=fill_mode, fill_value=cval)
+    return keras.ops.image.affine_transform(tf.cast(images, tf.float32), transform,
+                                            interpolation="bilinear", fill_mode=fill_mode,
+                                            fill_value=cval)
+
+
+def _bilinear_gather_impl(images, matrices, constant, cval):
+    """Bilinear resampling by gathering each output pixel's four neighbours.
+
+    As ImageProjectiveTransformV3: with `constant` false ("nearest"), positions are clamped to
+    the image, then interpolated; with `constant` true, neighbours outside the image read `cval`.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    ys, xs = tf.meshgrid(tf.range(h), tf.range(w), indexing="ij")
+    m = matrices[:, :, :, None, None]
+    x = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]
+    y = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
+    # "nearest" clamps the position; "constant" keeps it (clamped only far enough out that
+    # the integer conversion below is safe; such neighbours read cval anyway).
+    x = tf.where(constant, tf.clip_by_value(x, -2.0, w + 1), tf.clip_by_value(x, 0.0, w - 1))
+    y = tf.where(constant, tf.clip_by_value(y, -2.0, h + 1), tf.clip_by_value(y, 0.0, h - 1))
+    x0, y0 = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    x1, y1 = x0 + 1, y0 + 1
+    # Gathering float rows was faster here than gathering uint8 ones and casting after.
+    flat = tf.reshape(tf.cast(images, tf.float32), [-1, channels])
+    base = (tf.range(batch) * height * width)[:, None, None]
+
+    def pixel(row, col):
+        inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+        index = base + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(
+            col, 0, width - 1)
+        return tf.where(inside[..., None], tf.gather(flat, index), cval)
+
+    top_left, top_right = pixel(y0, x0), pixel(y0, x1)
+    bottom_left, bottom_right = pixel(y1, x0), pixel(y1, x1)
+    top = top_left + fx * (top_right - top_left)
+    bottom = bottom_left + fx * (bottom_right - bottom_left)
+    return top + fy * (bottom - top)
+
+
+def _bilinear_gather(images, matrices, constant, cval):
+    return _compiled_gather()(images, matrices, constant, cval)
+
+
+@functools.cache
+def _compiled_gather():
+    """The XLA-compiled resampler, made once (TensorFlow loads lazily); tf.function retraces
+    it per image shape and dtype."""
+    import tensorflow as tf
+
+    return tf.function(_bilinear_gather_impl, jit_compile=True)

@@ -29,22 +29,33 @@ def restore(model, controls, arrays: dict, best: dict | None) -> None:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Commits weights, optimizer state, history and the controls' state after every epoch.
+    """Commits weights, optimizer state, history and the controls' state after epochs.
+
+    After every `every_epochs`-th epoch, after any epoch ending `every_minutes` or more after
+    the last commit, and always after the last epoch of a fit or one that stops training (early
+    stopping). A run stopped in between resumes from the last commit, having lost the epochs
+    since: on a fast accelerator an epoch can take less time than saving it.
 
     Args:
         run: the `rundir.RunDir` the run writes into.
         config: the resolved config as a dict (a resume must use the same one).
         controls: the `TrainingControls` whose state (and best weights) are saved alongside.
         history: per-epoch metrics of epochs completed before this fit (when resuming).
+        every_epochs: train.checkpoint_every_epochs.
+        every_minutes: train.checkpoint_every_minutes, or None.
     """
 
-    def __init__(self, run, config: dict, controls, history: dict | None = None):
+    def __init__(self, run, config: dict, controls, history: dict | None = None,
+                 every_epochs: int = 1, every_minutes: float | None = None):
         super().__init__()
         self.run = run
         self.config = config
         self.controls = controls
         self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.every_epochs = every_epochs
+        self.every_minutes = every_minutes
         self._mark: float | None = None
+        self._committed_at = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._mark is None:
@@ -55,11 +66,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Wall time since the previous epoch ended: training, validation and checkpointing,
         # everything a user waits for. This is what speed benchmarks read.
         seconds, self._mark = now - self._mark, now
+        if self.controls.nan_epoch is not None:
+            return  # weights that produced a NaN loss are not worth resuming from
         self.run.wait()  # the previous commit; raises if it failed (a full disk)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.history.setdefault("epoch", []).append(epoch + 1)
         self.history.setdefault("epoch_seconds", []).append(round(seconds, 4))
+        if not self._due(epoch + 1):
+            return
+        self._committed_at = time.monotonic()
         weights = [np.array(w) for w in self.model.get_weights()]
         slots = [np.array(v) for v in self.model.optimizer.variables]
         arrays = {"n_weights": len(weights), "n_optimizer": len(slots),
@@ -73,6 +89,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
                     "controls": copy.deepcopy(self.controls.state), "config": self.config}
         self.run.commit_checkpoint_async(epoch + 1, arrays, progress, best,
                                          on_failure=self._stop)
+
+    def _due(self, epoch: int) -> bool:
+        last = self.params.get("epochs") if isinstance(self.params, dict) else None
+        return (epoch % self.every_epochs == 0 or not last or epoch >= last
+                or bool(getattr(self.model, "stop_training", False))
+                or (self.every_minutes is not None
+                    and time.monotonic() - self._committed_at >= 60 * self.every_minutes))
 
     def _stop(self, exc) -> None:
         # Called from the writer thread: Keras checks this flag after every batch, so a full

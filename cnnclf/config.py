@@ -112,6 +112,32 @@ def _choice(*choices: str) -> Callable:
     return check
 
 
+def _auto_or_int(minimum: int, maximum: int) -> Callable:
+    def check(key, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not \
+                minimum <= value <= maximum:
+            _fail(key, f"auto or an integer in [{minimum}, {maximum}]", value)
+        return value
+
+    return check
+
+
+def _optional_number(minimum: float) -> Callable:
+    number = _number(minimum, None, open_min=True)
+
+    def check(key, value):
+        if value is None:
+            return None
+        try:
+            return number(key, value)
+        except ConfigError:
+            _fail(key, f"null or a number > {minimum}", value)
+
+    return check
+
+
 def _optional_path(key, value):
     if value is None:
         return None
@@ -407,6 +433,12 @@ class AugmentConfig:
         "how pixels moved in from outside the image are filled", kind="str")
     cval: float = _field(
         0.0, _number(0, 255), "fill value (0-255) when fill_mode is constant", kind="float")
+    where: str = _field(
+        "auto", _choice("auto", "pipeline", "step"),
+        "where the random transforms run: pipeline (the CPU input pipeline, overlapping the "
+        "step), step (inside the training step, on the GPU when there is one), or auto (step "
+        "on a GPU, pipeline on CPU); same transforms either way, never in the saved model",
+        kind="str")
 
 
 @dataclass(frozen=True)
@@ -512,6 +544,18 @@ class TrainConfig:
         "model.init_from: {epochs: 10, unfreeze: all | N (the top N layers that hold weights; "
         "BatchNormalization stays frozen), learning_rate: 1.0e-5}; epochs are numbered on from "
         "the first phase", kind="null | mapping")
+    checkpoint_every_epochs: int = _field(
+        1, _int(1), "save a resumable checkpoint after every N-th epoch (always after the last "
+        "one, and when training stops early); an interrupted run resumes from the last one "
+        "saved", kind="int")
+    checkpoint_every_minutes: float | None = _field(
+        None, _optional_number(0), "null, or also save a checkpoint after any epoch ending this "
+        "many minutes or more after the last one", kind="float | null")
+    steps_per_execution: int | str = _field(
+        "auto", _auto_or_int(1, 10000),
+        "training steps run per call into TensorFlow: auto = 1 on CPU, up to 32 (capped at "
+        "an epoch's steps) on a GPU, where a call per step leaves the device idle between "
+        "steps; or an integer", kind="auto | int")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
         "training throughput here (enables TensorFlow op determinism)", kind="bool")

@@ -1,4 +1,5 @@
-"""Early stopping, best-weights keeping and learning-rate schedules, as one resumable callback.
+"""Early stopping, best-weights keeping, learning-rate schedules and the NaN-loss stop, as one
+resumable callback.
 
 Keras' own EarlyStopping and ReduceLROnPlateau keep their counters in private attributes that
 `on_train_begin` resets, so a resumed run would forget them. This callback keeps its whole state
@@ -42,6 +43,9 @@ class TrainingControls(keras.callbacks.Callback):
         # memory; the checkpoint commits them with the epoch, so a kill can never leave a
         # best-weights file newer than the progress that names it.
         self.best_weights: list | None = None
+        # The epoch whose loss was NaN or infinite, once one was (not saved: such an epoch is
+        # never committed, so a resume starts from the last good one).
+        self.nan_epoch: int | None = None
         stopping = train_config.early_stopping or {}
         self.best_monitor = (train_config.keep_best or
                              (stopping.get("monitor") if stopping.get("restore_best_weights")
@@ -81,6 +85,14 @@ class TrainingControls(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            # Checked here rather than after every batch (Keras' TerminateOnNaN): a callback
+            # with a per-batch hook makes Keras wait for every step's loss, which keeps an
+            # accelerator idle between steps. A NaN epoch costs one epoch more, no more.
+            self.nan_epoch = epoch + 1
+            self.model.stop_training = True
+            return
         logs["learning_rate"] = float(self.state["learning_rate"])
         if self.best_monitor and self.best_monitor in logs:
             value = float(logs[self.best_monitor])

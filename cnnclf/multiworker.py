@@ -68,11 +68,13 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, loss: str, epochs: in
     dist_val = strategy.experimental_distribute_dataset(val_ds)
 
     def run_epoch(run, dataset):
-        total_loss = total_correct = total_n = 0.0
+        # Sums stay tensors until the epoch ends: a float() per step would make the host wait
+        # for every step before dispatching the next.
+        totals = None
         for x, y in dataset:
-            loss_sum, correct_sum, n = (float(v) for v in run(x, y))
-            total_loss, total_correct, total_n = (total_loss + loss_sum,
-                                                  total_correct + correct_sum, total_n + n)
+            sums = run(x, y)
+            totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
+        total_loss, total_correct, total_n = (float(v) for v in totals or (0.0, 0.0, 0.0))
         n = max(total_n, 1.0)
         return total_loss / n, total_correct / n
 

@@ -3,8 +3,8 @@
 Order matters for speed and correctness:
 files shuffled once (seeded) -> every image decoded once into the decoded-image store before
 training (`decode_all`; unreadable files are dropped and recorded, not fatal) -> per-epoch
-shuffle of *indices* -> parallel read from the store -> batch -> batched augmentation
-(training only) -> prefetch.
+shuffle of *indices* -> batch of indices -> parallel batch read from the store (one gather a
+batch) -> batched augmentation (training, when it runs in the pipeline) -> prefetch.
 Shuffling indices rather than images keeps no image buffer at all, so memory does not grow
 with the data set (see decoded.py); storing uint8 keeps the store four times smaller than
 float32.
@@ -97,52 +97,45 @@ def decode_all(store, workers: int | None = None) -> None:
 
 def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_size: int,
                  training: bool, seed: int, shuffle_buffer: int = 10000, augmenter=None):
-    """Builds a batched `tf.data.Dataset` of (float32 images 0-255, labels) from a store.
+    """Builds a batched `tf.data.Dataset` of (images 0-255, labels) from a store.
+
+    Images are uint8 batches (a quarter of float32's bytes to move to a device; the model
+    casts them), or float32 when `augmenter` resampled them here.
 
     Args:
         opened: from `open_store`; images are read from its store, labels from it too.
         spec: how files become arrays (shared with prediction).
         n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
-        training: shuffle and augment when true.
+        training: shuffle (and augment, with `augmenter`) when true.
         seed: seeds the shuffle and the augmentation.
-        augmenter: from `augment.make_augmenter`, or None.
+        augmenter: from `augment.make_augmenter`, or None (none here: augment.where: step
+            augments inside the training step instead).
     """
     import numpy as np
     import tensorflow as tf
 
     store, labels = opened.store, opened.labels
 
-    def read(index):
-        return store.read(int(index))
-
-    def read_op(index, label):
-        image, ok = tf.numpy_function(read, [index], [tf.uint8, tf.bool], stateful=False)
-        image.set_shape(spec.shape)
-        ok.set_shape([])
-        return image, label, ok
-
-    from cnnclf.decoded import UNKNOWN, UNREADABLE
+    from cnnclf.decoded import UNREADABLE
 
     # After `decode_all` the unreadable files are known: leaving them out here (instead of
     # filtering images later) gives the dataset a known length, so Keras shows "3/40", not
-    # "3/Unknown". Slots a cache keeps always read back; only `cache: none` re-decodes, and
-    # a file that breaks mid-run is then filtered.
+    # "3/Unknown".
     keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
     ds = tf.data.Dataset.from_tensor_slices((keep, labels[keep]))
     if training:
         ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
-    ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if store.where == "none" or (store.state == UNKNOWN).any():
-        # The length stays declared, so every cache mode runs the same epochs on the same
-        # images; a file broken mid-run then ends the epoch with TensorFlow's length error.
-        ds = ds.filter(lambda image, label, ok: ok).apply(
-            tf.data.experimental.assert_cardinality(len(keep)))
-    ds = ds.map(lambda image, label, ok: (image, label))
-    ds = ds.batch(batch_size)
+    if store.filled:
+        # The usual case (a memory or disk store after `decode_all`): batches of indices,
+        # each read with one gather. Batching the shuffled indices gives exactly the batches
+        # that reading image by image and then batching gave.
+        ds = ds.batch(batch_size).map(lambda index, label: (_read_batch(store, index), label),
+                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = _read_each(ds, store, spec, len(keep)).batch(batch_size)
 
     def to_model_inputs(images, labels):
-        images = tf.cast(images, tf.float32)
         if n_classes == 2:
             labels = tf.cast(labels, tf.float32)[:, None]
         else:
@@ -156,3 +149,32 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
             lambda batch, s: (augmenter(batch[0], s), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _read_batch(store, index):
+    import tensorflow as tf
+
+    images = tf.numpy_function(store.read_batch, [index], tf.uint8, stateful=False)
+    images.set_shape([None, *store.shape])
+    return images
+
+
+def _read_each(ds, store, spec: ImageSpec, length: int):
+    """Image by image, for `cache: none` (every read decodes; a file can break mid-run)."""
+    import tensorflow as tf
+
+    def read(index):
+        return store.read(int(index))
+
+    def read_op(index, label):
+        image, ok = tf.numpy_function(read, [index], [tf.uint8, tf.bool], stateful=False)
+        image.set_shape(spec.shape)
+        ok.set_shape([])
+        return image, label, ok
+
+    ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The length stays declared, so every cache mode runs the same epochs on the same
+    # images; a file broken mid-run then ends the epoch with TensorFlow's length error.
+    ds = ds.filter(lambda image, label, ok: ok).apply(
+        tf.data.experimental.assert_cardinality(length))
+    return ds.map(lambda image, label, ok: (image, label))

@@ -445,7 +445,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
          class_weight: dict | None, strategy, placement, start):
     import keras
 
-    from cnnclf.augment import is_active, make_augmenter
+    from cnnclf.augment import augmenting_model, is_active, make_augmenter, where_to_augment
     from cnnclf.checkpoint import EpochCheckpoint, restore
     from cnnclf.controls import TrainingControls
     from cnnclf.model import build_model, make_optimizer
@@ -454,8 +454,10 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
+    augment_where = where_to_augment(config.augment.where, placement.devices) \
+        if is_active(config.augment) else None
     augmenter = (make_augmenter(config.augment, spec.image_size)
-                 if is_active(config.augment) else None)
+                 if augment_where == "pipeline" else None)
     common = dict(spec=spec, n_classes=n_classes, batch_size=config.data.batch_size,
                   seed=config.train.seed)
     train_ds = make_dataset(stores["train"], training=True,
@@ -478,10 +480,10 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
 
     def compile_for(phase):
         with strategy.scope():
-            note = apply_phase(model, phase)
+            note = apply_phase(saved, phase)
             model.compile(optimizer=make_optimizer(config, placement.precision,
                                                    placement.replicas, phase.learning_rate),
-                          loss=loss, metrics=["accuracy"])
+                          loss=loss, metrics=["accuracy"], steps_per_execution=executions)
         return note
 
     with strategy.scope():
@@ -490,6 +492,13 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         if start.init_from and not previous:
             copy_features(model, start.init_from)
             log.info("feature layers copied from %s", start.init_from)
+        saved = model  # what the bundle holds; `model` is what fit trains (weights shared)
+        if augment_where == "step":
+            model = augmenting_model(saved, config.augment, spec.image_size, config.train.seed)
+    executions = steps_per_execution(
+        config.train.steps_per_execution, placement.devices,
+        math.ceil(sum(stores["train"].used_counts(dataset.class_names).values())
+                  / config.data.batch_size))
     note = compile_for(plan[current])
     controls.set_model(model)  # also when every epoch is done and fit never runs
     if previous:
@@ -502,10 +511,15 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     log.info("model: %s parameters (%s trainable now); %d epoch%s of batch %d; cache: %s",
              f"{model.count_params():,}", f"{trainable:,}", total,
              "" if total == 1 else "s", config.data.batch_size, stores["train"].store.where)
+    if augment_where:
+        log.info("augmentation: in the %s", "training step" if augment_where == "step"
+                 else "input pipeline")
     if note and not previous:
         log.info("%s", note)
     checkpoint = EpochCheckpoint(run, config.to_dict(), controls,
-                                 previous["history"] if previous else None)
+                                 previous["history"] if previous else None,
+                                 config.train.checkpoint_every_epochs,
+                                 config.train.checkpoint_every_minutes)
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
     extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
@@ -534,13 +548,13 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         else:
             model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=done,
                       shuffle=False, verbose=progress, class_weight=class_weight,
-                      callbacks=[keras.callbacks.TerminateOnNaN(), controls, checkpoint,
-                                 *extra])
+                      callbacks=[controls, checkpoint, *extra])
         run.wait()  # the last checkpoint is on disk (or its failure raised)
         done = len(checkpoint.history.get("epoch", []))
-        if model.stop_training and not controls.state["stopped_early"] and done < end:
-            raise CnnclfError("training stopped: the loss became NaN (TerminateOnNaN); lower "
-                              "train.learning_rate or check the data")
+        if controls.nan_epoch is not None:
+            raise CnnclfError(f"training stopped: the loss became NaN in epoch "
+                              f"{controls.nan_epoch}; lower train.learning_rate or check the "
+                              "data")
         if controls.state["stopped_early"]:
             log.info("early stopping: %s did not improve for %d epochs%s",
                      config.train.early_stopping["monitor"],
@@ -559,7 +573,18 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,
                               "precision": placement.precision}}
-    return model, dict(checkpoint.history), val_ds, training
+    return saved, dict(checkpoint.history), val_ds, training
+
+
+def steps_per_execution(setting: int | str, devices: list[str], steps_per_epoch: int) -> int:
+    """Resolves train.steps_per_execution: one step per call on CPU (the step dominates and
+    per-batch progress stays live); on an accelerator, enough steps per call that launching
+    them costs little next to running them."""
+    if setting != "auto":
+        return int(setting)
+    if any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices):
+        return max(1, min(32, steps_per_epoch))
+    return 1
 
 
 def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | None, dict]:

@@ -15,6 +15,10 @@ Sections (all but determinism by default, so a full run stays under 10 minutes h
                rate; one-image predict against import + model load
   memory       peak RSS of training and predict at 2k/20k/100k small JPEGs; listing 100k files
   determinism  throughput with train.deterministic true against false
+  feed         the training input side alone (no model), images/s per core at 64x64 and
+               224x224, with and without the tutorial's augmentation, on 1 and 2 cores pinned
+               (taskset), against plain tf.data from memory; against --baseline DIR too
+  train_baseline  steady training at 64x64 of this tree against --baseline DIR (not default)
   accuracy     time to accuracy: wall time and held-out accuracy of configs/cats_dogs.yaml (the
                tutorial's model) against configs/recommended.yaml on Fashion-MNIST pullover vs
                coat written as mixed-size JPEGs (needs Debian's dataset-fashion-mnist)
@@ -294,25 +298,86 @@ def worker_list(a):
     return {"files": n, "seconds": time.perf_counter() - start}
 
 
+def worker_feed(a):
+    """The training input side alone, no model: images/s out of a filled decoded store.
+
+    `a["root"]` is the source tree whose cnnclf is measured (this one, or an older checkout
+    given with --baseline); kind "plain" is tf.data from a NumPy array in memory (shuffle,
+    batch, prefetch), what the store read should come close to.
+    """
+    sys.path.insert(0, a["root"])
+    import numpy as np
+    import tensorflow as tf
+
+    import cnnclf
+    from cnnclf.augment import make_augmenter
+    from cnnclf.config import load_config
+    from cnnclf.decoded import DECODED, DecodedStore
+    from cnnclf.images import ImageSpec
+    from cnnclf.pipeline import OpenedStore, make_dataset
+
+    config = load_config(None, ["augment.shear_range=0.2", "augment.zoom_range=0.2",
+                                "augment.horizontal_flip=true"])
+    results = {}
+    for size, augmented in a["cases"]:
+        n = 4096 if size <= 64 else 768
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        labels = (np.arange(n) % 2).astype(np.int32)
+        spec = ImageSpec((size, size))
+        if a["kind"] == "plain":
+            ds = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(10000, seed=1)
+                  .batch(32).prefetch(tf.data.AUTOTUNE))
+        else:
+            store = DecodedStore([f"/nonexistent/{i}.png" for i in range(n)], spec, "memory")
+            store.array[:] = images
+            store.state[:] = DECODED
+            augmenter = make_augmenter(config.augment, (size, size)) if augmented else None
+            ds = make_dataset(OpenedStore(store, labels), spec=spec, n_classes=2, batch_size=32,
+                              training=True, seed=1, augmenter=augmenter)
+        if a.get("in_graph"):
+            # As Keras consumes a dataset: inside a tf.function, no Python per batch.
+            @tf.function
+            def epoch(dataset):
+                count = tf.constant(0, tf.int64)
+                for batch, _ in dataset:
+                    count += tf.cast(tf.shape(batch)[0], tf.int64)
+                return count
+        else:
+            def epoch(dataset):
+                return sum(int(batch.shape[0]) for batch, _ in dataset)
+        epoch(ds)  # warm-up epoch: tracing, XLA compilation, thread pools
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < a["seconds"]:
+            count += int(epoch(ds))
+        results[f"{size}:{int(augmented)}"] = count / (time.perf_counter() - started)
+    return {"images_per_s": results, "cnnclf": os.path.dirname(cnnclf.__file__),
+            "cores": len(os.sched_getaffinity(0))}
+
+
 WORKERS = {name[len("worker_"):]: fn for name, fn in globals().items()
            if name.startswith("worker_")}
 
 
-def run_worker(name: str, **args) -> dict:
-    out = subprocess.run([PY, __file__, "--worker", name, json.dumps(args)],
+def run_worker(name: str, *, pin: str | None = None, **args) -> dict:
+    """Runs worker `name` in a fresh process, pinned to the CPUs in `pin` ("0", "0,1")."""
+    prefix = ["taskset", "-c", pin] if pin else []
+    out = subprocess.run([*prefix, PY, __file__, "--worker", name, json.dumps(args)],
                          capture_output=True, text=True, env=ENV, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed(command: list[str], **kwargs) -> tuple[float, int, subprocess.CompletedProcess]:
+def timed(command: list[str], root: str | None = None,
+          **kwargs) -> tuple[float, int, subprocess.CompletedProcess]:
     """(wall seconds, peak RSS in MiB, result) of a command in a fresh process."""
     probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
              "print(json.dumps([time.perf_counter() - t, resource.getrusage("
              "resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr[-2000:]]))")
-    out = subprocess.run([PY, "-c", probe, *command], capture_output=True, text=True, env=ENV,
+    env = {**ENV, "PYTHONPATH": root} if root else ENV  # cnnclf from another tree
+    out = subprocess.run([PY, "-c", probe, *command], capture_output=True, text=True, env=env,
                          cwd=ROOT, **kwargs)
     seconds, rss_kb, code, err = json.loads(out.stdout.strip().splitlines()[-1])
     if code != 0:
@@ -324,13 +389,14 @@ def cnnclf(*args: str) -> list[str]:
     return [PY, "-m", "cnnclf.cli", *args]
 
 
-def cnnclf_train(data: Path, out: Path, epochs: int, seed: int, *sets: str) -> dict:
+def cnnclf_train(data: Path, out: Path, epochs: int, seed: int, *sets: str,
+                 root: str | None = None) -> dict:
     command = cnnclf("train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
                      "--set", f"data.train_dir={data}/training_set",
                      "--set", f"data.test_dir={data}/test_set", "--set", f"train.epochs={epochs}",
                      "--set", f"train.seed={seed}", "--out", str(out), "--overwrite",
                      *[x for s in sets for x in ("--set", s)])
-    seconds, rss, _ = timed(command)
+    seconds, rss, _ = timed(command, root=root)
     history = json.loads((out / "history.json").read_text())
     return {"epoch_seconds": history["epoch_seconds"], "wall": seconds, "rss_mib": rss,
             "val_accuracy": history["val_accuracy"][-1]}
@@ -383,6 +449,81 @@ def section_train(work: Path, args) -> dict:
         / t["first_epoch_images_per_s"],
         "first_epoch_cnnclf_over_handwritten": c["first_epoch_images_per_s"]
         / result["handwritten"]["first_epoch_images_per_s"]}
+    return result
+
+
+def section_feed(work: Path, args) -> dict:
+    """The input side alone (issue #12): images/s per core, 1 and 2 cores pinned with taskset.
+
+    cnnclf (this tree) against plain tf.data from memory, and against the --baseline tree when
+    given; processes alternate within each repeat, and the best of the repeats is kept
+    (interference only slows a run down).
+    """
+    cases = [(64, False), (64, True), (224, False), (224, True)]
+    kinds = {"cnnclf": str(ROOT), "plain": str(ROOT)}
+    if args.baseline:
+        kinds["baseline"] = str(args.baseline)
+    cpus = sorted(os.sched_getaffinity(0))
+    pins = {1: str(cpus[0]), 2: ",".join(str(c) for c in cpus[:2])} if len(cpus) > 1 else \
+        {1: str(cpus[0])}
+    runs: dict = {}
+    for rep in range(args.repeats):
+        order = list(kinds.items()) if rep % 2 == 0 else list(reversed(kinds.items()))
+        for cores, pin in pins.items():
+            for kind, root in order:
+                wanted = [c for c in cases if not (kind == "plain" and c[1])]
+                out = run_worker("feed", pin=pin, root=root, seconds=args.feed_seconds,
+                                 in_graph=args.feed_in_graph,
+                                 kind="plain" if kind == "plain" else "store",
+                                 cases=wanted)
+                for case, rate in out["images_per_s"].items():
+                    runs.setdefault(kind, {}).setdefault(cores, {}).setdefault(
+                        case, []).append(rate / out["cores"])
+    best = {kind: {cores: {case: max(v) for case, v in per.items()}
+                   for cores, per in by_cores.items()} for kind, by_cores in runs.items()}
+    ratios = {}
+    for cores in pins:
+        c, p = best["cnnclf"][cores], best["plain"][cores]
+        for size in (64, 224):
+            ratios[f"store_over_plain_{size}_{cores}core"] = c[f"{size}:0"] / p[f"{size}:0"]
+            if "baseline" in best:
+                b = best["baseline"][cores]
+                for aug in (0, 1):
+                    ratios[f"cnnclf_over_baseline_{size}_aug{aug}_{cores}core"] = \
+                        c[f"{size}:{aug}"] / b[f"{size}:{aug}"]
+        ratios[f"aug224_over_389_{cores}core"] = c["224:1"] / 389.0
+    if 2 in pins:
+        for size in (64, 224):
+            ratios[f"store_{size}_2core_over_1core_per_core"] = \
+                best["cnnclf"][2][f"{size}:0"] / best["cnnclf"][1][f"{size}:0"]
+    return {"images_per_s_per_core": best, "all_runs": runs, "ratios": ratios,
+            "baseline": str(args.baseline) if args.baseline else None}
+
+
+def section_train_baseline(work: Path, args) -> dict:
+    """Steady training of the tutorial model at 64x64 (as section train runs cnnclf), this
+    tree against the --baseline tree, interleaved."""
+    if not args.baseline:
+        return {"skipped": "needs --baseline DIR (an older checkout of cnnclf)"}
+    data = make_photo_set(work / "photos", args.train_images, 200)
+    n = args.train_images
+    runs: dict = {"cnnclf": [], "baseline": []}
+    for rep in range(args.repeats):
+        order = [("cnnclf", str(ROOT)), ("baseline", str(args.baseline))]
+        for name, root in (order if rep % 2 == 0 else order[::-1]):
+            runs[name].append(cnnclf_train(data, work / f"bundle_{name}", args.epochs, rep + 1,
+                                           root=root))
+    result = {name: {"steady_images_per_s": max(n / min(r["epoch_seconds"][1:]) for r in rs),
+                     "steady_median_images_per_s": statistics.median(
+                         n / steady(r["epoch_seconds"]) for r in rs),
+                     "mean_val_accuracy": statistics.mean(r["val_accuracy"] for r in rs),
+                     "epoch_seconds": [r["epoch_seconds"] for r in rs]}
+              for name, rs in runs.items()}
+    result["ratios"] = {
+        "steady_cnnclf_over_baseline": result["cnnclf"]["steady_images_per_s"]
+        / result["baseline"]["steady_images_per_s"],
+        "median_steady_cnnclf_over_baseline": result["cnnclf"]["steady_median_images_per_s"]
+        / result["baseline"]["steady_median_images_per_s"]}
     return result
 
 
@@ -547,7 +688,9 @@ def section_accuracy(work: Path, args) -> dict:
     return result
 
 
-SECTIONS = {"train": section_train, "predict": section_predict, "memory": section_memory,
+SECTIONS = {"train": section_train, "feed": section_feed,
+            "train_baseline": section_train_baseline,
+            "predict": section_predict, "memory": section_memory,
             "determinism": section_determinism, "accuracy": section_accuracy}
 
 
@@ -562,6 +705,27 @@ def print_table(results: dict) -> None:
                   f"{r[name]['steady_median_images_per_s']:>10.0f}"
                   f"{r[name]['first_epoch_images_per_s']:>14.0f}"
                   f"{r[name]['mean_val_accuracy']:>14.4f}")
+        for k, v in r["ratios"].items():
+            print(f"  {k}: {v:.2f}")
+    if "feed" in results:
+        r = results["feed"]
+        print("\nFeed rate, images/s per core (input side alone, no model; best of repeats)")
+        print(f"{'pipeline':<10}{'cores':>6}{'64 plain':>10}{'64 aug':>10}{'224 plain':>11}"
+              f"{'224 aug':>10}")
+        for kind, by_cores in r["images_per_s_per_core"].items():
+            for cores, per in by_cores.items():
+                print(f"{kind:<10}{cores:>6}" + "".join(
+                    f"{per.get(case, float('nan')):>{w}.0f}"
+                    for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))))
+        for k, v in r["ratios"].items():
+            print(f"  {k}: {v:.2f}")
+    if "train_baseline" in results and "skipped" not in results["train_baseline"]:
+        r = results["train_baseline"]
+        print("\nSteady training at 64x64, this tree against --baseline, images/s (best; median)")
+        for name in ("cnnclf", "baseline"):
+            print(f"  {name:<10}{r[name]['steady_images_per_s']:>8.0f}"
+                  f"{r[name]['steady_median_images_per_s']:>8.0f}  held-out acc "
+                  f"{r[name]['mean_val_accuracy']:.4f}")
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
     if "predict" in results:
@@ -615,6 +779,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--work", type=Path, help="keep data sets here between runs")
     parser.add_argument("--quick", action="store_true", help="smaller sets, one repeat")
+    parser.add_argument("--baseline", type=Path,
+                        help="another cnnclf source tree (e.g. `git archive main`) that the "
+                             "feed and train_baseline sections compare against")
+    parser.add_argument("--feed-in-graph", action="store_true",
+                        help="feed: consume batches inside a tf.function, as Keras' fit does "
+                             "(default: a Python loop over the dataset)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -625,6 +795,7 @@ def main() -> None:
     args.epochs = 3 if args.quick else 4
     args.repeats = 1 if args.quick else 3
     args.loop_images = 50
+    args.feed_seconds = 1.5 if args.quick else 3.0
     args.accuracy_seeds = 1 if args.quick else 3
     args.memory_sizes = [2000, 20000] if args.quick else [2000, 20000, 100000]
     args.cache_mb = 64

@@ -82,3 +82,16 @@ def test_reduce_on_plateau_follows_the_validation_loss(tmp_path, binary_tree):
                 rate, wait = rate * 0.5, 0
     assert history["learning_rate"] == pytest.approx(expected)
     assert min(history["learning_rate"]) < 0.5  # the schedule did act
+
+
+def test_a_nan_loss_stops_the_run_at_the_end_of_its_epoch(tmp_path, binary_tree):
+    # Class weights at the float32 limit make the weighted loss overflow: NaN in epoch 1.
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          train={"epochs": 3, "class_weight": {"hstripes": 3.0e38,
+                                                               "vstripes": 3.0e38}})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 1
+    assert "the loss became NaN in epoch 1; lower train.learning_rate" in result.stderr
+    assert "Epoch 2/3" not in result.output
+    # Nothing published, and no NaN epoch kept to resume from.
+    assert not (tmp_path / "b").exists() and not (tmp_path / ".b.partial").exists()

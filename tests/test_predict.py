@@ -152,3 +152,29 @@ def test_options_the_model_cannot_use_are_refused(request, binary_tree, bundle_n
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(f"error: {message}")
+
+
+def test_a_short_batch_is_padded_to_a_power_of_two_not_to_the_batch_size(binary_bundle,
+                                                                         binary_tree):
+    import numpy as np
+
+    from cnnclf.bundle import load_bundle
+    from cnnclf.predict import predict_paths
+
+    bundle = load_bundle(binary_bundle)
+    seen = []
+    original = bundle.model.predict_on_batch
+
+    def recording(x):
+        seen.append(len(x))
+        return original(x)
+
+    bundle.model.predict_on_batch = recording
+    paths = sorted(str(p) for p in (binary_tree / "training_set").rglob("*.*"))
+    assert len(paths) >= 11
+    one = list(predict_paths(bundle, paths[:1], batch_size=32))
+    eleven = list(predict_paths(bundle, paths[:11], batch_size=4))
+    assert seen == [1, 4, 4, 4]  # 1 image: 1 row, not 32; 11 in fours: the last 3 padded to 4
+    # Padding changes no answer: the first image alone and within a batch agree.
+    assert one[0].probability == pytest.approx(eleven[0].probability, abs=1e-5)
+    assert np.isfinite(eleven[-1].probability)

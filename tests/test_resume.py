@@ -127,3 +127,26 @@ def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, con
         result.stderr
     assert "tensorflow loaded: False" in result.stderr
     assert time.monotonic() - started < 10
+
+
+def test_checkpoints_every_n_epochs_resume_from_the_last_one_saved(tmp_path, binary_tree):
+    import os
+
+    config = write_config(tmp_path / "c.yaml", binary_tree,
+                          train={"epochs": 5, "seed": 5, "checkpoint_every_epochs": 2})
+    out, staging = tmp_path / "bundle", tmp_path / ".bundle.partial"
+    # Killed as the second checkpoint is committed: with every 2 epochs, that is epoch 4.
+    process = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
+                              str(config), "--out", str(out)], capture_output=True, text=True,
+                             env={**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"},
+                             timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    progress = read_json(staging / "progress.json")
+    assert progress["completed_epochs"] == 4
+    assert progress["history"]["epoch"] == [1, 2, 3, 4]
+    # Epochs 1 and 3 were never written (the kill came before epoch 2's file was pruned).
+    assert {p.name for p in staging.glob("checkpoint-*")} <= {"checkpoint-2.npz",
+                                                              "checkpoint-4.npz"}
+    result = run_cli("train", "--config", config, "--out", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert read_json(out / "history.json")["epoch"] == [1, 2, 3, 4, 5]

@@ -56,3 +56,63 @@ def test_every_cache_mode_trains_on_the_same_images(tmp_path, binary_tree):
         assert f"cache: {cache}" in result.stderr
         losses[cache] = read_json(tmp_path / cache / "history.json")["loss"]
     assert losses["memory"] == losses["disk"] == losses["none"]
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_a_filled_store_reads_whole_batches(tmp_path, where):
+    tree = make_tree(tmp_path / "data", n_train=3, with_test=False)
+    paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
+    broken = tmp_path / "zz-broken.png"  # the last slot: a disk store's file must still map
+    broken.write_bytes(b"not an image")
+    store = DecodedStore(paths + [str(broken)], ImageSpec((16, 16)), where,
+                         str(tmp_path / "store.bin"))
+    assert not store.filled
+    singles = [store.read(i) for i in range(len(store))]
+    assert store.filled and not singles[-1][1]
+    batch = store.read_batch([4, 0, 4, 2])
+    assert batch.dtype == np.uint8 and batch.shape == (4, 16, 16, 3)
+    for got, index in zip(batch, [4, 0, 4, 2]):
+        assert np.array_equal(got, singles[index][0])
+
+
+def store_dataset(tmp_path, cache, n_train=6, broken=1, **kwargs):
+    """make_dataset over a decoded store of `make_tree` images plus `broken` unreadable files."""
+    from cnnclf.files import Split
+    from cnnclf.pipeline import decode_all, make_dataset, open_store
+
+    tree = make_tree(tmp_path / "data", n_train=n_train, with_test=False)
+    paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
+    for i in range(broken):
+        (tmp_path / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff broken")
+        paths.append(str(tmp_path / f"broken{i}.jpg"))
+    labels = [i % 2 for i in range(len(paths))]
+    opened = open_store(Split(paths, labels), spec=ImageSpec((16, 16)), training=True, seed=3,
+                        cache=cache, cache_path=str(tmp_path / f"{cache}.bin"))
+    decode_all(opened.store, workers=2)
+    spec = ImageSpec((16, 16))
+    return opened, make_dataset(opened, spec=spec, n_classes=2, batch_size=4, training=True,
+                                seed=3, **kwargs)
+
+
+def epoch_images(ds):
+    return [image.tobytes() for images, _ in ds.as_numpy_iterator() for image in images]
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk", "none"])
+def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cache):
+    opened, ds = store_dataset(tmp_path, cache)
+    readable = 12  # make_tree's 2 classes x 6; the broken file is left out
+    assert int(ds.cardinality()) == 3  # known length: 12 images in batches of 4
+    first, second = epoch_images(ds), epoch_images(ds)
+    expected = sorted(opened.store.read(i)[0].tobytes() for i in range(len(opened.store))
+                      if opened.store.read(i)[1])
+    assert len(first) == readable and sorted(first) == sorted(second) == expected
+    assert first != second  # reshuffled every epoch
+    images, labels = next(iter(ds))
+    assert images.dtype.name == "uint8" and labels.shape == (4, 1)
+
+
+def test_the_shuffle_repeats_for_the_same_seed_in_every_cache_mode(tmp_path):
+    orders = {cache: epoch_images(store_dataset(tmp_path / cache, cache)[1])
+              for cache in ("memory", "disk", "none")}
+    assert orders["memory"] == orders["disk"] == orders["none"]

@@ -212,3 +212,25 @@ def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
                           env={**os.environ, "TMPDIR": str(scratch)}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_steps_per_execution_is_one_on_cpu_and_more_on_an_accelerator():
+    from cnnclf.train import steps_per_execution
+
+    cpu, gpu = ["/job:localhost/replica:0/task:0/device:CPU:0"], ["/physical_device:GPU:0"]
+    assert steps_per_execution("auto", cpu, 100) == 1
+    assert steps_per_execution("auto", gpu, 100) == 32
+    assert steps_per_execution("auto", gpu, 5) == 5  # never more than an epoch
+    assert steps_per_execution(4, cpu, 100) == 4
+
+
+def test_several_steps_per_execution_train_the_same_model(tmp_path, binary_tree):
+    losses = []
+    for steps in (1, 3):
+        config = write_config(tmp_path / f"{steps}.yaml", binary_tree,
+                              train={"epochs": 2, "seed": 3, "deterministic": True,
+                                     "steps_per_execution": steps})
+        result = run_cli("train", "--config", config, "--out", tmp_path / f"b{steps}")
+        assert result.exit_code == 0, result.output
+        losses.append(read_json(tmp_path / f"b{steps}" / "history.json")["loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
