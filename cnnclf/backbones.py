@@ -63,6 +63,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
              "convnext_tiny", 180, 27820128, 768, (("include_preprocessing", True),)),
 )}
 
+# tf2onnx cannot convert these (measured with tf2onnx 1.17): EfficientNetV2's Normalization
+# constants go missing from the graph and ConvNeXt's exact GELU needs Erfc. TFLite and
+# SavedModel exports of them work.
+NO_ONNX = {"efficientnet_v2_b0": "its Normalization layer's constants are lost by tf2onnx",
+           "convnext_tiny": "tf2onnx has no Erfc, which its GELU uses"}
+
 # Layer names inside a cnnclf model: feature layers are everything before the head.
 GRAY_TO_RGB_LAYER = "gray_to_rgb"
 INPUT_SCALING_LAYER = "backbone_input"
@@ -115,6 +121,7 @@ def resolve_weights(backbone: dict) -> WeightsSource:
     spec = BACKBONES[backbone["name"]]
     cached = keras_cache_dir() / spec.imagenet_file
     if cached.is_file():
+        _check_cached(spec, cached)
         return WeightsSource("imagenet", str(cached), sha256_of(cached))
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise _missing_imagenet(spec, cached, f"{OFFLINE_ENV} is set")
@@ -154,6 +161,25 @@ def _missing_imagenet(spec: Backbone, cached: Path, why: str) -> ConfigError:
         f"of a weights file (.h5 / .weights.h5) for {spec.name} without its top, or to none")
 
 
+def _keras_hash(spec: Backbone) -> str:
+    import importlib
+
+    module = importlib.import_module(f"keras.src.applications.{spec.module}")
+    return module.WEIGHTS_HASHES[spec.hash_key][1]
+
+
+def _check_cached(spec: Backbone, cached: Path) -> None:
+    """Keras' get_file checks a cached file's hash before using it; so does cnnclf, since a
+    truncated or foreign file there would otherwise train as if it were ImageNet's."""
+    from keras.src.utils import file_utils
+
+    if not file_utils.validate_file(str(cached), _keras_hash(spec)):
+        raise ConfigError(f"model.backbone.weights: {cached} is not Keras' ImageNet file for "
+                          f"{spec.name} (its hash does not match: truncated or replaced); "
+                          "delete it so that it is downloaded again, or copy the right file "
+                          "there")
+
+
 def fetch_imagenet(spec: Backbone, cached: Path) -> str:
     """Downloads the ImageNet file through Keras' get_file, which checks its hash."""
     import importlib
@@ -162,7 +188,7 @@ def fetch_imagenet(spec: Backbone, cached: Path) -> str:
 
     module = importlib.import_module(f"keras.src.applications.{spec.module}")
     base = getattr(module, "BASE_WEIGHT_PATH", None) or getattr(module, "BASE_WEIGHTS_PATH")
-    file_hash = module.WEIGHTS_HASHES[spec.hash_key][1]
+    file_hash = _keras_hash(spec)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own here
     try:

@@ -96,6 +96,7 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
         overwrite: replace an existing export at `out`.
     """
     check_out(fmt, out, quantize, overwrite)
+    _check_onnx_backbone(bundle, fmt)
     out = Path(out)
     sample = sample_images(bundle, data_dir, sample_size)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,19 @@ def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:
 
     with quiet_native_stderr():  # the converter prints "fully_quantize: 0, ..." to fd 2
         return converter.convert()
+
+
+def _check_onnx_backbone(bundle: Bundle, fmt: str) -> None:
+    """Refuses an ONNX export tf2onnx is known to fail on, in one line, before converting."""
+    from cnnclf.backbones import NO_ONNX
+
+    manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
+    start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}
+    backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else {}
+    name = backbone.get("name")
+    if fmt == "onnx" and name in NO_ONNX:
+        raise CnnclfError(f"--format onnx: not available for a {name} backbone "
+                          f"({NO_ONNX[name]}); export --format tflite or savedmodel instead")
 
 
 def _onnx(model, path: Path, sample: np.ndarray) -> None:

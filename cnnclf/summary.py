@@ -83,8 +83,9 @@ def summarize_config(config: Config) -> dict:
                  f"units, (N - 1) x {head_inputs + 1} more parameters"),
         **facts,
         "padding": config.model.padding,
-        "blocks": conv_block_geometry(config.data.image_size, config.model.conv_blocks,
-                                      config.model.padding),
+        "blocks": None if config.model.backbone else conv_block_geometry(
+            config.data.image_size, config.model.conv_blocks, config.model.padding),
+        "backbone": config.model.backbone,
         "metrics": None,
     }
 
@@ -109,7 +110,9 @@ def summarize_bundle(bundle) -> dict:
     try:
         config = load_config(Path(bundle.path) / CONFIG_FILE)
         padding = config.model.padding
-        blocks = conv_block_geometry(list(spec.image_size), config.model.conv_blocks, padding)
+        if not config.model.backbone:  # a backbone has no conv_blocks to describe
+            blocks = conv_block_geometry(list(spec.image_size), config.model.conv_blocks,
+                                         padding)
     except Exception as exc:  # a missing or outdated config.yaml: the rest is still worth seeing
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         note = f"no per-block sizes: {CONFIG_FILE} cannot be read ({first})"
@@ -120,6 +123,8 @@ def summarize_bundle(bundle) -> dict:
         "class_names": list(bundle.class_names), "classes_assumed": False, "note": note,
         **_model_facts(bundle.model),
         "padding": padding, "blocks": blocks,
+        "backbone": ((manifest.get("start") or {}).get("backbone")
+                     if isinstance(manifest.get("start"), dict) else None),
         "metrics": {key: manifest.get(key) for key in (
             "final_metrics", "best_epoch", "epochs", "train_images", "validation_images",
             "validation_source")},
@@ -143,6 +148,12 @@ def format_summary(summary: dict, fmt: str = "table") -> str:
               f"parameters: {summary['total_params']:,} total, "
               f"{summary['trainable_params']:,} trainable, "
               f"{summary['non_trainable_params']:,} non-trainable"]
+    backbone = summary.get("backbone")
+    if isinstance(backbone, dict):
+        weights = backbone.get("weights")
+        source = (weights.get("file") or weights.get("kind")) if isinstance(weights, dict) \
+            else weights
+        lines += ["", f"backbone: {backbone.get('name')} (weights: {source})"]
     if summary["blocks"]:
         lines += ["", f"conv blocks (padding {summary['padding']}; rf: receptive field in input "
                       "pixels, jump: input pixels between neighbouring cells):"]

@@ -48,13 +48,21 @@ class TrainResult:
 
 
 def resolve_paths(config: Config) -> Config:
-    """Makes data paths absolute, so the saved config still works from another directory."""
+    """Makes data and model paths absolute, so the saved config still works from another
+    directory (and `cnnclf train --config <bundle>/config.yaml` trains again)."""
     import dataclasses
 
-    data = config.data
+    data, model = config.data, config.model
     absolute = {k: str(Path(v).resolve()) for k in ("train_dir", "test_dir")
                 if (v := getattr(data, k)) is not None}
-    return dataclasses.replace(config, data=dataclasses.replace(data, **absolute))
+    changes = {}
+    if model.init_from:
+        changes["init_from"] = str(Path(model.init_from).resolve())
+    if model.backbone and model.backbone["weights"] not in ("imagenet", "none"):
+        changes["backbone"] = dict(model.backbone,
+                                   weights=str(Path(model.backbone["weights"]).resolve()))
+    return dataclasses.replace(config, data=dataclasses.replace(data, **absolute),
+                               model=dataclasses.replace(model, **changes))
 
 
 def image_spec(config: Config) -> ImageSpec:

@@ -55,7 +55,7 @@ class Start:
 
 def phases(config: Config) -> list[Phase]:
     backbone = config.model.backbone
-    frozen = bool(config.model.init_from) or bool(backbone and not backbone["trainable"])
+    frozen = not backbone["trainable"] if backbone else bool(config.model.init_from)
     plan = [Phase("train", config.train.epochs, config.train.learning_rate, frozen)]
     tune = config.train.fine_tune
     if tune:
@@ -70,11 +70,13 @@ def planned_epochs(config: Config) -> int:
 
 def prepare(config: Config) -> Start:
     """Checks and finds the files a run starts from; raises ConfigError naming the key."""
-    from cnnclf.backbones import resolve_weights
+    from cnnclf.backbones import WeightsSource, resolve_weights
 
-    weights = resolve_weights(config.model.backbone) if config.model.backbone else None
     if not config.model.init_from:
-        return Start(weights)
+        return Start(resolve_weights(config.model.backbone) if config.model.backbone else None)
+    # The bundle's feature layers replace the backbone's weights: none are needed (nor
+    # downloaded) to build it.
+    weights = WeightsSource("init_from") if config.model.backbone else None
     source = Path(config.model.init_from)
     _check_same_features(config, source)
     run_id = None
@@ -169,6 +171,8 @@ def apply_phase(model, phase: Phase) -> str:
             for layer in features:
                 layer.trainable = False
             return "feature layers frozen: training the new head"
+        for layer in _batch_norm_layers(features):  # trainable: true trains all but these
+            layer.trainable = False
         return ""
     candidates = weighted_layers(model)
     chosen = candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze):]
@@ -184,6 +188,15 @@ def apply_phase(model, phase: Phase) -> str:
     which = "all" if phase.unfreeze == "all" else f"the top {len(chosen)}"
     return (f"fine-tuning: {which} of {len(candidates)} feature layers with weights unfrozen "
             f"(BatchNormalization stays frozen), learning rate {phase.learning_rate:g}")
+
+
+def _batch_norm_layers(features: list) -> list:
+    import keras
+
+    flat = []
+    for layer in features:
+        flat += layer.layers if isinstance(layer, keras.Model) else [layer]
+    return [layer for layer in flat if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:

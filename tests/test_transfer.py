@@ -91,6 +91,15 @@ def test_each_other_backbone_builds_and_trains_one_step(tmp_path, tiny_tree, nam
     assert result.exit_code == 0, result.output
     assert read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["name"] == name
     assert backbone_of(tmp_path / "b").count_params() == BACKBONES[name].params
+    from cnnclf.backbones import NO_ONNX
+
+    if name in NO_ONNX:  # refused in one line before converting, not a tf2onnx traceback
+        result = run_cli("export", "--model", tmp_path / "b", "--format", "onnx", "--out",
+                         tmp_path / "m.onnx")
+        assert result.exit_code != 0
+        assert result.stderr.strip() == (f"error: --format onnx: not available for a {name} "
+                                          f"backbone ({NO_ONNX[name]}); export --format "
+                                          "tflite or savedmodel instead")
 
 
 def _saved_backbone(path: Path, seed: int):
@@ -177,19 +186,34 @@ def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
     assert "Epoch" not in result.stdout and not (tmp_path / "b").exists()
 
 
-def test_imagenet_weights_found_in_keras_cache_are_used(tmp_path, tiny_tree, monkeypatch):
-    """What `imagenet` loads is the cached file of Keras' name (made here: no download)."""
-    wanted = BACKBONES["mobilenet_v3_small"].imagenet_file
+def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(tmp_path, tiny_tree,
+                                                                     monkeypatch):
+    """What `imagenet` loads is the cached file of Keras' name, checked against Keras' own
+    hash (the file is made here, and the hash Keras knows is set to its hash: no download)."""
+    import keras.src.applications.mobilenet_v3 as keras_module
+
+    from cnnclf.backbones import sha256_of
+
+    spec = BACKBONES["mobilenet_v3_small"]
     cache = tmp_path / "keras" / "models"
     cache.mkdir(parents=True)
-    expected = _saved_backbone(cache / wanted, seed=4)
+    expected = _saved_backbone(cache / spec.imagenet_file, seed=4)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     config = backbone_config(tmp_path / "c.yaml", tiny_tree,
                              {"name": "mobilenet_v3_small", "weights": "imagenet"})
+    refused = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert refused.exit_code == 2, refused.output
+    assert "is not Keras' ImageNet file for mobilenet_v3_small" in refused.stderr
+    assert refused.stderr.count("error:") == 1 and not (tmp_path / "b").exists()
+
+    digest = sha256_of(cache / spec.imagenet_file)
+    hashes = dict(keras_module.WEIGHTS_HASHES)
+    hashes[spec.hash_key] = (hashes[spec.hash_key][0], digest)
+    monkeypatch.setattr(keras_module, "WEIGHTS_HASHES", hashes)
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     weights = read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["weights"]
-    assert weights == {"kind": "imagenet", "file": wanted, "sha256": weights["sha256"]}
+    assert weights == {"kind": "imagenet", "file": spec.imagenet_file, "sha256": digest}
     got = backbone_of(tmp_path / "b").weights
     np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-6)
 
@@ -230,6 +254,9 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, sou
         np.testing.assert_array_equal(a, b)
     manifest = read_json(tmp_path / "frozen" / "bundle.json")
     assert manifest["start"]["init_from"]["bundle"] == str(source_bundle)
+    # Saved absolute: the bundle's own config trains again from anywhere.
+    saved = load_config(tmp_path / "frozen" / "config.yaml")
+    assert saved.model.init_from == str(source_bundle.resolve())
     assert manifest["start"]["init_from"]["run_id"] == read_json(
         source_bundle / "bundle.json")["run_id"]
 
@@ -427,3 +454,19 @@ def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, bina
     history = read_json(tmp_path / "bundle" / "history.json")
     assert history["epoch"] == [1, 2]
     assert history["learning_rate"] == pytest.approx([0.001, 0.01])
+
+
+def test_init_from_a_backbone_bundle_needs_no_imagenet_file(tmp_path, scratch_bundle,
+                                                            tiny_tree):
+    """The bundle's features replace the backbone's weights: offline, imagenet is not needed."""
+    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
+                             {"name": "mobilenet_v3_small", "weights": "imagenet"},
+                             model={"backbone": {"name": "mobilenet_v3_small"},
+                                    "dense_units": [4], "init_from": str(scratch_bundle)})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    start = read_json(tmp_path / "b" / "bundle.json")["start"]
+    assert start["backbone"]["weights"]["kind"] == "init_from"
+    assert start["init_from"]["bundle"] == str(scratch_bundle)
+    for a, b in zip(backbone_of(tmp_path / "b").weights, backbone_of(scratch_bundle).weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
