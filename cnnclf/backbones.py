@@ -121,8 +121,7 @@ def resolve_weights(backbone: dict) -> WeightsSource:
     spec = BACKBONES[backbone["name"]]
     cached = keras_cache_dir() / spec.imagenet_file
     if cached.is_file():
-        _check_cached(spec, cached)
-        return WeightsSource("imagenet", str(cached), sha256_of(cached))
+        return WeightsSource("imagenet", str(cached), _check_cached(spec, cached))
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise _missing_imagenet(spec, cached, f"{OFFLINE_ENV} is set")
     path = fetch_imagenet(spec, cached)
@@ -168,16 +167,21 @@ def _keras_hash(spec: Backbone) -> str:
     return module.WEIGHTS_HASHES[spec.hash_key][1]
 
 
-def _check_cached(spec: Backbone, cached: Path) -> None:
+def _check_cached(spec: Backbone, cached: Path) -> str:
     """Keras' get_file checks a cached file's hash before using it; so does cnnclf, since a
-    truncated or foreign file there would otherwise train as if it were ImageNet's."""
+    truncated or foreign file there would otherwise train as if it were ImageNet's. Returns
+    the file's SHA-256 (read once: the files are up to 110 MB)."""
     from keras.src.utils import file_utils
 
-    if not file_utils.validate_file(str(cached), _keras_hash(spec)):
+    expected, digest = _keras_hash(spec), sha256_of(cached)
+    same = digest == expected if len(expected) == 64 else file_utils.validate_file(
+        str(cached), expected)  # an MD5, as Keras' older files have
+    if not same:
         raise ConfigError(f"model.backbone.weights: {cached} is not Keras' ImageNet file for "
                           f"{spec.name} (its hash does not match: truncated or replaced); "
                           "delete it so that it is downloaded again, or copy the right file "
                           "there")
+    return digest
 
 
 def fetch_imagenet(spec: Backbone, cached: Path) -> str:

@@ -10,7 +10,6 @@ bundle costs milliseconds.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,6 +211,3 @@ def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
             "trained from scratch; a pretrained backbone usually does much better: see "
             "configs/transfer.yaml (model.backbone)")
 
-
-def source_label(path: str | None) -> str:
-    return os.path.basename(path) if path else "none"
