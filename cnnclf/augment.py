@@ -27,14 +27,20 @@ def is_active(augment: AugmentConfig) -> bool:
                 or augment.horizontal_flip or augment.vertical_flip or augment.brightness_range)
 
 
-def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
+def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
+                   where: str = "pipeline"):
     """Returns `fn(images, seed) -> images` for batches [B, H, W, C] in 0-255 (uint8 or
     float); the result is float32.
 
     `seed` is a stateless-RNG seed (int64 tensor of shape [2]) that the pipeline draws per
     batch from a seeded `tf.data.Dataset.random`, so runs repeat exactly for the same seed.
+    `where` is where the function will run: "pipeline" (tf.data, on the CPU: without rotation
+    the transform goes through `row_resample`, ~6x faster there) or "step" (inside a compiled
+    training step, on any device: `apply_affine`). Both give the same pixels.
     """
     import tensorflow as tf
+
+    from cnnclf import row_resample
 
     height, width = image_size
     zoom = augment.zoom_range
@@ -84,8 +90,17 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int]):
         zy = uniform(seed, 5, batch, zoom_low, zoom_high)
         return affine_matrices(rotation, dx, dy, shear, zx, zy, (height, width))
 
+    by_rows = where == "pipeline" and row_resample.supports(augment.fill_mode,
+                                                           augment.rotation_range)
+
     def _affine(images, m):
-        return apply_affine(images, m, augment.fill_mode, augment.cval)
+        if not by_rows:
+            return apply_affine(images, m, augment.fill_mode, augment.cval)
+        out = tf.numpy_function(row_resample.resample,
+                                [images, m, augment.fill_mode == "constant", augment.cval],
+                                tf.float32, stateful=False)
+        out.set_shape(images.shape)
+        return out
 
     return augmenter
 
@@ -107,7 +122,7 @@ def augmenting_model(model, augment: AugmentConfig, image_size: tuple[int, int],
     """
     import keras
 
-    augmenter = make_augmenter(augment, image_size)
+    augmenter = make_augmenter(augment, image_size, where="step")
 
     class Augment(keras.layers.Layer):
         def __init__(self):

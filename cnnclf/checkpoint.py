@@ -1,11 +1,13 @@
 """Per-epoch checkpoints, so a killed, interrupted or out-of-space run resumes where it stopped.
 
-After every epoch the weights, the optimizer's state and the best epoch's weights are copied
-to NumPy (milliseconds) and handed to the run directory (`rundir.RunDir`), which writes and
-commits them in a background thread while the next epoch trains: a synchronous save of the
-tutorial model (47 MB with Adam's moments) costs 0.1-0.2 s, several percent of an epoch. What
-is on disk and in which order is the run directory's business; this module decides only what
-a checkpoint holds and how a model is restored from one.
+After an epoch (every `train.checkpoint_every_epochs`) the weights, the optimizer's state and
+the best epoch's weights are snapshotted (`snapshot`: no copy at all when taken) and handed to
+the run directory (`rundir.RunDir`), which moves them to the host, writes and commits them in a
+background thread while the next epoch trains. Copying to NumPy first, as before, blocked the
+training loop for two host copies of everything (1.96 s for the tutorial model at 224x224,
+578 MiB with Adam's moments). What is on disk and in which order is the run directory's
+business; this module decides only what a checkpoint holds and how a model is restored from
+one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ import copy
 import time
 
 import keras
-import numpy as np
+
+
+def snapshot(variables) -> list:
+    """The current values of `variables`, frozen, for the cost of reading them.
+
+    A TensorFlow read shares the variable's buffer; the next update writes into a fresh one
+    (copy on write, on the variable's own device), so the snapshot stays as it was. NumPy
+    reads the tensors without a copy on CPU (`np.asarray`), in the writer thread; on a GPU
+    that is where the one device-to-host copy happens.
+    """
+    return [v.value.read_value() for v in variables]
 
 
 def restore(model, controls, arrays: dict, best: dict | None) -> None:
@@ -76,8 +88,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not self._due(epoch + 1):
             return
         self._committed_at = time.monotonic()
-        weights = [np.array(w) for w in self.model.get_weights()]
-        slots = [np.array(v) for v in self.model.optimizer.variables]
+        weights = snapshot(self.model.weights)
+        slots = snapshot(self.model.optimizer.variables)
         arrays = {"n_weights": len(weights), "n_optimizer": len(slots),
                   **{f"w{i}": w for i, w in enumerate(weights)},
                   **{f"o{i}": s for i, s in enumerate(slots)}}

@@ -14,6 +14,8 @@ import math
 
 import keras
 
+from cnnclf.checkpoint import snapshot
+
 
 def _improved(value, best, monitor: str, min_delta: float = 0.0) -> bool:
     if best is None:
@@ -98,7 +100,7 @@ class TrainingControls(keras.callbacks.Callback):
             value = float(logs[self.best_monitor])
             if _improved(value, self.state["best"], self.best_monitor):
                 self.state["best"], self.state["best_epoch"] = value, epoch + 1
-                self.best_weights = [w.copy() for w in self.model.get_weights()]
+                self.best_weights = snapshot(self.model.weights)
         if self.config.lr_schedule == "reduce_on_plateau" and "val_loss" in logs:
             if _improved(float(logs["val_loss"]), self.state["plateau_best"], "val_loss"):
                 self.state["plateau_best"], self.state["plateau_wait"] = float(
