@@ -9,14 +9,11 @@ bundle costs milliseconds.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnclf.config import Config
 from cnnclf.errors import ConfigError
-
-log = logging.getLogger("cnnclf")
 
 # What must be equal between a config and the bundle named by model.init_from for its feature
 # layers to mean the same thing: (section, key) pairs of the dumped config.
@@ -81,11 +78,11 @@ def prepare(config: Config) -> Start:
     run_id = None
     manifest = source / "bundle.json"
     try:
-        import json
+        from cnnclf.bundle import SidecarError, read_json
 
-        run_id = json.loads(manifest.read_text(encoding="utf-8")).get("run_id")
-    except (OSError, ValueError, AttributeError):
-        pass
+        run_id = read_json(manifest).get("run_id")
+    except (SidecarError, AttributeError):
+        pass  # only recorded in the new bundle; load_bundle checks the manifest itself
     return Start(weights, source, run_id)
 
 
@@ -145,10 +142,7 @@ def weighted_layers(model) -> list:
     from cnnclf.backbones import GRAY_TO_RGB_LAYER
     from cnnclf.model import feature_layers
 
-    flat = []
-    for layer in feature_layers(model):
-        flat += layer.layers if isinstance(layer, keras.Model) else [layer]
-    return [layer for layer in flat
+    return [layer for layer in _flat_layers(feature_layers(model))
             if layer.weights and layer.name != GRAY_TO_RGB_LAYER
             and not isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -192,10 +186,18 @@ def apply_phase(model, phase: Phase) -> str:
 def _batch_norm_layers(features: list) -> list:
     import keras
 
+    return [layer for layer in _flat_layers(features)
+            if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _flat_layers(features: list) -> list:
+    """The feature layers with a nested backbone (a keras.Model) replaced by its layers."""
+    import keras
+
     flat = []
     for layer in features:
         flat += layer.layers if isinstance(layer, keras.Model) else [layer]
-    return [layer for layer in flat if isinstance(layer, keras.layers.BatchNormalization)]
+    return flat
 
 
 def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:

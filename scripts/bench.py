@@ -318,7 +318,7 @@ def worker_feed(a):
 
     config = load_config(None, ["augment.shear_range=0.2", "augment.zoom_range=0.2",
                                 "augment.horizontal_flip=true"])
-    results = {}
+    results, cpu_us = {}, {}
     for size, augmented in a["cases"]:
         n = 4096 if size <= 64 else 768
         rng = np.random.default_rng(0)
@@ -347,12 +347,20 @@ def worker_feed(a):
             def epoch(dataset):
                 return sum(int(batch.shape[0]) for batch, _ in dataset)
         epoch(ds)  # warm-up epoch: tracing, XLA compilation, thread pools
-        count, started = 0, time.perf_counter()
+        count, started, cpu = 0, time.perf_counter(), _cpu_seconds()
         while time.perf_counter() - started < a["seconds"]:
             count += int(epoch(ds))
         results[f"{size}:{int(augmented)}"] = count / (time.perf_counter() - started)
-    return {"images_per_s": results, "cnnclf": os.path.dirname(cnnclf.__file__),
-            "cores": len(os.sched_getaffinity(0))}
+        cpu_us[f"{size}:{int(augmented)}"] = 1e6 * (_cpu_seconds() - cpu) / count
+    return {"images_per_s": results, "cpu_us_per_image": cpu_us,
+            "cnnclf": os.path.dirname(cnnclf.__file__), "cores": len(os.sched_getaffinity(0))}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process, all threads: what an image costs, whatever the wall clock
+    and the neighbours do (the per-core cost must not grow with cores)."""
+    times = os.times()
+    return times.user + times.system
 
 
 WORKERS = {name[len("worker_"):]: fn for name, fn in globals().items()
@@ -467,6 +475,7 @@ def section_feed(work: Path, args) -> dict:
     pins = {1: str(cpus[0]), 2: ",".join(str(c) for c in cpus[:2])} if len(cpus) > 1 else \
         {1: str(cpus[0])}
     runs: dict = {}
+    cpu: dict = {}
     for rep in range(args.repeats):
         order = list(kinds.items()) if rep % 2 == 0 else list(reversed(kinds.items()))
         for cores, pin in pins.items():
@@ -479,6 +488,9 @@ def section_feed(work: Path, args) -> dict:
                 for case, rate in out["images_per_s"].items():
                     runs.setdefault(kind, {}).setdefault(cores, {}).setdefault(
                         case, []).append(rate / out["cores"])
+                for case, us in out.get("cpu_us_per_image", {}).items():
+                    cpu.setdefault(kind, {}).setdefault(cores, {}).setdefault(
+                        case, []).append(us)
     best = {kind: {cores: {case: max(v) for case, v in per.items()}
                    for cores, per in by_cores.items()} for kind, by_cores in runs.items()}
     ratios = {}
@@ -492,11 +504,18 @@ def section_feed(work: Path, args) -> dict:
                     ratios[f"cnnclf_over_baseline_{size}_aug{aug}_{cores}core"] = \
                         c[f"{size}:{aug}"] / b[f"{size}:{aug}"]
         ratios[f"aug224_over_389_{cores}core"] = c["224:1"] / 389.0
+    least_cpu = {kind: {cores: {case: min(v) for case, v in per.items()}
+                        for cores, per in by_cores.items()} for kind, by_cores in cpu.items()}
     if 2 in pins:
         for size in (64, 224):
             ratios[f"store_{size}_2core_over_1core_per_core"] = \
                 best["cnnclf"][2][f"{size}:0"] / best["cnnclf"][1][f"{size}:0"]
-    return {"images_per_s_per_core": best, "all_runs": runs, "ratios": ratios,
+            if "cnnclf" in least_cpu:
+                # CPU time an image costs on 1 core over 2 cores: >= 1 when reading scales.
+                ratios[f"store_{size}_cpu_1core_over_2core"] = \
+                    least_cpu["cnnclf"][1][f"{size}:0"] / least_cpu["cnnclf"][2][f"{size}:0"]
+    return {"images_per_s_per_core": best, "cpu_us_per_image": least_cpu,
+            "all_runs": runs, "ratios": ratios,
             "baseline": str(args.baseline) if args.baseline else None}
 
 
@@ -716,6 +735,12 @@ def print_table(results: dict) -> None:
             for cores, per in by_cores.items():
                 print(f"{kind:<10}{cores:>6}" + "".join(
                     f"{per.get(case, float('nan')):>{w}.0f}"
+                    for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))))
+        print("CPU time per image, us (least of repeats)")
+        for kind, by_cores in r.get("cpu_us_per_image", {}).items():
+            for cores, per in by_cores.items():
+                print(f"{kind:<10}{cores:>6}" + "".join(
+                    f"{per.get(case, float('nan')):>{w}.1f}"
                     for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))))
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
