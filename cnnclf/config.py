@@ -175,7 +175,7 @@ def _rescale(key, value):
         if not match or float(match.group(2)) == 0:
             _fail(key, "a number or a fraction like '1/255'", value)
         value = float(match.group(1)) / float(match.group(2))
-    # 255 * 255 still fits float16, the precision mixed_precision: auto computes in on GPUs.
+    # 255 * 255 still fits float16, the narrowest precision mixed_precision: auto computes in.
     return _number(0, 255, open_min=True)(key, value)
 
 
@@ -528,8 +528,9 @@ class TrainConfig:
         "the bundle)", kind="str")
     mixed_precision: str = _field(
         "auto", _choice("auto", "float16", "bfloat16", "none"),
-        "auto = float16 on GPUs with tensor cores (compute capability >= 7.0), float32 "
-        "elsewhere; the output layer always stays float32", kind="str")
+        "auto = bfloat16 when every GPU has compute capability >= 8.0 (no loss scaling "
+        "needed), float16 with loss scaling when all are >= 7.0 but some below 8.0, float32 "
+        "on CPU; the output layer always stays float32", kind="str")
     scale_learning_rate: bool = _field(
         False, _bool, "multiply learning_rate by the number of replicas (data.batch_size is "
         "the global batch, split across replicas)", kind="bool")

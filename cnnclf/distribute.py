@@ -62,17 +62,29 @@ def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None
 def plan_precision(setting: str, gpus: list[dict]) -> str:
     """The Keras dtype policy for train.mixed_precision.
 
-    `auto` picks float16 only where it pays: every visible GPU has tensor cores (compute
-    capability 7.0 or newer). On CPUs `auto` stays float32. On this project's AMX-capable
-    2-core machine, bfloat16 trained the tutorial model ~11% faster from in-memory arrays (best
-    epochs 1449-1523 vs 1312-1335 img/s), with held-out accuracy 0.8727 vs 0.8770 on pullover
-    vs coat (5 paired seeds, within noise). That is too small a gain to make every CPU user's
-    bundle a bfloat16 one (and on CPUs without native bfloat16 it is emulated, and slower);
-    `bfloat16` remains one setting away.
+    `auto` picks a 16-bit policy only where it pays, on GPUs with tensor cores:
+    - bfloat16 when every visible GPU has compute capability 8.0 or newer (Ampere, Hopper and
+      later have bfloat16 tensor cores). bfloat16 keeps float32's 8-bit exponent, so gradients
+      do not underflow and no loss scaling is needed: nothing to tune, nothing to skip.
+    - float16, with dynamic loss scaling, when every GPU is 7.0 or newer but some are below
+      8.0 (Volta, Turing: float16 tensor cores only; bfloat16 would run on the slow path).
+    - float32 otherwise, and on CPUs. On this project's AMX-capable 2-core machine, bfloat16
+      trained the tutorial model ~11% faster from in-memory arrays (best epochs 1449-1523 vs
+      1312-1335 img/s), with held-out accuracy 0.8727 vs 0.8770 on pullover vs coat (5 paired
+      seeds, within noise). That is too small a gain to make every CPU user's bundle a
+      bfloat16 one (and on CPUs without native bfloat16 it is emulated, and slower);
+      `bfloat16` remains one setting away.
 
     Args:
         setting: auto | float16 | bfloat16 | none.
         gpus: one dict per visible GPU with a `compute_capability` (major, minor) tuple.
+
+    Returns:
+        "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Example:
+        >>> plan_precision("auto", [{"compute_capability": (8, 0)}])
+        'mixed_bfloat16'
     """
     if setting == "none":
         return "float32"
@@ -80,8 +92,12 @@ def plan_precision(setting: str, gpus: list[dict]) -> str:
         return "mixed_float16"
     if setting == "bfloat16":
         return "mixed_bfloat16"
-    capable = gpus and all((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in gpus)
-    return "mixed_float16" if capable else "float32"
+    if not gpus:
+        return "float32"
+    capability = min(tuple(g.get("compute_capability") or (0, 0)) for g in gpus)
+    if capability >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if capability >= (7, 0) else "float32"
 
 
 def select_devices(device: str) -> None:

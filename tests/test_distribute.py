@@ -39,15 +39,36 @@ def test_multi_worker_needs_a_valid_tf_config():
 
 @pytest.mark.parametrize("setting, gpus, expected", [
     ("auto", [], "float32"),
+    # Ampere and Hopper: bfloat16 tensor cores, float32's range, no loss scaling.
     ("auto", [{"compute_capability": (8, 0)}, {"compute_capability": (9, 0)}],
+     "mixed_bfloat16"),
+    ("auto", [{"compute_capability": (8, 6)}], "mixed_bfloat16"),
+    # Volta/Turing (no bfloat16 tensor cores), alone or beside an Ampere: float16.
+    ("auto", [{"compute_capability": (7, 0)}], "mixed_float16"),
+    ("auto", [{"compute_capability": (7, 5)}, {"compute_capability": (8, 0)}],
      "mixed_float16"),
     ("auto", [{"compute_capability": (6, 1)}], "float32"),  # no tensor cores
+    ("auto", [{"compute_capability": (6, 1)}, {"compute_capability": (9, 0)}], "float32"),
+    ("auto", [{"compute_capability": None}], "float32"),  # unknown: the safe choice
     ("float16", [], "mixed_float16"),
     ("bfloat16", [], "mixed_bfloat16"),
     ("none", [{"compute_capability": (9, 0)}], "float32"),
 ])
 def test_precision_choice(setting, gpus, expected):
     assert plan_precision(setting, gpus) == expected
+
+
+def test_only_float16_gets_loss_scaling():
+    import keras
+
+    from cnnclf.config import load_config
+    from cnnclf.model import make_optimizer
+
+    config = load_config(None)
+    assert isinstance(make_optimizer(config, "mixed_float16"), keras.optimizers.LossScaleOptimizer)
+    for precision in ("mixed_bfloat16", "float32"):
+        assert not isinstance(make_optimizer(config, precision),
+                              keras.optimizers.LossScaleOptimizer)
 
 
 def cli(*args, env=None, **kwargs):
