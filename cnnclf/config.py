@@ -124,6 +124,12 @@ def _auto_or_int(minimum: int, maximum: int) -> Callable:
     return check
 
 
+def _auto_or_bool(key, value):
+    if value != "auto" and not isinstance(value, bool):
+        _fail(key, "auto, true or false", value)
+    return value
+
+
 def _optional_number(minimum: float) -> Callable:
     number = _number(minimum, None, open_min=True)
 
@@ -557,6 +563,13 @@ class TrainConfig:
         "training steps run per call into TensorFlow: auto = 1 on CPU, up to 32 (capped at "
         "an epoch's steps) on a GPU, where a call per step leaves the device idle between "
         "steps; or an integer", kind="auto | int")
+    jit_compile: str | bool = _field(
+        "auto", _auto_or_bool,
+        "compile the training step with XLA: auto = true on a GPU or TPU (fused kernels, "
+        "fewer launches), false on CPU (seconds of compiling, no faster steps here) and with "
+        "train.deterministic; under mirrored and multi_worker only each replica's forward and "
+        "backward pass is compiled (XLA cannot hold the cross-replica gradient sum); or "
+        "true, false", kind="auto | bool")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
         "training throughput here (enables TensorFlow op determinism)", kind="bool")
@@ -971,6 +984,11 @@ def _check_across_sections(config: Config) -> None:
                 f"data.image_size: {config.data.image_size} is too small for model.conv_blocks "
                 f"(block {i} leaves nothing to pool); use a larger image_size, fewer blocks, "
                 "or model.padding: same")
+    if config.train.jit_compile is True and config.train.deterministic:
+        raise ConfigError("train.jit_compile: true does not work with train.deterministic: "
+                          "true (Keras turns XLA off under TensorFlow's op determinism: not "
+                          "every XLA kernel is deterministic); set train.jit_compile: auto or "
+                          "false")
     _check_memory(config)
 
 
