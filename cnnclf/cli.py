@@ -543,8 +543,9 @@ def run() -> None:
 
     Why: once the output is flushed and every file is closed there is nothing left to do, and
     tearing TensorFlow down costs time (predicting one image with the demo bundle here: 1.35 s
-    from the last output to the exit, median of 5; 0.05 s without), can hang (a full disk left tf.data threads
-    waiting), or abort (`free(): invalid pointer` after Ctrl-C, with tf.data threads running).
+    from the last output to the exit, median of 5; 0.05 s without), can hang (a full disk
+    left tf.data threads waiting), or abort (`free(): invalid pointer` after Ctrl-C, with
+    tf.data threads running).
 
     Only here, never in `main`: click's CliRunner (the tests) calls `main` in-process, where
     `os._exit` would end the test run. `main` runs in click's standalone mode, so its error
