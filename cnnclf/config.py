@@ -124,6 +124,12 @@ def _auto_or_int(minimum: int, maximum: int) -> Callable:
     return check
 
 
+def _auto_or_bool(key, value):
+    if value != "auto" and not isinstance(value, bool):
+        _fail(key, "auto, true or false", value)
+    return value
+
+
 def _optional_number(minimum: float) -> Callable:
     number = _number(minimum, None, open_min=True)
 
@@ -175,7 +181,7 @@ def _rescale(key, value):
         if not match or float(match.group(2)) == 0:
             _fail(key, "a number or a fraction like '1/255'", value)
         value = float(match.group(1)) / float(match.group(2))
-    # 255 * 255 still fits float16, the precision mixed_precision: auto computes in on GPUs.
+    # 255 * 255 still fits float16, the narrowest precision mixed_precision: auto computes in.
     return _number(0, 255, open_min=True)(key, value)
 
 
@@ -528,8 +534,9 @@ class TrainConfig:
         "the bundle)", kind="str")
     mixed_precision: str = _field(
         "auto", _choice("auto", "float16", "bfloat16", "none"),
-        "auto = float16 on GPUs with tensor cores (compute capability >= 7.0), float32 "
-        "elsewhere; the output layer always stays float32", kind="str")
+        "auto = bfloat16 when every GPU has compute capability >= 8.0 (no loss scaling "
+        "needed), float16 with loss scaling when all are >= 7.0 but some below 8.0, float32 "
+        "on CPU; the output layer always stays float32", kind="str")
     scale_learning_rate: bool = _field(
         False, _bool, "multiply learning_rate by the number of replicas (data.batch_size is "
         "the global batch, split across replicas)", kind="bool")
@@ -556,6 +563,13 @@ class TrainConfig:
         "training steps run per call into TensorFlow: auto = 1 on CPU, up to 32 (capped at "
         "an epoch's steps) on a GPU, where a call per step leaves the device idle between "
         "steps; or an integer", kind="auto | int")
+    jit_compile: str | bool = _field(
+        "auto", _auto_or_bool,
+        "compile the training step with XLA: auto = true on a GPU or TPU (fused kernels, "
+        "fewer launches), false on CPU (seconds of compiling, no faster steps here) and with "
+        "train.deterministic; under mirrored and multi_worker only each replica's forward and "
+        "backward pass is compiled (XLA cannot hold the cross-replica gradient sum); or "
+        "true, false", kind="auto | bool")
     deterministic: bool = _field(
         False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
         "training throughput here (enables TensorFlow op determinism)", kind="bool")
@@ -970,6 +984,11 @@ def _check_across_sections(config: Config) -> None:
                 f"data.image_size: {config.data.image_size} is too small for model.conv_blocks "
                 f"(block {i} leaves nothing to pool); use a larger image_size, fewer blocks, "
                 "or model.padding: same")
+    if config.train.jit_compile is True and config.train.deterministic:
+        raise ConfigError("train.jit_compile: true does not work with train.deterministic: "
+                          "true (Keras turns XLA off under TensorFlow's op determinism: not "
+                          "every XLA kernel is deterministic); set train.jit_compile: auto or "
+                          "false")
     _check_memory(config)
 
 

@@ -1,7 +1,8 @@
-"""Where training runs: device choice, tf.distribute strategy and mixed precision.
+"""Where training runs: device choice, tf.distribute strategy, mixed precision and XLA.
 
-The decisions are plain functions of the visible devices (`plan_strategy`, `plan_precision`),
-so they are testable without a GPU; `make_strategy` then builds TensorFlow's own strategy:
+The decisions are plain functions of the visible devices (`plan_strategy`, `plan_precision`,
+`plan_jit_compile`), so they are testable without a GPU; `make_strategy` then builds
+TensorFlow's own strategy:
 `MirroredStrategy` across local GPUs (or logical CPUs), `MultiWorkerMirroredStrategy` across
 machines described by `TF_CONFIG`, or the default strategy.
 
@@ -33,10 +34,12 @@ class Placement:
     replicas: int
     precision: str  # "float32" | "mixed_float16" | "mixed_bfloat16"
     is_chief: bool = True
+    jit_compile: bool = False  # the training step (or each replica's part of it) in XLA
 
     def describe(self) -> str:
         return (f"devices: {', '.join(self.devices)}; strategy: {self.strategy}; "
-                f"replicas: {self.replicas}; precision: {self.precision}")
+                f"replicas: {self.replicas}; precision: {self.precision}; "
+                f"jit_compile: {str(self.jit_compile).lower()}")
 
 
 def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None) -> str:
@@ -62,17 +65,29 @@ def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None
 def plan_precision(setting: str, gpus: list[dict]) -> str:
     """The Keras dtype policy for train.mixed_precision.
 
-    `auto` picks float16 only where it pays: every visible GPU has tensor cores (compute
-    capability 7.0 or newer). On CPUs `auto` stays float32. On this project's AMX-capable
-    2-core machine, bfloat16 trained the tutorial model ~11% faster from in-memory arrays (best
-    epochs 1449-1523 vs 1312-1335 img/s), with held-out accuracy 0.8727 vs 0.8770 on pullover
-    vs coat (5 paired seeds, within noise). That is too small a gain to make every CPU user's
-    bundle a bfloat16 one (and on CPUs without native bfloat16 it is emulated, and slower);
-    `bfloat16` remains one setting away.
+    `auto` picks a 16-bit policy only where it pays, on GPUs with tensor cores:
+    - bfloat16 when every visible GPU has compute capability 8.0 or newer (Ampere, Hopper and
+      later have bfloat16 tensor cores). bfloat16 keeps float32's 8-bit exponent, so gradients
+      do not underflow and no loss scaling is needed: nothing to tune, nothing to skip.
+    - float16, with dynamic loss scaling, when every GPU is 7.0 or newer but some are below
+      8.0 (Volta, Turing: float16 tensor cores only; bfloat16 would run on the slow path).
+    - float32 otherwise, and on CPUs. On this project's AMX-capable 2-core machine, bfloat16
+      trained the tutorial model ~11% faster from in-memory arrays (best epochs 1449-1523 vs
+      1312-1335 img/s), with held-out accuracy 0.8727 vs 0.8770 on pullover vs coat (5 paired
+      seeds, within noise). That is too small a gain to make every CPU user's bundle a
+      bfloat16 one (and on CPUs without native bfloat16 it is emulated, and slower);
+      `bfloat16` remains one setting away.
 
     Args:
         setting: auto | float16 | bfloat16 | none.
         gpus: one dict per visible GPU with a `compute_capability` (major, minor) tuple.
+
+    Returns:
+        "float32", "mixed_float16" or "mixed_bfloat16".
+
+    Example:
+        >>> plan_precision("auto", [{"compute_capability": (8, 0)}])
+        'mixed_bfloat16'
     """
     if setting == "none":
         return "float32"
@@ -80,8 +95,79 @@ def plan_precision(setting: str, gpus: list[dict]) -> str:
         return "mixed_float16"
     if setting == "bfloat16":
         return "mixed_bfloat16"
-    capable = gpus and all((g.get("compute_capability") or (0, 0)) >= (7, 0) for g in gpus)
-    return "mixed_float16" if capable else "float32"
+    if not gpus:
+        return "float32"
+    capability = min(tuple(g.get("compute_capability") or (0, 0)) for g in gpus)
+    if capability >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if capability >= (7, 0) else "float32"
+
+
+def plan_jit_compile(setting: str | bool, devices: list[str], deterministic: bool = False) -> bool:
+    """Whether training compiles its step with XLA (train.jit_compile).
+
+    `auto` is true when the devices include a GPU or TPU, whatever the strategy: there XLA
+    fuses the many small kernels of a step and launches fewer of them. It is false on CPU:
+    training the demo config on this project's 2-core machine, XLA added ~6.5 s of compiling
+    to the first epoch (8.9-9.6 s vs 2.4-2.8 s; a short last batch compiles once more) and
+    steady epochs ran no faster (0.80-0.84 s vs 0.68-0.71 s). It is also false under
+    train.deterministic, where Keras turns XLA off itself (not every XLA kernel has a
+    deterministic version; an explicit `true` with it is refused when the config is read).
+    Keras' own `jit_compile="auto"` is false under any tf.distribute strategy; cnnclf instead
+    compiles each replica's forward and backward pass there (see `compile_replica_forward`).
+
+    Args:
+        setting: auto | True | False.
+        devices: the devices training runs on, as `Placement.devices` lists them.
+        deterministic: train.deterministic.
+
+    Example:
+        >>> plan_jit_compile("auto", ["/physical_device:GPU:0"])
+        True
+    """
+    if setting != "auto":
+        return bool(setting)
+    accelerated = any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices)
+    return accelerated and not deterministic
+
+
+def compile_replica_forward(model):
+    """`model` for training, with its forward pass, and so its gradient, compiled by XLA.
+
+    Why not Keras' `compile(jit_compile=True)` under MirroredStrategy: Keras compiles the whole
+    step, `strategy.run` over every replica and the optimizer's cross-replica gradient sum
+    included, as one XLA cluster on one device, which then cannot reach the other replicas'
+    variables ("Trying to access resource .../replica_1/... located in device CPU:1 from
+    device CPU:0", TensorFlow's XLA known issue "tf.Variable on a different device"; checked
+    with 2 logical CPUs, Keras 3.15.1). Compiled here, each replica runs its own XLA
+    forward and backward pass on its own device and variables, and the gradient sum and the
+    optimizer update stay outside XLA, as they must. The multi-worker loop trains this same
+    wrapper, so there too only the per-replica part is compiled.
+
+    Fit the returned model; save `model` itself, which holds every weight (the wrapper adds
+    none, in the same order, so a checkpoint fits either).
+    """
+    import keras
+    import tensorflow as tf
+
+    class ReplicaXla(keras.Model):
+        def __init__(self):
+            super().__init__(name=f"{model.name}_xla")
+            self.inner = model
+            self.built = True  # the model is built; the wrapper has nothing of its own
+            self._forward = None
+
+        def compile(self, *args, **kwargs):
+            # Traced anew at every compile, as Keras' own step is: fine-tuning changes which
+            # layers train (and so how BatchNormalization runs).
+            self._forward = tf.function(
+                lambda images, training: model(images, training=training), jit_compile=True)
+            super().compile(*args, **kwargs)
+
+        def call(self, images, training=False):
+            return self._forward(images, bool(training))
+
+    return ReplicaXla()
 
 
 def select_devices(device: str) -> None:
@@ -104,15 +190,22 @@ def select_devices(device: str) -> None:
 
 
 def gpu_details() -> list[dict]:
-    """Name and compute capability of each visible GPU, without starting the runtime."""
+    """Each visible GPU's TensorFlow name (`/physical_device:GPU:0`), model name and compute
+    capability, without starting the runtime."""
     import tensorflow as tf
 
     details = []
     for gpu in tf.config.get_visible_devices("GPU"):
         info = tf.config.experimental.get_device_details(gpu)
-        details.append({"name": info.get("device_name", gpu.name),
+        details.append({"device": gpu.name, "name": info.get("device_name", gpu.name),
                         "compute_capability": info.get("compute_capability")})
     return details
+
+
+def _device_label(gpu: dict) -> str:
+    """`/physical_device:GPU:0 (NVIDIA A100-SXM4-40GB)`: the TensorFlow name, which the `auto`
+    settings look for (`:GPU:`), then the model (the same for every GPU of a model)."""
+    return gpu["device"] if gpu["name"] == gpu["device"] else f"{gpu['device']} ({gpu['name']})"
 
 
 def make_strategy(train_config, collective_timeout: float | None = None):
@@ -120,7 +213,7 @@ def make_strategy(train_config, collective_timeout: float | None = None):
     import tensorflow as tf
 
     gpus = gpu_details()
-    plan = plan_strategy(train_config.distribute, [g["name"] for g in gpus],
+    plan = plan_strategy(train_config.distribute, [g["device"] for g in gpus],
                          os.environ.get("TF_CONFIG"))
     precision = plan_precision(train_config.mixed_precision, gpus)
     if plan == "multi_worker":
@@ -135,9 +228,10 @@ def make_strategy(train_config, collective_timeout: float | None = None):
         strategy = tf.distribute.MirroredStrategy(devices=devices)
     elif plan == "default":
         strategy = tf.distribute.get_strategy()
-    devices = [g["name"] for g in gpus] or logical_cpus
+    devices = [_device_label(g) for g in gpus] or logical_cpus
+    jit_compile = plan_jit_compile(train_config.jit_compile, devices, train_config.deterministic)
     return strategy, Placement(devices, plan, strategy.num_replicas_in_sync, precision,
-                               is_chief(strategy))
+                               is_chief(strategy), jit_compile)
 
 
 def is_chief(strategy) -> bool:

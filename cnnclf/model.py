@@ -105,6 +105,8 @@ def make_optimizer(config: Config, precision: str = "float32", replicas: int = 1
                    learning_rate: float | None = None):
     """The configured optimizer; float16 training gets dynamic loss scaling against underflow.
 
+    bfloat16 gets none: it has float32's exponent range, so small gradients do not flush to
+    zero (Keras' own `compile(auto_scale_loss=True)` likewise wraps only mixed_float16).
     `learning_rate` overrides train.learning_rate (fine-tuning uses its own).
     """
     import keras

@@ -6,6 +6,10 @@ strategy rejects (keras-team/keras#20585, tensorflow/tensorflow#72388). This loo
 work with TensorFlow's documented pieces instead (`strategy.run`, `tf.nn.compute_average_loss`,
 `strategy.reduce` on single tensors) and drives the same Keras callbacks, so checkpoints,
 resume, early stopping and learning-rate schedules behave as with `fit`.
+
+With train.jit_compile, `model` is `distribute.compile_replica_forward`'s wrapper: each
+replica's forward and backward pass runs in XLA, while the gradient all-reduce in
+`apply_gradients` stays outside it (collective ops cannot live in an XLA cluster).
 """
 
 from __future__ import annotations

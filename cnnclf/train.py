@@ -456,6 +456,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     from cnnclf.augment import augmenting_model, is_active, make_augmenter, where_to_augment
     from cnnclf.checkpoint import EpochCheckpoint, restore
     from cnnclf.controls import TrainingControls
+    from cnnclf.distribute import compile_replica_forward
     from cnnclf.model import build_model, make_optimizer
     from cnnclf.pipeline import make_dataset
     from cnnclf.transfer import apply_phase, copy_features, phases, planned_epochs
@@ -491,7 +492,8 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
             note = apply_phase(saved, phase)
             model.compile(optimizer=make_optimizer(config, placement.precision,
                                                    placement.replicas, phase.learning_rate),
-                          loss=loss, metrics=["accuracy"], steps_per_execution=executions)
+                          loss=loss, metrics=["accuracy"], steps_per_execution=executions,
+                          jit_compile=keras_jit)
         return note
 
     with strategy.scope():
@@ -503,11 +505,20 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         saved = model  # what the bundle holds; `model` is what fit trains (weights shared)
         if augment_where == "step":
             model = augmenting_model(saved, config.augment, spec.image_size, config.train.seed)
+        # Keras' jit_compile=True compiles the whole step, which under a tf.distribute
+        # strategy includes the cross-replica gradient sum that XLA cannot hold: there only
+        # each replica's forward and backward pass is compiled.
+        keras_jit = placement.jit_compile and placement.strategy == "default"
+        if placement.jit_compile and not keras_jit:
+            model = compile_replica_forward(model)
     executions = steps_per_execution(
         config.train.steps_per_execution, placement.devices,
         math.ceil(sum(stores["train"].used_counts(dataset.class_names).values())
                   / config.data.batch_size))
     note = compile_for(plan[current])
+    # What runs, not what was asked: Keras falls back to no XLA, with a warning, for a model
+    # with a layer XLA cannot compile.
+    jit_compile = bool(model.jit_compile) if keras_jit else placement.jit_compile
     controls.set_model(model)  # also when every epoch is done and fit never runs
     if previous:
         with strategy.scope():
@@ -580,7 +591,8 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
                 "start": start.to_json(config),
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,
-                              "precision": placement.precision}}
+                              "precision": placement.precision,
+                              "jit_compile": jit_compile}}
     return saved, dict(checkpoint.history), val_ds, training
 
 

@@ -109,3 +109,71 @@ def test_readme_test_command_is_what_ci_runs():
     command = next(line.strip() for line in ci.splitlines() if "pytest" in line
                    and "pip install" in line)
     assert command in readme
+
+
+def cnnclf(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real `cnnclf` command (`python -m cnnclf` runs `cli.run`, like the executable),
+    with stdout and stderr piped."""
+    return subprocess.run([sys.executable, "-m", "cnnclf", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_the_command_exits_fast_with_its_output_complete(binary_bundle, binary_tree):
+    # After TensorFlow, `run` ends the process with os._exit: everything printed must still
+    # arrive through a pipe, and the exit code be the command's.
+    import json
+
+    images = sorted((binary_tree / "test_set").rglob("*.png"))[:3]
+    done = cnnclf("predict", "--model", binary_bundle, "--format", "json", *images)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [Path(r["path"]).name for r in rows] == [p.name for p in images]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_failing_command_still_exits_non_zero_with_its_error(binary_bundle, binary_tree,
+                                                                tmp_path):
+    import json
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    good = next((binary_tree / "test_set").rglob("*.png"))
+    done = cnnclf("predict", "--model", binary_bundle, "--format", "json", good, bad)
+    assert done.returncode == 1
+    assert [r["path"] for r in json.loads(done.stdout)] == [str(good)]
+    errors = done.stderr.strip().splitlines()
+    assert errors[0].startswith(f"error: {bad}: ") and "Traceback" not in done.stderr
+    assert errors[-1] == "error: 1 of 2 image(s) could not be predicted"
+    # A usage error found after TensorFlow loaded the bundle: one line, exit 2.
+    missing = cnnclf("evaluate", "--model", binary_bundle, tmp_path / "nowhere")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"error: DATA_DIR: folder {tmp_path / 'nowhere'} does not exist (relative paths are "
+        f"resolved from {Path.cwd()})"]
+
+
+def test_teardown_is_skipped_only_after_tensorflow_with_no_thread_left(monkeypatch):
+    import threading
+
+    import tensorflow  # noqa: F401  (what makes the teardown slow)
+
+    from cnnclf.cli import _can_skip_teardown
+
+    assert _can_skip_teardown({})
+    assert not _can_skip_teardown({"own_shutdown": True})  # serve
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)  # not a daemon: Python would wait for it
+    worker.start()
+    try:
+        assert not _can_skip_teardown({})
+    finally:
+        release.set()
+        worker.join()
+    hold = threading.Event()
+    threading.Thread(target=hold.wait, daemon=True).start()  # dies with the process anyway
+    try:
+        assert _can_skip_teardown({})
+    finally:
+        hold.set()
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    assert not _can_skip_teardown({})

@@ -64,11 +64,23 @@ def test_override_beats_file(tmp_path):
     ("train.image_size=[8,8]", "train.image_size: unknown key; did you mean 'data.image_size'?"),
     ("epochs=3", "--set epochs: name a key inside a section"),
     ("train.epochs", "--set 'train.epochs': must look like section.key=value"),
+    ("train.jit_compile=xla", "train.jit_compile: must be auto, true or false, got 'xla'"),
+    ("train.jit_compile=1", "train.jit_compile: must be auto, true or false, got 1"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert message in str(info.value)
+
+
+def test_jit_compile_takes_auto_or_a_bool_and_not_with_determinism():
+    assert load_config(None).train.jit_compile == "auto"
+    assert load_config(None, ["train.jit_compile=true"]).train.jit_compile is True
+    assert load_config(None, ["train.jit_compile=false", "train.deterministic=true"]) \
+        .train.jit_compile is False
+    with pytest.raises(ConfigError, match=r"^train.jit_compile: true does not work with "
+                                          r"train.deterministic: true"):
+        load_config(None, ["train.jit_compile=true", "train.deterministic=true"])
 
 
 def test_image_too_small_for_conv_stack():

@@ -224,6 +224,19 @@ def test_steps_per_execution_is_one_on_cpu_and_more_on_an_accelerator():
     assert steps_per_execution(4, cpu, 100) == 4
 
 
+def test_jit_compile_true_trains_with_xla_on_cpu_and_is_recorded(tmp_path, binary_tree):
+    recorded = []
+    for setting in ("true", "auto"):
+        config = write_config(tmp_path / f"{setting}.yaml", binary_tree)
+        result = run_cli("train", "--config", config, "--out", tmp_path / setting,
+                         "--set", f"train.jit_compile={setting}")
+        assert result.exit_code == 0, result.output
+        assert f"jit_compile: {'true' if setting == 'true' else 'false'}" in result.stderr
+        recorded.append(read_json(tmp_path / setting / "bundle.json")["placement"])
+    assert [p["jit_compile"] for p in recorded] == [True, False]  # auto: no XLA on CPU
+    assert recorded[0]["strategy"] == "default"
+
+
 def test_several_steps_per_execution_train_the_same_model(tmp_path, binary_tree):
     losses = []
     for steps in (1, 3):
