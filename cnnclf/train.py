@@ -397,6 +397,11 @@ def _check_resumable(destination: Path, config: Config) -> None:
     if progress is None:
         return  # RunDir says what is missing, once it holds the lock
     saved, now = _flatten(progress.get("config") or {}), _flatten(config.to_dict())
+    # A key the interrupted run's cnnclf did not have yet meant what its default means now:
+    # upgrading cnnclf between a kill and --resume must not make the run unresumable.
+    defaults = _flatten(Config().to_dict())
+    saved = {**{key: defaults[key] for key in now.keys() - saved.keys() if key in defaults},
+             **saved}
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
             raise ConfigError(f"--resume: {key} is {now.get(key)!r} but the interrupted run "

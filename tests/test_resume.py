@@ -96,6 +96,22 @@ def test_resume_refuses_a_different_config(tmp_path, config):
         result.stderr
 
 
+def test_a_run_killed_under_an_older_cnnclf_resumes_with_new_keys_at_their_defaults(
+        tmp_path, config):
+    """Upgrading between a kill and --resume: keys the old run's config lacks are defaults."""
+    out, staging = killed_run(config, tmp_path)
+    progress = read_json(staging / "progress.json")
+    for key in ("jit_compile", "steps_per_execution"):  # keys added after the first release
+        del progress["config"]["train"][key]
+    (staging / "progress.json").write_text(json.dumps(progress))
+    changed = run_cli("train", "--config", config, "--out", out, "--resume",
+                      "--set", "train.jit_compile=false")
+    assert changed.exit_code == 2
+    assert "--resume: train.jit_compile is False but the interrupted run used 'auto'" in \
+        changed.stderr
+    assert_resumes_to_the_full_run(config, out, staging)
+
+
 def test_resume_with_nothing_to_resume(tmp_path, config):
     result = run_cli("train", "--config", config, "--out", tmp_path / "b", "--resume")
     assert result.exit_code == 1 and "no interrupted run to resume" in result.stderr
