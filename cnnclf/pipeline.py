@@ -126,23 +126,24 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     if training:
         ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
+
+    def model_labels(labels):
+        if n_classes == 2:
+            return tf.cast(labels, tf.float32)[:, None]
+        return tf.one_hot(labels, n_classes)
+
     if store.filled:
         # The usual case (a memory or disk store after `decode_all`): batches of indices,
         # each read with one gather. Batching the shuffled indices gives exactly the batches
-        # that reading image by image and then batching gave.
-        ds = ds.batch(batch_size).map(lambda index, label: (_read_batch(store, index), label),
-                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # that reading image by image and then batching gave. One map does it all: every
+        # stage more costs a hand-over between threads per batch.
+        ds = ds.batch(batch_size).map(
+            lambda index, label: (_read_batch(store, index), model_labels(label)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = _read_each(ds, store, spec, len(keep)).batch(batch_size)
-
-    def to_model_inputs(images, labels):
-        if n_classes == 2:
-            labels = tf.cast(labels, tf.float32)[:, None]
-        else:
-            labels = tf.one_hot(labels, n_classes)
-        return images, labels
-
-    ds = ds.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _read_each(ds, store, spec, len(keep)).batch(batch_size).map(
+            lambda images, labels: (images, model_labels(labels)),
+            num_parallel_calls=tf.data.AUTOTUNE)
     if training and augmenter is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(

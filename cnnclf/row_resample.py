@@ -19,6 +19,8 @@ import functools
 
 import numpy as np
 
+from cnnclf.decoded import aligned_empty
+
 
 def supports(fill_mode: str, rotation_range: float) -> bool:
     """True where `resample` gives `apply_affine`'s pixels: no rotation (so matrices map an
@@ -36,7 +38,7 @@ def resample(images: np.ndarray, matrices: np.ndarray, constant: bool, cval: flo
     matrices = np.asarray(matrices, np.float32)
     if matrices[:, 1, 0].any():
         raise ValueError("row_resample needs matrices without rotation (m[1, 0] == 0)")
-    out = np.empty(images.shape, np.float32)
+    out = aligned_empty(images.shape, np.float32)  # see there: no copy into TensorFlow
     _kernels()(images, matrices, bool(constant), np.float32(cval), out)
     return out
 
