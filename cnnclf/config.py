@@ -528,10 +528,11 @@ class TrainConfig:
     min_learning_rate: float = _field(
         1e-6, _number(0), "floor for reduce_on_plateau and end point of cosine", kind="float")
     distribute: str = _field(
-        "auto", _choice("auto", "none", "mirrored", "multi_worker"),
-        "tf.distribute strategy: auto (mirrored when 2+ GPUs are visible), none, mirrored "
-        "(all local GPUs), multi_worker (machines listed in TF_CONFIG; only the chief writes "
-        "the bundle)", kind="str")
+        "auto", _choice("auto", "none", "one_device", "mirrored", "multi_worker"),
+        "tf.distribute strategy: auto (mirrored when 2+ GPUs are visible, one_device for "
+        "one), none, one_device (the GPU, or the CPU without one; batches are prefetched onto "
+        "it during the previous step), mirrored (all local GPUs), multi_worker (machines "
+        "listed in TF_CONFIG; only the chief writes the bundle)", kind="str")
     mixed_precision: str = _field(
         "auto", _choice("auto", "float16", "bfloat16", "none"),
         "auto = bfloat16 when every GPU has compute capability >= 8.0 (no loss scaling "

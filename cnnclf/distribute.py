@@ -4,7 +4,11 @@ The decisions are plain functions of the visible devices (`plan_strategy`, `plan
 `plan_jit_compile`), so they are testable without a GPU; `make_strategy` then builds
 TensorFlow's own strategy:
 `MirroredStrategy` across local GPUs (or logical CPUs), `MultiWorkerMirroredStrategy` across
-machines described by `TF_CONFIG`, or the default strategy.
+machines described by `TF_CONFIG`, `OneDeviceStrategy` for a single GPU, or the default
+strategy. One GPU gets a strategy too because Keras hands datasets to the strategy: the
+default one passes batches through in host memory, and every step starts by copying its batch
+to the GPU, while `OneDeviceStrategy` (like the mirrored ones) prefetches the next batch onto
+the device while the current step runs.
 
 The global batch size is `data.batch_size`: each of N replicas gets batch_size / N images per
 step, and gradients are averaged across replicas, so one step means the same thing on 1 or 8
@@ -30,7 +34,7 @@ class Placement:
     """What runs where, as the first lines of `train` report it."""
 
     devices: list[str]
-    strategy: str  # "default" | "mirrored" | "multi_worker"
+    strategy: str  # "default" | "one_device" | "mirrored" | "multi_worker"
     replicas: int
     precision: str  # "float32" | "mixed_float16" | "mixed_bfloat16"
     is_chief: bool = True
@@ -43,9 +47,10 @@ class Placement:
 
 
 def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None) -> str:
-    """The strategy for train.distribute given the visible GPUs (`auto`: mirrored for 2+)."""
+    """The strategy for train.distribute given the visible GPUs (`auto`: mirrored for 2+,
+    one_device for one, so its batches are prefetched to it)."""
     if distribute == "auto":
-        return "mirrored" if len(gpus) > 1 else "default"
+        return "mirrored" if len(gpus) > 1 else ("one_device" if gpus else "default")
     if distribute == "none":
         return "default"
     if distribute == "multi_worker":
@@ -226,6 +231,8 @@ def make_strategy(train_config, collective_timeout: float | None = None):
     if plan == "mirrored":
         devices = None if gpus else logical_cpus  # GPUs are MirroredStrategy's default
         strategy = tf.distribute.MirroredStrategy(devices=devices)
+    elif plan == "one_device":
+        strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     elif plan == "default":
         strategy = tf.distribute.get_strategy()
     devices = [_device_label(g) for g in gpus] or logical_cpus

@@ -73,6 +73,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        # The switch is process-wide: a run after a deterministic one in the same process
+        # (the package API, a test session) must not inherit it, nor Keras' refusal of XLA.
+        # TensorFlow exports no way back; Keras reads the same private module.
+        try:
+            from tensorflow.python.framework import config as tf_config
+
+            if tf_config.is_op_determinism_enabled():
+                tf_config.disable_op_determinism()
+        except (ImportError, AttributeError):
+            pass
 
 
 @contextlib.contextmanager

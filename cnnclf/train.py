@@ -513,7 +513,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         # Keras' jit_compile=True compiles the whole step, which under a tf.distribute
         # strategy includes the cross-replica gradient sum that XLA cannot hold: there only
         # each replica's forward and backward pass is compiled.
-        keras_jit = placement.jit_compile and placement.strategy == "default"
+        keras_jit = placement.jit_compile and placement.strategy in ("default", "one_device")
         if placement.jit_compile and not keras_jit:
             model = compile_replica_forward(model)
     executions = steps_per_execution(
