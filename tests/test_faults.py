@@ -469,14 +469,20 @@ def test_unwritable_or_impossible_folders_are_one_line(tmp_path, config):
 def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp_path):
     import threading
 
-    run = RunDir(tmp_path / "b")
-    run._writer = threading.Thread(target=time.sleep, args=(0.6,))
-    run._writer.start()
-    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        run.wait()
-    assert run._writer is None  # the write was waited for, then the interrupt raised
+    # Ctrl-C as a terminal delivers it: a test session started in the background (`&`,
+    # nohup) inherits SIGINT ignored and would never see it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = RunDir(tmp_path / "b")
+        run._writer = threading.Thread(target=time.sleep, args=(0.6,))
+        run._writer.start()
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run.wait()
+        assert run._writer is None  # the write was waited for, then the interrupt raised
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_twice_still_says_what_was_kept(tmp_path, tree):
