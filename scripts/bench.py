@@ -384,9 +384,11 @@ def timed(command: list[str], root: str | None = None,
              "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
              "print(json.dumps([time.perf_counter() - t, resource.getrusage("
              "resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr[-2000:]]))")
-    env = {**ENV, "PYTHONPATH": root} if root else ENV  # cnnclf from another tree
+    # cnnclf from another tree: run there too, since `python -m` puts the working folder
+    # ahead of PYTHONPATH (run from this tree, it silently imported this tree's cnnclf).
+    env = {**ENV, "PYTHONPATH": root} if root else ENV
     out = subprocess.run([PY, "-c", probe, *command], capture_output=True, text=True, env=env,
-                         cwd=ROOT, **kwargs)
+                         cwd=root or ROOT, **kwargs)
     seconds, rss_kb, code, err = json.loads(out.stdout.strip().splitlines()[-1])
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {err}")
