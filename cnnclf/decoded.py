@@ -60,7 +60,9 @@ class DecodedStore:
         self.fd = None
         self._mapped = None
         if where == "memory":
-            self.array = np.empty((len(self.paths), *self.shape), np.uint8)
+            # Aligned: the pipeline reads it as a TensorFlow tensor in place, and TensorFlow's
+            # DLPack import aborts the process on an unaligned buffer.
+            self.array = aligned_empty((len(self.paths), *self.shape), np.uint8)
         elif where == "disk":
             if path is None:
                 raise ValueError("a disk store needs a file path")
@@ -84,10 +86,13 @@ class DecodedStore:
         """Images at `indices` (all decoded), as one uint8 array [len(indices), H, W, C].
 
         One NumPy gather per batch: it copies with the GIL released, so parallel calls scale
-        with cores, where one Python call per image did not (see pipeline.py).
+        with cores, where one Python call per image did not (see pipeline.py). `mode="clip"`
+        because NumPy's default ("raise") gathers into a hidden buffer first and then copies
+        it into `out`: every pixel twice (at 224x224, 89 -> 56 us of CPU an image here). The
+        pipeline only asks for indices it holds, so clipping never changes a read.
         """
         indices = np.asarray(indices, np.intp)
-        return np.take(self._slots(), indices, axis=0,
+        return np.take(self._slots(), indices, axis=0, mode="clip",
                        out=aligned_empty((len(indices), *self.shape), np.uint8))
 
     def _slots(self) -> np.ndarray:

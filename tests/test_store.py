@@ -1,11 +1,12 @@
 """Decoded images are kept between epochs (memory or disk) without changing what is trained."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnclf.decoded import DecodedStore
+from cnnclf.decoded import DECODED, DecodedStore
 from cnnclf.images import ImageSpec
 from conftest import make_tree, read_json, run_cli, write_config
 
@@ -112,7 +113,62 @@ def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cac
     assert images.dtype.name == "uint8" and labels.shape == (4, 1)
 
 
-def test_the_shuffle_repeats_for_the_same_seed_in_every_cache_mode(tmp_path):
-    orders = {cache: epoch_images(store_dataset(tmp_path / cache, cache)[1])
-              for cache in ("memory", "disk", "none")}
+@pytest.mark.parametrize("broken", [0, 1])
+def test_the_shuffle_repeats_for_the_same_seed_in_every_cache_mode(tmp_path, broken):
+    # With every file readable a memory store is read in place (slices of one tensor), the
+    # others by index: the same seed must still give the same batches.
+    runs = {cache: store_dataset(tmp_path / cache, cache, broken=broken)[1]
+            for cache in ("memory", "disk", "none")}
+    orders = {cache: epoch_images(ds) for cache, ds in runs.items()}
     assert orders["memory"] == orders["disk"] == orders["none"]
+    labels = {cache: [y.tolist() for _, y in ds.as_numpy_iterator()] for cache, ds in runs.items()}
+    assert labels["memory"] == labels["disk"] == labels["none"]
+
+
+def _peak_rss_mib_since_reset() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
+@pytest.mark.parametrize("strategy", ["default", "one_device"])
+def test_a_memory_store_is_read_in_place_not_copied(strategy):
+    """The dataset reads the store's own memory, also once a strategy distributes it: a
+    copy (any rewrite of a tf.data graph makes one) would double the memory a data set takes."""
+    import tensorflow as tf
+
+    from cnnclf.pipeline import OpenedStore, make_dataset
+
+    n, size = 2048, 128  # a 96 MiB store
+    store = DecodedStore([f"/x/{i}.png" for i in range(n)], ImageSpec((size, size)), "memory")
+    store.array[:] = (np.arange(n) % 251).astype(np.uint8)[:, None, None, None]
+    store.state[:] = DECODED
+    list(tf.data.Dataset.range(4).map(lambda x: x + 1).batch(2))  # TensorFlow's own start-up
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets the peak
+    before = _peak_rss_mib_since_reset()
+    ds = make_dataset(OpenedStore(store, np.arange(n, dtype=np.int32) % 2),
+                      spec=ImageSpec((size, size)), n_classes=2, batch_size=64, training=True,
+                      seed=1)
+    if strategy == "one_device":
+        ds = tf.distribute.OneDeviceStrategy("/cpu:0").experimental_distribute_dataset(ds)
+    firsts = np.concatenate([np.array(images[:, 0, 0, 0]) for images, _ in ds])
+    assert sorted(firsts.tolist()) == sorted((np.arange(n) % 251).tolist())
+    assert _peak_rss_mib_since_reset() - before < 48
+
+
+def test_three_classes_get_one_hot_labels_in_every_read(tmp_path):
+    from cnnclf.files import Split
+    from cnnclf.pipeline import decode_all, make_dataset, open_store
+
+    tree = make_tree(tmp_path / "data", n_train=2, with_test=False)
+    paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
+    labels = [i % 3 for i in range(len(paths))]
+    for cache in ("memory", "disk"):
+        opened = open_store(Split(paths, labels), spec=ImageSpec((16, 16)), training=False,
+                            seed=0, cache=cache, cache_path=str(tmp_path / "store.bin"))
+        decode_all(opened.store)
+        ds = make_dataset(opened, spec=ImageSpec((16, 16)), n_classes=3, batch_size=8,
+                          training=False, seed=0)
+        got = np.concatenate([y for _, y in ds.as_numpy_iterator()])
+        assert np.array_equal(got, np.eye(3, dtype=np.float32)[labels])
