@@ -98,7 +98,7 @@ def decode_all(store, workers: int | None = None) -> None:
 
 def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_size: int,
                  training: bool, seed: int, shuffle_buffer: int = 10000, augmenter=None,
-                 sharded: bool = False):
+                 distributed: bool = False):
     """Builds a batched `tf.data.Dataset` of (images 0-255, labels) from a store.
 
     Images are uint8 batches (a quarter of float32's bytes to move to a device; the model
@@ -112,9 +112,12 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         seed: seeds the shuffle and the augmentation.
         augmenter: from `augment.make_augmenter`, or None (none here: augment.where: step
             augments inside the training step instead).
-        sharded: the dataset is to be split between workers (`distribute.shard_datasets`),
-            which rewrites its graph: a store read in place would be copied whole into it,
-            so the store is read through NumPy instead.
+        distributed: the dataset goes to a tf.distribute strategy other than the default
+            (one_device, mirrored, multi_worker). The store is then read through NumPy, not
+            in place: multi-worker sharding rewrites the dataset's graph (a store tensor in
+            it is copied whole), and with the in-place read the strategies' multi-device
+            iterator crashed here (a segmentation fault in its background thread, in 5 of
+            9 mirrored trainings on two logical CPUs, with the store copied or not).
     """
     import numpy as np
     import tensorflow as tf
@@ -127,11 +130,12 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     # filtering images later) gives the dataset a known length, so Keras shows "3/40", not
     # "3/Unknown".
     keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
-    in_place = not sharded and _readable_in_place(store, keep)
+    in_place = not distributed and _readable_in_place(store, keep)
     if in_place:
         # The usual case: a memory store with every image readable is read as plain tf.data
         # reads an array, by slices of one tensor, except that the tensor *is* the store's
-        # array (DLPack: no copy). Slices alias it, so the shuffle buffer holds no pixels.
+        # array (DLPack: no copy). Slices alias it (images of a multiple of 64 bytes: others
+        # would be copied), so the shuffle buffer holds no pixels.
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets))
     else:
@@ -144,8 +148,9 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     if in_place:
         ds = ds.batch(batch_size)
     elif store.filled:
-        # A disk store, or some files unreadable: batches of indices, each read with one
-        # gather. One map does it: every stage more costs a hand-over between threads.
+        # A disk store, some files unreadable, images of another size, or a strategy: batches
+        # of indices, each read with one gather. One map does it: every stage more costs a
+        # hand-over between threads.
         ds = ds.batch(batch_size).map(lambda index, y: (_read_batch(store, index), y),
                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
@@ -157,14 +162,11 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
             num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if in_place:
-        # Any rewrite of the dataset's graph (tf.data's default optimizations; tf.distribute's
-        # auto-sharding, even for one worker) serializes it, and the store tensor with it:
-        # measured, +1 GiB of memory and 1.9 s for a 1 GiB store. The pipeline above is
-        # already in the form those rewrites would give it; one worker has nothing to shard.
+        # Any rewrite of the dataset's graph (tf.data's default optimizations among them)
+        # serializes it, and the store tensor with it: measured, +1 GiB of memory and 1.9 s
+        # for a 1 GiB store.
         options = tf.data.Options()
         options.experimental_optimization.apply_default_optimizations = False
-        options.experimental_distribute.auto_shard_policy = \
-            tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
     return ds
 
@@ -180,9 +182,11 @@ def _model_labels(labels, n_classes: int):
 
 
 def _readable_in_place(store, keep) -> bool:
-    """A filled memory store with every image readable, on a boundary TensorFlow accepts."""
+    """A filled memory store with every image readable, its array and every slot on the
+    64-byte boundary TensorFlow needs to take them as they are (DLPack aborts the process on
+    an unaligned array; an unaligned slice is copied)."""
     return (store.array is not None and store.filled and 0 < len(keep) == len(store)
-            and store.array.ctypes.data % 64 == 0)
+            and store.array.ctypes.data % 64 == 0 and store.slot_bytes % 64 == 0)
 
 
 def _read_batch(store, index):

@@ -473,7 +473,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     augmenter = (make_augmenter(config.augment, spec.image_size)
                  if augment_where == "pipeline" else None)
     common = dict(spec=spec, n_classes=n_classes, batch_size=config.data.batch_size,
-                  seed=config.train.seed, sharded=placement.strategy == "multi_worker")
+                  seed=config.train.seed, distributed=placement.strategy != "default")
     train_ds = make_dataset(stores["train"], training=True,
                             shuffle_buffer=config.data.shuffle_buffer, augmenter=augmenter,
                             **common)
