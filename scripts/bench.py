@@ -829,6 +829,9 @@ def main() -> None:
     parser.add_argument("--feed-in-graph", action="store_true",
                         help="feed: consume batches inside a tf.function, as Keras' fit does "
                              "(default: a Python loop over the dataset)")
+    parser.add_argument("--repeats", type=int,
+                        help="interleaved repeats of each measurement (default 3, 1 with "
+                             "--quick); more narrow the noise of a shared machine")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -837,7 +840,7 @@ def main() -> None:
         return
     args.train_images = 1000 if args.quick else 2000
     args.epochs = 3 if args.quick else 4
-    args.repeats = 1 if args.quick else 3
+    args.repeats = args.repeats or (1 if args.quick else 3)
     args.loop_images = 50
     args.feed_seconds = 1.5 if args.quick else 3.0
     args.accuracy_seeds = 1 if args.quick else 3
