@@ -5,10 +5,10 @@ files shuffled once (seeded) -> every image decoded once into the decoded-image 
 training (`decode_all`; unreadable files are dropped and recorded, not fatal) -> per-epoch
 shuffle -> batch -> batched augmentation (training, when it runs in the pipeline) -> prefetch.
 A memory store is read in place as one tensor (slices of it are shuffled and batched, as
-plain tf.data reads an array); a disk store, or one with unreadable files, shuffles *indices*
-and reads each batch with one gather. Either way the shuffle buffer holds no pixels, so
-memory does not grow with the data set (see decoded.py); storing uint8 keeps the store four
-times smaller than float32.
+plain tf.data reads an array) where `make_dataset` can; otherwise the pipeline shuffles
+*indices* and reads each batch with one gather. Either way the shuffle buffer holds no
+pixels, so memory does not grow with the data set (see decoded.py); storing uint8 keeps the
+store four times smaller than float32.
 """
 
 from __future__ import annotations
