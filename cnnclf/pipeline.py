@@ -146,7 +146,7 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
     if in_place:
-        ds = ds.batch(batch_size)
+        ds = _batch_copying_in_parallel(ds, batch_size)
     elif store.filled:
         # A disk store, some files unreadable, images of another size, or a strategy: batches
         # of indices, each read with one gather. One map does it: every stage more costs a
@@ -187,6 +187,45 @@ def _readable_in_place(store, keep) -> bool:
     an unaligned array; an unaligned slice is copied)."""
     return (store.array is not None and store.filled and 0 < len(keep) == len(store)
             and store.array.ctypes.data % 64 == 0 and store.slot_bytes % 64 == 0)
+
+
+def _batch_copying_in_parallel(ds, batch_size: int):
+    """`ds.batch(batch_size)`, its images copied into each batch by several threads.
+
+    This is what tf.data's `parallel_batch` rewrite, one of its default optimizations, sets
+    (`parallel_copy` of the batch op), and the in-place read cannot have that rewrite: it
+    copies the store. Measured at 224x224 on one core, 768 images an epoch: 15-16k images/s
+    with the plain batch, 20-21k with this, the same as plain tf.data with its rewrites.
+    The attribute has no public switch; where TensorFlow's internals differ, the plain batch
+    (the same batches, more slowly).
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.data.ops import dataset_ops
+        from tensorflow.python.ops import gen_dataset_ops
+
+        class _ParallelCopyBatch(dataset_ops.UnaryDataset):
+            def __init__(self, input_dataset, size):
+                self._input_dataset = input_dataset
+                self._structure = tf.nest.map_structure(
+                    lambda spec: spec._batch(None), input_dataset.element_spec)
+                self._name = None
+                variant = gen_dataset_ops.batch_dataset_v2(
+                    input_dataset._variant_tensor,
+                    batch_size=tf.constant(size, tf.int64),
+                    drop_remainder=tf.constant(False), parallel_copy=True,
+                    **self._common_args)
+                super().__init__(input_dataset, variant)
+
+            @property
+            def element_spec(self):
+                return self._structure
+
+        batched = _ParallelCopyBatch(ds, batch_size)
+    except (ImportError, AttributeError, TypeError):
+        return ds.batch(batch_size)
+    return batched
 
 
 def _read_batch(store, index):
