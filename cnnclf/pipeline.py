@@ -145,7 +145,11 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         # every way of reading gives the same batches.
         ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
-    if in_place:
+    if in_place and (training and augmenter is not None):
+        # The augmentation after it keeps the cores busy: the copy's threads only competed
+        # with it (224x224, one core: 1831 against 2126 images/s, best of 5).
+        ds = ds.batch(batch_size)
+    elif in_place:
         ds = _batch_copying_in_parallel(ds, batch_size)
     elif store.filled:
         # A disk store, some files unreadable, images of another size, or a strategy: batches
