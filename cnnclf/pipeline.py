@@ -132,10 +132,11 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
     in_place = not distributed and _readable_in_place(store, keep)
     if in_place:
-        # The usual case: a memory store with every image readable is read as plain tf.data
-        # reads an array, by slices of one tensor, except that the tensor *is* the store's
-        # array (DLPack: no copy). Slices alias it (images of a multiple of 64 bytes: others
-        # would be copied), so the shuffle buffer holds no pixels.
+        # Under the default strategy (CPU training, `distribute: none`), a memory store with
+        # every image readable is read as plain tf.data reads an array, by slices of one
+        # tensor, except that the tensor *is* the store's array (DLPack: no copy). Slices
+        # alias it (images of a multiple of 64 bytes: others would be copied), so the
+        # shuffle buffer holds no pixels.
         ds = tf.data.Dataset.from_tensor_slices(
             (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets))
     else:
