@@ -131,6 +131,7 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     # "3/Unknown".
     keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
     in_place = not distributed and _readable_in_place(store, keep)
+    augmented_here = training and augmenter is not None
     if in_place:
         # Under the default strategy (CPU training, `distribute: none`), a memory store with
         # every image readable is read as plain tf.data reads an array, by slices of one
@@ -146,7 +147,7 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         # every way of reading gives the same batches.
         ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
                         reshuffle_each_iteration=True)
-    if in_place and (training and augmenter is not None):
+    if in_place and augmented_here:
         # The augmentation after it keeps the cores busy: the copy's threads only competed
         # with it (224x224, one core: 1831 against 2126 images/s, best of 5).
         ds = ds.batch(batch_size)
@@ -160,7 +161,7 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
                                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = _read_each(ds, store, spec, len(keep)).batch(batch_size)
-    if training and augmenter is not None:
+    if augmented_here:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: (augmenter(batch[0], s), batch[1]),
