@@ -860,7 +860,9 @@ def apply_override(raw: dict, override: str) -> None:
             if i >= 1:
                 # Inside a key (e.g. a list left at its default): start from the default value.
                 default = _default_at(parts[: i + 1])
-                node[part] = default
+                # A key that is off by default (model.backbone: null) and is given a key of
+                # its own is a mapping: `--set model.backbone.name=resnet50_v2` starts one.
+                node[part] = {} if default is None else default
             else:
                 node[part] = {}
         node = node[part]

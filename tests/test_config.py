@@ -42,6 +42,19 @@ def test_overrides_parse_yaml_values_and_reach_nested_keys():
     assert config.data.test_dir is None
 
 
+
+def test_a_key_inside_a_section_that_is_off_by_default_starts_it():
+    # model.backbone and train.fine_tune are null by default: naming a key inside them on the
+    # command line used to fail with "model.backbone is not a section".
+    config = load_config(None, ["model.backbone.name=mobilenet_v3_small",
+                                "model.backbone.weights=none"])
+    assert config.model.backbone == {"name": "mobilenet_v3_small", "weights": "none",
+                                     "trainable": False}
+    with pytest.raises(ConfigError, match=r"^train.fine_tune.epochs: is required"):
+        load_config(None, ["train.fine_tune.unfreeze=2"])
+    assert load_config(None, ["model.backbone=", "model.backbone.name=resnet50_v2"]) \
+        .model.backbone["name"] == "resnet50_v2"
+
 def test_override_beats_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: 10\n  seed: 3\n")
