@@ -436,10 +436,14 @@ def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
                     "data.validation_split instead")
 
 
-def _phase_record(plan, starts: list, history: dict) -> list[dict] | None:
-    """bundle.json's `phases`: which epochs each phase ran, at what rate, training what."""
+def _phase_record(plan, starts: list, history: dict, model) -> list[dict] | None:
+    """bundle.json's `phases`: which epochs each phase ran, at what rate, training what
+    (the layers that trained: `unfreeze: 500` on a 52-layer backbone trained 52)."""
+    from cnnclf.transfer import weighted_layers
+
     if len(plan) == 1 and not plan[0].frozen:
         return None
+    n_weighted = len(weighted_layers(model))
     done = len(history.get("epoch", []))
     record = []
     for i, (phase, first) in enumerate(zip(plan, starts)):
@@ -450,7 +454,8 @@ def _phase_record(plan, starts: list, history: dict) -> list[dict] | None:
                                   "everything" if phase.name == "train" else
                                   f"head and {phase.unfreeze} feature layers"
                                   if phase.unfreeze == "all" else
-                                  f"head and the top {phase.unfreeze} feature layers")})
+                                  f"head and the top {min(int(phase.unfreeze), n_weighted)} "
+                                  "feature layers")})
     return record
 
 
@@ -592,7 +597,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
                 "resumed_after_epoch": (previous or {}).get("completed_epochs") or None,
                 "class_weight": class_weight,
                 "phases": _phase_record(plan, controls.state.get("phase_starts", [0]),
-                                        checkpoint.history),
+                                        checkpoint.history, model),
                 "start": start.to_json(config),
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,

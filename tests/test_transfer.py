@@ -263,16 +263,19 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, sou
     tuned = write_config(tmp_path / "t.yaml", binary_tree,
                          model={"init_from": str(source_bundle)},
                          train={"epochs": 1, "seed": 7,
-                                "fine_tune": {"epochs": 2, "learning_rate": 0.01}})
+                                "fine_tune": {"epochs": 2, "learning_rate": 0.01,
+                                              "unfreeze": 4}})
     result = run_cli("train", "--config", tuned, "--out", tmp_path / "tuned")
     assert result.exit_code == 0, result.output
-    assert "fine-tuning: all of 1 feature layers with weights unfrozen" in result.stderr
+    # More layers asked for than there are: what is said and recorded is what trained.
+    assert "fine-tuning: the top 1 of 1 feature layers with weights unfrozen" in result.stderr
     history = read_json(tmp_path / "tuned" / "history.json")
     assert history["epoch"] == [1, 2, 3]
     assert history["learning_rate"] == pytest.approx([0.001, 0.01, 0.01])
     phases = read_json(tmp_path / "tuned" / "bundle.json")["phases"]
     assert [(p["name"], p["epochs"]) for p in phases] == [("train", [1, 1]),
                                                          ("fine_tune", [2, 3])]
+    assert phases[1]["trains"] == "head and the top 1 feature layers"
     moved = keras_model(tmp_path / "tuned").get_layer("conv1").get_weights()[0]
     assert not np.allclose(moved, source[0])
 
