@@ -436,14 +436,19 @@ def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
                     "data.validation_split instead")
 
 
-def _phase_record(plan, starts: list, history: dict, model) -> list[dict] | None:
+def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None:
     """bundle.json's `phases`: which epochs each phase ran, at what rate, training what
-    (the layers that trained: `unfreeze: 500` on a 52-layer backbone trained 52)."""
+    (the layers that trained: `unfreeze: 500` on a 52-layer backbone trained 52).
+
+    `saved` is the model the bundle holds, not the one `fit` trained: that can be a wrapper
+    (augmentation in the step, XLA per replica) whose layers are not the model's.
+    """
     from cnnclf.transfer import weighted_layers
 
     if len(plan) == 1 and not plan[0].frozen:
         return None
-    n_weighted = len(weighted_layers(model))
+    counted = any(p.unfreeze not in (None, "all") for p in plan)
+    n_weighted = len(weighted_layers(saved)) if counted else 0
     done = len(history.get("epoch", []))
     record = []
     for i, (phase, first) in enumerate(zip(plan, starts)):
@@ -597,7 +602,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
                 "resumed_after_epoch": (previous or {}).get("completed_epochs") or None,
                 "class_weight": class_weight,
                 "phases": _phase_record(plan, controls.state.get("phase_starts", [0]),
-                                        checkpoint.history, model),
+                                        checkpoint.history, saved),
                 "start": start.to_json(config),
                 "placement": {"devices": placement.devices, "strategy": placement.strategy,
                               "replicas": placement.replicas,

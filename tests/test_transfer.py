@@ -260,8 +260,11 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, sou
     assert manifest["start"]["init_from"]["run_id"] == read_json(
         source_bundle / "bundle.json")["run_id"]
 
+    # Augmented in the training step: `fit` then trains a wrapper around the bundle's model.
     tuned = write_config(tmp_path / "t.yaml", binary_tree,
                          model={"init_from": str(source_bundle)},
+                         augment={"rescale": "1/255", "shear_range": 0.2, "zoom_range": 0.2,
+                                  "horizontal_flip": True, "where": "step"},
                          train={"epochs": 1, "seed": 7,
                                 "fine_tune": {"epochs": 2, "learning_rate": 0.01,
                                               "unfreeze": 4}})
