@@ -260,7 +260,7 @@ def _backbone(key, value):
     if "name" not in value:
         raise ConfigError(f"{key}.name: is required, one of {names()}")
     name = value["name"]
-    if name not in BACKBONES:
+    if not isinstance(name, str) or name not in BACKBONES:
         hint = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
         raise ConfigError(f"{key}.name: unknown backbone {_shown(name)}"
                           + (f"; did you mean {hint[0]!r}?" if hint else f"; use one of {names()}"))
@@ -856,15 +856,17 @@ def apply_override(raw: dict, override: str) -> None:
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {here} is not a section")
-        if node.get(part) is None:
-            if i >= 1:
-                # Inside a key (e.g. a list left at its default): start from the default value.
-                default = _default_at(parts[: i + 1])
-                # A key that is off by default (model.backbone: null) and is given a key of
-                # its own is a mapping: `--set model.backbone.name=resnet50_v2` starts one.
-                node[part] = {} if default is None else default
-            else:
-                node[part] = {}
+        current = node.get(part)
+        mapping = _mapping_field(parts[0], part) if i == 1 else None
+        if mapping is not None and not isinstance(current, (dict, list)):
+            # A key whose value is a mapping, given here as off (null, false) or in short
+            # (`backbone: resnet50_v2`, `early_stopping: true`): its own check spells it out,
+            # so `--set model.backbone.trainable=true` sets a key inside it.
+            expanded = mapping.metadata["check"](here, current) if current is not None else None
+            node[part] = copy.deepcopy(expanded) if isinstance(expanded, dict) else {}
+        elif current is None:
+            # A key left at its default (e.g. a list): start from the default value.
+            node[part] = _default_at(parts[:2]) if i == 1 else {}
         node = node[part]
     last = parts[-1]
     if isinstance(node, list):
@@ -879,6 +881,13 @@ def _list_index(key: str, part: str, node: list) -> int:
     if not part.isdigit() or int(part) >= len(node):
         raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)} items")
     return int(part)
+
+
+def _mapping_field(section: str, name: str):
+    """The schema field `section.name` when its value can be a mapping, else None."""
+    cls = _SECTIONS.get(section)
+    fields = dataclasses.fields(cls) if cls is not None else ()
+    return next((f for f in fields if f.name == name and "dict" in str(f.type)), None)
 
 
 def _default_at(parts: list[str]) -> Any:

@@ -55,6 +55,30 @@ def test_a_key_inside_a_section_that_is_off_by_default_starts_it():
     assert load_config(None, ["model.backbone=", "model.backbone.name=resnet50_v2"]) \
         .model.backbone["name"] == "resnet50_v2"
 
+
+def test_a_key_inside_a_mapping_given_in_short_sets_that_key(tmp_path):
+    # `backbone: NAME`, `early_stopping: true` and `fine_tune: false` are mappings in short.
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  backbone: mobilenet_v3_small\n"
+                    "train:\n  early_stopping: true\n  fine_tune: false\n")
+    config = load_config(path, ["model.backbone.trainable=true",
+                                "train.early_stopping.patience=2", "train.fine_tune.epochs=3",
+                                "train.class_weight.hstripes=2"])
+    assert config.model.backbone == {"name": "mobilenet_v3_small", "weights": "imagenet",
+                                     "trainable": True}
+    assert config.train.early_stopping["patience"] == 2
+    assert config.train.early_stopping["monitor"] == "val_loss"
+    assert config.train.fine_tune["epochs"] == 3
+    assert config.train.class_weight == {"hstripes": 2.0}
+    # A key inside a value that is no mapping is still refused, naming it.
+    for override, where in [("model.backbone.name.x=1", "model.backbone.name"),
+                            ("data.test_dir.x=1", "data.test_dir")]:
+        with pytest.raises(ConfigError, match=rf"^--set {re.escape(override[:-2])}: "
+                                              rf"{re.escape(where)} is not a section$"):
+            load_config(path, [override])
+    with pytest.raises(ConfigError, match=r"^model.backbone.name: unknown backbone"):
+        load_config(None, ["model.backbone={name: {x: 1}}"])  # was a TypeError
+
 def test_override_beats_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: 10\n  seed: 3\n")
