@@ -443,12 +443,12 @@ def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None
     `saved` is the model the bundle holds, not the one `fit` trained: that can be a wrapper
     (augmentation in the step, XLA per replica) whose layers are not the model's.
     """
-    from cnnclf.transfer import weighted_layers
+    from cnnclf.transfer import layers_to_unfreeze, weighted_layers
 
     if len(plan) == 1 and not plan[0].frozen:
         return None
     counted = any(p.unfreeze not in (None, "all") for p in plan)
-    n_weighted = len(weighted_layers(saved)) if counted else 0
+    candidates = weighted_layers(saved) if counted else []
     done = len(history.get("epoch", []))
     record = []
     for i, (phase, first) in enumerate(zip(plan, starts)):
@@ -459,7 +459,7 @@ def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None
                                   "everything" if phase.name == "train" else
                                   f"head and {phase.unfreeze} feature layers"
                                   if phase.unfreeze == "all" else
-                                  f"head and the top {min(int(phase.unfreeze), n_weighted)} "
+                                  f"head and the top {len(layers_to_unfreeze(candidates, phase))} "
                                   "feature layers")})
     return record
 

@@ -168,7 +168,7 @@ def apply_phase(model, phase: Phase) -> str:
             layer.trainable = False
         return ""
     candidates = weighted_layers(model)
-    chosen = candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze):]
+    chosen = layers_to_unfreeze(candidates, phase)
     for layer in features:
         if isinstance(layer, keras.Model):
             layer.trainable = True  # the container must train for any layer inside to
@@ -181,6 +181,12 @@ def apply_phase(model, phase: Phase) -> str:
     which = "all" if phase.unfreeze == "all" else f"the top {len(chosen)}"
     return (f"fine-tuning: {which} of {len(candidates)} feature layers with weights unfrozen "
             f"(BatchNormalization stays frozen), learning rate {phase.learning_rate:g}")
+
+
+def layers_to_unfreeze(candidates: list, phase: Phase) -> list:
+    """The layers a fine-tune phase trains, out of `weighted_layers`: all, or the top N (all
+    of them when N is more than there are)."""
+    return candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze):]
 
 
 def _batch_norm_layers(features: list) -> list:

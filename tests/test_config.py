@@ -42,7 +42,6 @@ def test_overrides_parse_yaml_values_and_reach_nested_keys():
     assert config.data.test_dir is None
 
 
-
 def test_a_key_inside_a_section_that_is_off_by_default_starts_it():
     # model.backbone and train.fine_tune are null by default: naming a key inside them on the
     # command line used to fail with "model.backbone is not a section".
@@ -78,6 +77,7 @@ def test_a_key_inside_a_mapping_given_in_short_sets_that_key(tmp_path):
             load_config(path, [override])
     with pytest.raises(ConfigError, match=r"^model.backbone.name: unknown backbone"):
         load_config(None, ["model.backbone={name: {x: 1}}"])  # was a TypeError
+
 
 def test_override_beats_file(tmp_path):
     path = tmp_path / "c.yaml"
