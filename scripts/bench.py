@@ -17,7 +17,8 @@ Sections (all but determinism by default, so a full run stays under 10 minutes h
   determinism  throughput with train.deterministic true against false
   feed         the training input side alone (no model), images/s per core at 64x64 and
                224x224, with and without the tutorial's augmentation, on 1 and 2 cores pinned
-               (taskset), against plain tf.data from memory; against --baseline DIR too
+               (taskset), against plain tf.data from memory and against tf.data that moves
+               no pixels (the scaling any pipeline can reach here); against --baseline DIR too
   train_baseline  steady training at 64x64 of this tree against --baseline DIR (not default)
   accuracy     time to accuracy: wall time and held-out accuracy of configs/cats_dogs.yaml (the
                tutorial's model) against configs/recommended.yaml on Fashion-MNIST pullover vs
@@ -303,7 +304,9 @@ def worker_feed(a):
 
     `a["root"]` is the source tree whose cnnclf is measured (this one, or an older checkout
     given with --baseline); kind "plain" is tf.data from a NumPy array in memory (shuffle,
-    batch, prefetch), what the store read should come close to.
+    batch, prefetch), what the store read should come close to; kind "floor" is tf.data that
+    moves no pixels at all (shuffled indices, batch, prefetch): how far tf.data's own hand-overs
+    let any pipeline scale with cores on this machine.
     """
     sys.path.insert(0, a["root"])
     import numpy as np
@@ -325,7 +328,15 @@ def worker_feed(a):
         images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
         labels = (np.arange(n) % 2).astype(np.int32)
         spec = ImageSpec((size, size))
-        if a["kind"] == "plain":
+        if a["kind"] == "floor":
+            # Without tf.data's graph rewrites, as the store read runs: they are redone for
+            # every epoch's iterator (about 10 ms here, a third of a 768-image epoch's floor).
+            options = tf.data.Options()
+            options.experimental_optimization.apply_default_optimizations = False
+            ds = (tf.data.Dataset.from_tensor_slices((np.arange(n), labels))
+                  .shuffle(10000, seed=1).batch(32).prefetch(tf.data.AUTOTUNE)
+                  .with_options(options))
+        elif a["kind"] == "plain":
             ds = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(10000, seed=1)
                   .batch(32).prefetch(tf.data.AUTOTUNE))
         else:
@@ -467,10 +478,12 @@ def section_feed(work: Path, args) -> dict:
 
     cnnclf (this tree) against plain tf.data from memory, and against the --baseline tree when
     given; processes alternate within each repeat, and the best of the repeats is kept
-    (interference only slows a run down).
+    (interference only slows a run down). The floor's "64" and "224" are its epoch lengths
+    there (4096 and 768 indices, no pixels): where the store read scales worse than the floor,
+    the loss is in moving pixels; where the floor does not scale either, in tf.data itself.
     """
     cases = [(64, False), (64, True), (224, False), (224, True)]
-    kinds = {"cnnclf": str(ROOT), "plain": str(ROOT)}
+    kinds = {"cnnclf": str(ROOT), "plain": str(ROOT), "floor": str(ROOT)}
     if args.baseline:
         kinds["baseline"] = str(args.baseline)
     cpus = sorted(os.sched_getaffinity(0))
@@ -482,10 +495,10 @@ def section_feed(work: Path, args) -> dict:
         order = list(kinds.items()) if rep % 2 == 0 else list(reversed(kinds.items()))
         for cores, pin in pins.items():
             for kind, root in order:
-                wanted = [c for c in cases if not (kind == "plain" and c[1])]
+                wanted = [c for c in cases if not (kind in ("plain", "floor") and c[1])]
                 out = run_worker("feed", pin=pin, root=root, seconds=args.feed_seconds,
                                  in_graph=args.feed_in_graph,
-                                 kind="plain" if kind == "plain" else "store",
+                                 kind=kind if kind in ("plain", "floor") else "store",
                                  cases=wanted)
                 for case, rate in out["images_per_s"].items():
                     runs.setdefault(kind, {}).setdefault(cores, {}).setdefault(
@@ -512,6 +525,9 @@ def section_feed(work: Path, args) -> dict:
         for size in (64, 224):
             ratios[f"store_{size}_2core_over_1core_per_core"] = \
                 best["cnnclf"][2][f"{size}:0"] / best["cnnclf"][1][f"{size}:0"]
+            for kind in ("plain", "floor"):
+                ratios[f"{kind}_{size}_2core_over_1core_per_core"] = \
+                    best[kind][2][f"{size}:0"] / best[kind][1][f"{size}:0"]
             if "cnnclf" in least_cpu:
                 # CPU time an image costs on 1 core over 2 cores: >= 1 when reading scales.
                 ratios[f"store_{size}_cpu_1core_over_2core"] = \
