@@ -165,9 +165,9 @@ def worker_compute(a):
     import numpy as np
     import keras
 
-    from cnnclf.files import discover
+    from cnnclf.data.layout import discover
     from cnnclf.config import load_config
-    from cnnclf.images import ImageSpec, load_image
+    from cnnclf.data.decode import ImageSpec, load_image
     from concurrent.futures import ThreadPoolExecutor
 
     config = load_config(ROOT / "configs" / "cats_dogs.yaml",
@@ -275,7 +275,7 @@ def worker_decode(a):
     """Bare decode-and-resize with cnnclf's decoder on all cores: predict's ceiling."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnnclf.images import ImageSpec, load_image
+    from cnnclf.data.decode import ImageSpec, load_image
 
     spec = ImageSpec((64, 64), interpolation=a["interpolation"])  # as the bundle resizes
     start = time.perf_counter()
@@ -292,7 +292,7 @@ def worker_load_model(a):
 
 
 def worker_list(a):
-    from cnnclf.files import list_images
+    from cnnclf.data.layout import list_images
 
     start = time.perf_counter()
     n = len(list_images(a["folder"]))
@@ -313,11 +313,11 @@ def worker_feed(a):
     import tensorflow as tf
 
     import cnnclf
-    from cnnclf.augment import make_augmenter
+    from cnnclf.data.augment import make_augmenter
     from cnnclf.config import load_config
-    from cnnclf.decoded import DECODED, DecodedStore
-    from cnnclf.images import ImageSpec
-    from cnnclf.pipeline import OpenedStore, make_dataset
+    from cnnclf.data.store import DECODED, DecodedStore
+    from cnnclf.data.decode import ImageSpec
+    from cnnclf.data.pipeline import OpenedStore, make_dataset
 
     config = load_config(None, ["augment.shear_range=0.2", "augment.zoom_range=0.2",
                                 "augment.horizontal_flip=true"])

@@ -6,7 +6,7 @@ with `weights: none` (no download; speed does not depend on the weights) on synt
 224x224 images: two frozen epochs (the head only, what phase 1 costs) and two fine-tuning
 epochs (everything unfrozen). Steady speed is read from the second epoch of each phase
 (`epoch_seconds` in history.json, validation on a few images included). Predict speed is
-`cnnclf.predict.predict_paths` over the same images after one warm-up batch.
+`cnnclf.inference.predict.predict_paths` over the same images after one warm-up batch.
 
 Example:
     python scripts/bench_backbones.py --images 64 --names mobilenet_v3_small resnet50_v2
@@ -31,7 +31,7 @@ def folder_mb(path: Path) -> float:
 
 
 def main() -> None:
-    from cnnclf.backbones import BACKBONES
+    from cnnclf.model.backbones import BACKBONES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=list(BACKBONES))
@@ -43,9 +43,9 @@ def main() -> None:
 
     from cnnclf.bundle import load_bundle
     from cnnclf.config import load_config
-    from cnnclf.predict import predict_paths
-    from cnnclf.runtime import import_tensorflow, quiet_keras_warnings
-    from cnnclf.train import train
+    from cnnclf.inference.predict import predict_paths
+    from cnnclf.tf_loader import import_tensorflow, quiet_keras_warnings
+    from cnnclf.training.run import train
 
     import_tensorflow(False)
     quiet_keras_warnings()

@@ -49,7 +49,7 @@ def make_set(out: Path, classes: list[str], train: int, test: int) -> Path:
 
 def run(data: Path, out: Path, seed: int, extra: list[str]) -> dict:
     from cnnclf.config import load_config
-    from cnnclf.train import train
+    from cnnclf.training.run import train
 
     config = load_config(ROOT / "configs" / "recommended.yaml", [
         f"data.train_dir={data / 'training_set'}", f"data.test_dir={data / 'test_set'}",
@@ -74,7 +74,7 @@ def main() -> None:
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         sys.exit("needs Fashion-MNIST: apt-get install dataset-fashion-mnist")
 
-    from cnnclf.runtime import import_tensorflow, quiet_keras_warnings
+    from cnnclf.tf_loader import import_tensorflow, quiet_keras_warnings
 
     import_tensorflow(False)
     quiet_keras_warnings()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnclf.augment import make_augmenter
+from cnnclf.data.augment import make_augmenter
 from cnnclf.config import load_config
 
 
@@ -81,7 +81,7 @@ def dot_after(size, dot, **params):
     """Where a single bright pixel lands after one explicit affine transform."""
     import tensorflow as tf
 
-    from cnnclf.augment import affine_matrices, apply_affine
+    from cnnclf.data.augment import affine_matrices, apply_affine
 
     image = np.zeros((1, size, size, 1), np.float32)
     image[0, dot[0], dot[1]] = 255.0
@@ -115,7 +115,7 @@ def test_rotation_turns_about_the_centre():
 def random_matrices(rng, n, size):
     import tensorflow as tf
 
-    from cnnclf.augment import affine_matrices
+    from cnnclf.data.augment import affine_matrices
 
     def draw(low, high):
         return tf.constant(rng.uniform(low, high, n), tf.float32)
@@ -130,7 +130,7 @@ def test_the_resampler_matches_keras_affine_transform(fill_mode):
     import keras
     import tensorflow as tf
 
-    from cnnclf.augment import apply_affine
+    from cnnclf.data.augment import apply_affine
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 23, 31, 3)).astype(np.uint8)
@@ -185,7 +185,7 @@ def test_augmenting_in_the_training_step_trains_on_augmented_images(tmp_path, bi
 
 
 def test_augment_where_auto_is_the_pipeline_on_cpu_and_the_step_on_a_gpu():
-    from cnnclf.augment import where_to_augment
+    from cnnclf.data.augment import where_to_augment
 
     assert where_to_augment("auto", ["/job:localhost/replica:0/task:0/device:CPU:0"]) == \
         "pipeline"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnclf.distribute import Placement, plan_jit_compile, plan_precision, plan_strategy
+from cnnclf.training.distribute import Placement, plan_jit_compile, plan_precision, plan_strategy
 from cnnclf.errors import ConfigError
 from conftest import read_json, run_cli, write_config
 
@@ -102,7 +102,7 @@ def test_the_replica_wrapper_trains_the_same_weights_in_the_same_order():
     import keras
     import numpy as np
 
-    from cnnclf.distribute import compile_replica_forward
+    from cnnclf.training.distribute import compile_replica_forward
 
     inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
                               keras.layers.BatchNormalization(), keras.layers.Flatten(),
@@ -121,7 +121,7 @@ def test_only_float16_gets_loss_scaling():
     import keras
 
     from cnnclf.config import load_config
-    from cnnclf.model import make_optimizer
+    from cnnclf.model.build import make_optimizer
 
     config = load_config(None)
     assert isinstance(make_optimizer(config, "mixed_float16"), keras.optimizers.LossScaleOptimizer)

@@ -1,4 +1,4 @@
-"""Grad-CAM (cnnclf/explain.py): empty maps are said, not painted blue; captions stay readable."""
+"""Grad-CAM (cnnclf/inference/explain.py): empty maps are said, not painted blue; captions stay readable."""
 
 import shutil
 
@@ -7,7 +7,7 @@ from conftest import pattern_image, run_cli
 from PIL import Image
 
 from cnnclf.bundle import MODEL_FILE, load_bundle
-from cnnclf.explain import (MIN_FONT_SIZE, NO_POSITIVE_GRADIENT, NOT_FINITE,
+from cnnclf.inference.explain import (MIN_FONT_SIZE, NO_POSITIVE_GRADIENT, NOT_FINITE,
                             caption_font_size, explain, grad_cam, normalise_cam, overlay)
 
 

@@ -128,7 +128,7 @@ def test_grad_cam_on_an_export_is_a_usage_error(tmp_path, binary_tree):
 @pytest.mark.parametrize("bundle_name, tree_name", [("binary_bundle", "binary_tree"),
                                                     ("multi_bundle", "multi_tree")])
 def test_grad_cam_heatmaps(request, tmp_path, bundle_name, tree_name):
-    from cnnclf.explain import grad_cam
+    from cnnclf.inference.explain import grad_cam
 
     bundle_dir, tree = request.getfixturevalue(bundle_name), request.getfixturevalue(tree_name)
     images = sorted((tree / "test_set").rglob("*.png"))[:2] + sorted(

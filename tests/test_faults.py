@@ -1,6 +1,6 @@
 """Fault injection: kill, interrupt and fill the disk under `cnnclf train` at many instants.
 
-The invariant (cnnclf/rundir.py): after any fault, either the finished bundle is published at
+The invariant (cnnclf/training/rundir.py): after any fault, either the finished bundle is published at
 --out, or the last committed epoch is resumable with --resume, or (before the first epoch is
 saved) a plain re-run starts cleanly. An earlier bundle replaced with --overwrite is never lost
 before the new one is in place. Every case below checks it the only way that counts: by running
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cnnclf.bundle import is_bundle, load_bundle
-from cnnclf.rundir import FAULT_ENV, FAULT_POINTS, NO_EXCHANGE_ENV, RunDir, read_progress, staging_dir
+from cnnclf.training.rundir import FAULT_ENV, FAULT_POINTS, NO_EXCHANGE_ENV, RunDir, read_progress, staging_dir
 from conftest import make_tree, read_json, run_cli, write_config
 
 EPOCHS = 3
@@ -202,7 +202,7 @@ def test_full_disk_at_each_step_stops_with_one_line_and_resumes(tmp_path, config
                                                                 monkeypatch):
     out = tmp_path / "bundle"
     monkeypatch.setenv(FAULT_ENV, f"{point}=enospc")
-    from cnnclf import rundir
+    from cnnclf.training import rundir
 
     monkeypatch.setattr(rundir, "_fault_counts", {})
     started = time.monotonic()
@@ -376,7 +376,7 @@ def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small
 
 def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
     out = tmp_path / "bundle"
-    from cnnclf import rundir
+    from cnnclf.training import rundir
 
     monkeypatch.setenv(FAULT_ENV, "bundle.model_written=enospc")
     monkeypatch.setattr(rundir, "_fault_counts", {})
@@ -397,7 +397,7 @@ def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
 
 def stopped_before_publishing(config: Path, out: Path, *args: str):
     """A run stopped by a (simulated) full disk after its last epoch: resumable."""
-    from cnnclf import rundir
+    from cnnclf.training import rundir
 
     os.environ[FAULT_ENV] = "bundle.model_written=enospc"
     rundir._fault_counts.clear()

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from cnnclf.errors import DataError, ImageError
-from cnnclf.files import discover, list_images
-from cnnclf.images import ImageSpec, load_image
+from cnnclf.data.layout import discover, list_images
+from cnnclf.data.decode import ImageSpec, load_image
 from conftest import (HOSTILE, make_tree, run_cli, write_config, write_hostile_entry,
                       write_large_png)
 
@@ -159,7 +159,7 @@ def test_eight_huge_pngs_decode_in_bounded_memory(tmp_path):
     script = textwrap.dedent(f"""
         import resource
         from concurrent.futures import ThreadPoolExecutor
-        from cnnclf.images import ImageSpec, load_image
+        from cnnclf.data.decode import ImageSpec, load_image
         spec = ImageSpec((64, 64))
         with ThreadPoolExecutor(8) as pool:
             arrays = list(pool.map(lambda p: load_image(p, spec), [{str(path)!r}] * 8))
@@ -310,7 +310,7 @@ def test_permission_denied_folder_is_reported_not_skipped_silently(tree, locked_
     locked_paths.append(hidden)
     script = textwrap.dedent(f"""
         from types import SimpleNamespace
-        from cnnclf.files import discover
+        from cnnclf.data.layout import discover
         d = discover(SimpleNamespace(train_dir={str(tree / "training_set")!r},
                                      test_dir=None, validation_split=0.25), 1)
         print(d.skipped[{str(hidden)!r}])

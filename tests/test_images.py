@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cnnclf.errors import ImageError
-from cnnclf.images import ImageSpec, load_image
+from cnnclf.data.decode import ImageSpec, load_image
 
 RGB = ImageSpec((8, 8), "rgb")
 GRAY = ImageSpec((8, 8), "grayscale")

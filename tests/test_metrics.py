@@ -2,8 +2,8 @@
 
 import pytest
 
-from cnnclf.metrics import classification_metrics
-from cnnclf.thresholds import choose_threshold
+from cnnclf.inference.metrics import classification_metrics
+from cnnclf.inference.thresholds import choose_threshold
 
 # Binary: negatives 0.1 0.4 0.35 0.8, positives 0.9 0.65 0.3 0.7.
 Y = [0, 0, 0, 0, 1, 1, 1, 1]

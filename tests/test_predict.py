@@ -159,7 +159,7 @@ def test_a_short_batch_is_padded_to_a_power_of_two_not_to_the_batch_size(binary_
     import numpy as np
 
     from cnnclf.bundle import load_bundle
-    from cnnclf.predict import predict_paths
+    from cnnclf.inference.predict import predict_paths
 
     bundle = load_bundle(binary_bundle)
     seen = []

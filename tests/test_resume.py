@@ -122,7 +122,7 @@ def test_resume_with_nothing_to_resume(tmp_path, config):
 def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, config,
                                                                      monkeypatch):
     out = tmp_path / "bundle"
-    from cnnclf import rundir
+    from cnnclf.training import rundir
 
     # A run stopped by a full disk just before its bundle: every epoch is resumable.
     monkeypatch.setenv(rundir.FAULT_ENV, "bundle.model_written=enospc")

@@ -10,7 +10,7 @@ from cnnclf.config import load_config
 def unrotated_matrices(rng, n, size):
     import tensorflow as tf
 
-    from cnnclf.augment import affine_matrices, flip_matrices
+    from cnnclf.data.augment import affine_matrices, flip_matrices
 
     def draw(low, high):
         return tf.constant(rng.uniform(low, high, n), tf.float32)
@@ -26,8 +26,8 @@ def unrotated_matrices(rng, n, size):
 def test_rows_give_the_pixels_of_apply_affine(fill_mode, shape):
     import tensorflow as tf
 
-    from cnnclf.augment import apply_affine
-    from cnnclf.row_resample import resample
+    from cnnclf.data.augment import apply_affine
+    from cnnclf.data.row_resample import resample
 
     rng = np.random.default_rng(sum(shape))
     m = unrotated_matrices(rng, 8, shape[:2])
@@ -46,8 +46,8 @@ def test_rows_give_the_pixels_of_apply_affine(fill_mode, shape):
 
 
 def test_rotated_matrices_are_refused():
-    from cnnclf.augment import affine_matrices
-    from cnnclf.row_resample import resample, supports
+    from cnnclf.data.augment import affine_matrices
+    from cnnclf.data.row_resample import resample, supports
 
     import tensorflow as tf
 
@@ -68,7 +68,7 @@ def test_the_pipeline_augments_as_the_training_step_does(overrides):
     transforms from the same seed and give the same pixels."""
     import tensorflow as tf
 
-    from cnnclf.augment import make_augmenter
+    from cnnclf.data.augment import make_augmenter
 
     config = load_config(None, overrides)
     images = tf.constant(np.random.default_rng(3).integers(0, 256, (6, 40, 40, 3)), tf.uint8)

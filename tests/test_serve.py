@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnclf.bundle import load_bundle
-from cnnclf.exported import load_export
+from cnnclf.bundle.exported_models import load_export
 from cnnclf.serve.app import ServeSettings, create_app
 from cnnclf.serve.batcher import MicroBatcher, padded_sizes
 from cnnclf.serve.server import exposure_warning
@@ -182,7 +182,7 @@ def test_tf_serving_routes(client, binary_model, binary_tree):
     response = client.post("/v1/models/tiny:predict", json=body)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
-    from cnnclf.predict import score_paths
+    from cnnclf.inference.predict import score_paths
 
     for got, (_, row) in zip(predictions, score_paths(binary_model, [str(p) for p in paths])):
         assert got == pytest.approx(row.tolist(), abs=1e-5)

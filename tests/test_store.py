@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnclf.decoded import DecodedStore
-from cnnclf.images import ImageSpec
+from cnnclf.data.store import DecodedStore
+from cnnclf.data.decode import ImageSpec
 from conftest import make_tree, read_json, run_cli, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,8 @@ def test_a_filled_store_reads_whole_batches(tmp_path, where):
 
 def store_dataset(tmp_path, cache, n_train=6, broken=1, **kwargs):
     """make_dataset over a decoded store of `make_tree` images plus `broken` unreadable files."""
-    from cnnclf.files import Split
-    from cnnclf.pipeline import decode_all, make_dataset, open_store
+    from cnnclf.data.layout import Split
+    from cnnclf.data.pipeline import decode_all, make_dataset, open_store
 
     tree = make_tree(tmp_path / "data", n_train=n_train, with_test=False)
     paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
@@ -136,9 +136,9 @@ NO_COPY_CHECK = """
 import sys
 import numpy as np
 import tensorflow as tf
-from cnnclf.decoded import DECODED, DecodedStore
-from cnnclf.images import ImageSpec
-from cnnclf.pipeline import OpenedStore, make_dataset
+from cnnclf.data.store import DECODED, DecodedStore
+from cnnclf.data.decode import ImageSpec
+from cnnclf.data.pipeline import OpenedStore, make_dataset
 
 def peak_mib():
     with open("/proc/self/status") as status:
@@ -180,8 +180,8 @@ def test_reading_a_memory_store_copies_no_image(strategy, size):
 
 
 def test_three_classes_get_one_hot_labels_in_every_read(tmp_path):
-    from cnnclf.files import Split
-    from cnnclf.pipeline import decode_all, make_dataset, open_store
+    from cnnclf.data.layout import Split
+    from cnnclf.data.pipeline import decode_all, make_dataset, open_store
 
     tree = make_tree(tmp_path / "data", n_train=2, with_test=False)
     paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
@@ -203,8 +203,8 @@ def test_the_in_place_read_copies_images_into_a_batch_on_several_threads():
     back to the slower batch. The dataset graph is TensorFlow's own (private) view of it."""
     import tensorflow as tf
 
-    from cnnclf.decoded import DECODED
-    from cnnclf.pipeline import OpenedStore, make_dataset
+    from cnnclf.data.store import DECODED
+    from cnnclf.data.pipeline import OpenedStore, make_dataset
 
     spec = ImageSpec((8, 8))
     store = DecodedStore([f"/x/{i}.png" for i in range(6)], spec, "memory")

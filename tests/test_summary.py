@@ -7,7 +7,7 @@ import sys
 from conftest import read_json, run_cli, write_config
 
 from cnnclf.bundle import load_bundle
-from cnnclf.summary import conv_block_geometry
+from cnnclf.inference.summary import conv_block_geometry
 
 TWO_BLOCKS = [{"filters": 4, "kernel_size": 3, "pool_size": 2},
               {"filters": 8, "kernel_size": 3, "pool_size": 2}]

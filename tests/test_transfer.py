@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnclf.backbones import BACKBONES
+from cnnclf.model.backbones import BACKBONES
 from cnnclf.config import load_config
 from cnnclf.errors import ConfigError
 from conftest import make_tree, read_json, run_cli, write_config
@@ -91,7 +91,7 @@ def test_each_other_backbone_builds_and_trains_one_step(tmp_path, tiny_tree, nam
     assert result.exit_code == 0, result.output
     assert read_json(tmp_path / "b" / "bundle.json")["start"]["backbone"]["name"] == name
     assert backbone_of(tmp_path / "b").count_params() == BACKBONES[name].params
-    from cnnclf.backbones import NO_ONNX
+    from cnnclf.model.backbones import NO_ONNX
 
     if name in NO_ONNX:  # refused in one line before converting, not a tf2onnx traceback
         result = run_cli("export", "--model", tmp_path / "b", "--format", "onnx", "--out",
@@ -192,7 +192,7 @@ def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(tmp_path, ti
     hash (the file is made here, and the hash Keras knows is set to its hash: no download)."""
     import keras.src.applications.mobilenet_v3 as keras_module
 
-    from cnnclf.backbones import sha256_of
+    from cnnclf.model.backbones import sha256_of
 
     spec = BACKBONES["mobilenet_v3_small"]
     cache = tmp_path / "keras" / "models"

@@ -45,8 +45,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnclf.bundle import Bundle
 from cnnclf.errors import ImageError
-from cnnclf.images import ImageSpec, decode_image_bytes
-from cnnclf.predict import interpret
+from cnnclf.data.decode import ImageSpec, decode_image_bytes
+from cnnclf.inference.predict import interpret
 from cnnclf.serve.batcher import MicroBatcher
 from cnnclf.serve.uploads import RequestError, read_json, read_uploads
 
@@ -413,7 +413,7 @@ def _instances(body) -> list[tuple[bytes, str]]:
 
 def _grad_cam_png(bundle: Bundle, pixels, data: bytes, name: str):
     """(PNG bytes, label, probability): the Grad-CAM overlay `cnnclf explain` draws."""
-    from cnnclf.explain import grad_cam_pixels, overlay
+    from cnnclf.inference.explain import grad_cam_pixels, overlay
 
     heatmap, prediction, note = grad_cam_pixels(bundle, pixels, name)
     out = io.BytesIO()

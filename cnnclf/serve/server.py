@@ -75,8 +75,8 @@ def serve(bundle_loader, model_path: Path, settings: ServeSettings, *, host: str
 def app_from_environment():
     """The app for one worker process of `serve(workers=N)`: loads its own model copy."""
     from cnnclf.bundle import load_bundle
-    from cnnclf.exported import is_export, load_export
-    from cnnclf.runtime import import_tensorflow
+    from cnnclf.bundle.exported_models import is_export, load_export
+    from cnnclf.tf_loader import import_tensorflow
     from cnnclf.serve.app import create_app
 
     values = json.loads(os.environ[SETTINGS_VARIABLE])

@@ -18,10 +18,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from cnnclf.errors import ConfigError, DataError, ImageError
-from cnnclf.files import (ALREADY_LISTED, SAME_FILE, TEST_SPLIT_NAMES, TRAIN_SPLIT_NAMES,
+from cnnclf.data.layout import (ALREADY_LISTED, SAME_FILE, TEST_SPLIT_NAMES, TRAIN_SPLIT_NAMES,
                           class_folders, is_image_name, list_files, splits_instead_of_classes,
                           two_classes_message)
-from cnnclf.images import ImageSpec, convert_mode, load_image, open_regular, read_info
+from cnnclf.data.decode import ImageSpec, convert_mode, load_image, open_regular, read_info
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
             ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}

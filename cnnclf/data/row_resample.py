@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from cnnclf.decoded import aligned_empty
+from cnnclf.data.store import aligned_empty
 
 
 def supports(fill_mode: str, rotation_range: float) -> bool:

@@ -53,7 +53,7 @@ class TFLiteModel:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            from cnnclf.runtime import import_tensorflow
+            from cnnclf.tf_loader import import_tensorflow
 
             Interpreter = import_tensorflow().lite.Interpreter
             _parse_tflite(path)
@@ -70,7 +70,7 @@ class TFLiteModel:
         self.batch = None
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        from cnnclf.runtime import quiet_native_stderr
+        from cnnclf.tf_loader import quiet_native_stderr
 
         with quiet_native_stderr():
             if self.batch != len(x):
@@ -109,7 +109,7 @@ class SavedModel:
     """A SavedModel's `serve` endpoint with `predict_on_batch`."""
 
     def __init__(self, path: Path):
-        from cnnclf.runtime import import_tensorflow
+        from cnnclf.tf_loader import import_tensorflow
 
         tf = import_tensorflow()
         try:

@@ -40,7 +40,7 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
     """
     import tensorflow as tf
 
-    from cnnclf import row_resample
+    from cnnclf.data import row_resample
 
     height, width = image_size
     zoom = augment.zoom_range

@@ -67,7 +67,7 @@ def summarize_config(config: Config) -> dict:
         The dict `format_summary` reads: source "config", input_size, classes, the Keras
         facts (layers, parameter counts, layer_table), blocks and a `note` on the class count.
     """
-    from cnnclf.model import build_model
+    from cnnclf.model.build import build_model
 
     height, width = config.data.image_size
     channels = _channels(config.data.color_mode)

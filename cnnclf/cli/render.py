@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from cnnclf.predict import Prediction
+from cnnclf.inference.predict import Prediction
 
 
 def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> str:

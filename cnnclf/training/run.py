@@ -28,12 +28,12 @@ from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVE
                            PREPROCESSING_FILE, Preprocessing, write_json)
 from cnnclf.config import Config, dump_config
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
-from cnnclf.files import Dataset, discover
-from cnnclf.images import ImageSpec
-from cnnclf.rundir import (DamagedRun, RunDir, check_destination, completed_epochs,
+from cnnclf.data.layout import Dataset, discover
+from cnnclf.data.decode import ImageSpec
+from cnnclf.training.rundir import (DamagedRun, RunDir, check_destination, completed_epochs,
                            fault_point, usable_destination)
-from cnnclf.runs import new_run_dir
-from cnnclf.transfer import planned_epochs, prepare, suggest_backbone
+from cnnclf.training.runs import new_run_dir
+from cnnclf.model.transfer import planned_epochs, prepare, suggest_backbone
 
 log = logging.getLogger("cnnclf")
 
@@ -103,7 +103,7 @@ def train(config: Config, *, out_dir: str | Path | None = None,
         raise ConfigError("--resume needs --out DIR: the folder the interrupted run was "
                           "writing (its state is in the hidden DIR.partial beside it)")
     dataset = discover(config.data, config.train.seed)
-    from cnnclf.model import loss_for
+    from cnnclf.model.build import loss_for
 
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -194,15 +194,15 @@ def _signals_as_interrupts(caught: list):
 
 def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
               device, progress, started, start) -> TrainResult:
-    from cnnclf.pipeline import SkippedFiles
+    from cnnclf.data.pipeline import SkippedFiles
 
     skipped = SkippedFiles()
     skipped.reasons.update(getattr(dataset, "skipped", None) or {})
     stores = _open_stores(config, dataset, stack, skipped)
     used = _decode_all(stores, dataset, skipped)
 
-    from cnnclf.distribute import make_strategy, select_devices
-    from cnnclf.runtime import import_tensorflow, quiet_keras_warnings, seed_everything
+    from cnnclf.training.distribute import make_strategy, select_devices
+    from cnnclf.tf_loader import import_tensorflow, quiet_keras_warnings, seed_everything
 
     tf = import_tensorflow(verbose)
     if not verbose:
@@ -309,7 +309,7 @@ def _forget_reserved(destination: Path, out_dir) -> None:
 
 def _open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
     """The decoded-image stores of both sets, in a cache folder removed when the run ends."""
-    from cnnclf.pipeline import choose_cache, decoded_mb, open_store
+    from cnnclf.data.pipeline import choose_cache, decoded_mb, open_store
 
     spec = image_spec(config)
     cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-cache-")))
@@ -337,7 +337,7 @@ def _decode_all(stores: dict, dataset: Dataset, skipped) -> dict:
     first epoch reads what this pass decoded, so it costs no extra decoding.
     """
     from cnnclf.errors import DataError
-    from cnnclf.pipeline import decode_all
+    from cnnclf.data.pipeline import decode_all
 
     total = sum(len(s.store) for s in stores.values())
     if total >= 2000:  # a pause worth explaining; small sets decode in a blink
@@ -391,7 +391,7 @@ def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
 
 def _check_resumable(destination: Path, config: Config) -> None:
     """Refuses a resume with another config, before TensorFlow loads (rundir reads no Keras)."""
-    from cnnclf.rundir import read_progress, staging_dir
+    from cnnclf.training.rundir import read_progress, staging_dir
 
     progress = read_progress(staging_dir(destination))
     if progress is None:
@@ -443,7 +443,7 @@ def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None
     `saved` is the model the bundle holds, not the one `fit` trained: that can be a wrapper
     (augmentation in the step, XLA per replica) whose layers are not the model's.
     """
-    from cnnclf.transfer import layers_to_unfreeze, weighted_layers
+    from cnnclf.model.transfer import layers_to_unfreeze, weighted_layers
 
     if len(plan) == 1 and not plan[0].frozen:
         return None
@@ -468,13 +468,13 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
          class_weight: dict | None, strategy, placement, start):
     import keras
 
-    from cnnclf.augment import augmenting_model, is_active, make_augmenter, where_to_augment
-    from cnnclf.checkpoint import EpochCheckpoint, restore
-    from cnnclf.controls import TrainingControls
-    from cnnclf.distribute import compile_replica_forward
-    from cnnclf.model import build_model, make_optimizer
-    from cnnclf.pipeline import make_dataset
-    from cnnclf.transfer import apply_phase, copy_features, phases, planned_epochs
+    from cnnclf.data.augment import augmenting_model, is_active, make_augmenter, where_to_augment
+    from cnnclf.training.checkpoint import EpochCheckpoint, restore
+    from cnnclf.training.callbacks import TrainingControls
+    from cnnclf.training.distribute import compile_replica_forward
+    from cnnclf.model.build import build_model, make_optimizer
+    from cnnclf.data.pipeline import make_dataset
+    from cnnclf.model.transfer import apply_phase, copy_features, phases, planned_epochs
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
@@ -490,7 +490,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     val_ds = make_dataset(stores["validation"], training=False, **common)
 
     if placement.strategy == "multi_worker":
-        from cnnclf.distribute import shard_datasets
+        from cnnclf.training.distribute import shard_datasets
 
         train_ds, val_ds = shard_datasets(train_ds, val_ds)
     previous = run.progress
@@ -573,7 +573,7 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         if done >= end or controls.state["stopped_early"]:
             continue  # resumed after this phase ended (or stopped early)
         if placement.strategy == "multi_worker":
-            from cnnclf.multiworker import fit_multi_worker
+            from cnnclf.training.multiworker import fit_multi_worker
 
             fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss, epochs=end,
                              initial_epoch=done, global_batch_size=config.data.batch_size,
@@ -627,8 +627,8 @@ def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | 
     import numpy as np
 
     from cnnclf.errors import DataError
-    from cnnclf.metrics import classification_metrics
-    from cnnclf.thresholds import choose_threshold
+    from cnnclf.inference.metrics import classification_metrics
+    from cnnclf.inference.thresholds import choose_threshold
 
     labels, scores = [], []
     for images, batch_labels in val_ds:
@@ -676,7 +676,7 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: d
     import keras
     import tensorflow as tf
 
-    from cnnclf import plots
+    from cnnclf.inference import plots
 
     model.save(folder / MODEL_FILE)
     fault_point("bundle.model_written")

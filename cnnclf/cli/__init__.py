@@ -62,7 +62,7 @@ def _common_options(command):
         except Exception as exc:  # anything unforeseen: still one line unless --debug
             if flags["debug"]:
                 raise
-            from cnnclf.runtime import TensorFlowMissing, is_tensorflow_missing
+            from cnnclf.tf_loader import TensorFlowMissing, is_tensorflow_missing
 
             if is_tensorflow_missing(exc):  # an `import keras` that bypassed import_tensorflow
                 click.echo(f"error: {TensorFlowMissing()}", err=True)
@@ -112,7 +112,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
     from cnnclf.errors import RunStopped
 
     config = load_config(config_path, overrides)
-    from cnnclf.train import train as run_training
+    from cnnclf.training.run import train as run_training
 
     flags = _flags(click.get_current_context())
     try:
@@ -157,12 +157,12 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
 @_common_options
 def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
     """Predict the class of images: files, folders (recursive) or globs."""
-    from cnnclf.files import expand_inputs
+    from cnnclf.data.layout import expand_inputs
 
     images = expand_inputs(paths)
     bundle = _load_bundle(model_dir, threshold=threshold, top_k=top_k)
-    from cnnclf.formats import render
-    from cnnclf.predict import Failure, predict_paths
+    from cnnclf.cli.render import render
+    from cnnclf.inference.predict import Failure, predict_paths
 
     if output and fmt is None:
         fmt = {".json": "json", ".csv": "csv"}.get(Path(output).suffix.lower(), "table")
@@ -209,8 +209,8 @@ def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
     bundle was validated on).
     """
     bundle = _load_bundle(model_dir, threshold=threshold)
-    from cnnclf.evaluate import evaluate as run_evaluation
-    from cnnclf.formats import render_report
+    from cnnclf.inference.evaluate import evaluate as run_evaluation
+    from cnnclf.cli.render import render_report
 
     report = run_evaluation(bundle, data_dir, threshold=threshold, batch_size=batch_size,
                             plots_dir=plots_dir)
@@ -233,9 +233,9 @@ def _load_bundle(model_dir, *, threshold: float | None = None, top_k: int | None
     for models they cannot apply to; `keras_only` names what needs a Keras bundle.
     """
     from cnnclf.bundle import load_bundle, read_metadata
-    from cnnclf.exported import is_export, load_export
-    from cnnclf.runs import newest_bundle
-    from cnnclf.runtime import import_tensorflow
+    from cnnclf.bundle.exported_models import is_export, load_export
+    from cnnclf.training.runs import newest_bundle
+    from cnnclf.tf_loader import import_tensorflow
 
     if model_dir is None:
         model_dir = newest_bundle()
@@ -302,7 +302,7 @@ def _write_atomically(path: Path, text: str) -> None:
 @_common_options
 def export(model_dir, fmt, quantize, out, data_dir, overwrite):
     """Export a bundle and check the export against Keras before succeeding."""
-    from cnnclf.export import check_out, export as run_export
+    from cnnclf.bundle.export import check_out, export as run_export
 
     check_out(fmt, out, quantize, overwrite)  # before the model loads
     bundle = _load_bundle(model_dir, keras_only="export")
@@ -325,11 +325,11 @@ def export(model_dir, fmt, quantize, out, data_dir, overwrite):
 @_common_options
 def explain(images, model_dir, out_dir):
     """Grad-CAM heatmaps: what in each image drove its prediction."""
-    from cnnclf.files import expand_inputs
+    from cnnclf.data.layout import expand_inputs
 
     paths = expand_inputs(images)
     bundle = _load_bundle(model_dir, keras_only="Grad-CAM")
-    from cnnclf.explain import explain as run_explain
+    from cnnclf.inference.explain import explain as run_explain
 
     for row in run_explain(bundle, paths, out_dir):
         click.echo(f"{row['path']}  {row['label']}  {row['probability']:.2f}  "
@@ -351,13 +351,13 @@ def preview_augment(config_path, overrides, n, out):
     from cnnclf.config import load_config
 
     config = load_config(config_path, overrides)
-    from cnnclf.files import discover
+    from cnnclf.data.layout import discover
 
     discover(config.data, config.train.seed)  # layout errors before TensorFlow loads
-    from cnnclf.runtime import import_tensorflow
+    from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow(_flags(click.get_current_context())["verbose"])
-    from cnnclf.preview import preview_grid
+    from cnnclf.data.preview import preview_grid
 
     result = preview_grid(config, n, out)
     click.echo(f"wrote {result['out']}: {result['images']} images, "
@@ -382,9 +382,9 @@ def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
     DATA_DIR holds training_set/ and test_set/ (or is itself one class-folder tree). Exits
     non-zero only for problems that would stop training.
     """
-    from cnnclf.check import check_data, find_splits, write_fixed_copy
+    from cnnclf.data.check import check_data, find_splits, write_fixed_copy
     from cnnclf.errors import ConfigError
-    from cnnclf.formats import render_check
+    from cnnclf.cli.render import render_check
 
     if config_path:
         from cnnclf.config import load_config
@@ -450,13 +450,13 @@ def summary_command(model_dir, config_path, overrides, fmt):
         raise ConfigError("summary: give exactly one of --model BUNDLE or --config FILE")
     if overrides and config_path is None:
         raise ConfigError("summary: --set needs --config (a bundle's config is fixed)")
-    from cnnclf.summary import format_summary, summarize_bundle, summarize_config
+    from cnnclf.inference.summary import format_summary, summarize_bundle, summarize_config
 
     if config_path is not None:
         from cnnclf.config import load_config
 
         config = load_config(config_path, overrides)
-        from cnnclf.runtime import import_tensorflow
+        from cnnclf.tf_loader import import_tensorflow
 
         import_tensorflow(_flags(click.get_current_context())["verbose"])
         summary = summarize_config(config)
@@ -505,7 +505,7 @@ def serve_command(model_dir, host, port, workers, name, token, cors_origins, max
     if token is not None and not token.strip():
         raise ConfigError("--token: must not be empty (or unset CNNCLF_TOKEN)")
     if model_dir is None:
-        from cnnclf.runs import newest_bundle
+        from cnnclf.training.runs import newest_bundle
 
         model_dir = newest_bundle()
         click.echo(f"using model {model_dir} (newest under runs/)", err=True)
@@ -530,7 +530,7 @@ def serve_command(model_dir, host, port, workers, name, token, cors_origins, max
 def _check_servable(model_dir: Path) -> None:
     """A bundle's or export's sidecars checked without loading it (no TensorFlow)."""
     from cnnclf.bundle import read_metadata
-    from cnnclf.exported import is_export
+    from cnnclf.bundle.exported_models import is_export
 
     if is_export(model_dir):
         return  # an export's sidecar is checked by load_export, without TensorFlow too

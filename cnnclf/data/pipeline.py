@@ -18,7 +18,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-from cnnclf.images import ImageSpec
+from cnnclf.data.decode import ImageSpec
 
 
 @dataclass
@@ -56,7 +56,7 @@ class OpenedStore:
         """Images per class that decoded (after `decode_all`), i.e. what training uses."""
         import numpy as np
 
-        from cnnclf.decoded import UNREADABLE
+        from cnnclf.data.store import UNREADABLE
 
         ok = self.store.state != UNREADABLE
         counts = np.bincount(self.labels[ok], minlength=len(class_names))
@@ -72,7 +72,7 @@ def open_store(split, *, spec: ImageSpec, training: bool, seed: int, cache: str 
     """
     import numpy as np
 
-    from cnnclf.decoded import DecodedStore
+    from cnnclf.data.store import DecodedStore
 
     skipped = skipped if skipped is not None else SkippedFiles()
     order = list(range(len(split.paths)))
@@ -122,7 +122,7 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
     import numpy as np
     import tensorflow as tf
 
-    from cnnclf.decoded import UNREADABLE
+    from cnnclf.data.store import UNREADABLE
 
     store = opened.store
     targets = _model_labels(opened.labels, n_classes)

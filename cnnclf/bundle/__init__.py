@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnclf.errors import BundleError
-from cnnclf.images import ImageSpec
+from cnnclf.data.decode import ImageSpec
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"
@@ -313,7 +313,7 @@ def _load_keras_model(path: Path):
     if damaged:
         raise BundleError(f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
                           f"({damaged}); copy the bundle again or retrain")
-    from cnnclf.runtime import import_tensorflow
+    from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -66,7 +66,7 @@ def planned_epochs(config: Config) -> int:
 
 def prepare(config: Config) -> Start:
     """Checks and finds the files a run starts from; raises ConfigError naming the key."""
-    from cnnclf.backbones import WeightsSource, resolve_weights
+    from cnnclf.model.backbones import WeightsSource, resolve_weights
 
     if not config.model.init_from:
         return Start(resolve_weights(config.model.backbone) if config.model.backbone else None)
@@ -119,7 +119,7 @@ def _check_same_features(config: Config, source: Path) -> None:
 def copy_features(model, source: Path) -> None:
     """Copies the feature layers' weights of the bundle at `source` into `model`."""
     from cnnclf.bundle import load_bundle
-    from cnnclf.model import feature_layers
+    from cnnclf.model.build import feature_layers
 
     source_model = load_bundle(source).model
     for layer in feature_layers(model):
@@ -139,8 +139,8 @@ def weighted_layers(model) -> list:
     BatchNormalization (kept frozen: see `apply_phase`) and the fixed grayscale layer."""
     import keras
 
-    from cnnclf.backbones import GRAY_TO_RGB_LAYER
-    from cnnclf.model import feature_layers
+    from cnnclf.model.backbones import GRAY_TO_RGB_LAYER
+    from cnnclf.model.build import feature_layers
 
     return [layer for layer in _flat_layers(feature_layers(model))
             if layer.weights and layer.name != GRAY_TO_RGB_LAYER
@@ -156,7 +156,7 @@ def apply_phase(model, phase: Phase) -> str:
     """
     import keras
 
-    from cnnclf.model import feature_layers
+    from cnnclf.model.build import feature_layers
 
     features = feature_layers(model)
     if phase.name == "train":
@@ -208,7 +208,7 @@ def _flat_layers(features: list) -> list:
 
 def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
     """A hint for small data sets trained from scratch (under 1000 images a class)."""
-    from cnnclf.check import SMALL_CLASS
+    from cnnclf.data.check import SMALL_CLASS
 
     if config.model.backbone or config.model.init_from or not counts:
         return None

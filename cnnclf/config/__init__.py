@@ -248,7 +248,7 @@ _BACKBONE_KEYS = {"name": None, "weights": "imagenet", "trainable": False}
 
 
 def _backbone(key, value):
-    from cnnclf.backbones import BACKBONES, names
+    from cnnclf.model.backbones import BACKBONES, names
 
     if value is None:
         return None
@@ -304,7 +304,7 @@ def _fine_tune(key, value):
 
 
 def _threshold(key, value):
-    from cnnclf.thresholds import is_rule
+    from cnnclf.inference.thresholds import is_rule
 
     if isinstance(value, str):
         if not is_rule(value):
@@ -946,7 +946,7 @@ def _transfer_defaults(config: Config, given: set[str]) -> Config:
             raise ConfigError(f"{key}: does not apply with model.backbone (the backbone "
                               f"replaces the conv_blocks model{' and scales its own input' if key == 'augment.rescale' else ''}); "
                               f"remove {key} or model.backbone")
-    from cnnclf.backbones import BACKBONES
+    from cnnclf.model.backbones import BACKBONES
 
     spec = BACKBONES[backbone["name"]]
     data, model = config.data, config.model
@@ -1048,7 +1048,7 @@ def estimate_training_memory(config: Config) -> dict[str, int]:
     values_per_image = 2 * height * width * channels  # the input and its rescaled copy
     if m.backbone:
         # The backbone's weights exactly; its activations only as the input (erring low).
-        from cnnclf.backbones import BACKBONES
+        from cnnclf.model.backbones import BACKBONES
 
         spec = BACKBONES[m.backbone["name"]]
         conv_weights, channels, height, width = spec.params, spec.features, 1, 1

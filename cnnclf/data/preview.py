@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnclf.config import Config
-from cnnclf.files import discover
-from cnnclf.images import ImageSpec, load_image
+from cnnclf.data.layout import discover
+from cnnclf.data.decode import ImageSpec, load_image
 
 
 def preview_grid(config: Config, n: int, out: str | Path, seed: int | None = None,
@@ -24,7 +24,7 @@ def preview_grid(config: Config, n: int, out: str | Path, seed: int | None = Non
     """Writes a grid PNG: each column pair shows an image before and after augmentation."""
     import tensorflow as tf
 
-    from cnnclf.augment import is_active, make_augmenter
+    from cnnclf.data.augment import is_active, make_augmenter
 
     seed = config.train.seed if seed is None else seed
     dataset = discover(config.data, config.train.seed)

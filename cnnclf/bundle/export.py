@@ -23,9 +23,9 @@ import numpy as np
 from cnnclf import __version__
 from cnnclf.bundle import CONFIG_FILE, Bundle
 from cnnclf.errors import CnnclfError, ConfigError
-from cnnclf.exported import load_runtime, sidecar_paths
-from cnnclf.files import list_images
-from cnnclf.images import load_image
+from cnnclf.bundle.exported_models import load_runtime, sidecar_paths
+from cnnclf.data.layout import list_images
+from cnnclf.data.decode import load_image
 
 FLOAT_TOLERANCE = 1e-4
 LABEL_AGREEMENT = 0.99
@@ -156,7 +156,7 @@ def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:
                 yield [image[None]]
 
         converter.representative_dataset = representative
-    from cnnclf.runtime import quiet_native_stderr
+    from cnnclf.tf_loader import quiet_native_stderr
 
     with quiet_native_stderr():  # the converter prints "fully_quantize: 0, ..." to fd 2
         return converter.convert()
@@ -164,7 +164,7 @@ def _tflite(model, tmp: Path, quantize: str, sample: np.ndarray) -> bytes:
 
 def _check_onnx_backbone(bundle: Bundle, fmt: str) -> None:
     """Refuses an ONNX export tf2onnx is known to fail on, in one line, before converting."""
-    from cnnclf.backbones import NO_ONNX
+    from cnnclf.model.backbones import NO_ONNX
 
     manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
     start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}

@@ -13,7 +13,7 @@ import numpy as np
 
 from cnnclf.bundle import Bundle
 from cnnclf.errors import DataError, ImageError
-from cnnclf.files import Split, class_difference, class_folders, scan_split
+from cnnclf.data.layout import Split, class_difference, class_folders, scan_split
 
 
 def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
@@ -36,7 +36,7 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
             split.paths, [index[label] for label in split.labels])
     from cnnclf.bundle import CONFIG_FILE
     from cnnclf.config import load_config
-    from cnnclf.files import discover
+    from cnnclf.data.layout import discover
 
     source = Path(bundle.manifest.get("source_bundle") or bundle.path)  # exports name theirs
     if not (source / CONFIG_FILE).is_file():
@@ -51,7 +51,7 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
 
 def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
     """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1)."""
-    from cnnclf.predict import score_paths
+    from cnnclf.inference.predict import score_paths
 
     labels, scores, skipped = [], [], {}
     for (path, result), label in zip(score_paths(bundle, split.paths, batch_size=batch_size),
@@ -80,7 +80,7 @@ def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
         plots_dir: when given, confusion_matrix.png (and for binary models roc_curve.png and
             pr_curve.png) are written there.
     """
-    from cnnclf.metrics import classification_metrics
+    from cnnclf.inference.metrics import classification_metrics
 
     source, folder, split = data_to_evaluate(bundle, data_dir)
     labels, probs, skipped = collect_scores(bundle, split, batch_size)
@@ -115,7 +115,7 @@ def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
 
 
 def write_plots(report: dict, labels, probs, class_names, plots_dir) -> list[str]:
-    from cnnclf import plots
+    from cnnclf.inference import plots
 
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)

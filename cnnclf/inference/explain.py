@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cnnclf.bundle import Bundle
-from cnnclf.images import load_image
-from cnnclf.predict import interpret
+from cnnclf.data.decode import load_image
+from cnnclf.inference.predict import interpret
 
 
 def last_conv_activation(model) -> str:

@@ -14,7 +14,7 @@ import math
 
 import keras
 
-from cnnclf.checkpoint import snapshot
+from cnnclf.training.checkpoint import snapshot
 
 
 def _improved(value, best, monitor: str, min_delta: float = 0.0) -> bool:

@@ -89,7 +89,7 @@ def backbone_layers(config: Config, channels: int, precision: str, weights_path:
     """
     import keras
 
-    from cnnclf.backbones import build_backbone, input_layers
+    from cnnclf.model.backbones import build_backbone, input_layers
 
     name = config.model.backbone["name"]
     previous = keras.config.dtype_policy()

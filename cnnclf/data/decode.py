@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cnnclf.errors import ImageError
-from cnnclf.files import file_kind, not_regular_reason
+from cnnclf.data.layout import file_kind, not_regular_reason
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from cnnclf.errors import CnnclfError, ImageError
-from cnnclf.images import ImageSpec, load_image
+from cnnclf.data.decode import ImageSpec, load_image
 
 UNKNOWN, DECODED, UNREADABLE = 0, 1, 2
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnclf.bundle import Bundle
 from cnnclf.errors import ImageError
-from cnnclf.images import load_image
+from cnnclf.data.decode import load_image
 
 
 @dataclass(frozen=True)
