@@ -39,8 +39,9 @@ class RunStopped(CnnclfError):
 
     exit_code = 1
 
-    def __init__(self, message: str, destination, completed_epochs: int,
-                 exit_code: int | None = None):
+    def __init__(
+        self, message: str, destination, completed_epochs: int, exit_code: int | None = None
+    ):
         super().__init__(message)
         self.destination = destination
         self.completed_epochs = completed_epochs

@@ -51,9 +51,11 @@ class TensorFlowMissing(CnnclfError):
     """A command that needs TensorFlow ran where the `cpu`/`gpu` extra is not installed."""
 
     def __init__(self):
-        super().__init__("cnnclf needs TensorFlow: pip install 'cnnclf[cpu]' (CPU-only build) "
-                         "or 'cnnclf[gpu]' (CUDA build); predicting from an ONNX or TFLite "
-                         "export needs only onnxruntime or ai-edge-litert")
+        super().__init__(
+            "cnnclf needs TensorFlow: pip install 'cnnclf[cpu]' (CPU-only build) "
+            "or 'cnnclf[gpu]' (CUDA build); predicting from an ONNX or TFLite "
+            "export needs only onnxruntime or ai-edge-litert"
+        )
 
 
 def is_tensorflow_missing(exc: BaseException) -> bool:

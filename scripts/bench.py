@@ -58,10 +58,27 @@ def photo_sources():
     """Real photos shipped by scikit-image, in two visually distinct groups (2 classes)."""
     import skimage.data as d
 
-    scenes = [d.astronaut(), d.coffee(), d.chelsea(), d.rocket(), d.hubble_deep_field(),
-              d.immunohistochemistry(), d.retina(), d.colorwheel()]
-    textures = [d.camera(), d.brick(), d.grass(), d.gravel(), d.moon(), d.coins(), d.cell(),
-                d.clock(), d.horse()]
+    scenes = [
+        d.astronaut(),
+        d.coffee(),
+        d.chelsea(),
+        d.rocket(),
+        d.hubble_deep_field(),
+        d.immunohistochemistry(),
+        d.retina(),
+        d.colorwheel(),
+    ]
+    textures = [
+        d.camera(),
+        d.brick(),
+        d.grass(),
+        d.gravel(),
+        d.moon(),
+        d.coins(),
+        d.cell(),
+        d.clock(),
+        d.horse(),
+    ]
     return {"scenes": scenes, "textures": textures}
 
 
@@ -75,8 +92,7 @@ def make_photo_set(root: Path, n_train: int, n_test: int, size=(500, 375), seed=
         return root
     rng = random.Random(seed)
     for name, sources in photo_sources().items():
-        images = [Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB")
-                  for s in sources]
+        images = [Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB") for s in sources]
         for split, count in (("training_set", n_train), ("test_set", n_test)):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -95,16 +111,18 @@ def make_photo_set(root: Path, n_train: int, n_test: int, size=(500, 375), seed=
 
 def make_small_set(root: Path, n: int, seed=1) -> Path:
     """n small (64x48) JPEGs in two classes, for the memory section."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     marker = root / f".done-{n}"
     if marker.exists():
         return root
     rng = random.Random(seed)
     for name, sources in photo_sources().items():
-        images = [Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB").resize(
-            (128, 96)) for s in sources]
+        images = [
+            Image.fromarray(np.asarray(s, dtype=np.uint8)).convert("RGB").resize((128, 96))
+            for s in sources
+        ]
         folder = root / "training_set" / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n // 2):
@@ -122,10 +140,30 @@ def make_fashion_pair(root: Path) -> Path | None:
         return root
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         return None
-    subprocess.run([PY, str(ROOT / "scripts" / "make_fashion_set.py"), "--out", str(root),
-                    "--classes", "pullover", "coat", "--rgb", "--format", "jpg",
-                    "--min-size", "40", "--max-size", "160", "--train-per-class", "1000",
-                    "--test-per-class", "300"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            PY,
+            str(ROOT / "scripts" / "make_fashion_set.py"),
+            "--out",
+            str(root),
+            "--classes",
+            "pullover",
+            "coat",
+            "--rgb",
+            "--format",
+            "jpg",
+            "--min-size",
+            "40",
+            "--max-size",
+            "160",
+            "--train-per-class",
+            "1000",
+            "--test-per-class",
+            "300",
+        ],
+        check=True,
+        capture_output=True,
+    )
     marker.touch()
     return root
 
@@ -147,6 +185,7 @@ def subset_tree(source: Path, target: Path, per_class: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Workers: each runs in its own process (python bench.py --worker NAME ARGS_JSON)
 
+
 def epoch_timer(base, times: list):
     """A callback (of Keras 3's or tf_keras' `base` class) appending each epoch's seconds."""
 
@@ -162,17 +201,19 @@ def epoch_timer(base, times: list):
 
 def worker_compute(a):
     """The tutorial model's fit on in-memory tensors: the compute limit."""
-    import numpy as np
-    import keras
-
-    from cnnclf.data.layout import discover
-    from cnnclf.config import load_config
-    from cnnclf.data.decode import ImageSpec, load_image
     from concurrent.futures import ThreadPoolExecutor
 
-    config = load_config(ROOT / "configs" / "cats_dogs.yaml",
-                         [f"data.train_dir={a['data']}/training_set",
-                          f"data.test_dir={a['data']}/test_set"])
+    import keras
+    import numpy as np
+
+    from cnnclf.config import load_config
+    from cnnclf.data.decode import ImageSpec, load_image
+    from cnnclf.data.layout import discover
+
+    config = load_config(
+        ROOT / "configs" / "cats_dogs.yaml",
+        [f"data.train_dir={a['data']}/training_set", f"data.test_dir={a['data']}/test_set"],
+    )
     ds = discover(config.data, 0)
     spec = ImageSpec((64, 64))
     with ThreadPoolExecutor(2) as pool:
@@ -183,11 +224,21 @@ def worker_compute(a):
     keras.utils.set_random_seed(a["seed"])
     model = tutorial_model_keras3()
     times = []
-    fit = model.fit(x.astype(np.float32), y, batch_size=32, epochs=a["epochs"], shuffle=True,
-                    validation_data=(xv.astype(np.float32), yv), verbose=0,
-                    callbacks=[epoch_timer(keras.callbacks.Callback, times)])
-    return {"epoch_seconds": times, "n_train": len(y),
-            "val_accuracy": fit.history["val_accuracy"][-1]}
+    fit = model.fit(
+        x.astype(np.float32),
+        y,
+        batch_size=32,
+        epochs=a["epochs"],
+        shuffle=True,
+        validation_data=(xv.astype(np.float32), yv),
+        verbose=0,
+        callbacks=[epoch_timer(keras.callbacks.Callback, times)],
+    )
+    return {
+        "epoch_seconds": times,
+        "n_train": len(y),
+        "val_accuracy": fit.history["val_accuracy"][-1],
+    }
 
 
 def tutorial_model_keras3():
@@ -197,10 +248,16 @@ def tutorial_model_keras3():
 
 
 def _compiled(keras, head):
-    model = keras.Sequential(head + [
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        head
+        + [
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
     return model
 
@@ -211,22 +268,41 @@ def worker_tutorial(a):
     from tf_keras.preprocessing.image import ImageDataGenerator
 
     keras.utils.set_random_seed(a["seed"])
-    model = keras.Sequential([
-        keras.layers.Conv2D(32, (3, 3), input_shape=(64, 64, 3), activation="relu"),
-        keras.layers.MaxPooling2D(pool_size=(2, 2)), keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.layers.Conv2D(32, (3, 3), input_shape=(64, 64, 3), activation="relu"),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    train = ImageDataGenerator(rescale=1. / 255, shear_range=0.2, zoom_range=0.2,
-                               horizontal_flip=True).flow_from_directory(
-        f"{a['data']}/training_set", target_size=(64, 64), batch_size=32, class_mode="binary",
-        seed=a["seed"])
-    test = ImageDataGenerator(rescale=1. / 255).flow_from_directory(
-        f"{a['data']}/test_set", target_size=(64, 64), batch_size=32, class_mode="binary")
+    train = ImageDataGenerator(
+        rescale=1.0 / 255, shear_range=0.2, zoom_range=0.2, horizontal_flip=True
+    ).flow_from_directory(
+        f"{a['data']}/training_set",
+        target_size=(64, 64),
+        batch_size=32,
+        class_mode="binary",
+        seed=a["seed"],
+    )
+    test = ImageDataGenerator(rescale=1.0 / 255).flow_from_directory(
+        f"{a['data']}/test_set", target_size=(64, 64), batch_size=32, class_mode="binary"
+    )
     times = []
-    fit = model.fit(train, epochs=a["epochs"], validation_data=test, verbose=0,
-                    callbacks=[epoch_timer(keras.callbacks.Callback, times)])
-    return {"epoch_seconds": times, "n_train": train.samples,
-            "val_accuracy": fit.history["val_accuracy"][-1]}
+    fit = model.fit(
+        train,
+        epochs=a["epochs"],
+        validation_data=test,
+        verbose=0,
+        callbacks=[epoch_timer(keras.callbacks.Callback, times)],
+    )
+    return {
+        "epoch_seconds": times,
+        "n_train": train.samples,
+        "val_accuracy": fit.history["val_accuracy"][-1],
+    }
 
 
 def worker_handwritten(a):
@@ -238,27 +314,45 @@ def worker_handwritten(a):
 
     def load(split, shuffle):
         return keras.utils.image_dataset_from_directory(
-            f"{a['data']}/{split}", image_size=(64, 64), batch_size=None,
-            label_mode="binary", shuffle=shuffle, seed=a["seed"])
+            f"{a['data']}/{split}",
+            image_size=(64, 64),
+            batch_size=None,
+            label_mode="binary",
+            shuffle=shuffle,
+            seed=a["seed"],
+        )
 
-    augment = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=a["seed"]),
-                                keras.layers.RandomZoom(0.2, 0.2, fill_mode="nearest",
-                                                        seed=a["seed"])])
-    train = (load("training_set", True).cache().shuffle(4096, seed=a["seed"]).batch(32)
-             .map(lambda x, y: (augment(x, training=True), y),
-                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    augment = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=a["seed"]),
+            keras.layers.RandomZoom(0.2, 0.2, fill_mode="nearest", seed=a["seed"]),
+        ]
+    )
+    train = (
+        load("training_set", True)
+        .cache()
+        .shuffle(4096, seed=a["seed"])
+        .batch(32)
+        .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     test = load("test_set", False).cache().batch(32).prefetch(tf.data.AUTOTUNE)
     model = tutorial_model_keras3()
     times = []
-    fit = model.fit(train, epochs=a["epochs"], validation_data=test, verbose=0,
-                    callbacks=[epoch_timer(keras.callbacks.Callback, times)])
+    fit = model.fit(
+        train,
+        epochs=a["epochs"],
+        validation_data=test,
+        verbose=0,
+        callbacks=[epoch_timer(keras.callbacks.Callback, times)],
+    )
     return {"epoch_seconds": times, "val_accuracy": fit.history["val_accuracy"][-1]}
 
 
 def worker_loop_predict(a):
     """The tutorial's per-image predict loop, on a Keras 3 model."""
-    import numpy as np
     import keras
+    import numpy as np
 
     model = keras.saving.load_model(a["model"], compile=False)
     paths = a["paths"]
@@ -313,14 +407,15 @@ def worker_feed(a):
     import tensorflow as tf
 
     import cnnclf
-    from cnnclf.data.augment import make_augmenter
     from cnnclf.config import load_config
-    from cnnclf.data.store import DECODED, DecodedStore
+    from cnnclf.data.augment import make_augmenter
     from cnnclf.data.decode import ImageSpec
     from cnnclf.data.pipeline import OpenedStore, make_dataset
+    from cnnclf.data.store import DECODED, DecodedStore
 
-    config = load_config(None, ["augment.shear_range=0.2", "augment.zoom_range=0.2",
-                                "augment.horizontal_flip=true"])
+    config = load_config(
+        None, ["augment.shear_range=0.2", "augment.zoom_range=0.2", "augment.horizontal_flip=true"]
+    )
     results, cpu_us = {}, {}
     for size, augmented in a["cases"]:
         n = 4096 if size <= 64 else 768
@@ -334,19 +429,34 @@ def worker_feed(a):
             # against 75k indices/s, about 8 ms an epoch).
             options = tf.data.Options()
             options.experimental_optimization.apply_default_optimizations = False
-            ds = (tf.data.Dataset.from_tensor_slices((np.arange(n), labels))
-                  .shuffle(10000, seed=1).batch(32).prefetch(tf.data.AUTOTUNE)
-                  .with_options(options))
+            ds = (
+                tf.data.Dataset.from_tensor_slices((np.arange(n), labels))
+                .shuffle(10000, seed=1)
+                .batch(32)
+                .prefetch(tf.data.AUTOTUNE)
+                .with_options(options)
+            )
         elif a["kind"] == "plain":
-            ds = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(10000, seed=1)
-                  .batch(32).prefetch(tf.data.AUTOTUNE))
+            ds = (
+                tf.data.Dataset.from_tensor_slices((images, labels))
+                .shuffle(10000, seed=1)
+                .batch(32)
+                .prefetch(tf.data.AUTOTUNE)
+            )
         else:
             store = DecodedStore([f"/nonexistent/{i}.png" for i in range(n)], spec, "memory")
             store.array[:] = images
             store.state[:] = DECODED
             augmenter = make_augmenter(config.augment, (size, size)) if augmented else None
-            ds = make_dataset(OpenedStore(store, labels), spec=spec, n_classes=2, batch_size=32,
-                              training=True, seed=1, augmenter=augmenter)
+            ds = make_dataset(
+                OpenedStore(store, labels),
+                spec=spec,
+                n_classes=2,
+                batch_size=32,
+                training=True,
+                seed=1,
+                augmenter=augmenter,
+            )
         if a.get("in_graph"):
             # As Keras consumes a dataset: inside a tf.function, no Python per batch.
             @tf.function
@@ -356,16 +466,22 @@ def worker_feed(a):
                     count += tf.cast(tf.shape(batch)[0], tf.int64)
                 return count
         else:
+
             def epoch(dataset):
                 return sum(int(batch.shape[0]) for batch, _ in dataset)
+
         epoch(ds)  # warm-up epoch: tracing, XLA compilation, thread pools
         count, started, cpu = 0, time.perf_counter(), _cpu_seconds()
         while time.perf_counter() - started < a["seconds"]:
             count += int(epoch(ds))
         results[f"{size}:{int(augmented)}"] = count / (time.perf_counter() - started)
         cpu_us[f"{size}:{int(augmented)}"] = 1e6 * (_cpu_seconds() - cpu) / count
-    return {"images_per_s": results, "cpu_us_per_image": cpu_us,
-            "cnnclf": os.path.dirname(cnnclf.__file__), "cores": len(os.sched_getaffinity(0))}
+    return {
+        "images_per_s": results,
+        "cpu_us_per_image": cpu_us,
+        "cnnclf": os.path.dirname(cnnclf.__file__),
+        "cores": len(os.sched_getaffinity(0)),
+    }
 
 
 def _cpu_seconds() -> float:
@@ -375,32 +491,47 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
-WORKERS = {name[len("worker_"):]: fn for name, fn in globals().items()
-           if name.startswith("worker_")}
+WORKERS = {
+    name[len("worker_") :]: fn for name, fn in globals().items() if name.startswith("worker_")
+}
 
 
 def run_worker(name: str, *, pin: str | None = None, **args) -> dict:
     """Runs worker `name` in a fresh process, pinned to the CPUs in `pin` ("0", "0,1")."""
     prefix = ["taskset", "-c", pin] if pin else []
-    out = subprocess.run([*prefix, PY, __file__, "--worker", name, json.dumps(args)],
-                         capture_output=True, text=True, env=ENV, cwd=ROOT)
+    out = subprocess.run(
+        [*prefix, PY, __file__, "--worker", name, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def timed(command: list[str], root: str | None = None,
-          **kwargs) -> tuple[float, int, subprocess.CompletedProcess]:
+def timed(
+    command: list[str], root: str | None = None, **kwargs
+) -> tuple[float, int, subprocess.CompletedProcess]:
     """(wall seconds, peak RSS in MiB, result) of a command in a fresh process."""
-    probe = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(json.dumps([time.perf_counter() - t, resource.getrusage("
-             "resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr[-2000:]]))")
+    probe = (
+        "import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(json.dumps([time.perf_counter() - t, resource.getrusage("
+        "resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stderr[-2000:]]))"
+    )
     # cnnclf from another tree: run there too, since `python -m` puts the working folder
     # ahead of PYTHONPATH (run from this tree, it silently imported this tree's cnnclf).
     env = {**ENV, "PYTHONPATH": root} if root else ENV
-    out = subprocess.run([PY, "-c", probe, *command], capture_output=True, text=True, env=env,
-                         cwd=root or ROOT, **kwargs)
+    out = subprocess.run(
+        [PY, "-c", probe, *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root or ROOT,
+        **kwargs,
+    )
     seconds, rss_kb, code, err = json.loads(out.stdout.strip().splitlines()[-1])
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {err}")
@@ -411,17 +542,34 @@ def cnnclf(*args: str) -> list[str]:
     return [PY, "-m", "cnnclf.cli", *args]
 
 
-def cnnclf_train(data: Path, out: Path, epochs: int, seed: int, *sets: str,
-                 root: str | None = None) -> dict:
-    command = cnnclf("train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
-                     "--set", f"data.train_dir={data}/training_set",
-                     "--set", f"data.test_dir={data}/test_set", "--set", f"train.epochs={epochs}",
-                     "--set", f"train.seed={seed}", "--out", str(out), "--overwrite",
-                     *[x for s in sets for x in ("--set", s)])
+def cnnclf_train(
+    data: Path, out: Path, epochs: int, seed: int, *sets: str, root: str | None = None
+) -> dict:
+    command = cnnclf(
+        "train",
+        "--config",
+        str(ROOT / "configs" / "cats_dogs.yaml"),
+        "--set",
+        f"data.train_dir={data}/training_set",
+        "--set",
+        f"data.test_dir={data}/test_set",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        f"train.seed={seed}",
+        "--out",
+        str(out),
+        "--overwrite",
+        *[x for s in sets for x in ("--set", s)],
+    )
     seconds, rss, _ = timed(command, root=root)
     history = json.loads((out / "history.json").read_text())
-    return {"epoch_seconds": history["epoch_seconds"], "wall": seconds, "rss_mib": rss,
-            "val_accuracy": history["val_accuracy"][-1]}
+    return {
+        "epoch_seconds": history["epoch_seconds"],
+        "wall": seconds,
+        "rss_mib": rss,
+        "val_accuracy": history["val_accuracy"][-1],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,13 +586,14 @@ def section_train(work: Path, args) -> dict:
     runs = {k: [] for k in ("cnnclf", "tutorial", "handwritten", "compute")}
     for rep in range(args.repeats):
         seed = rep + 1
-        runs["compute"].append(run_worker("compute", data=str(data), epochs=args.epochs,
-                                          seed=seed))
+        runs["compute"].append(run_worker("compute", data=str(data), epochs=args.epochs, seed=seed))
         runs["cnnclf"].append(cnnclf_train(data, work / "bundle", args.epochs, seed))
-        runs["tutorial"].append(run_worker("tutorial", data=str(data), epochs=args.epochs,
-                                           seed=seed))
-        runs["handwritten"].append(run_worker("handwritten", data=str(data),
-                                              epochs=args.epochs, seed=seed))
+        runs["tutorial"].append(
+            run_worker("tutorial", data=str(data), epochs=args.epochs, seed=seed)
+        )
+        runs["handwritten"].append(
+            run_worker("handwritten", data=str(data), epochs=args.epochs, seed=seed)
+        )
     result = {}
     for name, rs in runs.items():
         # This shared machine has phases of ~2x slowdown lasting whole runs (seen alternating
@@ -454,23 +603,25 @@ def section_train(work: Path, args) -> dict:
         result[name] = {
             "steady_images_per_s": max(n / min(r["epoch_seconds"][1:]) for r in rs),
             "steady_median_images_per_s": statistics.median(
-                n / steady(r["epoch_seconds"]) for r in rs),
+                n / steady(r["epoch_seconds"]) for r in rs
+            ),
             "first_epoch_images_per_s": max(n / r["epoch_seconds"][0] for r in rs),
             # Held-out accuracy after the same epochs, mean over the repeats' seeds: speed must
             # not come from doing less.
             "mean_val_accuracy": statistics.mean(r["val_accuracy"] for r in rs),
-            "epoch_seconds": [r["epoch_seconds"] for r in rs]}
+            "epoch_seconds": [r["epoch_seconds"] for r in rs],
+        }
     c, t, limit = result["cnnclf"], result["tutorial"], result["compute"]
     result["ratios"] = {
-        "steady_cnnclf_over_compute_limit": c["steady_images_per_s"]
-        / limit["steady_images_per_s"],
+        "steady_cnnclf_over_compute_limit": c["steady_images_per_s"] / limit["steady_images_per_s"],
         "steady_cnnclf_over_tutorial": c["steady_images_per_s"] / t["steady_images_per_s"],
         "steady_cnnclf_over_handwritten": c["steady_images_per_s"]
         / result["handwritten"]["steady_images_per_s"],
         "first_epoch_cnnclf_over_tutorial": c["first_epoch_images_per_s"]
         / t["first_epoch_images_per_s"],
         "first_epoch_cnnclf_over_handwritten": c["first_epoch_images_per_s"]
-        / result["handwritten"]["first_epoch_images_per_s"]}
+        / result["handwritten"]["first_epoch_images_per_s"],
+    }
     return result
 
 
@@ -488,8 +639,11 @@ def section_feed(work: Path, args) -> dict:
     if args.baseline:
         kinds["baseline"] = str(args.baseline)
     cpus = sorted(os.sched_getaffinity(0))
-    pins = {1: str(cpus[0]), 2: ",".join(str(c) for c in cpus[:2])} if len(cpus) > 1 else \
-        {1: str(cpus[0])}
+    pins = (
+        {1: str(cpus[0]), 2: ",".join(str(c) for c in cpus[:2])}
+        if len(cpus) > 1
+        else {1: str(cpus[0])}
+    )
     runs: dict = {}
     cpu: dict = {}
     for rep in range(args.repeats):
@@ -497,18 +651,25 @@ def section_feed(work: Path, args) -> dict:
         for cores, pin in pins.items():
             for kind, root in order:
                 wanted = [c for c in cases if not (kind in ("plain", "floor") and c[1])]
-                out = run_worker("feed", pin=pin, root=root, seconds=args.feed_seconds,
-                                 in_graph=args.feed_in_graph,
-                                 kind=kind if kind in ("plain", "floor") else "store",
-                                 cases=wanted)
+                out = run_worker(
+                    "feed",
+                    pin=pin,
+                    root=root,
+                    seconds=args.feed_seconds,
+                    in_graph=args.feed_in_graph,
+                    kind=kind if kind in ("plain", "floor") else "store",
+                    cases=wanted,
+                )
                 for case, rate in out["images_per_s"].items():
-                    runs.setdefault(kind, {}).setdefault(cores, {}).setdefault(
-                        case, []).append(rate / out["cores"])
+                    runs.setdefault(kind, {}).setdefault(cores, {}).setdefault(case, []).append(
+                        rate / out["cores"]
+                    )
                 for case, us in out.get("cpu_us_per_image", {}).items():
-                    cpu.setdefault(kind, {}).setdefault(cores, {}).setdefault(
-                        case, []).append(us)
-    best = {kind: {cores: {case: max(v) for case, v in per.items()}
-                   for cores, per in by_cores.items()} for kind, by_cores in runs.items()}
+                    cpu.setdefault(kind, {}).setdefault(cores, {}).setdefault(case, []).append(us)
+    best = {
+        kind: {cores: {case: max(v) for case, v in per.items()} for cores, per in by_cores.items()}
+        for kind, by_cores in runs.items()
+    }
     ratios = {}
     for cores in pins:
         c, p = best["cnnclf"][cores], best["plain"][cores]
@@ -517,25 +678,35 @@ def section_feed(work: Path, args) -> dict:
             if "baseline" in best:
                 b = best["baseline"][cores]
                 for aug in (0, 1):
-                    ratios[f"cnnclf_over_baseline_{size}_aug{aug}_{cores}core"] = \
+                    ratios[f"cnnclf_over_baseline_{size}_aug{aug}_{cores}core"] = (
                         c[f"{size}:{aug}"] / b[f"{size}:{aug}"]
+                    )
         ratios[f"aug224_over_389_{cores}core"] = c["224:1"] / 389.0
-    least_cpu = {kind: {cores: {case: min(v) for case, v in per.items()}
-                        for cores, per in by_cores.items()} for kind, by_cores in cpu.items()}
+    least_cpu = {
+        kind: {cores: {case: min(v) for case, v in per.items()} for cores, per in by_cores.items()}
+        for kind, by_cores in cpu.items()
+    }
     if 2 in pins:
         for size in (64, 224):
-            ratios[f"store_{size}_2core_over_1core_per_core"] = \
+            ratios[f"store_{size}_2core_over_1core_per_core"] = (
                 best["cnnclf"][2][f"{size}:0"] / best["cnnclf"][1][f"{size}:0"]
+            )
             for kind in ("plain", "floor"):
-                ratios[f"{kind}_{size}_2core_over_1core_per_core"] = \
+                ratios[f"{kind}_{size}_2core_over_1core_per_core"] = (
                     best[kind][2][f"{size}:0"] / best[kind][1][f"{size}:0"]
+                )
             if "cnnclf" in least_cpu:
                 # CPU time an image costs on 1 core over 2 cores: >= 1 when reading scales.
-                ratios[f"store_{size}_cpu_1core_over_2core"] = \
+                ratios[f"store_{size}_cpu_1core_over_2core"] = (
                     least_cpu["cnnclf"][1][f"{size}:0"] / least_cpu["cnnclf"][2][f"{size}:0"]
-    return {"images_per_s_per_core": best, "cpu_us_per_image": least_cpu,
-            "all_runs": runs, "ratios": ratios,
-            "baseline": str(args.baseline) if args.baseline else None}
+                )
+    return {
+        "images_per_s_per_core": best,
+        "cpu_us_per_image": least_cpu,
+        "all_runs": runs,
+        "ratios": ratios,
+        "baseline": str(args.baseline) if args.baseline else None,
+    }
 
 
 def section_train_baseline(work: Path, args) -> dict:
@@ -548,20 +719,27 @@ def section_train_baseline(work: Path, args) -> dict:
     runs: dict = {"cnnclf": [], "baseline": []}
     for rep in range(args.repeats):
         order = [("cnnclf", str(ROOT)), ("baseline", str(args.baseline))]
-        for name, root in (order if rep % 2 == 0 else order[::-1]):
-            runs[name].append(cnnclf_train(data, work / f"bundle_{name}", args.epochs, rep + 1,
-                                           root=root))
-    result = {name: {"steady_images_per_s": max(n / min(r["epoch_seconds"][1:]) for r in rs),
-                     "steady_median_images_per_s": statistics.median(
-                         n / steady(r["epoch_seconds"]) for r in rs),
-                     "mean_val_accuracy": statistics.mean(r["val_accuracy"] for r in rs),
-                     "epoch_seconds": [r["epoch_seconds"] for r in rs]}
-              for name, rs in runs.items()}
+        for name, root in order if rep % 2 == 0 else order[::-1]:
+            runs[name].append(
+                cnnclf_train(data, work / f"bundle_{name}", args.epochs, rep + 1, root=root)
+            )
+    result = {
+        name: {
+            "steady_images_per_s": max(n / min(r["epoch_seconds"][1:]) for r in rs),
+            "steady_median_images_per_s": statistics.median(
+                n / steady(r["epoch_seconds"]) for r in rs
+            ),
+            "mean_val_accuracy": statistics.mean(r["val_accuracy"] for r in rs),
+            "epoch_seconds": [r["epoch_seconds"] for r in rs],
+        }
+        for name, rs in runs.items()
+    }
     result["ratios"] = {
         "steady_cnnclf_over_baseline": result["cnnclf"]["steady_images_per_s"]
         / result["baseline"]["steady_images_per_s"],
         "median_steady_cnnclf_over_baseline": result["cnnclf"]["steady_median_images_per_s"]
-        / result["baseline"]["steady_median_images_per_s"]}
+        / result["baseline"]["steady_median_images_per_s"],
+    }
     # The photo set is too easy to show an accuracy change (1.0 for both): pullover vs coat
     # with the tutorial's augmentation is not, so augmentation numerics would show there.
     pair = make_fashion_pair(work / "fashion_pair")
@@ -569,10 +747,17 @@ def section_train_baseline(work: Path, args) -> dict:
         accuracy: dict = {"cnnclf": [], "baseline": []}
         for rep in range(args.repeats):
             order = [("cnnclf", str(ROOT)), ("baseline", str(args.baseline))]
-            for name, root in (order if rep % 2 == 0 else order[::-1]):
-                accuracy[name].append(cnnclf_train(
-                    pair, work / f"pair_{name}", args.epochs, rep + 1,
-                    "data.image_size=[64, 64]", root=root)["val_accuracy"])
+            for name, root in order if rep % 2 == 0 else order[::-1]:
+                accuracy[name].append(
+                    cnnclf_train(
+                        pair,
+                        work / f"pair_{name}",
+                        args.epochs,
+                        rep + 1,
+                        "data.image_size=[64, 64]",
+                        root=root,
+                    )["val_accuracy"]
+                )
         result["pullover_vs_coat_val_accuracy"] = accuracy
         for name, values in accuracy.items():
             result[name]["pullover_vs_coat_mean_val_accuracy"] = statistics.mean(values)
@@ -597,35 +782,65 @@ def section_predict(work: Path, args) -> dict:
     preprocessing = json.loads((bundle / "preprocessing.json").read_text())
     t100, t1000, loop, decode = [], [], [], []
     for _ in range(args.repeats + 2):
-        t100.append(timed(cnnclf("predict", "--model", str(bundle), "--format", "csv",
-                                 str(folders[100])))[0])
-        t1000.append(timed(cnnclf("predict", "--model", str(bundle), "--format", "csv",
-                                  str(folders[1000])))[0])
+        t100.append(
+            timed(cnnclf("predict", "--model", str(bundle), "--format", "csv", str(folders[100])))[
+                0
+            ]
+        )
+        t1000.append(
+            timed(cnnclf("predict", "--model", str(bundle), "--format", "csv", str(folders[1000])))[
+                0
+            ]
+        )
     for _ in range(args.repeats):
-        loop.append(run_worker("loop_predict", model=str(bundle / "model.keras"),
-                               paths=[str(p) for p in files[:args.loop_images]]))
-        decode.append(run_worker("decode", paths=[str(p) for p in sorted(
-            folders[1000].iterdir())], interpolation=preprocessing["interpolation"]))
+        loop.append(
+            run_worker(
+                "loop_predict",
+                model=str(bundle / "model.keras"),
+                paths=[str(p) for p in files[: args.loop_images]],
+            )
+        )
+        decode.append(
+            run_worker(
+                "decode",
+                paths=[str(p) for p in sorted(folders[1000].iterdir())],
+                interpolation=preprocessing["interpolation"],
+            )
+        )
     one, load = [], []
     for _ in range(args.repeats):
         one.append(timed(cnnclf("predict", "--model", str(bundle), str(files[0])))[0])
-        load.append(timed([PY, __file__, "--worker", "load_model",
-                           json.dumps({"model": str(bundle / "model.keras")})])[0])
+        load.append(
+            timed(
+                [
+                    PY,
+                    __file__,
+                    "--worker",
+                    "load_model",
+                    json.dumps({"model": str(bundle / "model.keras")}),
+                ]
+            )[0]
+        )
     # 1000 images take only ~0.3-0.5 s more than 100, next to ~3.5 s of start-up that wanders
     # by tenths: each 1000-image run is paired with the 100-image run just before it (same
     # machine phase), and the median of the paired differences is used.
     rate = 900 / statistics.median(b - a for a, b in zip(t100, t1000))
     loop_rate = statistics.median(r["images_per_second"] for r in loop)
     decode_rate = statistics.median(r["images_per_second"] for r in decode)
-    return {"cnnclf_images_per_s": rate, "tutorial_loop_images_per_s": loop_rate,
-            "bare_decode_images_per_s": decode_rate,
-            "one_image_seconds": statistics.median(one),
-            "import_and_load_seconds": statistics.median(load),
-            "seconds_100": t100, "seconds_1000": t1000,
-            "ratios": {"cnnclf_over_tutorial_loop": rate / loop_rate,
-                       "cnnclf_over_bare_decode": rate / decode_rate,
-                       "one_image_overhead_seconds": statistics.median(one)
-                       - statistics.median(load)}}
+    return {
+        "cnnclf_images_per_s": rate,
+        "tutorial_loop_images_per_s": loop_rate,
+        "bare_decode_images_per_s": decode_rate,
+        "one_image_seconds": statistics.median(one),
+        "import_and_load_seconds": statistics.median(load),
+        "seconds_100": t100,
+        "seconds_1000": t1000,
+        "ratios": {
+            "cnnclf_over_tutorial_loop": rate / loop_rate,
+            "cnnclf_over_bare_decode": rate / decode_rate,
+            "one_image_overhead_seconds": statistics.median(one) - statistics.median(load),
+        },
+    }
 
 
 def section_memory(work: Path, args) -> dict:
@@ -635,27 +850,51 @@ def section_memory(work: Path, args) -> dict:
     out = {"train_peak_rss_mib": {}, "predict_peak_rss_mib": {}, "seconds": {}}
     for n in args.memory_sizes:
         tree = full if n == biggest else subset_tree(full, work / f"small{n}", n // 2)
-        train_s, train_rss, _ = timed(cnnclf(
-            "train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
-            "--set", f"data.train_dir={tree}/training_set",
-            "--set", f"data.test_dir={test}/training_set", "--set", "data.image_size=[32,32]",
-            "--set", "model.conv_blocks=[8]", "--set", "model.dense_units=[16]",
-            "--set", "train.epochs=1", "--set", f"data.cache_memory_mb={args.cache_mb}",
-            "--out", str(work / f"mem_bundle{n}"), "--overwrite"))
-        predict_s, predict_rss, _ = timed(cnnclf(
-            "predict", "--model", str(work / f"mem_bundle{n}"), "--format", "csv",
-            str(tree / "training_set")))
+        train_s, train_rss, _ = timed(
+            cnnclf(
+                "train",
+                "--config",
+                str(ROOT / "configs" / "cats_dogs.yaml"),
+                "--set",
+                f"data.train_dir={tree}/training_set",
+                "--set",
+                f"data.test_dir={test}/training_set",
+                "--set",
+                "data.image_size=[32,32]",
+                "--set",
+                "model.conv_blocks=[8]",
+                "--set",
+                "model.dense_units=[16]",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                f"data.cache_memory_mb={args.cache_mb}",
+                "--out",
+                str(work / f"mem_bundle{n}"),
+                "--overwrite",
+            )
+        )
+        predict_s, predict_rss, _ = timed(
+            cnnclf(
+                "predict",
+                "--model",
+                str(work / f"mem_bundle{n}"),
+                "--format",
+                "csv",
+                str(tree / "training_set"),
+            )
+        )
         out["train_peak_rss_mib"][n] = round(train_rss)
         out["predict_peak_rss_mib"][n] = round(predict_rss)
         out["seconds"][n] = {"train": round(train_s, 1), "predict": round(predict_s, 1)}
     listing = run_worker("list", folder=str(full))
     out["list_files"] = listing
     small, large = min(args.memory_sizes), biggest
-    out["growth_mib"] = {"train": out["train_peak_rss_mib"][large]
-                         - out["train_peak_rss_mib"][small],
-                         "predict": out["predict_peak_rss_mib"][large]
-                         - out["predict_peak_rss_mib"][small],
-                         "cache_budget_mib": args.cache_mb}
+    out["growth_mib"] = {
+        "train": out["train_peak_rss_mib"][large] - out["train_peak_rss_mib"][small],
+        "predict": out["predict_peak_rss_mib"][large] - out["predict_peak_rss_mib"][small],
+        "cache_budget_mib": args.cache_mb,
+    }
     return out
 
 
@@ -663,13 +902,19 @@ def section_determinism(work: Path, args) -> dict:
     data = make_photo_set(work / "photos", args.train_images, 200)
     fast, exact = [], []
     for rep in range(args.repeats):
-        fast.append(steady(cnnclf_train(data, work / "det", args.epochs, rep + 1)
-                           ["epoch_seconds"]))
-        exact.append(steady(cnnclf_train(data, work / "det", args.epochs, rep + 1,
-                                         "train.deterministic=true")["epoch_seconds"]))
-    return {"steady_epoch_seconds": {"default": fast, "deterministic": exact},
-            "ratio_deterministic_over_default_throughput":
-                statistics.median(fast) / statistics.median(exact)}
+        fast.append(steady(cnnclf_train(data, work / "det", args.epochs, rep + 1)["epoch_seconds"]))
+        exact.append(
+            steady(
+                cnnclf_train(data, work / "det", args.epochs, rep + 1, "train.deterministic=true")[
+                    "epoch_seconds"
+                ]
+            )
+        )
+    return {
+        "steady_epoch_seconds": {"default": fast, "deterministic": exact},
+        "ratio_deterministic_over_default_throughput": statistics.median(fast)
+        / statistics.median(exact),
+    }
 
 
 def section_accuracy(work: Path, args) -> dict:
@@ -682,8 +927,10 @@ def section_accuracy(work: Path, args) -> dict:
     data = make_fashion_pair(work / "pullover_coat")
     if data is None:
         return {"skipped": f"no Fashion-MNIST in {FASHION} (apt-get install dataset-fashion-mnist)"}
-    configs = {"tutorial": ROOT / "configs" / "cats_dogs.yaml",
-               "recommended": ROOT / "configs" / "recommended.yaml"}
+    configs = {
+        "tutorial": ROOT / "configs" / "cats_dogs.yaml",
+        "recommended": ROOT / "configs" / "recommended.yaml",
+    }
     runs = {name: [] for name in configs}
     # Both for the recommended config's epochs: the tutorial config's shipped 25 would take
     # ~72 s a seed and keep the whole benchmark over 10 minutes (measured once, 3 seeds:
@@ -695,86 +942,131 @@ def section_accuracy(work: Path, args) -> dict:
     for rep in range(args.accuracy_seeds):
         for name, config in configs.items():  # interleaved, so machine noise hits both alike
             out = work / f"tta_{name}"
-            seconds, _, _ = timed(cnnclf(
-                "train", "--config", str(config), "--set", f"data.train_dir={data}/training_set",
-                "--set", f"data.test_dir={data}/test_set", "--set", f"train.seed={rep + 1}",
-                "--set", f"train.epochs={epochs[name]}", "--out", str(out), "--overwrite"))
+            seconds, _, _ = timed(
+                cnnclf(
+                    "train",
+                    "--config",
+                    str(config),
+                    "--set",
+                    f"data.train_dir={data}/training_set",
+                    "--set",
+                    f"data.test_dir={data}/test_set",
+                    "--set",
+                    f"train.seed={rep + 1}",
+                    "--set",
+                    f"train.epochs={epochs[name]}",
+                    "--out",
+                    str(out),
+                    "--overwrite",
+                )
+            )
             history = json.loads((out / "history.json").read_text())
             metrics = json.loads((out / "metrics.json").read_text())
             # Wall time to a saved bundle had training stopped after each epoch: everything
             # that is not an epoch (imports, listing, model build, bundle write) counts once.
             overhead = seconds - sum(history["epoch_seconds"])
-            elapsed = [overhead + sum(history["epoch_seconds"][:i + 1])
-                       for i in range(len(history["epoch_seconds"]))]
-            runs[name].append({"seed": rep + 1, "wall_seconds": seconds,
-                               "accuracy": metrics["accuracy"],
-                               "val_accuracy": history["val_accuracy"],
-                               "elapsed_seconds": [round(t, 2) for t in elapsed]})
+            elapsed = [
+                overhead + sum(history["epoch_seconds"][: i + 1])
+                for i in range(len(history["epoch_seconds"]))
+            ]
+            runs[name].append(
+                {
+                    "seed": rep + 1,
+                    "wall_seconds": seconds,
+                    "accuracy": metrics["accuracy"],
+                    "val_accuracy": history["val_accuracy"],
+                    "elapsed_seconds": [round(t, 2) for t in elapsed],
+                }
+            )
     mean = statistics.mean
     tutorial, recommended = runs["tutorial"], runs["recommended"]
     # The tutorial config's accuracy within the recommended run's wall time (same seed): its
     # last epoch finished by then (0.5, a coin flip, if not even one was).
     same_time = []
     for t, r in zip(tutorial, recommended):
-        done = [a for at, a in zip(t["elapsed_seconds"], t["val_accuracy"])
-                if at <= r["wall_seconds"]]
+        done = [
+            a for at, a in zip(t["elapsed_seconds"], t["val_accuracy"]) if at <= r["wall_seconds"]
+        ]
         same_time.append(done[-1] if done else 0.5)
     result = {
-        "tutorial": {"mean_accuracy": mean(r["accuracy"] for r in tutorial),
-                     "mean_wall_seconds": mean(r["wall_seconds"] for r in tutorial),
-                     "epochs": len(tutorial[0]["val_accuracy"]),
-                     "mean_accuracy_in_recommended_wall_time": mean(same_time),
-                     "runs": tutorial},
-        "recommended": {"mean_accuracy": mean(r["accuracy"] for r in recommended),
-                        "mean_wall_seconds": mean(r["wall_seconds"] for r in recommended),
-                        "epochs": len(recommended[0]["val_accuracy"]),
-                        "runs": recommended}}
+        "tutorial": {
+            "mean_accuracy": mean(r["accuracy"] for r in tutorial),
+            "mean_wall_seconds": mean(r["wall_seconds"] for r in tutorial),
+            "epochs": len(tutorial[0]["val_accuracy"]),
+            "mean_accuracy_in_recommended_wall_time": mean(same_time),
+            "runs": tutorial,
+        },
+        "recommended": {
+            "mean_accuracy": mean(r["accuracy"] for r in recommended),
+            "mean_wall_seconds": mean(r["wall_seconds"] for r in recommended),
+            "epochs": len(recommended[0]["val_accuracy"]),
+            "runs": recommended,
+        },
+    }
     rec = result["recommended"]
     result["ratios"] = {
-        "points_over_tutorial_in_same_wall_time":
-            100 * (rec["mean_accuracy"] - mean(same_time)),
-        "points_over_tutorial_same_epochs":
-            100 * (rec["mean_accuracy"] - result["tutorial"]["mean_accuracy"]),
-        "wall_recommended_over_tutorial_same_epochs":
-            rec["mean_wall_seconds"] / result["tutorial"]["mean_wall_seconds"]}
+        "points_over_tutorial_in_same_wall_time": 100 * (rec["mean_accuracy"] - mean(same_time)),
+        "points_over_tutorial_same_epochs": 100
+        * (rec["mean_accuracy"] - result["tutorial"]["mean_accuracy"]),
+        "wall_recommended_over_tutorial_same_epochs": rec["mean_wall_seconds"]
+        / result["tutorial"]["mean_wall_seconds"],
+    }
     return result
 
 
-SECTIONS = {"train": section_train, "feed": section_feed,
-            "train_baseline": section_train_baseline,
-            "predict": section_predict, "memory": section_memory,
-            "determinism": section_determinism, "accuracy": section_accuracy}
+SECTIONS = {
+    "train": section_train,
+    "feed": section_feed,
+    "train_baseline": section_train_baseline,
+    "predict": section_predict,
+    "memory": section_memory,
+    "determinism": section_determinism,
+    "accuracy": section_accuracy,
+}
 
 
 def print_table(results: dict) -> None:
     if "train" in results:
         r = results["train"]
         print("\nTraining throughput, images/s (best over interleaved repeats; median)")
-        print(f"{'pipeline':<12}{'steady':>10}{'(median)':>10}{'first epoch':>14}"
-              f"{'held-out acc':>14}")
+        print(
+            f"{'pipeline':<12}{'steady':>10}{'(median)':>10}{'first epoch':>14}{'held-out acc':>14}"
+        )
         for name in ("compute", "cnnclf", "handwritten", "tutorial"):
-            print(f"{name:<12}{r[name]['steady_images_per_s']:>10.0f}"
-                  f"{r[name]['steady_median_images_per_s']:>10.0f}"
-                  f"{r[name]['first_epoch_images_per_s']:>14.0f}"
-                  f"{r[name]['mean_val_accuracy']:>14.4f}")
+            print(
+                f"{name:<12}{r[name]['steady_images_per_s']:>10.0f}"
+                f"{r[name]['steady_median_images_per_s']:>10.0f}"
+                f"{r[name]['first_epoch_images_per_s']:>14.0f}"
+                f"{r[name]['mean_val_accuracy']:>14.4f}"
+            )
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
     if "feed" in results:
         r = results["feed"]
         print("\nFeed rate, images/s per core (input side alone, no model; best of repeats)")
-        print(f"{'pipeline':<10}{'cores':>6}{'64 plain':>10}{'64 aug':>10}{'224 plain':>11}"
-              f"{'224 aug':>10}")
+        print(
+            f"{'pipeline':<10}{'cores':>6}{'64 plain':>10}{'64 aug':>10}{'224 plain':>11}"
+            f"{'224 aug':>10}"
+        )
         for kind, by_cores in r["images_per_s_per_core"].items():
             for cores, per in by_cores.items():
-                print(f"{kind:<10}{cores:>6}" + "".join(
-                    f"{per.get(case, float('nan')):>{w}.0f}"
-                    for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))))
+                print(
+                    f"{kind:<10}{cores:>6}"
+                    + "".join(
+                        f"{per.get(case, float('nan')):>{w}.0f}"
+                        for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))
+                    )
+                )
         print("CPU time per image, us (least of repeats)")
         for kind, by_cores in r.get("cpu_us_per_image", {}).items():
             for cores, per in by_cores.items():
-                print(f"{kind:<10}{cores:>6}" + "".join(
-                    f"{per.get(case, float('nan')):>{w}.1f}"
-                    for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))))
+                print(
+                    f"{kind:<10}{cores:>6}"
+                    + "".join(
+                        f"{per.get(case, float('nan')):>{w}.1f}"
+                        for case, w in (("64:0", 10), ("64:1", 10), ("224:0", 11), ("224:1", 10))
+                    )
+                )
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
     if "train_baseline" in results and "skipped" not in results["train_baseline"]:
@@ -782,73 +1074,100 @@ def print_table(results: dict) -> None:
         print("\nSteady training at 64x64, this tree against --baseline, images/s (best; median)")
         for name in ("cnnclf", "baseline"):
             pair = r[name].get("pullover_vs_coat_mean_val_accuracy")
-            print(f"  {name:<10}{r[name]['steady_images_per_s']:>8.0f}"
-                  f"{r[name]['steady_median_images_per_s']:>8.0f}  held-out acc "
-                  f"{r[name]['mean_val_accuracy']:.4f}"
-                  + (f"; pullover vs coat {pair:.4f} "
-                     f"{r['pullover_vs_coat_val_accuracy'][name]}" if pair else ""))
+            print(
+                f"  {name:<10}{r[name]['steady_images_per_s']:>8.0f}"
+                f"{r[name]['steady_median_images_per_s']:>8.0f}  held-out acc "
+                f"{r[name]['mean_val_accuracy']:.4f}"
+                + (
+                    f"; pullover vs coat {pair:.4f} {r['pullover_vs_coat_val_accuracy'][name]}"
+                    if pair
+                    else ""
+                )
+            )
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
     if "predict" in results:
         r = results["predict"]
         print("\nPrediction, images/s")
-        for k in ("cnnclf_images_per_s", "tutorial_loop_images_per_s",
-                  "bare_decode_images_per_s"):
+        for k in ("cnnclf_images_per_s", "tutorial_loop_images_per_s", "bare_decode_images_per_s"):
             print(f"  {k}: {r[k]:.0f}")
-        print(f"  one image: {r['one_image_seconds']:.2f} s; import TF + load model: "
-              f"{r['import_and_load_seconds']:.2f} s")
+        print(
+            f"  one image: {r['one_image_seconds']:.2f} s; import TF + load model: "
+            f"{r['import_and_load_seconds']:.2f} s"
+        )
         for k, v in r["ratios"].items():
             print(f"  {k}: {v:.2f}")
     if "memory" in results:
         r = results["memory"]
         print("\nPeak RSS, MiB (images: train / predict)")
         for n in r["train_peak_rss_mib"]:
-            print(f"  {n:>7}: {r['train_peak_rss_mib'][n]:>6} / {r['predict_peak_rss_mib'][n]:>6}"
-                  f"   ({r['seconds'][n]['train']} s / {r['seconds'][n]['predict']} s)")
+            print(
+                f"  {n:>7}: {r['train_peak_rss_mib'][n]:>6} / {r['predict_peak_rss_mib'][n]:>6}"
+                f"   ({r['seconds'][n]['train']} s / {r['seconds'][n]['predict']} s)"
+            )
         print(f"  growth smallest->largest: {r['growth_mib']}")
         print(f"  listing {r['list_files']['files']} files: {r['list_files']['seconds']:.2f} s")
     if "determinism" in results:
         r = results["determinism"]
-        print(f"\nDeterminism: throughput ratio default/deterministic = "
-              f"{r['ratio_deterministic_over_default_throughput']:.2f}")
+        print(
+            f"\nDeterminism: throughput ratio default/deterministic = "
+            f"{r['ratio_deterministic_over_default_throughput']:.2f}"
+        )
     if "accuracy" in results:
         print_accuracy(results["accuracy"])
 
 
 def print_accuracy(r: dict) -> None:
-    print("\nTime to accuracy: Fashion-MNIST pullover vs coat, held-out accuracy (mean over "
-          "seeds)")
+    print("\nTime to accuracy: Fashion-MNIST pullover vs coat, held-out accuracy (mean over seeds)")
     if "skipped" in r:
         print(f"  skipped: {r['skipped']}")
         return
     t, rec = r["tutorial"], r["recommended"]
     print(f"{'config':<44}{'accuracy':>10}{'wall s':>9}")
-    print(f"{'tutorial (cats_dogs.yaml), ' + str(t['epochs']) + ' epochs':<44}"
-          f"{t['mean_accuracy']:>10.4f}{t['mean_wall_seconds']:>9.1f}")
-    print(f"{'tutorial config, cut at the recommended wall':<44}"
-          f"{t['mean_accuracy_in_recommended_wall_time']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
-    print(f"{'recommended.yaml, ' + str(rec['epochs']) + ' epochs':<44}"
-          f"{rec['mean_accuracy']:>10.4f}{rec['mean_wall_seconds']:>9.1f}")
+    print(
+        f"{'tutorial (cats_dogs.yaml), ' + str(t['epochs']) + ' epochs':<44}"
+        f"{t['mean_accuracy']:>10.4f}{t['mean_wall_seconds']:>9.1f}"
+    )
+    print(
+        f"{'tutorial config, cut at the recommended wall':<44}"
+        f"{t['mean_accuracy_in_recommended_wall_time']:>10.4f}{rec['mean_wall_seconds']:>9.1f}"
+    )
+    print(
+        f"{'recommended.yaml, ' + str(rec['epochs']) + ' epochs':<44}"
+        f"{rec['mean_accuracy']:>10.4f}{rec['mean_wall_seconds']:>9.1f}"
+    )
     for k, v in r["ratios"].items():
         print(f"  {k}: {v:+.2f}" if k.startswith("points") else f"  {k}: {v:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="train,predict,memory,accuracy",
-                        help=f"comma-separated, from {', '.join(SECTIONS)}; or all")
+    parser.add_argument(
+        "--sections",
+        default="train,predict,memory,accuracy",
+        help=f"comma-separated, from {', '.join(SECTIONS)}; or all",
+    )
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument("--work", type=Path, help="keep data sets here between runs")
     parser.add_argument("--quick", action="store_true", help="smaller sets, one repeat")
-    parser.add_argument("--baseline", type=Path,
-                        help="another cnnclf source tree (e.g. `git archive main`) that the "
-                             "feed and train_baseline sections compare against")
-    parser.add_argument("--feed-in-graph", action="store_true",
-                        help="feed: consume batches inside a tf.function, as Keras' fit does "
-                             "(default: a Python loop over the dataset)")
-    parser.add_argument("--repeats", type=int,
-                        help="interleaved repeats of each measurement (default 3, 1 with "
-                             "--quick); more narrow the noise of a shared machine")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another cnnclf source tree (e.g. `git archive main`) that the "
+        "feed and train_baseline sections compare against",
+    )
+    parser.add_argument(
+        "--feed-in-graph",
+        action="store_true",
+        help="feed: consume batches inside a tf.function, as Keras' fit does "
+        "(default: a Python loop over the dataset)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="interleaved repeats of each measurement (default 3, 1 with "
+        "--quick); more narrow the noise of a shared machine",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("worker_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()

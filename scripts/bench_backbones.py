@@ -52,31 +52,40 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cnnclf-backbones-"))
     tree = make_tree(work / "data", n_classes=2, n_train=args.images // 2, n_test=4)
     images = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
-    print(f"{'backbone':<20} {'params':>12} {'bundle MB':>10} {'train img/s':>12} "
-          f"{'fine-tune img/s':>16} {'predict img/s':>14}", flush=True)
+    print(
+        f"{'backbone':<20} {'params':>12} {'bundle MB':>10} {'train img/s':>12} "
+        f"{'fine-tune img/s':>16} {'predict img/s':>14}",
+        flush=True,
+    )
     for name in args.names:
         spec = BACKBONES[name]
-        raw = {"data": {"train_dir": str(tree / "training_set"),
-                        "test_dir": str(tree / "test_set"),
-                        "image_size": [spec.default_size] * 2, "batch_size": args.batch_size},
-               "augment": {"horizontal_flip": True, "zoom_range": 0.1},
-               "model": {"backbone": {"name": name, "weights": "none"}},
-               "train": {"epochs": 2, "seed": 1,
-                         "fine_tune": {"epochs": 2, "learning_rate": 1e-5}}}
+        raw = {
+            "data": {
+                "train_dir": str(tree / "training_set"),
+                "test_dir": str(tree / "test_set"),
+                "image_size": [spec.default_size] * 2,
+                "batch_size": args.batch_size,
+            },
+            "augment": {"horizontal_flip": True, "zoom_range": 0.1},
+            "model": {"backbone": {"name": name, "weights": "none"}},
+            "train": {"epochs": 2, "seed": 1, "fine_tune": {"epochs": 2, "learning_rate": 1e-5}},
+        }
         config_path = work / f"{name}.yaml"
         config_path.write_text(yaml.safe_dump(raw))
         result = train(load_config(config_path), out_dir=work / name, progress=0)
         seconds = result.history["epoch_seconds"]
         n = len(images)
         bundle = load_bundle(work / name)
-        list(predict_paths(bundle, images[:args.batch_size], batch_size=args.batch_size))
+        list(predict_paths(bundle, images[: args.batch_size], batch_size=args.batch_size))
         started = time.perf_counter()
         list(predict_paths(bundle, images, batch_size=args.batch_size))
         predict_rate = n / (time.perf_counter() - started)
         params = bundle.model.count_params()
-        print(f"{name:<20} {params:>12,} {folder_mb(work / name):>10.1f} "
-              f"{n / seconds[1]:>12.1f} {n / seconds[3]:>16.1f} {predict_rate:>14.1f}",
-              flush=True)
+        print(
+            f"{name:<20} {params:>12,} {folder_mb(work / name):>10.1f} "
+            f"{n / seconds[1]:>12.1f} {n / seconds[3]:>16.1f} {predict_rate:>14.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def multipart(path: Path) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{path.name}\"\r\nContent-Type: image/png\r\n\r\n").encode()
-    return body + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode()
+    return (
+        body + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(),
+        f"multipart/form-data; boundary={boundary}",
+    )
 
 
 class Client:
@@ -64,8 +68,9 @@ class Client:
         body, content_type = self.bodies[i % len(self.bodies)]
         start = time.perf_counter()
         try:
-            self.connection.request("POST", "/predict", body=body,
-                                    headers={"Content-Type": content_type})
+            self.connection.request(
+                "POST", "/predict", body=body, headers={"Content-Type": content_type}
+            )
             response = self.connection.getresponse()
             data = response.read()
             if response.status != 200 or b'"label"' not in data:
@@ -86,8 +91,11 @@ class RssSampler(threading.Thread):
         while not self.stop.is_set():
             try:
                 status = Path(f"/proc/{self.pid}/status").read_text()
-                kb = int(next(line for line in status.splitlines()
-                              if line.startswith("VmRSS:")).split()[1])
+                kb = int(
+                    next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[
+                        1
+                    ]
+                )
                 self.samples.append((time.monotonic(), kb / 1024))
             except (OSError, StopIteration):
                 pass
@@ -104,9 +112,15 @@ def sequential(port, bodies, n) -> dict:
         client.post(i)
     elapsed = time.perf_counter() - start
     ms = [1000 * v for v in client.latencies]
-    return {"requests": n, "errors": len(client.errors), "p50_ms": percentile(ms, 50),
-            "p99_ms": percentile(ms, 99), "mean_ms": statistics.mean(ms),
-            "img_per_s": n / elapsed, "first_errors": client.errors[:3]}
+    return {
+        "requests": n,
+        "errors": len(client.errors),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": statistics.mean(ms),
+        "img_per_s": n / elapsed,
+        "first_errors": client.errors[:3],
+    }
 
 
 def concurrent(port, bodies, clients, seconds, max_requests) -> dict:
@@ -132,9 +146,16 @@ def concurrent(port, bodies, clients, seconds, max_requests) -> dict:
     elapsed = time.perf_counter() - start
     ms = [1000 * v for c in workers for v in c.latencies]
     errors = [e for c in workers for e in c.errors]
-    return {"clients": clients, "requests": len(ms), "seconds": elapsed,
-            "img_per_s": len(ms) / elapsed, "p50_ms": percentile(ms, 50),
-            "p99_ms": percentile(ms, 99), "errors": len(errors), "first_errors": errors[:3]}
+    return {
+        "clients": clients,
+        "requests": len(ms),
+        "seconds": elapsed,
+        "img_per_s": len(ms) / elapsed,
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
 
 
 def timed(command: list[str]) -> float:
@@ -176,10 +197,23 @@ def main() -> int:
 
     port = free_port()
     start = time.perf_counter()
-    server = subprocess.Popen(cnnclf + ["serve", "--model", model, "--port", str(port),
-                                        "--max-batch-size", str(args.max_batch_size),
-                                        "--max-wait-ms", str(args.max_wait_ms)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        cnnclf
+        + [
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(args.max_batch_size),
+            "--max-wait-ms",
+            str(args.max_wait_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rss = RssSampler(server.pid)
     rss.start()
     measured_from = float("inf")
@@ -204,8 +238,9 @@ def main() -> int:
         results["rss_mb"]["after_sequential"] = rss.mark()
         results["concurrent"] = []
         for clients in (int(c) for c in args.clients.split(",")):
-            results["concurrent"].append(concurrent(port, bodies, clients, args.seconds,
-                                                    args.max_requests))
+            results["concurrent"].append(
+                concurrent(port, bodies, clients, args.seconds, args.max_requests)
+            )
             results["rss_mb"][f"after_{clients}_clients"] = rss.mark()
     finally:
         server.send_signal(signal.SIGTERM)
@@ -216,42 +251,60 @@ def main() -> int:
         rss.stop.set()
     results["server_exit_code"] = server.returncode
     values = [mb for t, mb in rss.samples if t >= measured_from]
-    results["rss_mb"].update(min_measured=min(values), max_measured=max(values),
-                             samples=len(values))
+    results["rss_mb"].update(
+        min_measured=min(values), max_measured=max(values), samples=len(values)
+    )
 
     one = images[len(images) // 2]
     results["cli_one_image_s"] = timed(cnnclf + ["predict", "--model", model, str(one)])
     folder_s = timed(cnnclf + ["predict", "--model", model, str(DEMO_TEST)])
-    results["cli_folder"] = {"images": len(images), "seconds": folder_s,
-                             "img_per_s": len(images) / folder_s}
+    results["cli_folder"] = {
+        "images": len(images),
+        "seconds": folder_s,
+        "img_per_s": len(images) / folder_s,
+    }
 
     seq = results["sequential"]
     print(f"\nserver ready in {results['server_ready_s']:.1f} s (import, load, warm-up)")
-    print(f"sequential, {seq['requests']} requests: p50 {seq['p50_ms']:.1f} ms, p99 "
-          f"{seq['p99_ms']:.1f} ms ({seq['img_per_s']:.0f} img/s), errors {seq['errors']}")
-    print(f"{'clients':>8} {'requests':>9} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7}")
+    print(
+        f"sequential, {seq['requests']} requests: p50 {seq['p50_ms']:.1f} ms, p99 "
+        f"{seq['p99_ms']:.1f} ms ({seq['img_per_s']:.0f} img/s), errors {seq['errors']}"
+    )
+    print(f"{'clients':>8} {'requests':>9} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for row in results["concurrent"]:
-        print(f"{row['clients']:>8} {row['requests']:>9} {row['img_per_s']:>8.0f} "
-              f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>7}")
+        print(
+            f"{row['clients']:>8} {row['requests']:>9} {row['img_per_s']:>8.0f} "
+            f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['errors']:>7}"
+        )
     folder = results["cli_folder"]
-    print(f"cnnclf predict, one image: {results['cli_one_image_s']:.2f} s "
-          f"(= {1000 * results['cli_one_image_s'] / seq['p50_ms']:.0f}x the served p50)")
-    print(f"cnnclf predict, folder of {folder['images']}: {folder['seconds']:.2f} s "
-          f"({folder['img_per_s']:.0f} img/s, start-up included)")
+    print(
+        f"cnnclf predict, one image: {results['cli_one_image_s']:.2f} s "
+        f"(= {1000 * results['cli_one_image_s'] / seq['p50_ms']:.0f}x the served p50)"
+    )
+    print(
+        f"cnnclf predict, folder of {folder['images']}: {folder['seconds']:.2f} s "
+        f"({folder['img_per_s']:.0f} img/s, start-up included)"
+    )
     best = max(results["concurrent"], key=lambda r: r["img_per_s"])
-    print(f"best served throughput ({best['clients']} clients) = "
-          f"{best['img_per_s'] / folder['img_per_s']:.2f}x the folder predict's img/s")
+    print(
+        f"best served throughput ({best['clients']} clients) = "
+        f"{best['img_per_s'] / folder['img_per_s']:.2f}x the folder predict's img/s"
+    )
     r = results["rss_mb"]
-    print("server RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()
-                                        if k != "samples") + f" ({r['samples']} samples)")
+    print(
+        "server RSS MB: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r.items() if k != "samples")
+        + f" ({r['samples']} samples)"
+    )
     print(f"server exit code after SIGTERM: {results['server_exit_code']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     errors = seq["errors"] + sum(row["errors"] for row in results["concurrent"])
     if errors or results["server_exit_code"] != 0:
-        print(f"FAILED: {errors} error(s); first: "
-              f"{(seq['first_errors'] + [e for r in results['concurrent'] for e in r['first_errors']])[:3]}")
+        print(
+            f"FAILED: {errors} error(s); first: "
+            f"{(seq['first_errors'] + [e for r in results['concurrent'] for e in r['first_errors']])[:3]}"
+        )
         return 1
     return 0
 

@@ -77,31 +77,52 @@ print(json.dumps({"accuracy": accuracy, "train_seconds": train_seconds,
 """
 
 
-def run_cnnclf(data: Path, epochs: int, seed: int, workdir: Path,
-               overrides: list[str] = ()) -> dict:
+def run_cnnclf(
+    data: Path, epochs: int, seed: int, workdir: Path, overrides: list[str] = ()
+) -> dict:
     bundle = workdir / f"cnnclf-seed{seed}"
     cli = [sys.executable, "-m", "cnnclf.cli"]
     started = time.monotonic()  # process start to saved bundle, as for the tutorial
-    subprocess.run(cli + ["train", "--config", str(ROOT / "configs" / "cats_dogs.yaml"),
-                          "--set", f"data.train_dir={data / 'training_set'}",
-                          "--set", f"data.test_dir={data / 'test_set'}",
-                          "--set", f"train.epochs={epochs}", "--set", f"train.seed={seed}",
-                          "--out", str(bundle)]
-                   + [arg for o in overrides for arg in ("--set", o)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cli
+        + [
+            "train",
+            "--config",
+            str(ROOT / "configs" / "cats_dogs.yaml"),
+            "--set",
+            f"data.train_dir={data / 'training_set'}",
+            "--set",
+            f"data.test_dir={data / 'test_set'}",
+            "--set",
+            f"train.epochs={epochs}",
+            "--set",
+            f"train.seed={seed}",
+            "--out",
+            str(bundle),
+        ]
+        + [arg for o in overrides for arg in ("--set", o)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     train_seconds = time.monotonic() - started
-    out = subprocess.run(cli + ["predict", "--model", str(bundle), "--format", "json",
-                                str(data / "test_set")],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        cli + ["predict", "--model", str(bundle), "--format", "json", str(data / "test_set")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     rows = json.loads(out.stdout)
     correct = sum(Path(r["path"]).parent.name == r["label"] for r in rows)
-    return {"accuracy": correct / len(rows), "train_seconds": train_seconds,
-            "n_test": len(rows)}
+    return {"accuracy": correct / len(rows), "train_seconds": train_seconds, "n_test": len(rows)}
 
 
 def run_tutorial(data: Path, epochs: int, seed: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", TUTORIAL, str(data), str(epochs), str(seed)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", TUTORIAL, str(data), str(epochs), str(seed)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -111,54 +132,73 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="extra cnnclf config override (repeatable)")
-    parser.add_argument("--skip-tutorial", action="store_true",
-                        help="run cnnclf only (e.g. to compare two cnnclf settings)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra cnnclf config override (repeatable)",
+    )
+    parser.add_argument(
+        "--skip-tutorial",
+        action="store_true",
+        help="run cnnclf only (e.g. to compare two cnnclf settings)",
+    )
     args = parser.parse_args()
     data = args.data.resolve()
     results = {"cnnclf": [], "tutorial": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             # Interleaved, so machine noise hits both pipelines alike.
-            results["cnnclf"].append(run_cnnclf(data, args.epochs, seed, Path(tmp),
-                                                args.overrides))
+            results["cnnclf"].append(run_cnnclf(data, args.epochs, seed, Path(tmp), args.overrides))
             if args.skip_tutorial:
-                print(f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f}",
-                      flush=True)
+                print(f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f}", flush=True)
                 continue
             results["tutorial"].append(run_tutorial(data, args.epochs, seed))
-            print(f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f} "
-                  f"({results['cnnclf'][-1]['train_seconds']:.1f} s), tutorial "
-                  f"{results['tutorial'][-1]['accuracy']:.4f} "
-                  f"({results['tutorial'][-1]['train_seconds']:.1f} s)", flush=True)
+            print(
+                f"seed {seed}: cnnclf {results['cnnclf'][-1]['accuracy']:.4f} "
+                f"({results['cnnclf'][-1]['train_seconds']:.1f} s), tutorial "
+                f"{results['tutorial'][-1]['accuracy']:.4f} "
+                f"({results['tutorial'][-1]['train_seconds']:.1f} s)",
+                flush=True,
+            )
     summary = {}
     if args.skip_tutorial:
         accs = [r["accuracy"] for r in results["cnnclf"]]
-        print(f"cnnclf {args.overrides}: mean accuracy {statistics.mean(accs):.4f} over "
-              f"seeds {args.seeds}")
+        print(
+            f"cnnclf {args.overrides}: mean accuracy {statistics.mean(accs):.4f} over "
+            f"seeds {args.seeds}"
+        )
         return
     for name, runs in results.items():
         accs = [r["accuracy"] for r in runs]
-        summary[name] = {"mean_accuracy": statistics.mean(accs),
-                         "stdev_accuracy": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                         "median_train_seconds": statistics.median(r["train_seconds"]
-                                                                   for r in runs),
-                         "runs": runs}
+        summary[name] = {
+            "mean_accuracy": statistics.mean(accs),
+            "stdev_accuracy": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "median_train_seconds": statistics.median(r["train_seconds"] for r in runs),
+            "runs": runs,
+        }
     delta = summary["cnnclf"]["mean_accuracy"] - summary["tutorial"]["mean_accuracy"]
-    print(f"\n{data.name}: {args.epochs} epochs, seeds {args.seeds}, "
-          f"{results['cnnclf'][0]['n_test']} test images")
+    print(
+        f"\n{data.name}: {args.epochs} epochs, seeds {args.seeds}, "
+        f"{results['cnnclf'][0]['n_test']} test images"
+    )
     print(f"{'pipeline':<10} {'mean acc':>9} {'stdev':>7} {'train s (median)':>17}")
     for name, s in summary.items():
-        print(f"{name:<10} {s['mean_accuracy']:>9.4f} {s['stdev_accuracy']:>7.4f} "
-              f"{s['median_train_seconds']:>17.1f}")
-    ratio = (summary["tutorial"]["median_train_seconds"]
-             / summary["cnnclf"]["median_train_seconds"])
-    print(f"cnnclf - tutorial: {delta * 100:+.2f} accuracy points; "
-          f"tutorial/cnnclf train time: {ratio:.2f}x")
+        print(
+            f"{name:<10} {s['mean_accuracy']:>9.4f} {s['stdev_accuracy']:>7.4f} "
+            f"{s['median_train_seconds']:>17.1f}"
+        )
+    ratio = summary["tutorial"]["median_train_seconds"] / summary["cnnclf"]["median_train_seconds"]
+    print(
+        f"cnnclf - tutorial: {delta * 100:+.2f} accuracy points; "
+        f"tutorial/cnnclf train time: {ratio:.2f}x"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"epochs": args.epochs, "seeds": args.seeds,
-                                         "summary": summary}, indent=2))
+        args.json.write_text(
+            json.dumps({"epochs": args.epochs, "seeds": args.seeds, "summary": summary}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -28,15 +28,25 @@ import numpy as np
 from PIL import Image
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-           "bag", "ankle_boot"]
+CLASSES = [
+    "tshirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+]
 
 
 def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -51,8 +61,7 @@ def write_split(images, labels, wanted, per_class, folder: Path, args, rng) -> i
             if args.max_size > 28 or args.min_size != 28:
                 side = rng.randint(args.min_size, args.max_size)
                 aspect = rng.uniform(0.8, 1.25) if args.min_size != args.max_size else 1.0
-                image = image.resize((side, max(8, round(side * aspect))),
-                                     Image.Resampling.BICUBIC)
+                image = image.resize((side, max(8, round(side * aspect))), Image.Resampling.BICUBIC)
             if args.rgb:
                 image = image.convert("RGB")
             out = folder / name / f"{name}_{i:05d}.{args.format}"
@@ -67,8 +76,7 @@ def write_split(images, labels, wanted, per_class, folder: Path, args, rng) -> i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--classes", nargs="+", default=["sneaker", "ankle_boot"],
-                        choices=CLASSES)
+    parser.add_argument("--classes", nargs="+", default=["sneaker", "ankle_boot"], choices=CLASSES)
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=150)
     parser.add_argument("--format", choices=["png", "jpg"], default="png")
@@ -79,18 +87,23 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SOURCE)
     args = parser.parse_args()
     if not (args.source / "train-images-idx3-ubyte.gz").exists():
-        raise SystemExit(f"error: no Fashion-MNIST idx files in {args.source}: "
-                         "apt-get install dataset-fashion-mnist")
+        raise SystemExit(
+            f"error: no Fashion-MNIST idx files in {args.source}: "
+            "apt-get install dataset-fashion-mnist"
+        )
     rng = random.Random(args.seed)
     if args.out.exists():
         shutil.rmtree(args.out)
     counts = {}
-    for split, prefix, per_class in (("training_set", "train", args.train_per_class),
-                                     ("test_set", "t10k", args.test_per_class)):
+    for split, prefix, per_class in (
+        ("training_set", "train", args.train_per_class),
+        ("test_set", "t10k", args.test_per_class),
+    ):
         images = read_idx(args.source / f"{prefix}-images-idx3-ubyte.gz")
         labels = read_idx(args.source / f"{prefix}-labels-idx1-ubyte.gz")
-        counts[split] = write_split(images, labels, args.classes, per_class, args.out / split,
-                                    args, rng)
+        counts[split] = write_split(
+            images, labels, args.classes, per_class, args.out / split, args, rng
+        )
     print(f"wrote {counts} images of {', '.join(args.classes)} to {args.out}")
 
 

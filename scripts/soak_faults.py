@@ -30,24 +30,43 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_tree, write_config  # noqa: E402
+from conftest import make_tree, write_config
 
-POINTS = ["run.started", "checkpoint.data_written", "checkpoint.data_renamed",
-          "checkpoint.best_renamed", "checkpoint.progress_written", "checkpoint.committed",
-          "checkpoint.pruned", "bundle.model_written", "bundle.written", "publish.renamed",
-          "checkpoint.data_written@3", "checkpoint.committed@5"]
+POINTS = [
+    "run.started",
+    "checkpoint.data_written",
+    "checkpoint.data_renamed",
+    "checkpoint.best_renamed",
+    "checkpoint.progress_written",
+    "checkpoint.committed",
+    "checkpoint.pruned",
+    "bundle.model_written",
+    "bundle.written",
+    "publish.renamed",
+    "checkpoint.data_written@3",
+    "checkpoint.committed@5",
+]
 
 
 def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnclf.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnclf.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def start(config: Path, out: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(config), "--out", str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config), "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def complete(out: Path, epochs: int) -> bool:
@@ -90,8 +109,9 @@ def main() -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     tree = make_tree(args.out / "data", n_train=8, n_test=4)
-    config = write_config(args.out / "c.yaml", tree,
-                          train={"epochs": args.epochs, "seed": 3, "keep_best": "val_loss"})
+    config = write_config(
+        args.out / "c.yaml", tree, train={"epochs": args.epochs, "seed": 3, "keep_best": "val_loss"}
+    )
     env = {k: v for k, v in os.environ.items() if k != "CNNCLF_FAULT"}
 
     clean = start(config, args.out / "clean", env)
@@ -120,8 +140,11 @@ def main() -> int:
             time.sleep(when)
             process.send_signal(getattr(signal, sig))
         _, stderr = process.communicate()
-        crashed = "Traceback" in stderr or "free()" in stderr or process.returncode not in (
-            0, 130, -signal.SIGKILL, -signal.SIGINT)
+        crashed = (
+            "Traceback" in stderr
+            or "free()" in stderr
+            or process.returncode not in (0, 130, -signal.SIGKILL, -signal.SIGINT)
+        )
         how = recover(config, out, args.epochs, env)
         ok = not crashed and not how.startswith("LOST")
         kind = f"{sig}{' at ' + point if point else ''}"
@@ -129,10 +152,12 @@ def main() -> int:
         tally[sig][0] += 1
         tally[sig][1] += ok
         shown = f"{when:.2f} s" if when is not None else point
-        detail = "" if not crashed else f" (exit {process.returncode}: " \
-            f"{(stderr.strip().splitlines() or ['?'])[-1][:120]})"
-        print(f"{i:3d} {kind:<40} {shown:<28} {'ok  ' if ok else 'FAIL'} {how}{detail}",
-              flush=True)
+        detail = (
+            ""
+            if not crashed
+            else f" (exit {process.returncode}: {(stderr.strip().splitlines() or ['?'])[-1][:120]})"
+        )
+        print(f"{i:3d} {kind:<40} {shown:<28} {'ok  ' if ok else 'FAIL'} {how}{detail}", flush=True)
     for sig, (tried, survived) in tally.items():
         print(f"{sig}: {survived} of {tried} survived")
     total = sum(t for t, _ in tally.values())

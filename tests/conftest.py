@@ -43,8 +43,9 @@ def pattern_image(kind: str, height: int, width: int, seed: int) -> Image.Image:
     return Image.fromarray(rgb, "RGB")
 
 
-def make_tree(root: Path, n_classes: int = 2, n_train: int = 12, n_test: int = 4,
-              with_test: bool = True) -> Path:
+def make_tree(
+    root: Path, n_classes: int = 2, n_train: int = 12, n_test: int = 4, with_test: bool = True
+) -> Path:
     """Writes root/training_set/<class>/* and root/test_set/<class>/*; returns root."""
     splits = [("training_set", n_train)] + ([("test_set", n_test)] if with_test else [])
     for split, count in splits:
@@ -69,12 +70,22 @@ def make_tree(root: Path, n_classes: int = 2, n_train: int = 12, n_test: int = 4
 def write_config(path: Path, tree: Path, **sections) -> Path:
     """A tiny, fast config for `tree`; keyword arguments update whole sections."""
     config = {
-        "data": {"train_dir": str(tree / "training_set"), "test_dir": str(tree / "test_set"),
-                 "image_size": [16, 16], "batch_size": 8},
-        "augment": {"rescale": "1/255", "shear_range": 0.2, "zoom_range": 0.2,
-                    "horizontal_flip": True},
-        "model": {"conv_blocks": [{"filters": 4, "kernel_size": 3, "pool_size": 2}],
-                  "dense_units": [8]},
+        "data": {
+            "train_dir": str(tree / "training_set"),
+            "test_dir": str(tree / "test_set"),
+            "image_size": [16, 16],
+            "batch_size": 8,
+        },
+        "augment": {
+            "rescale": "1/255",
+            "shear_range": 0.2,
+            "zoom_range": 0.2,
+            "horizontal_flip": True,
+        },
+        "model": {
+            "conv_blocks": [{"filters": 4, "kernel_size": 3, "pool_size": 2}],
+            "dense_units": [8],
+        },
         "train": {"epochs": 1, "seed": 7},
     }
     for section, values in sections.items():
@@ -137,12 +148,20 @@ def _png_claiming(width: int, height: int) -> bytes:
     import zlib
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_bad_case(case: str, folder: Path) -> Path:
@@ -176,7 +195,7 @@ def write_bad_case(case: str, folder: Path) -> Path:
         rgba.save(path)
     elif case == "sixteen_bit_png":
         path = folder / "scan16.png"
-        Image.fromarray((np.asarray(good.convert("L"), np.uint16) * 257)).save(path)
+        Image.fromarray(np.asarray(good.convert("L"), np.uint16) * 257).save(path)
     elif case == "palette_gif":
         path = folder / "palette.gif"
         palette = good.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
@@ -205,8 +224,15 @@ def write_bad_case(case: str, folder: Path) -> Path:
 
 # Files training must skip (and predict must report), and odd files both must read.
 UNREADABLE = ["truncated_jpeg", "text_as_jpeg", "empty_file", "decompression_bomb"]
-ODD_BUT_READABLE = ["png_named_jpg", "cmyk_jpeg", "rgba_png", "sixteen_bit_png", "palette_gif",
-                    "exif_rotated", "tiny_image"]
+ODD_BUT_READABLE = [
+    "png_named_jpg",
+    "cmyk_jpeg",
+    "rgba_png",
+    "sixteen_bit_png",
+    "palette_gif",
+    "exif_rotated",
+    "tiny_image",
+]
 IGNORED = ["ds_store", "thumbs_db", "appledouble"]
 
 
@@ -221,15 +247,20 @@ def write_large_png(path: Path, width: int, height: int) -> Path:
     import zlib
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     compressor = zlib.compressobj(9)
     row = b"\x00" + bytes([200, 100, 50, 128]) * width
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
-                           + chunk(b"IEND", b""))
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
     return Path(path)
 
 

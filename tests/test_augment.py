@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cnnclf.data.augment import make_augmenter
 from cnnclf.config import load_config
+from cnnclf.data.augment import make_augmenter
 
 
 def augment(overrides, images, seed=(1, 2)):
@@ -67,9 +67,10 @@ def test_brightness_multiplies_and_clips():
     assert (out >= 200).all() and (out <= 255).all()
 
 
-@pytest.mark.parametrize("override", ["augment.rotation_range=20",
-                                      "augment.width_shift_range=0.2",
-                                      "augment.height_shift_range=3"])
+@pytest.mark.parametrize(
+    "override",
+    ["augment.rotation_range=20", "augment.width_shift_range=0.2", "augment.height_shift_range=3"],
+)
 def test_geometric_transforms_keep_shape_and_range(override):
     images = gradient_batch()
     out = augment([override], images)
@@ -85,10 +86,18 @@ def dot_after(size, dot, **params):
 
     image = np.zeros((1, size, size, 1), np.float32)
     image[0, dot[0], dot[1]] = 255.0
-    values = {"rotation": 0.0, "shift_x": 0.0, "shift_y": 0.0, "shear": 0.0, "zoom_x": 1.0,
-              "zoom_y": 1.0, **params}
-    m = affine_matrices(**{k: tf.constant([v], tf.float32) for k, v in values.items()},
-                        image_size=(size, size))
+    values = {
+        "rotation": 0.0,
+        "shift_x": 0.0,
+        "shift_y": 0.0,
+        "shear": 0.0,
+        "zoom_x": 1.0,
+        "zoom_y": 1.0,
+        **params,
+    }
+    m = affine_matrices(
+        **{k: tf.constant([v], tf.float32) for k, v in values.items()}, image_size=(size, size)
+    )
     out = apply_affine(tf.constant(image), m, fill_mode="constant").numpy()[0, :, :, 0]
     return tuple(int(i) for i in np.unravel_index(np.argmax(out), out.shape))
 
@@ -120,8 +129,9 @@ def random_matrices(rng, n, size):
     def draw(low, high):
         return tf.constant(rng.uniform(low, high, n), tf.float32)
 
-    return affine_matrices(draw(-40, 40), draw(-6, 6), draw(-6, 6), draw(-25, 25),
-                           draw(0.5, 1.5), draw(0.5, 1.5), size)
+    return affine_matrices(
+        draw(-40, 40), draw(-6, 6), draw(-6, 6), draw(-25, 25), draw(0.5, 1.5), draw(0.5, 1.5), size
+    )
 
 
 @pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
@@ -137,8 +147,12 @@ def test_the_resampler_matches_keras_affine_transform(fill_mode):
     m = random_matrices(rng, 8, (23, 31))
     transform = tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros([8, 2])], axis=1)
     expected = keras.ops.image.affine_transform(
-        tf.constant(images, tf.float32), transform, interpolation="bilinear",
-        fill_mode=fill_mode, fill_value=7.5).numpy()
+        tf.constant(images, tf.float32),
+        transform,
+        interpolation="bilinear",
+        fill_mode=fill_mode,
+        fill_value=7.5,
+    ).numpy()
     for dtype in (np.uint8, np.float32):
         out = apply_affine(tf.constant(images.astype(dtype)), m, fill_mode, 7.5).numpy()
         assert out.dtype == np.float32
@@ -147,22 +161,33 @@ def test_the_resampler_matches_keras_affine_transform(fill_mode):
 
 def test_uint8_batches_augment_as_float_ones():
     images = gradient_batch(8, 33)
-    overrides = ["augment.zoom_range=0.3", "augment.rotation_range=15",
-                 "augment.horizontal_flip=true", "augment.brightness_range=[0.5, 1.5]"]
+    overrides = [
+        "augment.zoom_range=0.3",
+        "augment.rotation_range=15",
+        "augment.horizontal_flip=true",
+        "augment.brightness_range=[0.5, 1.5]",
+    ]
     as_float = augment(overrides, images)
     as_uint8 = augment(overrides, images.astype(np.uint8))
     assert np.abs(as_float - as_uint8).max() < 0.01
-    assert np.abs(augment(["augment.horizontal_flip=true"], images.astype(np.uint8))
-                  - augment(["augment.horizontal_flip=true"], images)).max() == 0
+    assert (
+        np.abs(
+            augment(["augment.horizontal_flip=true"], images.astype(np.uint8))
+            - augment(["augment.horizontal_flip=true"], images)
+        ).max()
+        == 0
+    )
 
 
 def trained_history(tmp_path, name, tree, **augment_keys):
     from conftest import read_json, run_cli, write_config
 
-    config = write_config(tmp_path / f"{name}.yaml", tree,
-                          augment={"shear_range": 0.0, "zoom_range": 0.0,
-                                   "horizontal_flip": False, **augment_keys},
-                          train={"epochs": 2, "seed": 5, "deterministic": True})
+    config = write_config(
+        tmp_path / f"{name}.yaml",
+        tree,
+        augment={"shear_range": 0.0, "zoom_range": 0.0, "horizontal_flip": False, **augment_keys},
+        train={"epochs": 2, "seed": 5, "deterministic": True},
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / name)
     assert result.exit_code == 0, result.output
     return result, read_json(tmp_path / name / "history.json")["loss"]
@@ -172,22 +197,23 @@ def test_augmenting_in_the_training_step_trains_on_augmented_images(tmp_path, bi
     import keras
 
     _, plain = trained_history(tmp_path, "plain", binary_tree)
-    result, step = trained_history(tmp_path, "step", binary_tree, rotation_range=30,
-                                   zoom_range=0.3, where="step")
+    result, step = trained_history(
+        tmp_path, "step", binary_tree, rotation_range=30, zoom_range=0.3, where="step"
+    )
     assert "augmentation: in the training step" in result.stderr
     assert step != plain  # the images were transformed
     # The saved model is the plain one: it reloads, and nothing random runs at prediction.
     model = keras.saving.load_model(tmp_path / "step" / "model.keras", compile=False)
     assert not any("augment" in layer.name for layer in model.layers)
-    _, again = trained_history(tmp_path, "step_again", binary_tree, rotation_range=30,
-                               zoom_range=0.3, where="step")
+    _, again = trained_history(
+        tmp_path, "step_again", binary_tree, rotation_range=30, zoom_range=0.3, where="step"
+    )
     assert again == step  # seeded
 
 
 def test_augment_where_auto_is_the_pipeline_on_cpu_and_the_step_on_a_gpu():
     from cnnclf.data.augment import where_to_augment
 
-    assert where_to_augment("auto", ["/job:localhost/replica:0/task:0/device:CPU:0"]) == \
-        "pipeline"
+    assert where_to_augment("auto", ["/job:localhost/replica:0/task:0/device:CPU:0"]) == "pipeline"
     assert where_to_augment("auto", ["/physical_device:GPU:0"]) == "step"
     assert where_to_augment("step", ["/device:CPU:0"]) == "step"

@@ -7,16 +7,30 @@ import json
 import shutil
 
 import pytest
+from conftest import (
+    IGNORED,
+    ODD_BUT_READABLE,
+    UNREADABLE,
+    make_tree,
+    run_cli,
+    write_bad_case,
+    write_config,
+)
 
-from conftest import (IGNORED, ODD_BUT_READABLE, UNREADABLE, make_tree, run_cli,
-                      write_bad_case, write_config)
-
-EXPECTED_KIND = {"truncated_jpeg": "unreadable", "text_as_jpeg": "unreadable",
-                 "empty_file": "unreadable", "decompression_bomb": "unreadable",
-                 "png_named_jpg": "format_mismatch", "cmyk_jpeg": "cmyk",
-                 "rgba_png": "transparency", "sixteen_bit_png": "sixteen_bit",
-                 "palette_gif": "transparency", "exif_rotated": "exif_rotated",
-                 "tiny_image": "too_small", "thumbs_db": "not_an_image"}
+EXPECTED_KIND = {
+    "truncated_jpeg": "unreadable",
+    "text_as_jpeg": "unreadable",
+    "empty_file": "unreadable",
+    "decompression_bomb": "unreadable",
+    "png_named_jpg": "format_mismatch",
+    "cmyk_jpeg": "cmyk",
+    "rgba_png": "transparency",
+    "sixteen_bit_png": "sixteen_bit",
+    "palette_gif": "transparency",
+    "exif_rotated": "exif_rotated",
+    "tiny_image": "too_small",
+    "thumbs_db": "not_an_image",
+}
 
 
 @pytest.fixture
@@ -99,8 +113,9 @@ def test_training_survives_each_case(tmp_path, tree, case):
 
 
 @pytest.mark.parametrize("case", UNREADABLE + ODD_BUT_READABLE)
-def test_predict_reports_bad_files_and_predicts_the_rest(tmp_path, binary_bundle, binary_tree,
-                                                        case):
+def test_predict_reports_bad_files_and_predicts_the_rest(
+    tmp_path, binary_bundle, binary_tree, case
+):
     path = write_bad_case(case, tmp_path / "inbox")
     good = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
     result = run_cli("predict", "--model", binary_bundle, "--format", "json", path, good)

@@ -10,7 +10,6 @@ import shutil
 import sys
 
 import pytest
-
 from conftest import read_json, run_cli
 
 BINARY = "binary_bundle"
@@ -64,8 +63,14 @@ def lambda_model(bundle):
     """A model.keras with a Python lambda in it: only loadable with safe_mode=False."""
     import keras
 
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Lambda(lambda x: x * 1.0),
-                              keras.layers.Flatten(), keras.layers.Dense(1, "sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Lambda(lambda x: x * 1.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1, "sigmoid"),
+        ]
+    )
     (bundle / MK).unlink()
     model.save(bundle / MK)
 
@@ -77,18 +82,31 @@ CASES = [
     ("repeated_index", BINARY, set_key(CI, "vstripes", 0), CI, "0..N-1"),
     ("index_gap", BINARY, set_key(CI, "vstripes", 2), CI, "0..N-1"),
     ("string_index", BINARY, set_key(CI, "vstripes", "1"), CI, "must be an integer"),
-    ("boolean_index", BINARY, edit_json(CI, lambda d: {"a": False, "b": True}), CI,
-     "must be an integer"),
+    (
+        "boolean_index",
+        BINARY,
+        edit_json(CI, lambda d: {"a": False, "b": True}),
+        CI,
+        "must be an integer",
+    ),
     ("names_as_a_list", BINARY, edit_json(CI, lambda d: sorted(d)), CI, "got a list"),
     ("empty_name", BINARY, edit_json(CI, lambda d: {"": 0, "vstripes": 1}), CI, "non-empty"),
-    ("repeated_name", BINARY, write_text(CI, '{"a": 0, "b": 1, "a": 1}'), CI,
-     "more than once"),
+    ("repeated_name", BINARY, write_text(CI, '{"a": 0, "b": 1, "a": 1}'), CI, "more than once"),
     ("class_indices_not_json", BINARY, write_text(CI, "hstripes 0\n"), CI, "not valid JSON"),
-    ("two_names_on_three_outputs", MULTI, both(edit_json(CI, lambda d: {"a": 0, "b": 1}),
-                                               set_key(BJ, "class_names", ["a", "b"])), CI,
-     "3 output"),
-    ("names_differ_from_training", MULTI, edit_json(CI, lambda d: {"a": 0, "b": 1, "c": 2}), BJ,
-     "differ"),
+    (
+        "two_names_on_three_outputs",
+        MULTI,
+        both(edit_json(CI, lambda d: {"a": 0, "b": 1}), set_key(BJ, "class_names", ["a", "b"])),
+        CI,
+        "3 output",
+    ),
+    (
+        "names_differ_from_training",
+        MULTI,
+        edit_json(CI, lambda d: {"a": 0, "b": 1, "c": 2}),
+        BJ,
+        "differ",
+    ),
     # preprocessing.json
     ("threshold_above_1", BINARY, set_key(PP, "threshold", 2.0), PP, "threshold"),
     ("threshold_zero", BINARY, set_key(PP, "threshold", 0), PP, "threshold"),
@@ -98,36 +116,72 @@ CASES = [
     ("image_size_one_number", BINARY, set_key(PP, "image_size", [16]), PP, "image_size"),
     ("image_size_string", BINARY, set_key(PP, "image_size", "16x16"), PP, "image_size"),
     ("image_size_float", BINARY, set_key(PP, "image_size", [16.5, 16]), PP, "image_size"),
-    ("image_size_not_the_models", BINARY, set_key(PP, "image_size", [32, 32]), PP,
-     "takes (16, 16, 3)"),
-    ("grayscale_on_rgb_model", BINARY, set_key(PP, "color_mode", "grayscale"), PP,
-     "takes (16, 16, 3)"),
+    (
+        "image_size_not_the_models",
+        BINARY,
+        set_key(PP, "image_size", [32, 32]),
+        PP,
+        "takes (16, 16, 3)",
+    ),
+    (
+        "grayscale_on_rgb_model",
+        BINARY,
+        set_key(PP, "color_mode", "grayscale"),
+        PP,
+        "takes (16, 16, 3)",
+    ),
     ("color_mode_cmyk", BINARY, set_key(PP, "color_mode", "cmyk"), PP, "color_mode"),
-    ("interpolation_bogus", BINARY, set_key(PP, "interpolation", "bogus"), PP,
-     "interpolation"),
+    ("interpolation_bogus", BINARY, set_key(PP, "interpolation", "bogus"), PP, "interpolation"),
     ("rescale_zero", BINARY, set_key(PP, "rescale", 0), PP, "rescale"),
     ("rescale_string", BINARY, set_key(PP, "rescale", "1/255"), PP, "rescale"),
-    ("rescale_nan", BINARY, write_text(PP, '{"image_size": [16, 16], "color_mode": "rgb", '
-                                           '"interpolation": "bilinear", "rescale": NaN, '
-                                           '"class_mode": "binary", "threshold": 0.5}'), PP,
-     "rescale"),
-    ("rescale_not_in_model", BINARY, set_key(PP, "rescale_in_model", False), PP,
-     "rescale_in_model"),
+    (
+        "rescale_nan",
+        BINARY,
+        write_text(
+            PP,
+            '{"image_size": [16, 16], "color_mode": "rgb", '
+            '"interpolation": "bilinear", "rescale": NaN, '
+            '"class_mode": "binary", "threshold": 0.5}',
+        ),
+        PP,
+        "rescale",
+    ),
+    (
+        "rescale_not_in_model",
+        BINARY,
+        set_key(PP, "rescale_in_model", False),
+        PP,
+        "rescale_in_model",
+    ),
     ("class_mode_sparse", BINARY, set_key(PP, "class_mode", "sparse"), PP, "class_mode"),
-    ("categorical_on_sigmoid_model", BINARY, both(set_key(PP, "class_mode", "categorical"),
-                                                  set_key(PP, "threshold", None)), PP,
-     "one output unit per class"),
+    (
+        "categorical_on_sigmoid_model",
+        BINARY,
+        both(set_key(PP, "class_mode", "categorical"), set_key(PP, "threshold", None)),
+        PP,
+        "one output unit per class",
+    ),
     ("binary_on_softmax_model", MULTI, set_key(PP, "class_mode", "binary"), CI, "exactly 2"),
-    ("color_mode_missing", BINARY, edit_json(PP, lambda d: d.pop("color_mode") and None), PP,
-     "color_mode: missing"),
+    (
+        "color_mode_missing",
+        BINARY,
+        edit_json(PP, lambda d: d.pop("color_mode") and None),
+        PP,
+        "color_mode: missing",
+    ),
     ("preprocessing_a_list", BINARY, edit_json(PP, lambda d: []), PP, "got a list"),
     # bundle.json
     ("format_2", BINARY, set_key(BJ, "format", 2), BJ, "format"),
     ("manifest_a_list", BINARY, edit_json(BJ, lambda d: [d]), BJ, "got a list"),
     ("manifest_not_json", BINARY, write_text(BJ, '{"format": 1,'), BJ, "not valid JSON"),
     ("manifest_threshold_string", BINARY, set_key(BJ, "threshold", "high"), BJ, "threshold"),
-    ("class_names_disagree", BINARY, set_key(BJ, "class_names", ["vstripes", "hstripes"]), BJ,
-     "differ"),
+    (
+        "class_names_disagree",
+        BINARY,
+        set_key(BJ, "class_names", ["vstripes", "hstripes"]),
+        BJ,
+        "differ",
+    ),
     # model.keras
     ("model_truncated", BINARY, truncate_model, MK, "damaged"),
     ("model_is_text", BINARY, write_text(MK, "not a model"), MK, "damaged"),
@@ -147,10 +201,12 @@ def assert_refused(result, model, file, phrase):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("name, bundle_name, tamper, file, phrase", CASES,
-                         ids=[c[0] for c in CASES])
-def test_tampered_bundle_is_refused_in_one_line(request, tmp_path, name, bundle_name, tamper,
-                                                file, phrase):
+@pytest.mark.parametrize(
+    "name, bundle_name, tamper, file, phrase", CASES, ids=[c[0] for c in CASES]
+)
+def test_tampered_bundle_is_refused_in_one_line(
+    request, tmp_path, name, bundle_name, tamper, file, phrase
+):
     bundle = tmp_path / "bundle"
     shutil.copytree(request.getfixturevalue(bundle_name), bundle)
     tamper(bundle)
@@ -176,8 +232,9 @@ def exports(tmp_path_factory, binary_bundle):
     """A float ONNX and a float TFLite export of the binary fixture bundle."""
     folder = tmp_path_factory.mktemp("exports")
     for fmt in ("onnx", "tflite"):
-        result = run_cli("export", "--model", binary_bundle, "--format", fmt, "--out",
-                         folder / f"model.{fmt}")
+        result = run_cli(
+            "export", "--model", binary_bundle, "--format", fmt, "--out", folder / f"model.{fmt}"
+        )
         assert result.exit_code == 0, result.output
     return folder
 
@@ -198,34 +255,63 @@ def truncate(model):
 
 
 EXPORT_CASES = [
-    ("three_names", "onnx", edit_export_json(lambda d: d["class_indices"].update(checker=2)),
-     ".cnnclf.json: class_indices: a binary model needs exactly 2"),
-    ("threshold_2", "onnx", edit_export_json(lambda d: d["preprocessing"].update(threshold=2)),
-     ".cnnclf.json: preprocessing: threshold:"),
-    ("image_size_not_the_models", "onnx",
-     edit_export_json(lambda d: d["preprocessing"].update(image_size=[32, 32])),
-     ".cnnclf.json: preprocessing: image_size [32, 32]"),
-    ("interpolation_bogus", "tflite",
-     edit_export_json(lambda d: d["preprocessing"].update(interpolation="bogus")),
-     ".cnnclf.json: preprocessing: interpolation:"),
-    ("format_of_another_file", "onnx", edit_export_json(lambda d: d.update(format="tflite")),
-     ".cnnclf.json: format: must be 'onnx'"),
-    ("preprocessing_missing", "tflite", edit_export_json(lambda d: d.pop("preprocessing")),
-     ".cnnclf.json: preprocessing: missing"),
-    ("sidecar_not_json", "onnx",
-     lambda m: m.with_name(m.name + ".cnnclf.json").write_text("{"), ".cnnclf.json: not valid"),
-    ("labels_reordered", "onnx",
-     lambda m: m.with_name(m.name + ".labels.txt").write_text("vstripes\nhstripes\n"),
-     ".labels.txt: does not list the classes"),
+    (
+        "three_names",
+        "onnx",
+        edit_export_json(lambda d: d["class_indices"].update(checker=2)),
+        ".cnnclf.json: class_indices: a binary model needs exactly 2",
+    ),
+    (
+        "threshold_2",
+        "onnx",
+        edit_export_json(lambda d: d["preprocessing"].update(threshold=2)),
+        ".cnnclf.json: preprocessing: threshold:",
+    ),
+    (
+        "image_size_not_the_models",
+        "onnx",
+        edit_export_json(lambda d: d["preprocessing"].update(image_size=[32, 32])),
+        ".cnnclf.json: preprocessing: image_size [32, 32]",
+    ),
+    (
+        "interpolation_bogus",
+        "tflite",
+        edit_export_json(lambda d: d["preprocessing"].update(interpolation="bogus")),
+        ".cnnclf.json: preprocessing: interpolation:",
+    ),
+    (
+        "format_of_another_file",
+        "onnx",
+        edit_export_json(lambda d: d.update(format="tflite")),
+        ".cnnclf.json: format: must be 'onnx'",
+    ),
+    (
+        "preprocessing_missing",
+        "tflite",
+        edit_export_json(lambda d: d.pop("preprocessing")),
+        ".cnnclf.json: preprocessing: missing",
+    ),
+    (
+        "sidecar_not_json",
+        "onnx",
+        lambda m: m.with_name(m.name + ".cnnclf.json").write_text("{"),
+        ".cnnclf.json: not valid",
+    ),
+    (
+        "labels_reordered",
+        "onnx",
+        lambda m: m.with_name(m.name + ".labels.txt").write_text("vstripes\nhstripes\n"),
+        ".labels.txt: does not list the classes",
+    ),
     ("onnx_truncated", "onnx", truncate, "model.onnx: damaged or not an ONNX model"),
     ("tflite_truncated", "tflite", truncate, "model.tflite: damaged or not a TFLite model"),
 ]
 
 
-@pytest.mark.parametrize("name, fmt, tamper, message", EXPORT_CASES,
-                         ids=[c[0] for c in EXPORT_CASES])
-def test_tampered_export_is_refused_in_one_line(tmp_path, exports, name, fmt, tamper,
-                                                message):
+@pytest.mark.parametrize(
+    "name, fmt, tamper, message", EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES]
+)
+def test_tampered_export_is_refused_in_one_line(tmp_path, exports, name, fmt, tamper, message):
     from conftest import pattern_image
 
     for path in exports.glob(f"model.{fmt}*"):
@@ -238,7 +324,8 @@ def test_tampered_export_is_refused_in_one_line(tmp_path, exports, name, fmt, ta
 
 
 def test_truncated_tflite_on_tensorflows_interpreter_is_refused_not_a_crash(
-        monkeypatch, tmp_path, exports):
+    monkeypatch, tmp_path, exports
+):
     """Without LiteRT, tf.lite.Interpreter runs .tflite files; it crashed the process (SIGSEGV
     or SIGBUS) on a truncated one instead of raising."""
     from conftest import pattern_image

@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import make_tree, run_cli, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +23,9 @@ def run_isolated(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
         print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
         sys.exit(code)
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_help_does_not_import_tensorflow():
@@ -49,17 +49,24 @@ def test_config_errors_fail_before_tensorflow(tmp_path):
     assert result.stdout.strip().endswith("TF_NOT_IMPORTED")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_config", "config file {tmp}/absent.yaml does not exist"),
-    ("missing_train_dir", "data.train_dir: folder {tmp}/nowhere does not exist"),
-    ("class_mismatch", "data.test_dir: classes differ from data.train_dir's (missing vstripes;"
-                       " extra zebra)"),
-    ("single_class", "has only one class folder (hstripes); a classifier needs at least two"),
-    ("empty_class", "data.train_dir: class folder {tmp}/data/training_set/vstripes has no "
-                    "images"),
-    ("loose_images", "has no class sub-folders (images lie directly in it"),
-    ("wrong_loss", "train.loss: categorical_crossentropy does not fit 2 classes"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_config", "config file {tmp}/absent.yaml does not exist"),
+        ("missing_train_dir", "data.train_dir: folder {tmp}/nowhere does not exist"),
+        (
+            "class_mismatch",
+            "data.test_dir: classes differ from data.train_dir's (missing vstripes; extra zebra)",
+        ),
+        ("single_class", "has only one class folder (hstripes); a classifier needs at least two"),
+        (
+            "empty_class",
+            "data.train_dir: class folder {tmp}/data/training_set/vstripes has no images",
+        ),
+        ("loose_images", "has no class sub-folders (images lie directly in it"),
+        ("wrong_loss", "train.loss: categorical_crossentropy does not fit 2 classes"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, case, message):
     tree = make_tree(tmp_path / "data", n_train=3, n_test=2)
     config = write_config(tmp_path / "c.yaml", tree)
@@ -93,29 +100,49 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case, message):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(tmp_path / "absent.yaml"), "--debug"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(tmp_path / "absent.yaml"),
+            "--debug",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "Traceback" in result.stderr
-    plain = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                            str(tmp_path / "absent.yaml")], capture_output=True, text=True,
-                           timeout=120)
+    plain = subprocess.run(
+        [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(tmp_path / "absent.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
 
 
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    command = next(line.strip() for line in ci.splitlines() if "pytest" in line
-                   and "pip install" in line)
+    command = next(
+        line.strip() for line in ci.splitlines() if "pytest" in line and "pip install" in line
+    )
     assert command in readme
 
 
 def cnnclf(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real `cnnclf` command (`python -m cnnclf` runs `cli.run`, like the executable),
     with stdout and stderr piped."""
-    return subprocess.run([sys.executable, "-m", "cnnclf", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnclf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def test_the_command_exits_fast_with_its_output_complete(binary_bundle, binary_tree):
@@ -131,8 +158,9 @@ def test_the_command_exits_fast_with_its_output_complete(binary_bundle, binary_t
     assert "Traceback" not in done.stderr
 
 
-def test_a_failing_command_still_exits_non_zero_with_its_error(binary_bundle, binary_tree,
-                                                                tmp_path):
+def test_a_failing_command_still_exits_non_zero_with_its_error(
+    binary_bundle, binary_tree, tmp_path
+):
     import json
 
     bad = tmp_path / "broken.png"
@@ -149,7 +177,8 @@ def test_a_failing_command_still_exits_non_zero_with_its_error(binary_bundle, bi
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [
         f"error: DATA_DIR: folder {tmp_path / 'nowhere'} does not exist (relative paths are "
-        f"resolved from {Path.cwd()})"]
+        f"resolved from {Path.cwd()})"
+    ]
 
 
 def test_teardown_is_skipped_only_after_tensorflow_with_no_thread_left(monkeypatch):

@@ -9,23 +9,27 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cnnclf.training.distribute import Placement, plan_jit_compile, plan_precision, plan_strategy
-from cnnclf.errors import ConfigError
 from conftest import read_json, run_cli, write_config
 
-TF_CONFIG_2 = json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
-                          "task": {"type": "worker", "index": 0}})
+from cnnclf.errors import ConfigError
+from cnnclf.training.distribute import Placement, plan_jit_compile, plan_precision, plan_strategy
+
+TF_CONFIG_2 = json.dumps(
+    {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
+)
 
 
-@pytest.mark.parametrize("setting, gpus, expected", [
-    ("auto", [], "default"),
-    ("auto", ["GPU:0"], "one_device"),  # so batches are prefetched onto the GPU
-    ("one_device", [], "one_device"),
-    ("auto", ["GPU:0", "GPU:1"], "mirrored"),
-    ("none", ["GPU:0", "GPU:1"], "default"),
-    ("mirrored", [], "mirrored"),
-])
+@pytest.mark.parametrize(
+    "setting, gpus, expected",
+    [
+        ("auto", [], "default"),
+        ("auto", ["GPU:0"], "one_device"),  # so batches are prefetched onto the GPU
+        ("one_device", [], "one_device"),
+        ("auto", ["GPU:0", "GPU:1"], "mirrored"),
+        ("none", ["GPU:0", "GPU:1"], "default"),
+        ("mirrored", [], "mirrored"),
+    ],
+)
 def test_strategy_choice_from_visible_devices(setting, gpus, expected):
     assert plan_strategy(setting, gpus) == expected
 
@@ -38,23 +42,28 @@ def test_multi_worker_needs_a_valid_tf_config():
         plan_strategy("multi_worker", [], '{"cluster": {}}')
 
 
-@pytest.mark.parametrize("setting, gpus, expected", [
-    ("auto", [], "float32"),
-    # Ampere and Hopper: bfloat16 tensor cores, float32's range, no loss scaling.
-    ("auto", [{"compute_capability": (8, 0)}, {"compute_capability": (9, 0)}],
-     "mixed_bfloat16"),
-    ("auto", [{"compute_capability": (8, 6)}], "mixed_bfloat16"),
-    # Volta/Turing (no bfloat16 tensor cores), alone or beside an Ampere: float16.
-    ("auto", [{"compute_capability": (7, 0)}], "mixed_float16"),
-    ("auto", [{"compute_capability": (7, 5)}, {"compute_capability": (8, 0)}],
-     "mixed_float16"),
-    ("auto", [{"compute_capability": (6, 1)}], "float32"),  # no tensor cores
-    ("auto", [{"compute_capability": (6, 1)}, {"compute_capability": (9, 0)}], "float32"),
-    ("auto", [{"compute_capability": None}], "float32"),  # unknown: the safe choice
-    ("float16", [], "mixed_float16"),
-    ("bfloat16", [], "mixed_bfloat16"),
-    ("none", [{"compute_capability": (9, 0)}], "float32"),
-])
+@pytest.mark.parametrize(
+    "setting, gpus, expected",
+    [
+        ("auto", [], "float32"),
+        # Ampere and Hopper: bfloat16 tensor cores, float32's range, no loss scaling.
+        (
+            "auto",
+            [{"compute_capability": (8, 0)}, {"compute_capability": (9, 0)}],
+            "mixed_bfloat16",
+        ),
+        ("auto", [{"compute_capability": (8, 6)}], "mixed_bfloat16"),
+        # Volta/Turing (no bfloat16 tensor cores), alone or beside an Ampere: float16.
+        ("auto", [{"compute_capability": (7, 0)}], "mixed_float16"),
+        ("auto", [{"compute_capability": (7, 5)}, {"compute_capability": (8, 0)}], "mixed_float16"),
+        ("auto", [{"compute_capability": (6, 1)}], "float32"),  # no tensor cores
+        ("auto", [{"compute_capability": (6, 1)}, {"compute_capability": (9, 0)}], "float32"),
+        ("auto", [{"compute_capability": None}], "float32"),  # unknown: the safe choice
+        ("float16", [], "mixed_float16"),
+        ("bfloat16", [], "mixed_bfloat16"),
+        ("none", [{"compute_capability": (9, 0)}], "float32"),
+    ],
+)
 def test_precision_choice(setting, gpus, expected):
     assert plan_precision(setting, gpus) == expected
 
@@ -64,23 +73,28 @@ TWO_CPUS = ["/device:CPU:0", "/device:CPU:1"]
 WORKERS = ["/job:worker/replica:0/task:0/device:CPU:0", "/job:worker/replica:0/task:1/device:CPU:0"]
 GPU = ["/physical_device:GPU:0 (NVIDIA H100 80GB HBM3)"]
 TWO_GPUS = GPU + ["/physical_device:GPU:1 (NVIDIA H100 80GB HBM3)"]
-GPU_WORKERS = ["/job:worker/replica:0/task:0/device:GPU:0",
-               "/job:worker/replica:0/task:1/device:GPU:0"]
+GPU_WORKERS = [
+    "/job:worker/replica:0/task:0/device:GPU:0",
+    "/job:worker/replica:0/task:1/device:GPU:0",
+]
 
 
-@pytest.mark.parametrize("setting, devices, expected", [
-    ("auto", CPU, False),          # XLA on CPU: seconds of compiling, no faster steps
-    ("auto", TWO_CPUS, False),     # mirrored on logical CPUs
-    ("auto", WORKERS, False),      # multi_worker on CPUs
-    ("auto", GPU, True),
-    ("auto", TWO_GPUS, True),      # mirrored: each replica's forward and backward
-    ("auto", GPU_WORKERS, True),   # multi_worker on GPUs
-    ("auto", ["/device:TPU:0"], True),
-    (True, CPU, True),
-    (True, TWO_GPUS, True),
-    (False, GPU, False),
-    (False, CPU, False),
-])
+@pytest.mark.parametrize(
+    "setting, devices, expected",
+    [
+        ("auto", CPU, False),  # XLA on CPU: seconds of compiling, no faster steps
+        ("auto", TWO_CPUS, False),  # mirrored on logical CPUs
+        ("auto", WORKERS, False),  # multi_worker on CPUs
+        ("auto", GPU, True),
+        ("auto", TWO_GPUS, True),  # mirrored: each replica's forward and backward
+        ("auto", GPU_WORKERS, True),  # multi_worker on GPUs
+        ("auto", ["/device:TPU:0"], True),
+        (True, CPU, True),
+        (True, TWO_GPUS, True),
+        (False, GPU, False),
+        (False, CPU, False),
+    ],
+)
 def test_jit_compile_choice(setting, devices, expected):
     assert plan_jit_compile(setting, devices) is expected
 
@@ -92,8 +106,10 @@ def test_jit_compile_auto_is_off_with_determinism():
 
 def test_placement_line_says_whether_xla_runs():
     line = Placement(GPU, "default", 1, "mixed_bfloat16", jit_compile=True).describe()
-    assert line == ("devices: /physical_device:GPU:0 (NVIDIA H100 80GB HBM3); strategy: default; "
-                    "replicas: 1; precision: mixed_bfloat16; jit_compile: true")
+    assert line == (
+        "devices: /physical_device:GPU:0 (NVIDIA H100 80GB HBM3); strategy: default; "
+        "replicas: 1; precision: mixed_bfloat16; jit_compile: true"
+    )
 
 
 def test_the_replica_wrapper_trains_the_same_weights_in_the_same_order():
@@ -104,9 +120,15 @@ def test_the_replica_wrapper_trains_the_same_weights_in_the_same_order():
 
     from cnnclf.training.distribute import compile_replica_forward
 
-    inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
-                              keras.layers.BatchNormalization(), keras.layers.Flatten(),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    inner = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model = compile_replica_forward(inner)
     model.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=False)
     assert [w.path for w in model.weights] == [w.path for w in inner.weights]
@@ -126,14 +148,20 @@ def test_only_float16_gets_loss_scaling():
     config = load_config(None)
     assert isinstance(make_optimizer(config, "mixed_float16"), keras.optimizers.LossScaleOptimizer)
     for precision in ("mixed_bfloat16", "float32"):
-        assert not isinstance(make_optimizer(config, precision),
-                              keras.optimizers.LossScaleOptimizer)
+        assert not isinstance(
+            make_optimizer(config, precision), keras.optimizers.LossScaleOptimizer
+        )
 
 
 def cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "cnnclf.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnclf.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
 def predictions(bundle: Path, folder: Path) -> list[dict]:
@@ -145,14 +173,24 @@ def predictions(bundle: Path, folder: Path) -> list[dict]:
 def test_mirrored_on_two_logical_cpus_matches_a_single_device(tmp_path, binary_tree):
     # Trained long enough to learn the separable fixture: one epoch leaves every probability
     # near 0.5, where the last-digit differences of a distributed run could flip a label.
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          train={"epochs": 10, "seed": 7, "learning_rate": 0.01})
-    mirrored = cli("train", "--config", config, "--out", tmp_path / "mirrored",
-                   "--set", "train.distribute=mirrored", env={"CNNCLF_LOGICAL_CPUS": "2"})
+    config = write_config(
+        tmp_path / "c.yaml", binary_tree, train={"epochs": 10, "seed": 7, "learning_rate": 0.01}
+    )
+    mirrored = cli(
+        "train",
+        "--config",
+        config,
+        "--out",
+        tmp_path / "mirrored",
+        "--set",
+        "train.distribute=mirrored",
+        env={"CNNCLF_LOGICAL_CPUS": "2"},
+    )
     assert mirrored.returncode == 0, mirrored.stderr
     first = mirrored.stderr.splitlines()[0]
-    assert first.startswith("devices: /device:CPU:0, /device:CPU:1; strategy: mirrored; "
-                            "replicas: 2; precision: float32")
+    assert first.startswith(
+        "devices: /device:CPU:0, /device:CPU:1; strategy: mirrored; replicas: 2; precision: float32"
+    )
     single = run_cli("train", "--config", config, "--out", tmp_path / "single")
     assert single.exit_code == 0, single.output
     assert read_json(tmp_path / "mirrored" / "bundle.json")["placement"]["replicas"] == 2
@@ -166,9 +204,20 @@ def test_jit_compile_under_mirrored_on_two_logical_cpus(tmp_path, binary_tree):
     # Keras' own jit_compile=True fails here (one XLA cluster for both replicas' steps);
     # cnnclf compiles each replica's forward and backward pass instead.
     config = write_config(tmp_path / "c.yaml", binary_tree, train={"epochs": 2, "seed": 7})
-    done = cli("train", "--config", config, "--out", tmp_path / "b", "--set",
-               "train.distribute=mirrored", "--set", "train.jit_compile=true",
-               "--set", "augment.where=step", env={"CNNCLF_LOGICAL_CPUS": "2"})
+    done = cli(
+        "train",
+        "--config",
+        config,
+        "--out",
+        tmp_path / "b",
+        "--set",
+        "train.distribute=mirrored",
+        "--set",
+        "train.jit_compile=true",
+        "--set",
+        "augment.where=step",
+        env={"CNNCLF_LOGICAL_CPUS": "2"},
+    )
     assert done.returncode == 0, done.stderr
     assert "replicas: 2; precision: float32; jit_compile: true" in done.stderr
     placement = read_json(tmp_path / "b" / "bundle.json")["placement"]
@@ -180,15 +229,20 @@ def test_one_device_trains_as_the_default_strategy_does(tmp_path, binary_tree):
     """What a single GPU gets (auto): the same training as without a strategy, on the CPU
     here, with Keras' whole-step XLA allowed (one device: no cross-replica sum)."""
     histories = {}
-    for name, extra in (("default", ["train.distribute=none"]),
-                        ("one_device", ["train.distribute=one_device"]),
-                        ("one_device_xla", ["train.distribute=one_device",
-                                            "train.jit_compile=true"])):
+    for name, extra in (
+        ("default", ["train.distribute=none"]),
+        ("one_device", ["train.distribute=one_device"]),
+        ("one_device_xla", ["train.distribute=one_device", "train.jit_compile=true"]),
+    ):
         deterministic = "false" if name.endswith("xla") else "true"
-        config = write_config(tmp_path / f"{name}.yaml", binary_tree,
-                              train={"epochs": 2, "seed": 7})
-        sets = [arg for key in extra + [f"train.deterministic={deterministic}"]
-                for arg in ("--set", key)]
+        config = write_config(
+            tmp_path / f"{name}.yaml", binary_tree, train={"epochs": 2, "seed": 7}
+        )
+        sets = [
+            arg
+            for key in extra + [f"train.deterministic={deterministic}"]
+            for arg in ("--set", key)
+        ]
         result = run_cli("train", "--config", config, "--out", tmp_path / name, *sets)
         assert result.exit_code == 0, result.output
         placement = read_json(tmp_path / name / "bundle.json")["placement"]
@@ -198,8 +252,9 @@ def test_one_device_trains_as_the_default_strategy_does(tmp_path, binary_tree):
     # The same model up to float rounding (the strategy sums a batch's loss in another
     # order): validation losses agree to 0.1%, and XLA changes nothing visible either.
     for name in ("one_device", "one_device_xla"):
-        assert histories[name]["val_loss"] == pytest.approx(histories["default"]["val_loss"],
-                                                            rel=1e-3)
+        assert histories[name]["val_loss"] == pytest.approx(
+            histories["default"]["val_loss"], rel=1e-3
+        )
         assert histories[name]["loss"] == pytest.approx(histories["default"]["loss"], rel=1e-2)
     assert len(histories["one_device_xla"]["loss"]) == 2
 
@@ -219,13 +274,29 @@ def start_workers(config: Path, out: Path, *overrides: str):
     workers = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        command = [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config),
-                   "--out", str(out), "--set", "train.distribute=multi_worker"]
+        command = [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--set",
+            "train.distribute=multi_worker",
+        ]
         for o in overrides:
             command += ["--set", o]
-        workers.append(subprocess.Popen(command, env={**os.environ, "TF_CONFIG": tf_config},
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True))
+        workers.append(
+            subprocess.Popen(
+                command,
+                env={**os.environ, "TF_CONFIG": tf_config},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return workers
 
 
@@ -251,8 +322,7 @@ def test_multi_worker_with_jit_compile(tmp_path, binary_tree):
     workers = start_workers(config, out, "train.jit_compile=true")
     errors = [w.communicate(timeout=240)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
-    assert "strategy: multi_worker; replicas: 2; precision: float32; jit_compile: true" \
-        in errors[0]
+    assert "strategy: multi_worker; replicas: 2; precision: float32; jit_compile: true" in errors[0]
     assert read_json(out / "bundle.json")["placement"]["jit_compile"] is True
 
 
@@ -278,8 +348,15 @@ def test_a_dying_worker_fails_the_others_clearly(tmp_path, binary_tree):
 
 def test_mixed_precision_is_recorded_and_predicts_anywhere(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
-    result = run_cli("train", "--config", config, "--out", tmp_path / "b",
-                     "--set", "train.mixed_precision=bfloat16")
+    result = run_cli(
+        "train",
+        "--config",
+        config,
+        "--out",
+        tmp_path / "b",
+        "--set",
+        "train.mixed_precision=bfloat16",
+    )
     assert result.exit_code == 0, result.output
     assert "precision: mixed_bfloat16" in result.stderr
     from cnnclf.bundle import load_bundle
@@ -295,5 +372,8 @@ def test_device_gpu_without_a_gpu_is_one_clear_line(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
     result = run_cli("train", "--config", config, "--out", tmp_path / "b", "--device", "gpu")
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --device gpu: TensorFlow "
-                                                            "sees no GPU")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: --device gpu: TensorFlow sees no GPU")
+    )

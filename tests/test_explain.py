@@ -7,8 +7,16 @@ from conftest import pattern_image, run_cli
 from PIL import Image
 
 from cnnclf.bundle import MODEL_FILE, load_bundle
-from cnnclf.inference.explain import (MIN_FONT_SIZE, NO_POSITIVE_GRADIENT, NOT_FINITE,
-                            caption_font_size, explain, grad_cam, normalise_cam, overlay)
+from cnnclf.inference.explain import (
+    MIN_FONT_SIZE,
+    NO_POSITIVE_GRADIENT,
+    NOT_FINITE,
+    caption_font_size,
+    explain,
+    grad_cam,
+    normalise_cam,
+    overlay,
+)
 
 
 def test_normalise_cam():
@@ -47,7 +55,7 @@ def test_a_map_without_positive_gradient_is_said(tmp_path, binary_bundle, binary
     assert row["note"] == NO_POSITIVE_GRADIENT
     with Image.open(row["heatmap"]) as png:
         pixels = np.asarray(png.convert("RGB")).astype(int)
-    right = pixels[:, pixels.shape[1] // 2:]
+    right = pixels[:, pixels.shape[1] // 2 :]
     # No jet colours: the right panel is the greyed image with the note in black on white.
     assert (right.max(axis=-1) - right.min(axis=-1)).max() == 0
     assert (right < 64).all(axis=-1).any()  # the note's text is there

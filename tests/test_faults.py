@@ -22,10 +22,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_tree, read_json, run_cli, write_config
 
 from cnnclf.bundle import is_bundle, load_bundle
-from cnnclf.training.rundir import FAULT_ENV, FAULT_POINTS, NO_EXCHANGE_ENV, RunDir, read_progress, staging_dir
-from conftest import make_tree, read_json, run_cli, write_config
+from cnnclf.training.rundir import (
+    FAULT_ENV,
+    FAULT_POINTS,
+    NO_EXCHANGE_ENV,
+    RunDir,
+    read_progress,
+    staging_dir,
+)
 
 EPOCHS = 3
 
@@ -38,22 +45,38 @@ def tree(tmp_path_factory):
 @pytest.fixture
 def config(tmp_path, tree):
     # keep_best makes every checkpoint carry best weights too (best-N.npz is one more step).
-    return write_config(tmp_path / "c.yaml", tree, train={"epochs": EPOCHS, "seed": 3,
-                                                          "keep_best": "val_loss"})
+    return write_config(
+        tmp_path / "c.yaml", tree, train={"epochs": EPOCHS, "seed": 3, "keep_best": "val_loss"}
+    )
 
 
-def train_process(config: Path, out: Path, *extra: str, fault: str | None = None,
-                  no_exchange: bool = False) -> subprocess.Popen:
+def train_process(
+    config: Path, out: Path, *extra: str, fault: str | None = None, no_exchange: bool = False
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in (FAULT_ENV, NO_EXCHANGE_ENV)}
     if fault:
         env[FAULT_ENV] = fault
     if no_exchange:
         env[NO_EXCHANGE_ENV] = "1"
     # The child gets Ctrl-C's default disposition even when the suite runs in the background.
-    return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(config), "--out", str(out), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -95,8 +118,7 @@ def recover(config: Path, out: Path, *extra: str, epochs: int = EPOCHS) -> str:
 
 def _published_from(staging: Path, out: Path) -> bool:
     try:
-        return read_json(staging / "run.json")["run_id"] == read_json(out / "bundle.json")[
-            "run_id"]
+        return read_json(staging / "run.json")["run_id"] == read_json(out / "bundle.json")["run_id"]
     except (OSError, KeyError, ValueError):
         return False
 
@@ -105,7 +127,8 @@ def _published_from(staging: Path, out: Path) -> bool:
 # Every step once, and a checkpoint write with an older checkpoint already committed. (The soak
 # script adds later epochs and Ctrl-C at every step.)
 KILL_POINTS = [p for p in FAULT_POINTS if p != "publish.previous_moved"] + [
-    "checkpoint.data_written@2"]
+    "checkpoint.data_written@2"
+]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
@@ -117,8 +140,13 @@ def test_kill_9_at_each_step_leaves_a_bundle_or_a_resumable_run(tmp_path, config
     assert not out.exists() or is_bundle(out)  # never a half-written bundle
     how = recover(config, out)
     # Before the first progress.json is committed nothing is kept; after, nothing is lost.
-    before_first = {"run.started", "checkpoint.data_written", "checkpoint.data_renamed",
-                    "checkpoint.best_renamed", "checkpoint.progress_written"}
+    before_first = {
+        "run.started",
+        "checkpoint.data_written",
+        "checkpoint.data_renamed",
+        "checkpoint.best_renamed",
+        "checkpoint.progress_written",
+    }
     if name == "publish.renamed":
         assert how == "published"
     elif name in before_first and nth in ("", "1"):
@@ -127,18 +155,29 @@ def test_kill_9_at_each_step_leaves_a_bundle_or_a_resumable_run(tmp_path, config
         assert how == "resumed"
 
 
-@pytest.mark.parametrize("point, no_exchange", [
-    ("bundle.written", False), ("publish.renamed", False),
-    ("publish.previous_moved", True), ("publish.renamed", True)],
-    ids=["exchange-bundle.written", "exchange-publish.renamed", "two_renames-previous_moved",
-         "two_renames-publish.renamed"])
+@pytest.mark.parametrize(
+    "point, no_exchange",
+    [
+        ("bundle.written", False),
+        ("publish.renamed", False),
+        ("publish.previous_moved", True),
+        ("publish.renamed", True),
+    ],
+    ids=[
+        "exchange-bundle.written",
+        "exchange-publish.renamed",
+        "two_renames-previous_moved",
+        "two_renames-publish.renamed",
+    ],
+)
 def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchange):
     out = tmp_path / "bundle"
     first = run_cli("train", "--config", config, "--out", out)
     assert first.exit_code == 0, first.output
     old_id = read_json(out / "bundle.json")["run_id"]
-    code, stderr = finish(train_process(config, out, "--overwrite", fault=f"{point}=kill",
-                                        no_exchange=no_exchange))
+    code, stderr = finish(
+        train_process(config, out, "--overwrite", fault=f"{point}=kill", no_exchange=no_exchange)
+    )
     assert code == -signal.SIGKILL, stderr
     staging = staging_dir(out)
     if is_bundle(out):
@@ -153,8 +192,9 @@ def test_overwrite_never_loses_the_old_bundle(tmp_path, config, point, no_exchan
     recover(config, out, "--overwrite")
 
 
-@pytest.mark.parametrize("point", ["checkpoint.data_written", "bundle.model_written",
-                                   "publish.renamed"])
+@pytest.mark.parametrize(
+    "point", ["checkpoint.data_written", "bundle.model_written", "publish.renamed"]
+)
 def test_ctrl_c_at_each_step_exits_130_with_a_true_message(tmp_path, config, point):
     out = tmp_path / "bundle"
     code, stderr = finish(train_process(config, out, fault=f"{point}=interrupt"))
@@ -196,10 +236,18 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, tree):
     assert recover(config, out, epochs=30) == "resumed"
 
 
-@pytest.mark.parametrize("point", ["checkpoint.data_written@2", "checkpoint.best_renamed",
-                                   "checkpoint.progress_written", "bundle.model_written"])
-def test_full_disk_at_each_step_stops_with_one_line_and_resumes(tmp_path, config, point,
-                                                                monkeypatch):
+@pytest.mark.parametrize(
+    "point",
+    [
+        "checkpoint.data_written@2",
+        "checkpoint.best_renamed",
+        "checkpoint.progress_written",
+        "bundle.model_written",
+    ],
+)
+def test_full_disk_at_each_step_stops_with_one_line_and_resumes(
+    tmp_path, config, point, monkeypatch
+):
     out = tmp_path / "bundle"
     monkeypatch.setenv(FAULT_ENV, f"{point}=enospc")
     from cnnclf.training import rundir
@@ -233,8 +281,9 @@ def test_random_kills_and_interrupts(tmp_path, tree):
     The instants are spread over one undisturbed run's length, measured first, so they fall
     in start-up, in epochs, at epoch ends and checkpoint writes, and in publishing alike.
     """
-    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 10, "seed": 3,
-                                                            "keep_best": "val_loss"})
+    config = write_config(
+        tmp_path / "c.yaml", tree, train={"epochs": 10, "seed": 3, "keep_best": "val_loss"}
+    )
     clean = train_process(config, tmp_path / "clean")
     begin = started(clean, tmp_path / "clean")
     assert finish(clean)[0] == 0
@@ -267,9 +316,16 @@ def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_pat
 
 
 def test_runs_started_together_get_different_folders(tmp_path, config):
-    processes = [subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                                   str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=180) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], results
     bundles = sorted((tmp_path / "runs").iterdir())
@@ -297,8 +353,11 @@ def small_disk(tmp_path):
 
     def resize(size: str, remount: bool = False) -> None:
         options = f"remount,size={size}" if remount else f"size={size}"
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+            check=True,
+            capture_output=True,
+        )
 
     try:
         resize("2m")
@@ -310,10 +369,13 @@ def small_disk(tmp_path):
 
 def big_config(tmp_path, tree, **train):
     # 32x32x3 -> 8 filters -> 15x15x8 -> Dense 64: ~115k parameters, a 1.4 MB checkpoint.
-    return write_config(tmp_path / "big.yaml", tree,
-                        data={"image_size": [32, 32], "batch_size": 8},
-                        model={"conv_blocks": [{"filters": 8}], "dense_units": [64]},
-                        train={"epochs": EPOCHS, "seed": 3, **train})
+    return write_config(
+        tmp_path / "big.yaml",
+        tree,
+        data={"image_size": [32, 32], "batch_size": 8},
+        model={"conv_blocks": [{"filters": 8}], "dense_units": [64]},
+        train={"epochs": EPOCHS, "seed": 3, **train},
+    )
 
 
 def test_out_on_a_full_disk_keeps_the_last_epoch_and_resumes(tmp_path, tree, small_disk):
@@ -333,16 +395,16 @@ def test_out_on_a_full_disk_keeps_the_last_epoch_and_resumes(tmp_path, tree, sma
     assert_complete(out)
 
 
-def test_out_on_a_disk_too_small_for_one_checkpoint_needs_only_a_re_run(tmp_path, tree,
-                                                                        small_disk):
+def test_out_on_a_disk_too_small_for_one_checkpoint_needs_only_a_re_run(tmp_path, tree, small_disk):
     disk, resize = small_disk
     resize("1m", remount=True)
     config = big_config(tmp_path, tree)
     out = disk / "bundle"
     result = run_cli("train", "--config", config, "--out", out)
     assert result.exit_code == 1, result.output
-    assert "no space left on device" in result.stderr and "run the same command again" in \
-        result.stderr
+    assert (
+        "no space left on device" in result.stderr and "run the same command again" in result.stderr
+    )
     assert list(disk.iterdir()) == []  # nothing half-written left to delete by hand
     resize("64m", remount=True)
     assert run_cli("train", "--config", config, "--out", out).exit_code == 0
@@ -362,13 +424,29 @@ def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small
     config = write_config(tmp_path / "c.yaml", tree, data={"cache": "disk"})
     env = {**os.environ, "TMPDIR": str(disk)}
     started = time.monotonic()
-    process = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                              str(config), "--out", str(tmp_path / "b")], env=env,
-                             capture_output=True, text=True, timeout=120)
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 1, process.stderr
     lines = [line for line in process.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "data.cache: disk: cannot write decoded images" in lines[0] \
-        and "No space left on device" in lines[0], process.stderr
+    assert (
+        len(lines) == 1
+        and "data.cache: disk: cannot write decoded images" in lines[0]
+        and "No space left on device" in lines[0]
+    ), process.stderr
     assert "Traceback" not in process.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "b").exists() and not staging_dir(tmp_path / "b").exists()
@@ -387,8 +465,12 @@ def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     result = run_cli("train", "--config", config, "--out", out, "--resume")
     assert result.exit_code == 1
-    assert result.stderr.splitlines() and "is damaged" in result.stderr and \
-        f"delete {staging} to start over" in result.stderr and "resume with" not in result.stderr
+    assert (
+        result.stderr.splitlines()
+        and "is damaged" in result.stderr
+        and f"delete {staging} to start over" in result.stderr
+        and "resume with" not in result.stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +495,9 @@ def test_the_printed_resume_command_works_verbatim(tmp_path, config):
     import shlex
 
     out = tmp_path / "my bundle"
-    result = stopped_before_publishing(config, out, "--set",
-                                       "train.class_weight={hstripes: 1.0, vstripes: 2.0}")
+    result = stopped_before_publishing(
+        config, out, "--set", "train.class_weight={hstripes: 1.0, vstripes: 2.0}"
+    )
     line = next(l for l in result.stderr.splitlines() if l.startswith("resume with: "))
     words = shlex.split(line.removeprefix("resume with: "))
     assert words[:2] == ["cnnclf", "train"]
@@ -439,16 +522,21 @@ def test_resume_replaces_a_folder_only_when_the_run_was_allowed_to(tmp_path, con
     assert_complete(other)
 
 
-def test_the_current_folder_or_a_mount_point_is_refused_before_training(tmp_path, config,
-                                                                       monkeypatch):
+def test_the_current_folder_or_a_mount_point_is_refused_before_training(
+    tmp_path, config, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     for out in (".", str(tmp_path)):
         result = run_cli("train", "--config", config, "--out", out, "--overwrite")
         assert result.exit_code == 1 and "is the current folder" in result.stderr
     mount = tmp_path / "volume"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         result = run_cli("train", "--config", config, "--out", mount)

@@ -17,21 +17,23 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import HOSTILE, make_tree, run_cli, write_config, write_hostile_entry, write_large_png
 from PIL import Image
 
-from cnnclf.errors import DataError, ImageError
-from cnnclf.data.layout import discover, list_images
 from cnnclf.data.decode import ImageSpec, load_image
-from conftest import (HOSTILE, make_tree, run_cli, write_config, write_hostile_entry,
-                      write_large_png)
+from cnnclf.data.layout import discover, list_images
+from cnnclf.errors import DataError, ImageError
 
 SPEC = ImageSpec((16, 16))
 
 
 def data_config(tree: Path, test_dir=True, **kw):
-    return SimpleNamespace(train_dir=str(tree / "training_set"),
-                           test_dir=str(tree / "test_set") if test_dir else None,
-                           validation_split=0.25, **kw)
+    return SimpleNamespace(
+        train_dir=str(tree / "training_set"),
+        test_dir=str(tree / "test_set") if test_dir else None,
+        validation_split=0.25,
+        **kw,
+    )
 
 
 def within(seconds, fn, *args):
@@ -41,7 +43,7 @@ def within(seconds, fn, *args):
     def target():
         try:
             outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+        except BaseException as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, daemon=True)
@@ -64,15 +66,21 @@ def release_fifo_readers(path: Path) -> None:
 
 def cli_subprocess(*args, timeout=60, memory_gb=4):
     """`cnnclf ARGS` in a child process with a time and address-space limit."""
+
     def limit():
         import resource
+
         cap = memory_gb * 2**30
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     try:
-        return subprocess.run([sys.executable, "-m", "cnnclf.cli", *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=limit)
+        return subprocess.run(
+            [sys.executable, "-m", "cnnclf.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=limit,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"cnnclf {' '.join(map(str, args))} still running after {timeout} s")
 
@@ -98,9 +106,14 @@ def test_listing_skips_and_reports_what_is_no_regular_file(tree):
     assert "already listed" in skipped[str(entries["loop_link"])]
 
 
-@pytest.mark.parametrize("case, reason", [("fifo", "not a regular file (a FIFO)"),
-                                          ("device_link", "character device"),
-                                          ("dangling_link", "dangling symbolic link")])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("fifo", "not a regular file (a FIFO)"),
+        ("device_link", "character device"),
+        ("dangling_link", "dangling symbolic link"),
+    ],
+)
 def test_the_decoder_refuses_non_regular_files_without_opening_them(tmp_path, case, reason):
     path = write_hostile_entry(case, tmp_path)
     try:
@@ -118,8 +131,9 @@ def test_predict_reports_a_fifo_and_predicts_the_rest(tmp_path, binary_bundle, b
     good = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
     shutil.copy(good, inbox / good.name)
     try:
-        result = within(120, run_cli, "predict", "--model", binary_bundle, "--format", "json",
-                        inbox)
+        result = within(
+            120, run_cli, "predict", "--model", binary_bundle, "--format", "json", inbox
+        )
     finally:
         release_fifo_readers(fifo)
     assert result.exit_code == 1
@@ -167,8 +181,9 @@ def test_eight_huge_pngs_decode_in_bounded_memory(tmp_path):
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     """)
     try:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("decoding eight large PNGs took over 120 s")
     assert done.returncode == 0, done.stderr
@@ -182,8 +197,15 @@ def test_large_images_decode_like_small_ones(tmp_path, mode, orientation):
     # Above 4 MP the decoder resizes before compositing and orienting (no full-size copies);
     # that must match compositing and orienting first, up to rounding.
     y, x = np.mgrid[0:2200, 0:2100]
-    pixels = np.stack([(x // 300 % 2) * 200 + 20, (y // 400 % 2) * 180 + 30,
-                       (x + y) % 256, np.clip(x // 8, 0, 255)], axis=-1).astype(np.uint8)
+    pixels = np.stack(
+        [
+            (x // 300 % 2) * 200 + 20,
+            (y // 400 % 2) * 180 + 30,
+            (x + y) % 256,
+            np.clip(x // 8, 0, 255),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
     image = Image.fromarray(pixels, "RGBA")
     if mode == "P":
         image = image.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
@@ -202,6 +224,7 @@ def test_large_images_decode_like_small_ones(tmp_path, mode, orientation):
 def _reference_decode(path, size):
     """Orient, composite on white, convert, then resize: the full-size path, spelled out."""
     from PIL import ImageOps
+
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
         image = image.convert("RGBA")
@@ -252,8 +275,9 @@ def test_a_loop_through_the_split_folder_is_refused_not_followed(tree):
         within(30, discover, data_config(tree), 1)
 
 
-@pytest.mark.parametrize("split, key", [("training_set", "data.train_dir"),
-                                        ("test_set", "data.test_dir")])
+@pytest.mark.parametrize(
+    "split, key", [("training_set", "data.train_dir"), ("test_set", "data.test_dir")]
+)
 @pytest.mark.parametrize("case", ["fifo_only", "empty_files_only"])
 def test_a_class_with_no_usable_file_is_a_data_error(tree, split, key, case):
     folder = tree / split / "vstripes"
@@ -275,6 +299,7 @@ def _drop_file_access_override():
     so after exec file modes apply to root too (root's own files stay readable by their owner
     bits, the 0o000 ones do not)."""
     import ctypes
+
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     for capability in (1, 2):
         if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
@@ -285,8 +310,9 @@ def run_denied(command: list[str], timeout=60):
     """`command` in a child that file permissions bind, even when the tests run as root."""
     preexec = _drop_file_access_override if os.geteuid() == 0 else None
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=preexec)
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec
+        )
     except subprocess.TimeoutExpired:
         raise  # a hang is what these tests look for: never a skip
     except subprocess.SubprocessError as exc:
@@ -325,8 +351,9 @@ def test_check_data_reports_unreadable_files_and_fails_a_class_of_them(tree, loc
     locked_paths += [locked, *(tree / "training_set" / "vstripes").iterdir()]
     for path in locked_paths:
         path.chmod(0)
-    result = run_denied([sys.executable, "-m", "cnnclf.cli", "check-data", "--format", "json",
-                         str(tree)])
+    result = run_denied(
+        [sys.executable, "-m", "cnnclf.cli", "check-data", "--format", "json", str(tree)]
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
@@ -340,8 +367,9 @@ def test_check_data_reports_unreadable_files_and_fails_a_class_of_them(tree, loc
 # 4. check-data neither crashes nor passes what stops training.
 
 
-@pytest.mark.parametrize("case, kind", [("dangling_link", "not_listed"),
-                                        ("loop_link", "link_loop")])
+@pytest.mark.parametrize(
+    "case, kind", [("dangling_link", "not_listed"), ("loop_link", "link_loop")]
+)
 def test_check_data_reports_links_without_crashing(tree, case, kind):
     path = write_hostile_entry(case, tree / "training_set" / "vstripes")
     result = within(60, run_cli, "check-data", "--format", "json", tree)
@@ -389,15 +417,19 @@ def test_check_data_checks_train_and_val_as_splits(tmp_path):
     result = run_cli("check-data", "--format", "json", pets)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["splits"] == {"train": {"hstripes": 4, "vstripes": 4},
-                                "val": {"hstripes": 2, "vstripes": 2}}
+    assert report["splits"] == {
+        "train": {"hstripes": 4, "vstripes": 4},
+        "val": {"hstripes": 2, "vstripes": 2},
+    }
 
 
 def test_a_folder_of_splits_given_as_train_dir_is_refused(tmp_path):
     pets = _pets(tmp_path)
-    expected = (f"data.train_dir: {pets} looks like a folder of splits (train/, val/), not of "
-                f"classes: set data.train_dir: {pets / 'train'} and data.test_dir: "
-                f"{pets / 'val'}")
+    expected = (
+        f"data.train_dir: {pets} looks like a folder of splits (train/, val/), not of "
+        f"classes: set data.train_dir: {pets / 'train'} and data.test_dir: "
+        f"{pets / 'val'}"
+    )
     config = SimpleNamespace(train_dir=str(pets), test_dir=None, validation_split=0.2)
     with pytest.raises(DataError) as info:
         discover(config, 1)
@@ -406,8 +438,7 @@ def test_a_folder_of_splits_given_as_train_dir_is_refused(tmp_path):
     text = config_file.read_text().replace(str(pets / "training_set"), str(pets))
     config_file.write_text(text.replace(str(pets / "test_set"), str(pets / "val")))
     result = run_cli("check-data", "--config", config_file)
-    assert result.exit_code == 1 and "looks like a folder of splits (train/, val/)" in \
-        result.stdout
+    assert result.exit_code == 1 and "looks like a folder of splits (train/, val/)" in result.stdout
 
 
 def test_unnamed_splits_with_the_same_classes_are_refused_too(tmp_path):
@@ -439,8 +470,9 @@ def test_repeated_problems_are_grouped_in_the_table(tree):
     too_small = [line for line in lines if line.lstrip().startswith("warning too_small")]
     assert len(too_small) == 1 and "too_small       18 files: " in too_small[0]
     start = lines.index(too_small[0])
-    assert sum(1 for line in lines[start + 1:start + 4] if str(tree) in line) == 3
+    assert sum(1 for line in lines[start + 1 : start + 4] if str(tree) in line) == 3
     assert "... and 15 more" in lines[start + 4]
-    report = json.loads(run_cli("check-data", "--format", "json", "--image-size", "64", "64",
-                                tree).stdout)
+    report = json.loads(
+        run_cli("check-data", "--format", "json", "--image-size", "64", "64", tree).stdout
+    )
     assert sum(p["kind"] == "too_small" for p in report["problems"]) == 18

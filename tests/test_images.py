@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnclf.errors import ImageError
 from cnnclf.data.decode import ImageSpec, load_image
+from cnnclf.errors import ImageError
 
 RGB = ImageSpec((8, 8), "rgb")
 GRAY = ImageSpec((8, 8), "grayscale")
@@ -56,10 +56,13 @@ def test_cmyk_and_palette_images_decode(tmp_path):
     assert load_image(str(gif), RGB)[..., 2].mean() > 200
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"not an image at all", "not an image"),
-    (None, "cannot be decoded"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"not an image at all", "not an image"),
+        (None, "cannot be decoded"),
+    ],
+)
 def test_broken_files_raise_image_error_with_path(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     if content is None:

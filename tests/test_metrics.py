@@ -17,8 +17,7 @@ def test_binary_report_by_hand():
     assert r["n_images"] == 8 and r["accuracy"] == 0.75
     assert r["confusion_matrix"] == {"labels": NAMES, "matrix": [[3, 1], [1, 3]]}
     assert r["sensitivity"] == 0.75 and r["specificity"] == 0.75
-    assert r["per_class"]["tumour"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75,
-                                        "support": 4}
+    assert r["per_class"]["tumour"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
     # AUC = share of (positive, negative) pairs ranked right: (4 + 3 + 1 + 3) / 16.
     assert r["roc_auc"] == pytest.approx(11 / 16)
     assert r["threshold"] == 0.5 and r["positive_class"] == "tumour"
@@ -32,8 +31,14 @@ def test_threshold_moves_the_confusion_matrix():
 
 def test_three_classes_by_hand():
     y = [0, 0, 1, 1, 2, 2]
-    probs = [[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1],
-             [0.3, 0.6, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]]
+    probs = [
+        [0.7, 0.2, 0.1],
+        [0.2, 0.5, 0.3],
+        [0.1, 0.8, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.1, 0.2, 0.7],
+        [0.5, 0.1, 0.4],
+    ]
     r = classification_metrics(y, probs, ["a", "b", "c"])
     assert r["confusion_matrix"]["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert r["accuracy"] == pytest.approx(4 / 6)
@@ -46,13 +51,16 @@ def test_three_classes_by_hand():
     assert "threshold" not in r and "sensitivity" not in r
 
 
-@pytest.mark.parametrize("rule, expected", [
-    (0.42, 0.42),
-    ("youden", 0.65),        # TPR - FPR = 0.75 - 0.25, the best
-    ("f1", 0.65),            # F1 0.75, against 8/11 at 0.3
-    ("recall>=0.95", 0.3),   # the highest threshold catching all 4 positives
-    ("recall>=0.7", 0.65),
-    ("specificity>=0.75", 0.65),  # the lowest threshold with 3 of 4 negatives right
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        (0.42, 0.42),
+        ("youden", 0.65),  # TPR - FPR = 0.75 - 0.25, the best
+        ("f1", 0.65),  # F1 0.75, against 8/11 at 0.3
+        ("recall>=0.95", 0.3),  # the highest threshold catching all 4 positives
+        ("recall>=0.7", 0.65),
+        ("specificity>=0.75", 0.65),  # the lowest threshold with 3 of 4 negatives right
+    ],
+)
 def test_threshold_rules_by_hand(rule, expected):
     assert choose_threshold(Y, P1, rule) == pytest.approx(expected)

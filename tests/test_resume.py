@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import read_json, run_cli, write_config
 
 EPOCHS = 30
@@ -18,10 +17,13 @@ def start_training(config: Path, out: Path) -> subprocess.Popen:
     # A test run started in the background (nohup, `&` in a script) passes SIGINT on as
     # ignored, and Python then keeps ignoring Ctrl-C, as it should; the child here must get
     # the interactive default to test what a user's Ctrl-C does.
-    return subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(config), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def interrupt_after_first_epoch(process: subprocess.Popen, staging: Path, sig) -> int:
@@ -49,10 +51,17 @@ def killed_run(config: Path, tmp_path: Path):
 
 @pytest.fixture
 def config(tmp_path, binary_tree):
-    return write_config(tmp_path / "c.yaml", binary_tree, train={"epochs": EPOCHS, "seed": 5},
-                        data={"train_dir": str(binary_tree / "training_set"),
-                              "test_dir": str(binary_tree / "test_set"),
-                              "image_size": [24, 24], "batch_size": 4})
+    return write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        train={"epochs": EPOCHS, "seed": 5},
+        data={
+            "train_dir": str(binary_tree / "training_set"),
+            "test_dir": str(binary_tree / "test_set"),
+            "image_size": [24, 24],
+            "batch_size": 4,
+        },
+    )
 
 
 def assert_resumes_to_the_full_run(config: Path, out: Path, staging: Path):
@@ -89,26 +98,31 @@ def test_kill_9_then_resume_ends_with_the_same_epoch_count(tmp_path, config):
 
 def test_resume_refuses_a_different_config(tmp_path, config):
     out, _ = killed_run(config, tmp_path)
-    result = run_cli("train", "--config", config, "--out", out, "--resume",
-                     "--set", "train.learning_rate=0.01")
+    result = run_cli(
+        "train", "--config", config, "--out", out, "--resume", "--set", "train.learning_rate=0.01"
+    )
     assert result.exit_code == 2
-    assert "--resume: train.learning_rate is 0.01 but the interrupted run used 0.001" in \
-        result.stderr
+    assert (
+        "--resume: train.learning_rate is 0.01 but the interrupted run used 0.001" in result.stderr
+    )
 
 
 def test_a_run_killed_under_an_older_cnnclf_resumes_with_new_keys_at_their_defaults(
-        tmp_path, config):
+    tmp_path, config
+):
     """Upgrading between a kill and --resume: keys the old run's config lacks are defaults."""
     out, staging = killed_run(config, tmp_path)
     progress = read_json(staging / "progress.json")
     for key in ("jit_compile", "steps_per_execution"):  # keys added after the first release
         del progress["config"]["train"][key]
     (staging / "progress.json").write_text(json.dumps(progress))
-    changed = run_cli("train", "--config", config, "--out", out, "--resume",
-                      "--set", "train.jit_compile=false")
+    changed = run_cli(
+        "train", "--config", config, "--out", out, "--resume", "--set", "train.jit_compile=false"
+    )
     assert changed.exit_code == 2
-    assert "--resume: train.jit_compile is False but the interrupted run used 'auto'" in \
-        changed.stderr
+    assert (
+        "--resume: train.jit_compile is False but the interrupted run used 'auto'" in changed.stderr
+    )
     assert_resumes_to_the_full_run(config, out, staging)
 
 
@@ -119,8 +133,7 @@ def test_resume_with_nothing_to_resume(tmp_path, config):
     assert no_out.exit_code == 2 and "--resume needs --out DIR" in no_out.stderr
 
 
-def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, config,
-                                                                     monkeypatch):
+def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, config, monkeypatch):
     out = tmp_path / "bundle"
     from cnnclf.training import rundir
 
@@ -130,17 +143,36 @@ def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, con
     stopped = run_cli("train", "--config", config, "--out", out, "--set", "train.epochs=2")
     monkeypatch.delenv(rundir.FAULT_ENV)
     assert stopped.exit_code == 1 and "--resume" in stopped.stderr, stopped.output
-    probe = ("import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
-             "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n"
-             "    raise\n")
+    probe = (
+        "import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)\n"
+        "    raise\n"
+    )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", probe, "train", "--config", str(config),
-                             "--out", str(out), "--resume", "--set", "train.epochs=2",
-                             "--set", "train.learning_rate=3e-3"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--resume",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.learning_rate=3e-3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
-    assert "--resume: train.learning_rate is 0.003 but the interrupted run used 0.001" in \
-        result.stderr
+    assert (
+        "--resume: train.learning_rate is 0.003 but the interrupted run used 0.001" in result.stderr
+    )
     assert "tensorflow loaded: False" in result.stderr
     assert time.monotonic() - started < 10
 
@@ -148,21 +180,29 @@ def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, con
 def test_checkpoints_every_n_epochs_resume_from_the_last_one_saved(tmp_path, binary_tree):
     import os
 
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          train={"epochs": 5, "seed": 5, "checkpoint_every_epochs": 2})
+    config = write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        train={"epochs": 5, "seed": 5, "checkpoint_every_epochs": 2},
+    )
     out, staging = tmp_path / "bundle", tmp_path / ".bundle.partial"
     # Killed as the second checkpoint is committed: with every 2 epochs, that is epoch 4.
-    process = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                              str(config), "--out", str(out)], capture_output=True, text=True,
-                             env={**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"},
-                             timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"},
+        timeout=300,
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr
     progress = read_json(staging / "progress.json")
     assert progress["completed_epochs"] == 4
     assert progress["history"]["epoch"] == [1, 2, 3, 4]
     # Epochs 1 and 3 were never written (the kill came before epoch 2's file was pruned).
-    assert {p.name for p in staging.glob("checkpoint-*")} <= {"checkpoint-2.npz",
-                                                              "checkpoint-4.npz"}
+    assert {p.name for p in staging.glob("checkpoint-*")} <= {
+        "checkpoint-2.npz",
+        "checkpoint-4.npz",
+    }
     result = run_cli("train", "--config", config, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
     assert read_json(out / "history.json")["epoch"] == [1, 2, 3, 4, 5]

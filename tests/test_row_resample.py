@@ -15,8 +15,9 @@ def unrotated_matrices(rng, n, size):
     def draw(low, high):
         return tf.constant(rng.uniform(low, high, n), tf.float32)
 
-    m = affine_matrices(tf.zeros([n]), draw(-6, 6), draw(-6, 6), draw(-25, 25),
-                        draw(0.5, 1.5), draw(0.5, 1.5), size)
+    m = affine_matrices(
+        tf.zeros([n]), draw(-6, 6), draw(-6, 6), draw(-25, 25), draw(0.5, 1.5), draw(0.5, 1.5), size
+    )
     flips = [tf.constant(rng.random(n) < 0.5) for _ in range(2)]
     return (m @ flip_matrices(*flips, n, size)).numpy()
 
@@ -46,10 +47,10 @@ def test_rows_give_the_pixels_of_apply_affine(fill_mode, shape):
 
 
 def test_rotated_matrices_are_refused():
+    import tensorflow as tf
+
     from cnnclf.data.augment import affine_matrices
     from cnnclf.data.row_resample import resample, supports
-
-    import tensorflow as tf
 
     m = affine_matrices(*(tf.constant([v]) for v in (10.0, 0.0, 0.0, 0.0, 1.0, 1.0)), (8, 8))
     with pytest.raises(ValueError, match="rotation"):
@@ -58,11 +59,20 @@ def test_rotated_matrices_are_refused():
     assert not supports("nearest", 10) and not supports("reflect", 0)
 
 
-@pytest.mark.parametrize("overrides", [
-    ["augment.shear_range=0.2", "augment.zoom_range=0.2", "augment.horizontal_flip=true"],
-    ["augment.width_shift_range=0.2", "augment.height_shift_range=3", "augment.vertical_flip=true",
-     "augment.fill_mode=constant", "augment.cval=40", "augment.brightness_range=[0.5, 1.5]"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["augment.shear_range=0.2", "augment.zoom_range=0.2", "augment.horizontal_flip=true"],
+        [
+            "augment.width_shift_range=0.2",
+            "augment.height_shift_range=3",
+            "augment.vertical_flip=true",
+            "augment.fill_mode=constant",
+            "augment.cval=40",
+            "augment.brightness_range=[0.5, 1.5]",
+        ],
+    ],
+)
 def test_the_pipeline_augments_as_the_training_step_does(overrides):
     """augment.where: pipeline (rows, on the CPU) and step (XLA, on the device) draw the same
     transforms from the same seed and give the same pixels."""

@@ -74,8 +74,9 @@ def test_predict_matches_cli_json(client, binary_bundle, binary_tree):
     response = client.post("/predict", files=_files(paths))
     assert response.status_code == 200, response.text
     served = response.json()
-    cli = json.loads(run_cli("predict", "--model", binary_bundle, "--format", "json",
-                             *paths).stdout)
+    cli = json.loads(
+        run_cli("predict", "--model", binary_bundle, "--format", "json", *paths).stdout
+    )
     assert [row["path"] for row in served] == [p.name for p in paths]
     for got, want in zip(served, cli):
         assert set(got) == set(want) == {"path", "label", "probability", "probabilities"}
@@ -98,8 +99,11 @@ def test_binary_threshold_and_options(client, binary_tree):
 def test_multiclass_has_top_k(multi_client, multi_bundle, multi_tree):
     paths = _images(multi_tree, 2)
     served = multi_client.post("/predict", files=_files(paths)).json()
-    cli = json.loads(run_cli("predict", "--model", multi_bundle, "--format", "json",
-                             "--top-k", "3", *paths).stdout)
+    cli = json.loads(
+        run_cli(
+            "predict", "--model", multi_bundle, "--format", "json", "--top-k", "3", *paths
+        ).stdout
+    )
     for got, want in zip(served, cli):
         assert set(got) == set(want) and "top_k" in got
         assert [t["label"] for t in got["top_k"]] == [t["label"] for t in want["top_k"]]
@@ -136,11 +140,15 @@ def test_oversize_bodies_get_413(client, binary_tree):
         for _ in range(64):
             yield b"\0" * 65536
 
-    response = client.post("/predict", content=chunks(),
-                           headers={"Content-Type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        "/predict", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert response.status_code == 413
-    response = client.post("/v1/models/tiny:predict", content=b"{" + b" " * (2 * 2**20),
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/models/tiny:predict",
+        content=b"{" + b" " * (2 * 2**20),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert client.post("/predict", files=_files(_images(binary_tree, 1))).status_code == 200
 
@@ -149,22 +157,45 @@ def test_wrong_content_types_and_malformed_bodies(client, binary_tree):
     [path] = _images(binary_tree, 1)
     cases = [
         (client.post("/predict", json={"x": 1}), 415, "multipart/form-data"),
-        (client.post("/predict", content=b"abc", headers={"Content-Type": "image/png"}), 415,
-         "image/png"),
-        (client.post("/predict", content=b'--b\r\nContent-Disposition: form-data; '
-                     b'name="note"\r\n\r\nhi\r\n--b--\r\n',
-                     headers={"Content-Type": "multipart/form-data; boundary=b"}), 400,
-         "no file"),
-        (client.post("/predict", content=b"garbage",
-                     headers={"Content-Type": "multipart/form-data"}), 400, "boundary"),
+        (
+            client.post("/predict", content=b"abc", headers={"Content-Type": "image/png"}),
+            415,
+            "image/png",
+        ),
+        (
+            client.post(
+                "/predict",
+                content=b"--b\r\nContent-Disposition: form-data; "
+                b'name="note"\r\n\r\nhi\r\n--b--\r\n',
+                headers={"Content-Type": "multipart/form-data; boundary=b"},
+            ),
+            400,
+            "no file",
+        ),
+        (
+            client.post(
+                "/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"}
+            ),
+            400,
+            "boundary",
+        ),
         (client.post("/v1/models/tiny:predict", files=_files([path])), 415, "application/json"),
-        (client.post("/v1/models/tiny:predict", content=b"{not json",
-                     headers={"Content-Type": "application/json"}), 400, "malformed JSON"),
+        (
+            client.post(
+                "/v1/models/tiny:predict",
+                content=b"{not json",
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+            "malformed JSON",
+        ),
         (client.post("/v1/models/tiny:predict", json={"inputs": []}), 400, "instances"),
-        (client.post("/v1/models/tiny:predict", json={"instances": [{"b64": "%%%"}]}), 400,
-         "base64"),
-        (client.post("/v1/models/tiny:predict", json={"instances": [42]}), 400,
-         "instances[0]"),
+        (
+            client.post("/v1/models/tiny:predict", json={"instances": [{"b64": "%%%"}]}),
+            400,
+            "base64",
+        ),
+        (client.post("/v1/models/tiny:predict", json={"instances": [42]}), 400, "instances[0]"),
         (client.post("/v1/models/other:predict", json={"instances": []}), 404, "'tiny'"),
         (client.get("/no/such/route"), 404, None),
     ]
@@ -177,8 +208,13 @@ def test_wrong_content_types_and_malformed_bodies(client, binary_tree):
 
 def test_tf_serving_routes(client, binary_model, binary_tree):
     paths = _images(binary_tree, 3)
-    body = {"instances": [{"b64": _b64(paths[0])}, {"image_bytes": {"b64": _b64(paths[1])}},
-                          {"b64": _b64(paths[2])}]}
+    body = {
+        "instances": [
+            {"b64": _b64(paths[0])},
+            {"image_bytes": {"b64": _b64(paths[1])}},
+            {"b64": _b64(paths[2])},
+        ]
+    }
     response = client.post("/v1/models/tiny:predict", json=body)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
@@ -203,8 +239,7 @@ def test_explain_returns_a_png(client, binary_tree, tmp_path):
     assert response.headers["x-label"] in {"hstripes", "vstripes"}
     with Image.open(io.BytesIO(response.content)) as png:
         assert png.width >= 2 * 224  # image and heatmap side by side
-    response = client.post("/explain", files=_files([write_bad_case("truncated_jpeg",
-                                                                   tmp_path)]))
+    response = client.post("/explain", files=_files([write_bad_case("truncated_jpeg", tmp_path)]))
     assert response.status_code == 422
     # A large photo is drawn from a small upright copy, never decoded at full size again.
     large = tmp_path / "large.jpg"
@@ -237,11 +272,13 @@ def test_exports_serve_predictions_but_not_grad_cam(binary_bundle, binary_tree, 
 def test_the_token_is_required_on_every_api_route(token_client, binary_tree):
     [path] = _images(binary_tree, 1)
     body = {"instances": [{"b64": _b64(path)}]}
-    calls = [lambda h: token_client.post("/predict", files=_files([path]), headers=h),
-             lambda h: token_client.post("/explain", files=_files([path]), headers=h),
-             lambda h: token_client.post("/v1/models/tiny:predict", json=body, headers=h),
-             lambda h: token_client.get("/v1/models/tiny", headers=h),
-             lambda h: token_client.get("/v1/models/tiny/metadata", headers=h)]
+    calls = [
+        lambda h: token_client.post("/predict", files=_files([path]), headers=h),
+        lambda h: token_client.post("/explain", files=_files([path]), headers=h),
+        lambda h: token_client.post("/v1/models/tiny:predict", json=body, headers=h),
+        lambda h: token_client.get("/v1/models/tiny", headers=h),
+        lambda h: token_client.get("/v1/models/tiny/metadata", headers=h),
+    ]
     for call in calls:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             response = call(headers)
@@ -259,8 +296,7 @@ def test_no_cors_unless_asked(client, binary_model):
     assert client.options("/predict", headers=headers).status_code in (404, 405)
     cors = _client(binary_model, cors_origins=("https://app.example",))
     try:
-        response = cors.options("/predict", headers={**headers,
-                                                     "Origin": "https://app.example"})
+        response = cors.options("/predict", headers={**headers, "Origin": "https://app.example"})
         assert response.headers["access-control-allow-origin"] == "https://app.example"
         response = cors.get("/healthz", headers=headers)
         assert "access-control-allow-origin" not in response.headers
@@ -280,8 +316,15 @@ def test_page_static_files_health_and_openapi(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"
     paths = client.get("/openapi.json").json()["paths"]
-    for route in ("/predict", "/explain", "/v1/models/{name}:predict", "/v1/models/{name}",
-                  "/v1/models/{name}/metadata", "/healthz", "/readyz"):
+    for route in (
+        "/predict",
+        "/explain",
+        "/v1/models/{name}:predict",
+        "/v1/models/{name}",
+        "/v1/models/{name}/metadata",
+        "/healthz",
+        "/readyz",
+    ):
         assert route in paths
 
 
@@ -292,8 +335,9 @@ def test_concurrent_requests_share_model_calls(client, binary_tree):
     batcher = client.app.state.service.batcher
     before = (batcher.batches, batcher.images)
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda p: client.post("/predict", files=_files([p])).status_code,
-                              paths * 2))
+        codes = list(
+            pool.map(lambda p: client.post("/predict", files=_files([p])).status_code, paths * 2)
+        )
     assert codes == [200] * 16
     assert batcher.images - before[1] == 16
     assert batcher.batches - before[0] <= 16
@@ -309,8 +353,9 @@ def test_micro_batcher_bounds_and_order():
     async def main():
         batcher = MicroBatcher(predict, max_batch_size=4, max_wait_ms=50)
         await batcher.start()
-        rows = await asyncio.gather(*(batcher.submit(np.full((2, 2, 1), i, np.uint8))
-                                      for i in range(10)))
+        rows = await asyncio.gather(
+            *(batcher.submit(np.full((2, 2, 1), i, np.uint8)) for i in range(10))
+        )
         await batcher.stop()
         return [float(r[0]) for r in rows], batcher.batches
 
@@ -375,7 +420,6 @@ def test_upload_names_never_reach_the_file_system(client, binary_tree, tmp_path,
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     for name in ("../../etc/passwd", str(path), "/dev/zero"):
-        response = client.post("/predict", files=[("file", (name, buffer.getvalue(),
-                                                            "image/png"))])
+        response = client.post("/predict", files=[("file", (name, buffer.getvalue(), "image/png"))])
         assert response.status_code == 200 and response.json()[0]["path"] == name
     assert list(tmp_path.iterdir()) == []

@@ -19,15 +19,17 @@ DEMO = REPO / "data" / "demo"
 pytestmark = pytest.mark.skipif(
     not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
     reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-           "chromium-driver; .ci/run does)")
+    "chromium-driver; .ci/run does)",
+)
 
 
 @pytest.fixture(scope="module")
 def demo_bundle(tmp_path_factory):
     """The demo config, 3 epochs: tells these sneakers from these ankle boots."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    result = run_cli("train", "--config", REPO / "configs" / "demo.yaml", "--set",
-                     "train.epochs=3", "--out", out)
+    result = run_cli(
+        "train", "--config", REPO / "configs" / "demo.yaml", "--set", "train.epochs=3", "--out", out
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -40,8 +42,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--disable-gpu"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--disable-gpu",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver
@@ -53,8 +60,10 @@ def test_page_classifies_uploaded_images(demo_bundle, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    images = {"sneaker": DEMO / "test_set" / "sneaker" / "sneaker_00009.png",
-              "ankle_boot": DEMO / "test_set" / "ankle_boot" / "ankle_boot_00132.png"}
+    images = {
+        "sneaker": DEMO / "test_set" / "sneaker" / "sneaker_00009.png",
+        "ankle_boot": DEMO / "test_set" / "ankle_boot" / "ankle_boot_00132.png",
+    }
     process, url = start_server(demo_bundle, "--name", "demo")
     try:
         browser.get(url)
@@ -65,8 +74,7 @@ def test_page_classifies_uploaded_images(demo_bundle, browser, tmp_path):
         assert "Validation accuracy" in card and "keras bundle" in card
         assert browser.find_element(By.ID, "threshold-box").is_displayed()
 
-        browser.find_element(By.ID, "files").send_keys(
-            "\n".join(str(p) for p in images.values()))
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in images.values()))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "li.result[data-label]")) == 2)
         for item in browser.find_elements(By.CSS_SELECTOR, "li.result"):
             name = item.find_element(By.CSS_SELECTOR, ".file").text
@@ -83,9 +91,18 @@ def test_page_classifies_uploaded_images(demo_bundle, browser, tmp_path):
         toggle = browser.find_element(By.ID, "gradcam")
         toggle.send_keys(Keys.SPACE)
         assert toggle.is_selected()
-        wait.until(lambda d: len([img for img in d.find_elements(By.CSS_SELECTOR, "img.gradcam")
-                                  if d.execute_script("return arguments[0].naturalWidth", img)])
-                   == 2)
+        wait.until(
+            lambda d: (
+                len(
+                    [
+                        img
+                        for img in d.find_elements(By.CSS_SELECTOR, "img.gradcam")
+                        if d.execute_script("return arguments[0].naturalWidth", img)
+                    ]
+                )
+                == 2
+            )
+        )
         assert not browser.find_elements(By.CSS_SELECTOR, ".error")
         shot = tmp_path / "serve-page.png"
         browser.save_screenshot(str(shot))
@@ -116,8 +133,10 @@ def test_page_asks_for_the_token_once(demo_bundle, browser):
         assert not form.is_displayed()
         browser.find_element(By.ID, "files").send_keys(str(image))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.result[data-label]"))
-        assert browser.find_element(By.CSS_SELECTOR, "li.result").get_attribute(
-            "data-label") == "sneaker"
+        assert (
+            browser.find_element(By.CSS_SELECTOR, "li.result").get_attribute("data-label")
+            == "sneaker"
+        )
         assert not form.is_displayed()
     finally:
         process.terminate()

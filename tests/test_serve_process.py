@@ -23,9 +23,22 @@ def free_port() -> int:
 def start_server(model, *args):
     """(process, base URL) of `cnnclf serve`, once /readyz answers 200."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cnnclf.cli", "serve", "--model",
-                                str(model), "--port", str(port), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -42,11 +55,16 @@ def start_server(model, *args):
 
 def post_image(url: str, path, name: str = "image.png", timeout: float = 60):
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
     body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url + "/predict", data=body, headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    request = urllib.request.Request(
+        url + "/predict",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.status, json.loads(response.read())
 
@@ -59,8 +77,9 @@ def test_serve_answers_and_drains_on_sigterm(binary_bundle, binary_tree):
         status, rows = post_image(url, image, "one.png")
         assert status == 200 and rows[0]["path"] == "one.png"
         answer = {}
-        client = threading.Thread(target=lambda: answer.update(
-            result=post_image(url, image, "in-flight.png")))
+        client = threading.Thread(
+            target=lambda: answer.update(result=post_image(url, image, "in-flight.png"))
+        )
         client.start()
         time.sleep(1.0)  # the request waits in the batcher now
         process.send_signal(signal.SIGTERM)
@@ -86,13 +105,25 @@ def test_ctrl_c_exits_0(binary_bundle):
 
 
 def test_help_and_option_errors_do_not_import_tensorflow(tmp_path):
-    code = ("import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
-            "    print('exit', e.code)\nprint('tensorflow' in sys.modules)\n")
-    for args in (["serve", "--help"], ["serve", "--port", "nope"],
-                 ["serve", "--model", str(tmp_path / "missing")]):
-        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                                text=True, timeout=120)
+    code = (
+        "import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('exit', e.code)\nprint('tensorflow' in sys.modules)\n"
+    )
+    for args in (
+        ["serve", "--help"],
+        ["serve", "--port", "nope"],
+        ["serve", "--model", str(tmp_path / "missing")],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+        )
         assert result.stdout.strip().endswith("False"), (args, result.stdout, result.stderr)
-    assert "--max-upload-mb" in subprocess.run(
-        [sys.executable, "-m", "cnnclf.cli", "serve", "--help"], capture_output=True,
-        text=True, timeout=120).stdout
+    assert (
+        "--max-upload-mb"
+        in subprocess.run(
+            [sys.executable, "-m", "cnnclf.cli", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )

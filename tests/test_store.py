@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cnnclf.data.store import DecodedStore
-from cnnclf.data.decode import ImageSpec
 from conftest import make_tree, read_json, run_cli, write_config
+
+from cnnclf.data.decode import ImageSpec
+from cnnclf.data.store import DecodedStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,12 @@ def test_an_unreadable_file_is_reported_once_and_dropped(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     reported = []
-    store = DecodedStore([str(broken)], ImageSpec((16, 16)), "memory",
-                         on_unreadable=lambda path, reason: reported.append(path))
+    store = DecodedStore(
+        [str(broken)],
+        ImageSpec((16, 16)),
+        "memory",
+        on_unreadable=lambda path, reason: reported.append(path),
+    )
     assert [store.read(0)[1] for _ in range(3)] == [False, False, False]
     assert reported == [str(broken)]
 
@@ -51,11 +55,18 @@ def test_an_unreadable_file_is_reported_once_and_dropped(tmp_path):
 def test_every_cache_mode_trains_on_the_same_images(tmp_path, binary_tree):
     losses = {}
     for cache in ("memory", "disk", "none"):
-        config = write_config(tmp_path / f"{cache}.yaml", binary_tree,
-                              data={"train_dir": str(binary_tree / "training_set"),
-                                    "test_dir": str(binary_tree / "test_set"),
-                                    "image_size": [16, 16], "batch_size": 8, "cache": cache},
-                              train={"epochs": 2, "seed": 3, "deterministic": True})
+        config = write_config(
+            tmp_path / f"{cache}.yaml",
+            binary_tree,
+            data={
+                "train_dir": str(binary_tree / "training_set"),
+                "test_dir": str(binary_tree / "test_set"),
+                "image_size": [16, 16],
+                "batch_size": 8,
+                "cache": cache,
+            },
+            train={"epochs": 2, "seed": 3, "deterministic": True},
+        )
         result = run_cli("train", "--config", config, "--out", tmp_path / cache)
         assert result.exit_code == 0, result.output
         assert f"cache: {cache}" in result.stderr
@@ -69,8 +80,9 @@ def test_a_filled_store_reads_whole_batches(tmp_path, where):
     paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
     broken = tmp_path / "zz-broken.png"  # the last slot: a disk store's file must still map
     broken.write_bytes(b"not an image")
-    store = DecodedStore(paths + [str(broken)], ImageSpec((16, 16)), where,
-                         str(tmp_path / "store.bin"))
+    store = DecodedStore(
+        paths + [str(broken)], ImageSpec((16, 16)), where, str(tmp_path / "store.bin")
+    )
     assert not store.filled
     singles = [store.read(i) for i in range(len(store))]
     assert store.filled and not singles[-1][1]
@@ -94,12 +106,19 @@ def store_dataset(tmp_path, cache, n_train=6, broken=1, **kwargs):
         (tmp_path / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff broken")
         paths.append(str(tmp_path / f"broken{i}.jpg"))
     labels = [i % 2 for i in range(len(paths))]
-    opened = open_store(Split(paths, labels), spec=ImageSpec((16, 16)), training=True, seed=3,
-                        cache=cache, cache_path=str(tmp_path / f"{cache}.bin"))
+    opened = open_store(
+        Split(paths, labels),
+        spec=ImageSpec((16, 16)),
+        training=True,
+        seed=3,
+        cache=cache,
+        cache_path=str(tmp_path / f"{cache}.bin"),
+    )
     decode_all(opened.store, workers=2)
     spec = ImageSpec((16, 16))
-    return opened, make_dataset(opened, spec=spec, n_classes=2, batch_size=4, training=True,
-                                seed=3, **kwargs)
+    return opened, make_dataset(
+        opened, spec=spec, n_classes=2, batch_size=4, training=True, seed=3, **kwargs
+    )
 
 
 def epoch_images(ds):
@@ -112,8 +131,11 @@ def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cac
     readable = 12  # make_tree's 2 classes x 6; the broken file is left out
     assert int(ds.cardinality()) == 3  # known length: 12 images in batches of 4
     first, second = epoch_images(ds), epoch_images(ds)
-    expected = sorted(opened.store.read(i)[0].tobytes() for i in range(len(opened.store))
-                      if opened.store.read(i)[1])
+    expected = sorted(
+        opened.store.read(i)[0].tobytes()
+        for i in range(len(opened.store))
+        if opened.store.read(i)[1]
+    )
     assert len(first) == readable and sorted(first) == sorted(second) == expected
     assert first != second  # reshuffled every epoch
     images, labels = next(iter(ds))
@@ -124,8 +146,10 @@ def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cac
 def test_the_shuffle_repeats_for_the_same_seed_in_every_cache_mode(tmp_path, broken):
     # With every file readable a memory store is read in place (slices of one tensor), the
     # others by index: the same seed must still give the same batches.
-    runs = {cache: store_dataset(tmp_path / cache, cache, broken=broken)[1]
-            for cache in ("memory", "disk", "none")}
+    runs = {
+        cache: store_dataset(tmp_path / cache, cache, broken=broken)[1]
+        for cache in ("memory", "disk", "none")
+    }
     orders = {cache: epoch_images(ds) for cache, ds in runs.items()}
     assert orders["memory"] == orders["disk"] == orders["none"]
     labels = {cache: [y.tolist() for _, y in ds.as_numpy_iterator()] for cache, ds in runs.items()}
@@ -165,16 +189,20 @@ print(peak_mib() - before)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
-@pytest.mark.parametrize("strategy,size", [("default", 128), ("default", 150),
-                                           ("one_device", 128)])
+@pytest.mark.parametrize("strategy,size", [("default", 128), ("default", 150), ("one_device", 128)])
 def test_reading_a_memory_store_copies_no_image(strategy, size):
     """An epoch reads the store without copying it or holding images in the shuffle buffer
     (any rewrite of a tf.data graph copies a tensor in it; a slice of an unaligned image is
     a copy): either would double the memory a data set takes. A fresh process each, since
     memory a process freed earlier is reused without raising its peak."""
-    result = subprocess.run([sys.executable, "-c", NO_COPY_CHECK, strategy, str(size)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", NO_COPY_CHECK, strategy, str(size)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.split()[-1]) < 48  # MiB, for a 96 MiB store
 
@@ -187,11 +215,18 @@ def test_three_classes_get_one_hot_labels_in_every_read(tmp_path):
     paths = sorted(str(p) for p in (tree / "training_set").rglob("*.*"))
     labels = [i % 3 for i in range(len(paths))]
     for cache in ("memory", "disk"):
-        opened = open_store(Split(paths, labels), spec=ImageSpec((16, 16)), training=False,
-                            seed=0, cache=cache, cache_path=str(tmp_path / "store.bin"))
+        opened = open_store(
+            Split(paths, labels),
+            spec=ImageSpec((16, 16)),
+            training=False,
+            seed=0,
+            cache=cache,
+            cache_path=str(tmp_path / "store.bin"),
+        )
         decode_all(opened.store)
-        ds = make_dataset(opened, spec=ImageSpec((16, 16)), n_classes=3, batch_size=8,
-                          training=False, seed=0)
+        ds = make_dataset(
+            opened, spec=ImageSpec((16, 16)), n_classes=3, batch_size=8, training=False, seed=0
+        )
         got = np.concatenate([y for _, y in ds.as_numpy_iterator()])
         assert np.array_equal(got, np.eye(3, dtype=np.float32)[labels])
 
@@ -203,15 +238,21 @@ def test_the_in_place_read_copies_images_into_a_batch_on_several_threads():
     back to the slower batch. The dataset graph is TensorFlow's own (private) view of it."""
     import tensorflow as tf
 
-    from cnnclf.data.store import DECODED
     from cnnclf.data.pipeline import OpenedStore, make_dataset
+    from cnnclf.data.store import DECODED
 
     spec = ImageSpec((8, 8))
     store = DecodedStore([f"/x/{i}.png" for i in range(6)], spec, "memory")
     store.array[:] = np.arange(6, dtype=np.uint8)[:, None, None, None]
     store.state[:] = DECODED
-    ds = make_dataset(OpenedStore(store, np.arange(6, dtype=np.int32) % 2), spec=spec,
-                      n_classes=2, batch_size=4, training=True, seed=1)
+    ds = make_dataset(
+        OpenedStore(store, np.arange(6, dtype=np.int32) % 2),
+        spec=spec,
+        n_classes=2,
+        batch_size=4,
+        training=True,
+        seed=1,
+    )
     graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
     batches = [node for node in graph.node if node.op == "BatchDatasetV2"]
     assert len(batches) == 1 and batches[0].attr["parallel_copy"].b

@@ -9,8 +9,10 @@ from conftest import read_json, run_cli, write_config
 from cnnclf.bundle import load_bundle
 from cnnclf.inference.summary import conv_block_geometry
 
-TWO_BLOCKS = [{"filters": 4, "kernel_size": 3, "pool_size": 2},
-              {"filters": 8, "kernel_size": 3, "pool_size": 2}]
+TWO_BLOCKS = [
+    {"filters": 4, "kernel_size": 3, "pool_size": 2},
+    {"filters": 8, "kernel_size": 3, "pool_size": 2},
+]
 
 
 def test_geometry_of_two_valid_blocks_by_hand():
@@ -20,9 +22,10 @@ def test_geometry_of_two_valid_blocks_by_hand():
     #   conv2:  7 - 3 + 1 = 5 px,  rf 4 + (3-1)*2 = 8;   pool2:  5 // 2 = 2, rf 8 + (2-1)*2 = 10,
     #          jump 2*2 = 4
     blocks = conv_block_geometry([16, 16], TWO_BLOCKS, "valid")
-    assert [(b["conv_output"], b["conv_receptive_field"], b["output"], b["receptive_field"],
-             b["jump"]) for b in blocks] == [([14, 14], 3, [7, 7], 4, 2),
-                                             ([5, 5], 8, [2, 2], 10, 4)]
+    assert [
+        (b["conv_output"], b["conv_receptive_field"], b["output"], b["receptive_field"], b["jump"])
+        for b in blocks
+    ] == [([14, 14], 3, [7, 7], 4, 2), ([5, 5], 8, [2, 2], 10, 4)]
 
 
 def test_same_padding_changes_sizes_not_the_receptive_field():
@@ -44,9 +47,19 @@ def test_summary_of_a_bundle(binary_bundle):
     assert summary["input_size"] == [16, 16, 3]
     assert summary["class_names"] == ["hstripes", "vstripes"] and not summary["classes_assumed"]
     # The tiny config's one block: 16 -> conv 14 (rf 3) -> pool 7 (rf 4), as Keras built it.
-    assert summary["blocks"] == [{"block": 1, "filters": 4, "kernel_size": 3, "pool_size": 2,
-                                  "conv_output": [14, 14], "conv_receptive_field": 3,
-                                  "output": [7, 7], "receptive_field": 4, "jump": 2}]
+    assert summary["blocks"] == [
+        {
+            "block": 1,
+            "filters": 4,
+            "kernel_size": 3,
+            "pool_size": 2,
+            "conv_output": [14, 14],
+            "conv_receptive_field": 3,
+            "output": [7, 7],
+            "receptive_field": 4,
+            "jump": 2,
+        }
+    ]
     assert tuple(model.get_layer("pool1").output.shape[1:3]) == (7, 7)
     manifest = read_json(binary_bundle / "bundle.json")
     assert summary["metrics"]["final_metrics"] == manifest["final_metrics"]
@@ -63,8 +76,15 @@ def test_summary_of_a_bundle(binary_bundle):
 
 def test_summary_of_a_config(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
-    result = run_cli("summary", "--config", config, "--set", f"model.conv_blocks={TWO_BLOCKS}",
-                     "--format", "json")
+    result = run_cli(
+        "summary",
+        "--config",
+        config,
+        "--set",
+        f"model.conv_blocks={TWO_BLOCKS}",
+        "--format",
+        "json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     # By hand, 3 input channels, 2 classes (1 sigmoid unit):
@@ -83,8 +103,9 @@ def test_summary_of_a_config(tmp_path, binary_tree):
 
 def test_batch_norm_weights_count_as_non_trainable(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
-    result = run_cli("summary", "--config", config, "--set", "model.batch_norm=true",
-                     "--format", "json")
+    result = run_cli(
+        "summary", "--config", config, "--set", "model.batch_norm=true", "--format", "json"
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     # bn1 over 4 filters: gamma and beta train, moving mean and variance do not (2 * 4).
@@ -94,18 +115,29 @@ def test_batch_norm_weights_count_as_non_trainable(tmp_path, binary_tree):
 
 def test_usage_errors_are_one_line_without_tensorflow(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
-    code = ("import sys\nfrom cnnclf.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as exc:\n    c = exc.code\n"
-            "sys.stderr.write('tensorflow imported: %s\\n' % ('tensorflow' in sys.modules))\n"
-            "sys.exit(c)\n")
+    code = (
+        "import sys\nfrom cnnclf.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    c = exc.code\n"
+        "sys.stderr.write('tensorflow imported: %s\\n' % ('tensorflow' in sys.modules))\n"
+        "sys.exit(c)\n"
+    )
     for args, message in [
-            ([], "error: summary: give exactly one of --model BUNDLE or --config FILE"),
-            (["--model", tmp_path, "--config", config],
-             "error: summary: give exactly one of --model BUNDLE or --config FILE"),
-            (["--model", tmp_path, "--set", "train.epochs=2"],
-             "error: summary: --set needs --config (a bundle's config is fixed)")]:
-        done = subprocess.run([sys.executable, "-c", code, "summary", *map(str, args)],
-                              capture_output=True, text=True, timeout=120)
+        ([], "error: summary: give exactly one of --model BUNDLE or --config FILE"),
+        (
+            ["--model", tmp_path, "--config", config],
+            "error: summary: give exactly one of --model BUNDLE or --config FILE",
+        ),
+        (
+            ["--model", tmp_path, "--set", "train.epochs=2"],
+            "error: summary: --set needs --config (a bundle's config is fixed)",
+        ),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-c", code, "summary", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2
         assert done.stderr.splitlines() == [message, "tensorflow imported: False"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_tree, read_json, run_cli, write_config
 
-from cnnclf.model.backbones import BACKBONES
 from cnnclf.config import load_config
 from cnnclf.errors import ConfigError
-from conftest import make_tree, read_json, run_cli, write_config
+from cnnclf.model.backbones import BACKBONES
 
 SMALL = [32, 32]
 
@@ -30,12 +30,17 @@ def backbone_config(path: Path, tree: Path, backbone, **sections) -> Path:
     """A config for `tree` with a backbone: no conv_blocks or rescale (refused with one)."""
     import yaml
 
-    config = {"data": {"train_dir": str(tree / "training_set"),
-                       "test_dir": str(tree / "test_set"), "image_size": SMALL,
-                       "batch_size": 16},
-              "augment": {"horizontal_flip": True},
-              "model": {"backbone": backbone, "dense_units": [8]},
-              "train": {"epochs": 1, "seed": 7}}
+    config = {
+        "data": {
+            "train_dir": str(tree / "training_set"),
+            "test_dir": str(tree / "test_set"),
+            "image_size": SMALL,
+            "batch_size": 16,
+        },
+        "augment": {"horizontal_flip": True},
+        "model": {"backbone": backbone, "dense_units": [8]},
+        "train": {"epochs": 1, "seed": 7},
+    }
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -60,8 +65,9 @@ def backbone_of(bundle: Path):
 def scratch_bundle(tmp_path_factory, tiny_tree):
     """mobilenet_v3_small with weights: none, trained one step: shared by several tests."""
     work = tmp_path_factory.mktemp("scratch")
-    config = backbone_config(work / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "none"})
+    config = backbone_config(
+        work / "c.yaml", tiny_tree, {"name": "mobilenet_v3_small", "weights": "none"}
+    )
     result = run_cli("train", "--config", config, "--out", work / "bundle")
     assert result.exit_code == 0, result.output
     return work / "bundle"
@@ -70,15 +76,19 @@ def scratch_bundle(tmp_path_factory, tiny_tree):
 def test_a_backbone_bundle_records_its_start_and_predicts(scratch_bundle, tiny_tree):
     manifest = read_json(scratch_bundle / "bundle.json")
     assert manifest["start"]["backbone"] == {
-        "name": "mobilenet_v3_small", "trainable": False,
-        "weights": {"kind": "none", "file": None, "sha256": None}}
-    assert manifest["phases"] == [{"name": "train", "epochs": [1, 1], "learning_rate": 0.001,
-                                   "trains": "the head"}]
+        "name": "mobilenet_v3_small",
+        "trainable": False,
+        "weights": {"kind": "none", "file": None, "sha256": None},
+    }
+    assert manifest["phases"] == [
+        {"name": "train", "epochs": [1, 1], "learning_rate": 0.001, "trains": "the head"}
+    ]
     # The dumped config loads again (no conv_blocks beside the backbone).
     config = load_config(scratch_bundle / "config.yaml")
     assert config.model.backbone["name"] == "mobilenet_v3_small"
-    predicted = run_cli("predict", "--model", scratch_bundle, "--format", "json",
-                        tiny_tree / "test_set" / "checker")
+    predicted = run_cli(
+        "predict", "--model", scratch_bundle, "--format", "json", tiny_tree / "test_set" / "checker"
+    )
     assert predicted.exit_code == 0, predicted.output
     rows = json.loads(predicted.stdout)
     assert len(rows) == 2 and all(np.isfinite(r["probability"]) for r in rows)
@@ -94,12 +104,15 @@ def test_each_other_backbone_builds_and_trains_one_step(tmp_path, tiny_tree, nam
     from cnnclf.model.backbones import NO_ONNX
 
     if name in NO_ONNX:  # refused in one line before converting, not a tf2onnx traceback
-        result = run_cli("export", "--model", tmp_path / "b", "--format", "onnx", "--out",
-                         tmp_path / "m.onnx")
+        result = run_cli(
+            "export", "--model", tmp_path / "b", "--format", "onnx", "--out", tmp_path / "m.onnx"
+        )
         assert result.exit_code != 0
-        assert result.stderr.strip() == (f"error: --format onnx: not available for a {name} "
-                                          f"backbone ({NO_ONNX[name]}); export --format "
-                                          "tflite or savedmodel instead")
+        assert result.stderr.strip() == (
+            f"error: --format onnx: not available for a {name} "
+            f"backbone ({NO_ONNX[name]}); export --format "
+            "tflite or savedmodel instead"
+        )
 
 
 def _saved_backbone(path: Path, seed: int):
@@ -107,8 +120,9 @@ def _saved_backbone(path: Path, seed: int):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.applications.MobileNetV3Small(include_top=False, weights=None,
-                                                input_shape=(*SMALL, 3))
+    model = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(*SMALL, 3)
+    )
     # Moving statistics away from their initial 0/1 too, so a load shows in every variable.
     rng = np.random.default_rng(seed)
     for variable in model.weights:
@@ -126,11 +140,13 @@ def _saved_backbone(path: Path, seed: int):
 
 @pytest.mark.parametrize("file_name", ["mine.weights.h5", "legacy.h5"])
 def test_a_weights_file_loads_through_the_config_and_changes_predictions(
-        tmp_path, tiny_tree, scratch_bundle, file_name):
+    tmp_path, tiny_tree, scratch_bundle, file_name
+):
     expected = _saved_backbone(tmp_path / file_name, seed=3)
     # A relative path: resolved from the config file's folder.
-    loaded = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": file_name})
+    loaded = backbone_config(
+        tmp_path / "c.yaml", tiny_tree, {"name": "mobilenet_v3_small", "weights": file_name}
+    )
     result = run_cli("train", "--config", loaded, "--out", tmp_path / "loaded")
     assert result.exit_code == 0, result.output
     weights = read_json(tmp_path / "loaded" / "bundle.json")["start"]["backbone"]["weights"]
@@ -155,9 +171,11 @@ def test_a_weights_file_of_another_model_is_one_config_error(tmp_path, tiny_tree
 
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     other.save_weights(tmp_path / "other.weights.h5")
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small",
-                              "weights": str(tmp_path / "other.weights.h5")})
+    config = backbone_config(
+        tmp_path / "c.yaml",
+        tiny_tree,
+        {"name": "mobilenet_v3_small", "weights": str(tmp_path / "other.weights.h5")},
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: model.backbone.weights: ")
@@ -167,13 +185,29 @@ def test_a_weights_file_of_another_model_is_one_config_error(tmp_path, tiny_tree
 
 
 def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "imagenet"})
+    config = backbone_config(
+        tmp_path / "c.yaml", tiny_tree, {"name": "mobilenet_v3_small", "weights": "imagenet"}
+    )
     env = dict(os.environ, CNNCLF_OFFLINE="1", KERAS_HOME=str(tmp_path / "keras"))
     # -X importtime lists every module imported: TensorFlow must not be among them.
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "cnnclf.cli", "train",
-                             "--config", str(config), "--out", str(tmp_path / "b")],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert len(errors) == 1, errors
@@ -186,8 +220,9 @@ def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
     assert "Epoch" not in result.stdout and not (tmp_path / "b").exists()
 
 
-def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(tmp_path, tiny_tree,
-                                                                     monkeypatch):
+def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(
+    tmp_path, tiny_tree, monkeypatch
+):
     """What `imagenet` loads is the cached file of Keras' name, checked against Keras' own
     hash (the file is made here, and the hash Keras knows is set to its hash: no download)."""
     import keras.src.applications.mobilenet_v3 as keras_module
@@ -199,8 +234,9 @@ def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(tmp_path, ti
     cache.mkdir(parents=True)
     expected = _saved_backbone(cache / spec.imagenet_file, seed=4)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "imagenet"})
+    config = backbone_config(
+        tmp_path / "c.yaml", tiny_tree, {"name": "mobilenet_v3_small", "weights": "imagenet"}
+    )
     refused = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert refused.exit_code == 2, refused.output
     assert "is not Keras' ImageNet file for mobilenet_v3_small" in refused.stderr
@@ -219,9 +255,12 @@ def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(tmp_path, ti
 
 
 def test_grayscale_feeds_an_rgb_backbone_and_grad_cam_works(tmp_path, tiny_tree):
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "none"},
-                             data={"color_mode": "grayscale"})
+    config = backbone_config(
+        tmp_path / "c.yaml",
+        tiny_tree,
+        {"name": "mobilenet_v3_small", "weights": "none"},
+        data={"color_mode": "grayscale"},
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     assert keras_model(tmp_path / "b").input_shape == (None, *SMALL, 1)
@@ -241,11 +280,11 @@ def source_bundle(tmp_path_factory, tiny_tree):
     return work / "bundle"
 
 
-def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, source_bundle,
-                                                                  binary_tree):
+def test_init_from_copies_frozen_features_and_fine_tune_moves_them(
+    tmp_path, source_bundle, binary_tree
+):
     source = keras_model(source_bundle).get_layer("conv1").get_weights()
-    frozen = write_config(tmp_path / "f.yaml", binary_tree,
-                          model={"init_from": str(source_bundle)})
+    frozen = write_config(tmp_path / "f.yaml", binary_tree, model={"init_from": str(source_bundle)})
     result = run_cli("train", "--config", frozen, "--out", tmp_path / "frozen")
     assert result.exit_code == 0, result.output
     model = keras_model(tmp_path / "frozen")
@@ -257,17 +296,29 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, sou
     # Saved absolute: the bundle's own config trains again from anywhere.
     saved = load_config(tmp_path / "frozen" / "config.yaml")
     assert saved.model.init_from == str(source_bundle.resolve())
-    assert manifest["start"]["init_from"]["run_id"] == read_json(
-        source_bundle / "bundle.json")["run_id"]
+    assert (
+        manifest["start"]["init_from"]["run_id"]
+        == read_json(source_bundle / "bundle.json")["run_id"]
+    )
 
     # Augmented in the training step: `fit` then trains a wrapper around the bundle's model.
-    tuned = write_config(tmp_path / "t.yaml", binary_tree,
-                         model={"init_from": str(source_bundle)},
-                         augment={"rescale": "1/255", "shear_range": 0.2, "zoom_range": 0.2,
-                                  "horizontal_flip": True, "where": "step"},
-                         train={"epochs": 1, "seed": 7,
-                                "fine_tune": {"epochs": 2, "learning_rate": 0.01,
-                                              "unfreeze": 4}})
+    tuned = write_config(
+        tmp_path / "t.yaml",
+        binary_tree,
+        model={"init_from": str(source_bundle)},
+        augment={
+            "rescale": "1/255",
+            "shear_range": 0.2,
+            "zoom_range": 0.2,
+            "horizontal_flip": True,
+            "where": "step",
+        },
+        train={
+            "epochs": 1,
+            "seed": 7,
+            "fine_tune": {"epochs": 2, "learning_rate": 0.01, "unfreeze": 4},
+        },
+    )
     result = run_cli("train", "--config", tuned, "--out", tmp_path / "tuned")
     assert result.exit_code == 0, result.output
     # More layers asked for than there are: what is said and recorded is what trained.
@@ -276,40 +327,54 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(tmp_path, sou
     assert history["epoch"] == [1, 2, 3]
     assert history["learning_rate"] == pytest.approx([0.001, 0.01, 0.01])
     phases = read_json(tmp_path / "tuned" / "bundle.json")["phases"]
-    assert [(p["name"], p["epochs"]) for p in phases] == [("train", [1, 1]),
-                                                         ("fine_tune", [2, 3])]
+    assert [(p["name"], p["epochs"]) for p in phases] == [("train", [1, 1]), ("fine_tune", [2, 3])]
     assert phases[1]["trains"] == "head and the top 1 feature layers"
     moved = keras_model(tmp_path / "tuned").get_layer("conv1").get_weights()[0]
     assert not np.allclose(moved, source[0])
 
 
 def test_init_from_with_other_features_is_a_config_error(tmp_path, source_bundle, binary_tree):
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          model={"init_from": str(source_bundle),
-                                 "conv_blocks": [{"filters": 8}]})
+    config = write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        model={"init_from": str(source_bundle), "conv_blocks": [{"filters": 8}]},
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: model.init_from: model.conv_blocks is ")
     assert "set model.conv_blocks to" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    not_a_bundle = write_config(tmp_path / "n.yaml", binary_tree,
-                                model={"init_from": str(tmp_path)})
+    not_a_bundle = write_config(
+        tmp_path / "n.yaml", binary_tree, model={"init_from": str(tmp_path)}
+    )
     result = run_cli("train", "--config", not_a_bundle, "--out", tmp_path / "b")
     assert result.exit_code == 2 and "is not a cnnclf bundle" in result.stderr
 
 
 @pytest.mark.parametrize("kill_at", [2, 3])
-def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(tmp_path, source_bundle,
-                                                                   binary_tree, kill_at):
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          model={"init_from": str(source_bundle)},
-                          train={"epochs": 2, "seed": 7, "keep_best": "val_loss",
-                                 "fine_tune": {"epochs": 2, "learning_rate": 0.01}})
+def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(
+    tmp_path, source_bundle, binary_tree, kill_at
+):
+    config = write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        model={"init_from": str(source_bundle)},
+        train={
+            "epochs": 2,
+            "seed": 7,
+            "keep_best": "val_loss",
+            "fine_tune": {"epochs": 2, "learning_rate": 0.01},
+        },
+    )
     out = tmp_path / "b"
     env = dict(os.environ, CNNCLF_FAULT=f"checkpoint.committed@{kill_at}=kill")
-    killed = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(config), "--out", str(out)], env=env, capture_output=True,
-                            text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -9, killed.stderr
     result = run_cli("train", "--config", config, "--out", out, "--resume")
     assert result.exit_code == 0, result.output
@@ -323,33 +388,65 @@ def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(tmp_path, so
 
 def test_export_parity_for_a_backbone_bundle(tmp_path, tiny_tree, scratch_bundle):
     for fmt, name in (("tflite", "m.tflite"), ("onnx", "m.onnx")):
-        result = run_cli("export", "--model", scratch_bundle, "--format", fmt, "--out",
-                         tmp_path / name, "--data", tiny_tree / "test_set")
+        result = run_cli(
+            "export",
+            "--model",
+            scratch_bundle,
+            "--format",
+            fmt,
+            "--out",
+            tmp_path / name,
+            "--data",
+            tiny_tree / "test_set",
+        )
         assert result.exit_code == 0, result.output
         parity = json.loads((tmp_path / f"{name}.cnnclf.json").read_text())["parity"]
         assert parity["max_abs_diff"] <= 1e-4
-        predicted = run_cli("predict", "--model", tmp_path / name, "--format", "json",
-                            tiny_tree / "test_set" / "checker")
+        predicted = run_cli(
+            "predict",
+            "--model",
+            tmp_path / name,
+            "--format",
+            "json",
+            tiny_tree / "test_set" / "checker",
+        )
         assert predicted.exit_code == 0, predicted.output
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"model": {"backbone": "mobilenet_v3_small", "conv_blocks": [32]}},
-     "model.conv_blocks: does not apply with model.backbone"),
-    ({"model": {"backbone": "mobilenet_v3_small"}, "augment": {"rescale": "1/255"}},
-     "augment.rescale: does not apply with model.backbone"),
-    ({"model": {"backbone": "resnet50_v2"}, "data": {"image_size": [24, 24]}},
-     "data.image_size: [24, 24] is too small for resnet50_v2; each side must be at least 32"),
-    ({"model": {"backbone": "mobilenet_v3_smal"}},
-     "model.backbone.name: unknown backbone 'mobilenet_v3_smal'; did you mean "
-     "'mobilenet_v3_small'?"),
-    ({"model": {"backbone": {"name": "convnext_tiny", "weights": "missing.h5"}}},
-     "model.backbone.weights: "),
-    ({"train": {"fine_tune": {"epochs": 3}}}, "train.fine_tune: there is nothing pretrained"),
-    ({"model": {"backbone": "mobilenet_v3_small"},
-      "train": {"fine_tune": {"epochs": 3, "unfreeze": "some"}}},
-     "train.fine_tune.unfreeze: "),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"model": {"backbone": "mobilenet_v3_small", "conv_blocks": [32]}},
+            "model.conv_blocks: does not apply with model.backbone",
+        ),
+        (
+            {"model": {"backbone": "mobilenet_v3_small"}, "augment": {"rescale": "1/255"}},
+            "augment.rescale: does not apply with model.backbone",
+        ),
+        (
+            {"model": {"backbone": "resnet50_v2"}, "data": {"image_size": [24, 24]}},
+            "data.image_size: [24, 24] is too small for resnet50_v2; each side must be at least 32",
+        ),
+        (
+            {"model": {"backbone": "mobilenet_v3_smal"}},
+            "model.backbone.name: unknown backbone 'mobilenet_v3_smal'; did you mean "
+            "'mobilenet_v3_small'?",
+        ),
+        (
+            {"model": {"backbone": {"name": "convnext_tiny", "weights": "missing.h5"}}},
+            "model.backbone.weights: ",
+        ),
+        ({"train": {"fine_tune": {"epochs": 3}}}, "train.fine_tune: there is nothing pretrained"),
+        (
+            {
+                "model": {"backbone": "mobilenet_v3_small"},
+                "train": {"fine_tune": {"epochs": 3, "unfreeze": "some"}},
+            },
+            "train.fine_tune.unfreeze: ",
+        ),
+    ],
+)
 def test_transfer_config_errors_name_the_key(tmp_path, raw, message):
     import yaml
 
@@ -368,8 +465,11 @@ def test_backbone_defaults_follow_the_backbone(tmp_path):
     config = load_config(path)
     assert config.data.image_size == [224, 224]
     assert config.model.pooling == "global_average"
-    assert config.model.backbone == {"name": "efficientnet_v2_b0", "weights": "imagenet",
-                                     "trainable": False}
+    assert config.model.backbone == {
+        "name": "efficientnet_v2_b0",
+        "weights": "imagenet",
+        "trainable": False,
+    }
 
 
 def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
@@ -383,21 +483,27 @@ def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
 def test_check_data_suggests_a_backbone_unless_the_config_has_one(tmp_path, binary_tree):
     result = run_cli("check-data", binary_tree)
     assert "suggestion: training_set: 12 images in the smallest class is few" in result.stdout
-    config = backbone_config(tmp_path / "c.yaml", binary_tree,
-                             {"name": "mobilenet_v3_small", "weights": "none"})
+    config = backbone_config(
+        tmp_path / "c.yaml", binary_tree, {"name": "mobilenet_v3_small", "weights": "none"}
+    )
     result = run_cli("check-data", "--config", config)
     assert result.exit_code == 0, result.output
     assert "pretrained backbone" not in result.stdout
 
 
-def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bundle,
-                                                             binary_tree):
+def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bundle, binary_tree):
     # min_delta 10: no epoch can improve enough, so each phase stops after patience + 1 epochs.
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          model={"init_from": str(source_bundle)},
-                          train={"epochs": 5, "seed": 7,
-                                 "early_stopping": {"patience": 1, "min_delta": 10},
-                                 "fine_tune": {"epochs": 4, "learning_rate": 0.01}})
+    config = write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        model={"init_from": str(source_bundle)},
+        train={
+            "epochs": 5,
+            "seed": 7,
+            "early_stopping": {"patience": 1, "min_delta": 10},
+            "fine_tune": {"epochs": 4, "learning_rate": 0.01},
+        },
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     assert "fine-tuning next" in result.stderr
@@ -427,15 +533,34 @@ def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle,
 
 
 def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tree):
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "none"},
-                             train={"epochs": 1, "seed": 7, "mixed_precision": "bfloat16",
-                                    "distribute": "mirrored",
-                                    "fine_tune": {"epochs": 1, "unfreeze": 3}})
-    result = subprocess.run([sys.executable, "-m", "cnnclf.cli", "train", "--config",
-                             str(config), "--out", str(tmp_path / "b")], capture_output=True,
-                            text=True, timeout=300,
-                            env={**os.environ, "CNNCLF_LOGICAL_CPUS": "2"})
+    config = backbone_config(
+        tmp_path / "c.yaml",
+        tiny_tree,
+        {"name": "mobilenet_v3_small", "weights": "none"},
+        train={
+            "epochs": 1,
+            "seed": 7,
+            "mixed_precision": "bfloat16",
+            "distribute": "mirrored",
+            "fine_tune": {"epochs": 1, "unfreeze": 3},
+        },
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnclf.cli",
+            "train",
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CNNCLF_LOGICAL_CPUS": "2"},
+    )
     assert result.returncode == 0, result.stderr
     assert "strategy: mirrored; replicas: 2; precision: mixed_bfloat16" in result.stderr
     assert "fine-tuning: the top 3 of 52 feature layers with weights unfrozen" in result.stderr
@@ -449,10 +574,12 @@ def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tre
 def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, binary_tree):
     from test_distribute import start_workers
 
-    config = write_config(tmp_path / "c.yaml", binary_tree,
-                          model={"init_from": str(source_bundle)},
-                          train={"epochs": 1, "seed": 3,
-                                 "fine_tune": {"epochs": 1, "learning_rate": 0.01}})
+    config = write_config(
+        tmp_path / "c.yaml",
+        binary_tree,
+        model={"init_from": str(source_bundle)},
+        train={"epochs": 1, "seed": 3, "fine_tune": {"epochs": 1, "learning_rate": 0.01}},
+    )
     workers = start_workers(config, tmp_path / "bundle")
     errors = [w.communicate(timeout=240)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
@@ -462,13 +589,18 @@ def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, bina
     assert history["learning_rate"] == pytest.approx([0.001, 0.01])
 
 
-def test_init_from_a_backbone_bundle_needs_no_imagenet_file(tmp_path, scratch_bundle,
-                                                            tiny_tree):
+def test_init_from_a_backbone_bundle_needs_no_imagenet_file(tmp_path, scratch_bundle, tiny_tree):
     """The bundle's features replace the backbone's weights: offline, imagenet is not needed."""
-    config = backbone_config(tmp_path / "c.yaml", tiny_tree,
-                             {"name": "mobilenet_v3_small", "weights": "imagenet"},
-                             model={"backbone": {"name": "mobilenet_v3_small"},
-                                    "dense_units": [4], "init_from": str(scratch_bundle)})
+    config = backbone_config(
+        tmp_path / "c.yaml",
+        tiny_tree,
+        {"name": "mobilenet_v3_small", "weights": "imagenet"},
+        model={
+            "backbone": {"name": "mobilenet_v3_small"},
+            "dense_units": [4],
+            "init_from": str(scratch_bundle),
+        },
+    )
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     start = read_json(tmp_path / "b" / "bundle.json")["start"]

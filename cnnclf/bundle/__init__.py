@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnclf.errors import BundleError
 from cnnclf.data.decode import ImageSpec
+from cnnclf.errors import BundleError
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"
@@ -62,13 +62,18 @@ class Preprocessing:
     threshold: float | None  # binary models only
 
     def to_json(self) -> dict:
-        return {"image_size": list(self.spec.image_size), "color_mode": self.spec.color_mode,
-                "interpolation": self.spec.interpolation, "rescale": self.rescale,
-                "rescale_in_model": True, "class_mode": self.class_mode,
-                "threshold": self.threshold}
+        return {
+            "image_size": list(self.spec.image_size),
+            "color_mode": self.spec.color_mode,
+            "interpolation": self.spec.interpolation,
+            "rescale": self.rescale,
+            "rescale_in_model": True,
+            "class_mode": self.class_mode,
+            "threshold": self.threshold,
+        }
 
     @classmethod
-    def from_json(cls, data) -> "Preprocessing":
+    def from_json(cls, data) -> Preprocessing:
         """Checks every field of a preprocessing.json object and builds the value.
 
         Raises:
@@ -82,10 +87,15 @@ class Preprocessing:
                 raise SidecarError(f"{key}: missing")
         size = data["image_size"]
         low, high = IMAGE_SIZE_RANGE
-        if (not isinstance(size, list) or len(size) != 2
-                or any(not _is_int(v) or not low <= v <= high for v in size)):
-            raise SidecarError(f"image_size: must be [height, width] with integers from {low} "
-                               f"to {high}, got {_short(size)}")
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or any(not _is_int(v) or not low <= v <= high for v in size)
+        ):
+            raise SidecarError(
+                f"image_size: must be [height, width] with integers from {low} "
+                f"to {high}, got {_short(size)}"
+            )
         color_mode = _choice(data, "color_mode", COLOR_MODES)
         interpolation = _choice(data, "interpolation", INTERPOLATIONS)
         class_mode = _choice(data, "class_mode", CLASS_MODES)
@@ -94,20 +104,30 @@ class Preprocessing:
             raise SidecarError(f"rescale: must be a finite number > 0, got {_short(rescale)}")
         if data.get("rescale_in_model", True) is not True:
             # Prediction feeds 0-255 pixels: a model without its Rescaling layer would misread them.
-            raise SidecarError(f"rescale_in_model: must be true (cnnclf models rescale inside "
-                               f"the model), got {_short(data['rescale_in_model'])}")
+            raise SidecarError(
+                f"rescale_in_model: must be true (cnnclf models rescale inside "
+                f"the model), got {_short(data['rescale_in_model'])}"
+            )
         threshold = data.get("threshold")
-        if class_mode == "binary" and threshold is not None and (
-                not _is_number(threshold) or not 0 < threshold < 1):
-            raise SidecarError(f"threshold: must be a number between 0 and 1 (exclusive) or "
-                               f"null, got {_short(threshold)}")
+        if (
+            class_mode == "binary"
+            and threshold is not None
+            and (not _is_number(threshold) or not 0 < threshold < 1)
+        ):
+            raise SidecarError(
+                f"threshold: must be a number between 0 and 1 (exclusive) or "
+                f"null, got {_short(threshold)}"
+            )
         if class_mode == "categorical" and threshold is not None:
-            raise SidecarError(f"threshold: must be null for class_mode 'categorical' (only "
-                               f"binary models have a decision threshold), got "
-                               f"{_short(threshold)}")
+            raise SidecarError(
+                f"threshold: must be null for class_mode 'categorical' (only "
+                f"binary models have a decision threshold), got "
+                f"{_short(threshold)}"
+            )
         spec = ImageSpec((size[0], size[1]), color_mode, interpolation)
-        return cls(spec, float(rescale), class_mode,
-                   None if threshold is None else float(threshold))
+        return cls(
+            spec, float(rescale), class_mode, None if threshold is None else float(threshold)
+        )
 
 
 def class_names_from_json(data, class_mode: str) -> list[str]:
@@ -118,8 +138,7 @@ def class_names_from_json(data, class_mode: str) -> list[str]:
             model without exactly 2 names.
     """
     if not isinstance(data, dict):
-        raise SidecarError(f"must be a JSON object of class name -> index, got "
-                           f"{_json_type(data)}")
+        raise SidecarError(f"must be a JSON object of class name -> index, got {_json_type(data)}")
     for name, index in data.items():
         if not name.strip():
             raise SidecarError(f"class names must be non-empty, got {name!r}")
@@ -127,11 +146,13 @@ def class_names_from_json(data, class_mode: str) -> list[str]:
             raise SidecarError(f"{name}: index must be an integer, got {_short(index)}")
     names = sorted(data, key=data.get)
     if [data[n] for n in names] != list(range(len(names))):
-        raise SidecarError(f"indices must be 0..N-1, each used once, got "
-                           f"{_short(sorted(data.values()))}")
+        raise SidecarError(
+            f"indices must be 0..N-1, each used once, got {_short(sorted(data.values()))}"
+        )
     if class_mode == "binary" and len(names) != 2:
-        raise SidecarError(f"a binary model needs exactly 2 class names, got {len(names)} "
-                           f"({_short(names)})")
+        raise SidecarError(
+            f"a binary model needs exactly 2 class names, got {len(names)} ({_short(names)})"
+        )
     if len(names) < 2:
         raise SidecarError(f"needs at least 2 class names, got {_short(names)}")
     return names
@@ -162,8 +183,9 @@ def read_json(path: Path):
 def _choice(data: dict, key: str, allowed: tuple[str, ...]) -> str:
     value = data[key]
     if value not in allowed or not isinstance(value, str):
-        raise SidecarError(f"{key}: must be one of {', '.join(repr(a) for a in allowed)}, got "
-                           f"{_short(value)}")
+        raise SidecarError(
+            f"{key}: must be one of {', '.join(repr(a) for a in allowed)}, got {_short(value)}"
+        )
     return value
 
 
@@ -176,8 +198,13 @@ def _is_number(value) -> bool:
 
 
 def _json_type(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
 
 
 def _short(value, limit: int = 60) -> str:
@@ -214,32 +241,40 @@ def read_metadata(path: str | Path) -> tuple[list[str], Preprocessing, dict]:
     if not path.exists():
         raise BundleError(f"--model {path}: no such folder")
     if not path.is_dir():
-        raise BundleError(f"--model {path}: is a file; pass the bundle folder that holds "
-                          f"{MODEL_FILE}")
+        raise BundleError(
+            f"--model {path}: is a file; pass the bundle folder that holds {MODEL_FILE}"
+        )
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
-        raise BundleError(f"--model {path}: not a complete cnnclf bundle (missing "
-                          f"{', '.join(missing)})")
+        raise BundleError(
+            f"--model {path}: not a complete cnnclf bundle (missing {', '.join(missing)})"
+        )
     with _sidecar(path, MANIFEST_FILE):
         manifest = read_json(path / MANIFEST_FILE)
         if not isinstance(manifest, dict):
             raise SidecarError(f"must be a JSON object, got {_json_type(manifest)}")
         if manifest.get("format") != BUNDLE_FORMAT:
-            raise SidecarError(f"bundle format {_short(manifest.get('format'))} is not "
-                               f"supported by this cnnclf (expects {BUNDLE_FORMAT})")
+            raise SidecarError(
+                f"bundle format {_short(manifest.get('format'))} is not "
+                f"supported by this cnnclf (expects {BUNDLE_FORMAT})"
+            )
         if not isinstance(manifest.get("threshold"), (dict, type(None))):
-            raise SidecarError(f"threshold: must be an object or null, got "
-                               f"{_short(manifest['threshold'])}")
+            raise SidecarError(
+                f"threshold: must be an object or null, got {_short(manifest['threshold'])}"
+            )
     with _sidecar(path, PREPROCESSING_FILE):
         preprocessing = Preprocessing.from_json(read_json(path / PREPROCESSING_FILE))
     with _sidecar(path, CLASS_INDICES_FILE):
-        names = class_names_from_json(read_json(path / CLASS_INDICES_FILE),
-                                      preprocessing.class_mode)
+        names = class_names_from_json(
+            read_json(path / CLASS_INDICES_FILE), preprocessing.class_mode
+        )
     recorded = manifest.get("class_names")
     if recorded is not None and recorded != names:
-        raise BundleError(f"--model {path}: {CLASS_INDICES_FILE}: classes {_short(names)} "
-                          f"differ from those {MANIFEST_FILE} recorded at training, "
-                          f"{_short(recorded)}")
+        raise BundleError(
+            f"--model {path}: {CLASS_INDICES_FILE}: classes {_short(names)} "
+            f"differ from those {MANIFEST_FILE} recorded at training, "
+            f"{_short(recorded)}"
+        )
     return names, preprocessing, manifest
 
 
@@ -255,16 +290,28 @@ def load_bundle(path: str | Path) -> Bundle:
     input_shape = model.input_shape
     if isinstance(input_shape, list):
         input_shape = input_shape[0] if len(input_shape) == 1 else None
-    check_model_shapes(path, MODEL_FILE, preprocessing, class_names,
-                       None if input_shape is None else tuple(input_shape[1:]),
-                       model.output_shape[-1] if isinstance(model.output_shape, tuple) else None)
+    check_model_shapes(
+        path,
+        MODEL_FILE,
+        preprocessing,
+        class_names,
+        None if input_shape is None else tuple(input_shape[1:]),
+        model.output_shape[-1] if isinstance(model.output_shape, tuple) else None,
+    )
     return Bundle(path, model, class_names, preprocessing, manifest)
 
 
-def check_model_shapes(path: Path, model_name: str, preprocessing: Preprocessing,
-                       class_names: list[str], input_shape, output_units, *,
-                       preprocessing_file: str = PREPROCESSING_FILE,
-                       class_indices_file: str = CLASS_INDICES_FILE) -> None:
+def check_model_shapes(
+    path: Path,
+    model_name: str,
+    preprocessing: Preprocessing,
+    class_names: list[str],
+    input_shape,
+    output_units,
+    *,
+    preprocessing_file: str = PREPROCESSING_FILE,
+    class_indices_file: str = CLASS_INDICES_FILE,
+) -> None:
     """Refuses sidecars that disagree with the model they describe.
 
     Args:
@@ -278,25 +325,33 @@ def check_model_shapes(path: Path, model_name: str, preprocessing: Preprocessing
     """
     expected = preprocessing.spec.shape
     if input_shape is not None and (
-            len(input_shape) != 3 or any(m is not None and int(m) != e
-                                         for m, e in zip(input_shape, expected))):
+        len(input_shape) != 3
+        or any(m is not None and int(m) != e for m, e in zip(input_shape, expected))
+    ):
         raise BundleError(
             f"--model {path}: {preprocessing_file}: image_size "
             f"{list(preprocessing.spec.image_size)} with color_mode "
             f"'{preprocessing.spec.color_mode}' gives inputs of shape {expected}, but "
-            f"{model_name} takes {tuple(input_shape)}")
+            f"{model_name} takes {tuple(input_shape)}"
+        )
     if output_units is None:
         return
     if preprocessing.class_mode == "binary" and output_units != 1:
-        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'binary' needs a "
-                          f"model with 1 output unit, but {model_name} has {output_units}")
+        raise BundleError(
+            f"--model {path}: {preprocessing_file}: class_mode 'binary' needs a "
+            f"model with 1 output unit, but {model_name} has {output_units}"
+        )
     if preprocessing.class_mode == "categorical" and output_units == 1:
-        raise BundleError(f"--model {path}: {preprocessing_file}: class_mode 'categorical' "
-                          f"needs one output unit per class, but {model_name} has 1 (a binary "
-                          "model: class_mode 'binary')")
+        raise BundleError(
+            f"--model {path}: {preprocessing_file}: class_mode 'categorical' "
+            f"needs one output unit per class, but {model_name} has 1 (a binary "
+            "model: class_mode 'binary')"
+        )
     if preprocessing.class_mode == "categorical" and output_units != len(class_names):
-        raise BundleError(f"--model {path}: {class_indices_file}: lists {len(class_names)} "
-                          f"classes, but {model_name} has {output_units} output unit(s)")
+        raise BundleError(
+            f"--model {path}: {class_indices_file}: lists {len(class_names)} "
+            f"classes, but {model_name} has {output_units} output unit(s)"
+        )
 
 
 def _load_keras_model(path: Path):
@@ -311,8 +366,10 @@ def _load_keras_model(path: Path):
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         damaged = str(exc) or type(exc).__name__
     if damaged:
-        raise BundleError(f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
-                          f"({damaged}); copy the bundle again or retrain")
+        raise BundleError(
+            f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
+            f"({damaged}); copy the bundle again or retrain"
+        )
     from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow()
@@ -324,15 +381,16 @@ def _load_keras_model(path: Path):
         reason = _first_line(exc)
         if "safe_mode" in str(exc) or "unsafe" in str(exc):
             # Keras explains how to turn safe mode off; cnnclf never does, so keep the what.
-            raise BundleError(f"--model {path}: {MODEL_FILE}: refused by Keras safe mode: "
-                              f"{reason.split('. ')[0].rstrip('.')}; cnnclf loads only "
-                              "models that need no custom code") from None
+            raise BundleError(
+                f"--model {path}: {MODEL_FILE}: refused by Keras safe mode: "
+                f"{reason.split('. ')[0].rstrip('.')}; cnnclf loads only "
+                "models that need no custom code"
+            ) from None
         raise BundleError(f"--model {path}: {MODEL_FILE}: cannot be loaded ({reason})") from None
 
 
 def _first_line(exc: Exception, limit: int = 200) -> str:
-    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()),
-                type(exc).__name__)
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     return line if len(line) <= limit else line[:limit] + "..."
 
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from cnnclf import __version__
 from cnnclf.bundle import CONFIG_FILE, Bundle
-from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.bundle.exported_models import load_runtime, sidecar_paths
-from cnnclf.data.layout import list_images
 from cnnclf.data.decode import load_image
+from cnnclf.data.layout import list_images
+from cnnclf.errors import CnnclfError, ConfigError
 
 FLOAT_TOLERANCE = 1e-4
 LABEL_AGREEMENT = 0.99
@@ -37,8 +37,10 @@ def sample_images(bundle: Bundle, data_dir: str | Path | None, n: int, seed: int
     paths = [p for folder in folders if folder.is_dir() for p in list_images(folder)]
     if not paths:
         where = data_dir or "the bundle's data.train_dir/test_dir"
-        raise ConfigError(f"--data: no images found in {where}; pass --data DIR with a few "
-                          "images like the ones the model will see")
+        raise ConfigError(
+            f"--data: no images found in {where}; pass --data DIR with a few "
+            "images like the ones the model will see"
+        )
     random.Random(seed).shuffle(paths)
     arrays = []
     for path in paths:
@@ -61,26 +63,36 @@ def _bundle_data_folders(bundle: Bundle) -> list[Path]:
     return [Path(p) for p in (data.get("test_dir"), data.get("train_dir")) if p]
 
 
-def check_out(fmt: str, out: str | Path, quantize: str = "none",
-              overwrite: bool = False) -> None:
+def check_out(fmt: str, out: str | Path, quantize: str = "none", overwrite: bool = False) -> None:
     """Refuses an --out / --format / --quantize combination before any model is loaded."""
     if quantize != "none" and fmt != "tflite":
         raise ConfigError(f"--quantize {quantize}: only tflite exports can be quantized")
     out = Path(out)
     if fmt != "savedmodel" and out.suffix != f".{fmt}":
         raise ConfigError(f"--out {out}: a {fmt} export's file name must end in .{fmt}")
-    if fmt == "savedmodel" and out.is_file() or fmt != "savedmodel" and out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is a {'file' if out.is_file() else 'folder'};"
-                          f" a {fmt} export is a {'folder' if fmt == 'savedmodel' else 'file'}")
+    if (fmt == "savedmodel" and out.is_file()) or (fmt != "savedmodel" and out.is_dir()):
+        raise ConfigError(
+            f"--out {out}: exists and is a {'file' if out.is_file() else 'folder'};"
+            f" a {fmt} export is a {'folder' if fmt == 'savedmodel' else 'file'}"
+        )
     existing = [p for p in (out, *sidecar_paths(out)) if p.exists()]
     if existing and not overwrite:
-        raise ConfigError(f"--out {out}: {existing[0]} already exists; choose another path or "
-                          "pass --overwrite to replace it")
+        raise ConfigError(
+            f"--out {out}: {existing[0]} already exists; choose another path or "
+            "pass --overwrite to replace it"
+        )
 
 
-def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
-           data_dir: str | Path | None = None, sample_size: int = 64,
-           overwrite: bool = False) -> dict:
+def export(
+    bundle: Bundle,
+    fmt: str,
+    out: str | Path,
+    *,
+    quantize: str = "none",
+    data_dir: str | Path | None = None,
+    sample_size: int = 64,
+    overwrite: bool = False,
+) -> dict:
     """Exports `bundle` to `out`, checks it, and returns the parity figures.
 
     The export is built in a hidden folder beside `out` and moved into place with renames on
@@ -100,8 +112,9 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
     out = Path(out)
     sample = sample_images(bundle, data_dir, sample_size)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial",
-                                     dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix=f".{out.name}.", suffix=".partial", dir=out.parent
+    ) as tmp:
         staged = Path(tmp) / out.name
         if fmt == "savedmodel":
             bundle.model.export(str(staged), format="tf_saved_model", verbose=False)
@@ -110,13 +123,20 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
         else:
             _onnx(bundle.model, staged, sample)
         parity = check_parity(bundle, load_runtime(staged, fmt), sample, quantize)
-        meta = {"format": fmt, "quantize": quantize, "cnnclf_version": __version__,
-                "source_bundle": str(Path(bundle.path).resolve()),
-                "class_indices": {n: i for i, n in enumerate(bundle.class_names)},
-                "preprocessing": bundle.preprocessing.to_json(),
-                "input": {"shape": [None, *bundle.preprocessing.spec.shape],
-                          "dtype": "float32", "pixel_range": [0, 255]},
-                "parity": parity}
+        meta = {
+            "format": fmt,
+            "quantize": quantize,
+            "cnnclf_version": __version__,
+            "source_bundle": str(Path(bundle.path).resolve()),
+            "class_indices": {n: i for i, n in enumerate(bundle.class_names)},
+            "preprocessing": bundle.preprocessing.to_json(),
+            "input": {
+                "shape": [None, *bundle.preprocessing.spec.shape],
+                "dtype": "float32",
+                "pixel_range": [0, 255],
+            },
+            "parity": parity,
+        }
         labels, sidecar = sidecar_paths(staged)
         labels.write_text("\n".join(bundle.class_names) + "\n", encoding="utf-8")
         sidecar.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -124,11 +144,9 @@ def export(bundle: Bundle, fmt: str, out: str | Path, *, quantize: str = "none",
         if fmt == "savedmodel":
             _replace_folder(staged, out, Path(tmp))
         else:
-            for source, target in ((labels, final_labels), (sidecar, final_sidecar),
-                                   (staged, out)):
+            for source, target in ((labels, final_labels), (sidecar, final_sidecar), (staged, out)):
                 os.replace(source, target)  # the model file last: it marks "done"
-    return {**parity, "out": str(out), "labels": str(final_labels),
-            "sidecar": str(final_sidecar)}
+    return {**parity, "out": str(out), "labels": str(final_labels), "sidecar": str(final_sidecar)}
 
 
 def _replace_folder(staged: Path, out: Path, tmp: Path) -> None:
@@ -171,16 +189,20 @@ def _check_onnx_backbone(bundle: Bundle, fmt: str) -> None:
     backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else {}
     name = backbone.get("name")
     if fmt == "onnx" and name in NO_ONNX:
-        raise CnnclfError(f"--format onnx: not available for a {name} backbone "
-                          f"({NO_ONNX[name]}); export --format tflite or savedmodel instead")
+        raise CnnclfError(
+            f"--format onnx: not available for a {name} backbone "
+            f"({NO_ONNX[name]}); export --format tflite or savedmodel instead"
+        )
 
 
 def _onnx(model, path: Path, sample: np.ndarray) -> None:
     try:
         import tf2onnx  # noqa: F401  (Keras' exporter needs it)
     except ImportError:
-        raise CnnclfError("--format onnx needs tf2onnx (and onnxruntime for the parity check): "
-                          "pip install 'cnnclf[onnx]'") from None
+        raise CnnclfError(
+            "--format onnx needs tf2onnx (and onnxruntime for the parity check): "
+            "pip install 'cnnclf[onnx]'"
+        ) from None
     model.predict_on_batch(sample[:1])  # Keras' ONNX exporter traces a model already called
     import warnings
 
@@ -196,18 +218,22 @@ def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> 
     batch = 16
     keras_out, export_out = [], []
     for start in range(0, len(sample), batch):
-        x = sample[start:start + batch]
+        x = sample[start : start + batch]
         keras_out.append(np.asarray(bundle.model.predict_on_batch(x), np.float32))
-        export_out.append(np.asarray(runtime.predict_on_batch(x), np.float32).reshape(
-            keras_out[-1].shape))
+        export_out.append(
+            np.asarray(runtime.predict_on_batch(x), np.float32).reshape(keras_out[-1].shape)
+        )
     a, b = np.concatenate(keras_out), np.concatenate(export_out)
     threshold = bundle.preprocessing.threshold or 0.5
 
     def labels(p):
         return (p[:, 0] >= threshold).astype(int) if p.shape[1] == 1 else p.argmax(axis=1)
 
-    figures = {"images": int(len(a)), "max_abs_diff": float(np.abs(a - b).max()),
-               "label_agreement": float((labels(a) == labels(b)).mean())}
+    figures = {
+        "images": len(a),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "label_agreement": float((labels(a) == labels(b)).mean()),
+    }
     if quantize == "none":
         figures["criterion"] = f"max_abs_diff <= {FLOAT_TOLERANCE}"
         ok = figures["max_abs_diff"] <= FLOAT_TOLERANCE
@@ -215,9 +241,10 @@ def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> 
         figures["criterion"] = f"label_agreement >= {LABEL_AGREEMENT}"
         ok = figures["label_agreement"] >= LABEL_AGREEMENT
     if not ok:
-        raise CnnclfError(f"export failed its parity check on {len(a)} images "
-                          f"(max |diff| {figures['max_abs_diff']:.2e}, label agreement "
-                          f"{figures['label_agreement']:.1%}; needs {figures['criterion']}); "
-                          "nothing was written")
+        raise CnnclfError(
+            f"export failed its parity check on {len(a)} images "
+            f"(max |diff| {figures['max_abs_diff']:.2e}, label agreement "
+            f"{figures['label_agreement']:.1%}; needs {figures['criterion']}); "
+            "nothing was written"
+        )
     return figures
-

@@ -12,7 +12,6 @@ Sidecars: for a file `model.tflite` (or `.onnx`): `model.tflite.labels.txt` and
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -27,15 +26,15 @@ def sidecar_paths(path: Path) -> tuple[Path, Path]:
     """(labels file, JSON) for an exported model at `path`."""
     path = Path(path)
     if path.suffix in EXPORT_SUFFIXES:
-        return path.with_name(path.name + ".labels.txt"), path.with_name(path.name +
-                                                                         ".cnnclf.json")
+        return path.with_name(path.name + ".labels.txt"), path.with_name(path.name + ".cnnclf.json")
     return path / "labels.txt", path / "cnnclf.json"
 
 
 def is_export(path: Path) -> bool:
     path = Path(path)
     return (path.is_file() and path.suffix in EXPORT_SUFFIXES) or (
-        path.is_dir() and (path / "saved_model.pb").exists())
+        path.is_dir() and (path / "saved_model.pb").exists()
+    )
 
 
 FORMATS = ("tflite", "onnx", "savedmodel")
@@ -89,11 +88,13 @@ class OnnxModel:
         try:
             import onnxruntime
         except ImportError:
-            raise BundleError(f"--model {path}: running ONNX models needs onnxruntime: pip "
-                              "install 'cnnclf[onnx]'") from None
+            raise BundleError(
+                f"--model {path}: running ONNX models needs onnxruntime: pip install 'cnnclf[onnx]'"
+            ) from None
         try:
-            self.session = onnxruntime.InferenceSession(str(path),
-                                                        providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail)
             raise _damaged(path, "an ONNX", exc) from None
         model_input = self.session.get_inputs()[0]
@@ -161,14 +162,22 @@ def load_export(path: Path):
     Raises:
         BundleError: one line, `--model PATH: FILE: what is wrong`.
     """
-    from cnnclf.bundle import (Bundle, Preprocessing, SidecarError, check_model_shapes,
-                               class_names_from_json, read_json)
+    from cnnclf.bundle import (
+        Bundle,
+        Preprocessing,
+        SidecarError,
+        check_model_shapes,
+        class_names_from_json,
+        read_json,
+    )
 
     path = Path(path)
     labels_path, json_path = sidecar_paths(path)
     if not json_path.is_file():
-        raise BundleError(f"--model {path}: no {json_path.name} beside it: export with "
-                          "cnnclf export, which writes the labels and preprocessing")
+        raise BundleError(
+            f"--model {path}: no {json_path.name} beside it: export with "
+            "cnnclf export, which writes the labels and preprocessing"
+        )
     key = None
     try:
         meta = read_json(json_path)
@@ -183,8 +192,9 @@ def load_export(path: Path):
             raise SidecarError(f"must be {fmt!r} for {path.name}, got {meta['format']!r}")
         key = "quantize"
         if meta.get("quantize", "none") not in QUANTIZATIONS:
-            raise SidecarError(f"must be one of {', '.join(QUANTIZATIONS)}, got "
-                               f"{meta['quantize']!r}")
+            raise SidecarError(
+                f"must be one of {', '.join(QUANTIZATIONS)}, got {meta['quantize']!r}"
+            )
         key = "source_bundle"
         if not isinstance(meta.get("source_bundle"), (str, type(None))):
             raise SidecarError("must be a folder path or null")
@@ -198,12 +208,21 @@ def load_export(path: Path):
     if labels_path.is_file():
         labels = labels_path.read_text(encoding="utf-8", errors="replace").split("\n")
         if [line.strip() for line in labels if line.strip()] != names:
-            raise BundleError(f"--model {path}: {labels_path.name}: does not list the classes "
-                              f"of {json_path.name} ({', '.join(names)}) in index order")
+            raise BundleError(
+                f"--model {path}: {labels_path.name}: does not list the classes "
+                f"of {json_path.name} ({', '.join(names)}) in index order"
+            )
     runtime = load_runtime(path, fmt)
-    check_model_shapes(path, path.name, preprocessing, names, runtime.input_shape,
-                       runtime.output_units, preprocessing_file=f"{json_path.name}: preprocessing",
-                       class_indices_file=f"{json_path.name}: class_indices")
+    check_model_shapes(
+        path,
+        path.name,
+        preprocessing,
+        names,
+        runtime.input_shape,
+        runtime.output_units,
+        preprocessing_file=f"{json_path.name}: preprocessing",
+        class_indices_file=f"{json_path.name}: class_indices",
+    )
     if preprocessing.class_mode == "categorical":
         runtime = Renormalised(runtime)
     return Bundle(path, runtime, names, preprocessing, meta)
@@ -211,8 +230,10 @@ def load_export(path: Path):
 
 def _dims(shape) -> tuple:
     """Static sizes as ints, unknown ones (-1, None, 'unk__3') as None."""
-    return tuple(int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None
-                 for d in (getattr(shape, "as_list", lambda: shape)()))
+    return tuple(
+        int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None
+        for d in (getattr(shape, "as_list", lambda: shape)())
+    )
 
 
 def _parse_tflite(path: Path) -> None:

@@ -17,16 +17,19 @@ def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> s
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["path", "label", "probability"] + [f"p_{c}" for c in class_names])
         for p in predictions:
-            writer.writerow([p.path, p.label, f"{p.probability:.6f}"]
-                            + [f"{p.probabilities[c]:.6f}" for c in class_names])
+            writer.writerow(
+                [p.path, p.label, f"{p.probability:.6f}"]
+                + [f"{p.probabilities[c]:.6f}" for c in class_names]
+            )
         return out.getvalue().rstrip("\n")
     if not predictions:
         return ""
     width = max(len("path"), *(len(p.path) for p in predictions))
     label_width = max(len("label"), *(len(c) for c in class_names))
     ranked = predictions[0].top_k is not None
-    lines = [f"{'path':<{width}}  {'label':<{label_width}}  probability"
-             + ("  top_k" if ranked else "")]
+    lines = [
+        f"{'path':<{width}}  {'label':<{label_width}}  probability" + ("  top_k" if ranked else "")
+    ]
     for p in predictions:
         line = f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:<11.2f}"
         if ranked:
@@ -57,17 +60,29 @@ def render_report(report: dict, fmt: str) -> str:
     title = "# Evaluation report" if md else "Evaluation report"
     lines += [title, ""]
     counts = ", ".join(f"{n} {c}" for n, c in report["images_per_class"].items())
-    facts = [("bundle", report["bundle"]), ("data", f"{report['data_dir']} "
-                                                     f"({report['data_source']})"),
-             ("images", f"{report['n_images']} ({counts})")]
+    facts = [
+        ("bundle", report["bundle"]),
+        ("data", f"{report['data_dir']} ({report['data_source']})"),
+        ("images", f"{report['n_images']} ({counts})"),
+    ]
     if "threshold" in report:
         rule = report.get("threshold_rule")
         how = f", chosen by rule {rule}" if isinstance(rule, str) else ""
-        facts.append(("threshold", f"{report['threshold']:.4g} ({report['threshold_source']}"
-                                   f"{how}); positive class: {report['positive_class']}"))
+        facts.append(
+            (
+                "threshold",
+                f"{report['threshold']:.4g} ({report['threshold_source']}"
+                f"{how}); positive class: {report['positive_class']}",
+            )
+        )
     if report.get("absent_classes"):
-        facts.append(("absent", f"{', '.join(report['absent_classes'])} (the model's classes "
-                                f"with no folder here: not reported on)"))
+        facts.append(
+            (
+                "absent",
+                f"{', '.join(report['absent_classes'])} (the model's classes "
+                f"with no folder here: not reported on)",
+            )
+        )
     if report.get("skipped_files"):
         facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
     for key, value in facts:
@@ -81,12 +96,21 @@ def render_report(report: dict, fmt: str) -> str:
         if report.get(key) is not None:
             summary.append([key, f"{report[key]:.4f}"])
     table(["metric", "value"], summary)
-    rows = [[name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}",
-             m["support"]] for name, m in report["per_class"].items()]
+    rows = [
+        [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
+        for name, m in report["per_class"].items()
+    ]
     for avg in ("macro_avg", "weighted_avg"):
         m = report[avg]
-        rows.append([avg.replace("_", " "), f"{m['precision']:.4f}", f"{m['recall']:.4f}",
-                     f"{m['f1']:.4f}", m["support"]])
+        rows.append(
+            [
+                avg.replace("_", " "),
+                f"{m['precision']:.4f}",
+                f"{m['recall']:.4f}",
+                f"{m['f1']:.4f}",
+                m["support"],
+            ]
+        )
     table(["class", "precision", "recall", "f1", "support"], rows)
     matrix = report["confusion_matrix"]["matrix"]
     table(["true \\ predicted"] + names, [[n] + row for n, row in zip(names, matrix)])
@@ -105,8 +129,7 @@ def render_check(report: dict, fmt: str) -> str:
     for split, counts in report["splits"].items():
         ratio = report["imbalance_ratio"].get(split)
         total = sum(counts.values())
-        lines.append(f"{split}: {total} images"
-                     + (f", imbalance {ratio:.2f}x" if ratio else ""))
+        lines.append(f"{split}: {total} images" + (f", imbalance {ratio:.2f}x" if ratio else ""))
         lines += [f"  {name:<24} {count}" for name, count in counts.items()]
     by_kind = report["problem_counts"]
     if by_kind:
@@ -135,8 +158,9 @@ def _grouped_problems(problems: list[dict]) -> list[str]:
             continue
         lines.append(f"{head} {len(group)} files: {group[0]['advice']}")
         lines += [f"{'':<25} {p['path']}{_detail(p)}" for p in group[:_EXAMPLES]]
-        lines.append(f"{'':<25} ... and {len(group) - _EXAMPLES} more (--format json lists "
-                     "every one)")
+        lines.append(
+            f"{'':<25} ... and {len(group) - _EXAMPLES} more (--format json lists every one)"
+        )
     return lines
 
 

@@ -18,9 +18,10 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -77,12 +78,16 @@ def _int_words(minimum, maximum) -> str:
     return f"an integer in [{minimum}, {maximum}]"
 
 
-def _number(minimum: float | None = None, maximum: float | None = None, *, open_min=False,
-            open_max=False) -> Callable:
+def _number(
+    minimum: float | None = None, maximum: float | None = None, *, open_min=False, open_max=False
+) -> Callable:
     lo = "(" if open_min else "["
     hi = ")" if open_max else "]"
-    words = f"a number in {lo}{minimum}, {maximum}{hi}" if maximum is not None else (
-        f"a finite number {'>' if open_min else '>='} {minimum}")
+    words = (
+        f"a number in {lo}{minimum}, {maximum}{hi}"
+        if maximum is not None
+        else (f"a finite number {'>' if open_min else '>='} {minimum}")
+    )
 
     def check(key, raw):
         value = _finite(raw)
@@ -116,8 +121,7 @@ def _auto_or_int(minimum: int, maximum: int) -> Callable:
     def check(key, value):
         if value == "auto":
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or not \
-                minimum <= value <= maximum:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             _fail(key, f"auto or an integer in [{minimum}, {maximum}]", value)
         return value
 
@@ -164,9 +168,14 @@ MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
 def _image_size(key, value):
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or not 8 <= v <= MAX_IMAGE_SIDE
-                   for v in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or any(
+            isinstance(v, bool) or not isinstance(v, int) or not 8 <= v <= MAX_IMAGE_SIDE
+            for v in value
+        )
+    ):
         _fail(key, f"[height, width] with integers in [8, {MAX_IMAGE_SIDE}]", value)
     return [int(value[0]), int(value[1])]
 
@@ -205,8 +214,7 @@ def _brightness_range(key, value):
         return None
     pair = [_finite(v) for v in value] if isinstance(value, (list, tuple)) else []
     if len(pair) != 2 or None in pair or not 0 <= pair[0] <= pair[1]:
-        _fail(key, "null or [low, high] brightness factors with 0 <= low <= high (finite)",
-              value)
+        _fail(key, "null or [low, high] brightness factors with 0 <= low <= high (finite)", value)
     return pair
 
 
@@ -215,8 +223,11 @@ _BLOCK_KEYS = {"filters": None, "kernel_size": 3, "pool_size": 2}
 
 def _conv_blocks(key, value):
     if not isinstance(value, list) or not value:
-        _fail(key, "a non-empty list of blocks like {filters: 32, kernel_size: 3, pool_size: 2}",
-              value)
+        _fail(
+            key,
+            "a non-empty list of blocks like {filters: 32, kernel_size: 3, pool_size: 2}",
+            value,
+        )
     blocks = []
     for i, block in enumerate(value):
         where = f"{key}[{i}]"
@@ -227,12 +238,17 @@ def _conv_blocks(key, value):
         _reject_unknown(where, block, _BLOCK_KEYS)
         if "filters" not in block:
             raise ConfigError(f"{where}.filters: is required (number of convolution filters)")
-        blocks.append({
-            "filters": _int(1, MAX_UNITS)(f"{where}.filters", block["filters"]),
-            "kernel_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.kernel_size",
-                                                   block.get("kernel_size", 3)),
-            "pool_size": _int(1, MAX_IMAGE_SIDE)(f"{where}.pool_size", block.get("pool_size", 2)),
-        })
+        blocks.append(
+            {
+                "filters": _int(1, MAX_UNITS)(f"{where}.filters", block["filters"]),
+                "kernel_size": _int(1, MAX_IMAGE_SIDE)(
+                    f"{where}.kernel_size", block.get("kernel_size", 3)
+                ),
+                "pool_size": _int(1, MAX_IMAGE_SIDE)(
+                    f"{where}.pool_size", block.get("pool_size", 2)
+                ),
+            }
+        )
     return blocks
 
 
@@ -262,8 +278,10 @@ def _backbone(key, value):
     name = value["name"]
     if not isinstance(name, str) or name not in BACKBONES:
         hint = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
-        raise ConfigError(f"{key}.name: unknown backbone {_shown(name)}"
-                          + (f"; did you mean {hint[0]!r}?" if hint else f"; use one of {names()}"))
+        raise ConfigError(
+            f"{key}.name: unknown backbone {_shown(name)}"
+            + (f"; did you mean {hint[0]!r}?" if hint else f"; use one of {names()}")
+        )
     weights = value.get("weights", "imagenet")
     if weights is None:
         weights = "none"
@@ -272,13 +290,20 @@ def _backbone(key, value):
     if weights not in ("imagenet", "none"):
         weights = os.path.expanduser(weights)
         if not weights.endswith(".h5"):
-            raise ConfigError(f"{key}.weights: {weights} is not a .h5 or .weights.h5 file; give "
-                              "a Keras weights file, imagenet or none")
+            raise ConfigError(
+                f"{key}.weights: {weights} is not a .h5 or .weights.h5 file; give "
+                "a Keras weights file, imagenet or none"
+            )
         if not os.path.isfile(weights):
-            raise ConfigError(f"{key}.weights: {weights} does not exist (or is not a file); "
-                              "give the path of a .h5 / .weights.h5 file, imagenet or none")
-    return {"name": name, "weights": weights,
-            "trainable": _bool(f"{key}.trainable", value.get("trainable", False))}
+            raise ConfigError(
+                f"{key}.weights: {weights} does not exist (or is not a file); "
+                "give the path of a .h5 / .weights.h5 file, imagenet or none"
+            )
+    return {
+        "name": name,
+        "weights": weights,
+        "trainable": _bool(f"{key}.trainable", value.get("trainable", False)),
+    }
 
 
 _FINE_TUNE = {"epochs": None, "unfreeze": "all", "learning_rate": 1e-5}
@@ -298,9 +323,13 @@ def _fine_tune(key, value):
         if isinstance(unfreeze, str):
             _fail(f"{key}.unfreeze", "all or a number of top layers (at least 1)", unfreeze)
         unfreeze = _int(1)(f"{key}.unfreeze", unfreeze)
-    return {"epochs": _int(1)(f"{key}.epochs", merged["epochs"]), "unfreeze": unfreeze,
-            "learning_rate": _number(0, 10, open_min=True)(f"{key}.learning_rate",
-                                                           merged["learning_rate"])}
+    return {
+        "epochs": _int(1)(f"{key}.epochs", merged["epochs"]),
+        "unfreeze": unfreeze,
+        "learning_rate": _number(0, 10, open_min=True)(
+            f"{key}.learning_rate", merged["learning_rate"]
+        ),
+    }
 
 
 def _threshold(key, value):
@@ -308,15 +337,22 @@ def _threshold(key, value):
 
     if isinstance(value, str):
         if not is_rule(value):
-            _fail(key, "a number in (0, 1) or a rule: youden, f1, recall>=0.95, "
-                  "specificity>=0.9", value)
+            _fail(
+                key,
+                "a number in (0, 1) or a rule: youden, f1, recall>=0.95, specificity>=0.9",
+                value,
+            )
         return value.replace(" ", "")
     return _number(0, 1, open_min=True, open_max=True)(key, value)
 
 
 _MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
-_EARLY_STOPPING = {"monitor": "val_loss", "patience": 5, "min_delta": 0.0,
-                   "restore_best_weights": True}
+_EARLY_STOPPING = {
+    "monitor": "val_loss",
+    "patience": 5,
+    "min_delta": 0.0,
+    "restore_best_weights": True,
+}
 
 
 def _early_stopping(key, value):
@@ -325,15 +361,22 @@ def _early_stopping(key, value):
     if value is True:
         value = {}
     if not isinstance(value, dict):
-        _fail(key, "null or a mapping like {monitor: val_loss, patience: 5, min_delta: 0.0, "
-              "restore_best_weights: true}", value)
+        _fail(
+            key,
+            "null or a mapping like {monitor: val_loss, patience: 5, min_delta: 0.0, "
+            "restore_best_weights: true}",
+            value,
+        )
     _reject_unknown(key, value, _EARLY_STOPPING)
     merged = {**_EARLY_STOPPING, **value}
-    return {"monitor": _choice(*_MONITORS)(f"{key}.monitor", merged["monitor"]),
-            "patience": _int(1)(f"{key}.patience", merged["patience"]),
-            "min_delta": _number(0)(f"{key}.min_delta", merged["min_delta"]),
-            "restore_best_weights": _bool(f"{key}.restore_best_weights",
-                                          merged["restore_best_weights"])}
+    return {
+        "monitor": _choice(*_MONITORS)(f"{key}.monitor", merged["monitor"]),
+        "patience": _int(1)(f"{key}.patience", merged["patience"]),
+        "min_delta": _number(0)(f"{key}.min_delta", merged["min_delta"]),
+        "restore_best_weights": _bool(
+            f"{key}.restore_best_weights", merged["restore_best_weights"]
+        ),
+    }
 
 
 def _optional_monitor(key, value):
@@ -349,8 +392,10 @@ def _class_weight(key, value):
         return value
     if not isinstance(value, dict) or not value:
         _fail(key, "none, balanced, or a mapping {class name: weight}", value)
-    return {str(name): _number(0, None, open_min=True)(f"{key}.{_key_name(name)}", weight)
-            for name, weight in value.items()}
+    return {
+        str(name): _number(0, None, open_min=True)(f"{key}.{_key_name(name)}", weight)
+        for name, weight in value.items()
+    }
 
 
 def _field(default: Any, check: Callable, help: str, *, kind: str | None = None):
@@ -369,42 +414,67 @@ class DataConfig:
     """Where the images are and how they are read."""
 
     train_dir: str | None = _field(
-        None, _optional_path,
+        None,
+        _optional_path,
         "folder with one sub-folder per class (the tutorial's training_set); required",
-        kind="path")
+        kind="path",
+    )
     test_dir: str | None = _field(
-        None, _optional_path,
+        None,
+        _optional_path,
         "folder with the same class sub-folders, used for validation each epoch; "
-        "null = carve data.validation_split out of train_dir", kind="path")
+        "null = carve data.validation_split out of train_dir",
+        kind="path",
+    )
     validation_split: float = _field(
-        0.2, _number(0, 1, open_min=True, open_max=True),
+        0.2,
+        _number(0, 1, open_min=True, open_max=True),
         "fraction of each class held out for validation when test_dir is null (seeded by "
-        "train.seed)", kind="float")
+        "train.seed)",
+        kind="float",
+    )
     image_size: list = _field(
-        [64, 64], _image_size, "[height, width] every image is resized to (the tutorial's "
-        "target_size), each 8 to 8192", kind="[int, int]")
+        [64, 64],
+        _image_size,
+        "[height, width] every image is resized to (the tutorial's target_size), each 8 to 8192",
+        kind="[int, int]",
+    )
     color_mode: str = _field(
-        "rgb", _choice("rgb", "grayscale"), "rgb (3 channels) or grayscale (1 channel)",
-        kind="str")
+        "rgb", _choice("rgb", "grayscale"), "rgb (3 channels) or grayscale (1 channel)", kind="str"
+    )
     interpolation: str = _field(
-        "bilinear", _choice("bilinear", "nearest", "bicubic", "lanczos"),
+        "bilinear",
+        _choice("bilinear", "nearest", "bicubic", "lanczos"),
         "resize filter, saved in the bundle so prediction resizes the same way (Pillow's, "
-        "antialiased when shrinking; the tutorial's load_img used nearest)", kind="str")
-    batch_size: int = _field(32, _int(1, MAX_BATCH_SIZE), "images per training step, at most 65536",
-                             kind="int")
+        "antialiased when shrinking; the tutorial's load_img used nearest)",
+        kind="str",
+    )
+    batch_size: int = _field(
+        32, _int(1, MAX_BATCH_SIZE), "images per training step, at most 65536", kind="int"
+    )
     cache: str = _field(
-        "auto", _choice("auto", "memory", "disk", "none"),
+        "auto",
+        _choice("auto", "memory", "disk", "none"),
         "keep decoded, resized images between epochs: memory, disk (a temporary file, read "
         "through the page cache), none, or auto (memory when they fit data.cache_memory_mb, "
-        "else disk)", kind="str")
+        "else disk)",
+        kind="str",
+    )
     cache_memory_mb: int = _field(
-        2048, _int(1), "memory (MB) that cache: auto may use for decoded images, training "
+        2048,
+        _int(1),
+        "memory (MB) that cache: auto may use for decoded images, training "
         "and validation sets together",
-        kind="int")
+        kind="int",
+    )
     shuffle_buffer: int = _field(
-        10000, _int(1), "files in the per-epoch shuffle buffer; it holds indices, not images, so "
+        10000,
+        _int(1),
+        "files in the per-epoch shuffle buffer; it holds indices, not images, so "
         "it costs almost no memory (files are also fully shuffled "
-        "once before decoding)", kind="int")
+        "once before decoding)",
+        kind="int",
+    )
 
 
 @dataclass(frozen=True)
@@ -412,39 +482,66 @@ class AugmentConfig:
     """ImageDataGenerator-style augmentation, same names and meanings as the tutorial."""
 
     rescale: float = _field(
-        1 / 255, _rescale, "multiply pixel values by this, for training, validation and "
+        1 / 255,
+        _rescale,
+        "multiply pixel values by this, for training, validation and "
         "prediction alike (kept inside the model), at most 255; '1/255' maps to [0, 1]",
-        kind="float")
+        kind="float",
+    )
     rotation_range: float = _field(
-        0.0, _number(0, 180), "random rotation, in degrees, drawn from [-r, r]", kind="float")
+        0.0, _number(0, 180), "random rotation, in degrees, drawn from [-r, r]", kind="float"
+    )
     width_shift_range: float = _field(
-        0.0, _shift_range, "random horizontal shift: < 1 = fraction of width, >= 1 = pixels",
-        kind="float")
+        0.0,
+        _shift_range,
+        "random horizontal shift: < 1 = fraction of width, >= 1 = pixels",
+        kind="float",
+    )
     height_shift_range: float = _field(
-        0.0, _shift_range, "random vertical shift: < 1 = fraction of height, >= 1 = pixels",
-        kind="float")
+        0.0,
+        _shift_range,
+        "random vertical shift: < 1 = fraction of height, >= 1 = pixels",
+        kind="float",
+    )
     shear_range: float = _field(
-        0.0, _number(0, 89), "random shear angle in DEGREES, drawn from [-s, s] "
-        "(ImageDataGenerator's meaning: the tutorial's 0.2 is a very mild shear)", kind="float")
+        0.0,
+        _number(0, 89),
+        "random shear angle in DEGREES, drawn from [-s, s] "
+        "(ImageDataGenerator's meaning: the tutorial's 0.2 is a very mild shear)",
+        kind="float",
+    )
     zoom_range: float = _field(
-        0.0, _zoom_range, "random zoom: z draws x and y zoom factors independently from "
-        "[1 - z, 1 + z]; or [low, high]", kind="float | [float, float]")
+        0.0,
+        _zoom_range,
+        "random zoom: z draws x and y zoom factors independently from "
+        "[1 - z, 1 + z]; or [low, high]",
+        kind="float | [float, float]",
+    )
     horizontal_flip: bool = _field(False, _bool, "randomly flip images left-right", kind="bool")
     vertical_flip: bool = _field(False, _bool, "randomly flip images upside down", kind="bool")
     brightness_range: list | None = _field(
-        None, _brightness_range, "null or [low, high]: multiply brightness by a factor drawn "
-        "from this range", kind="[float, float] | null")
+        None,
+        _brightness_range,
+        "null or [low, high]: multiply brightness by a factor drawn from this range",
+        kind="[float, float] | null",
+    )
     fill_mode: str = _field(
-        "nearest", _choice("nearest", "reflect", "wrap", "constant"),
-        "how pixels moved in from outside the image are filled", kind="str")
+        "nearest",
+        _choice("nearest", "reflect", "wrap", "constant"),
+        "how pixels moved in from outside the image are filled",
+        kind="str",
+    )
     cval: float = _field(
-        0.0, _number(0, 255), "fill value (0-255) when fill_mode is constant", kind="float")
+        0.0, _number(0, 255), "fill value (0-255) when fill_mode is constant", kind="float"
+    )
     where: str = _field(
-        "auto", _choice("auto", "pipeline", "step"),
+        "auto",
+        _choice("auto", "pipeline", "step"),
         "where the random transforms run: pipeline (the CPU input pipeline, overlapping the "
         "step), step (inside the training step, on the GPU when there is one), or auto (step "
         "on a GPU, pipeline on CPU); same transforms either way, never in the saved model",
-        kind="str")
+        kind="str",
+    )
 
 
 @dataclass(frozen=True)
@@ -452,37 +549,58 @@ class ModelConfig:
     """The Sequential CNN: conv blocks, then a classifier head."""
 
     conv_blocks: list = _field(
-        [{"filters": 32, "kernel_size": 3, "pool_size": 2}], _conv_blocks,
+        [{"filters": 32, "kernel_size": 3, "pool_size": 2}],
+        _conv_blocks,
         "Conv2D + ReLU + MaxPooling2D blocks, in order; filters at most 65536, kernel_size at "
-        "most the side of the feature map it convolves", kind="list of {filters, kernel_size, "
-        "pool_size}")
+        "most the side of the feature map it convolves",
+        kind="list of {filters, kernel_size, pool_size}",
+    )
     padding: str = _field(
-        "valid", _choice("valid", "same"), "Conv2D padding for every block ('valid' as in the "
-        "tutorial shrinks each side by kernel_size - 1)", kind="str")
+        "valid",
+        _choice("valid", "same"),
+        "Conv2D padding for every block ('valid' as in the "
+        "tutorial shrinks each side by kernel_size - 1)",
+        kind="str",
+    )
     batch_norm: bool = _field(
-        False, _bool, "add BatchNormalization after each convolution", kind="bool")
+        False, _bool, "add BatchNormalization after each convolution", kind="bool"
+    )
     pooling: str = _field(
-        "flatten", _choice("flatten", "global_average"),
+        "flatten",
+        _choice("flatten", "global_average"),
         "how conv features reach the head: Flatten (tutorial) or GlobalAveragePooling2D",
-        kind="str")
+        kind="str",
+    )
     dense_units: list = _field(
-        [128], _dense_units, "hidden Dense layer sizes (ReLU), in order, each at most 65536; "
-        "[] for none",
-        kind="list of int")
+        [128],
+        _dense_units,
+        "hidden Dense layer sizes (ReLU), in order, each at most 65536; [] for none",
+        kind="list of int",
+    )
     dropout: float = _field(
-        0.0, _number(0, 1, open_max=True), "dropout rate after each hidden Dense layer",
-        kind="float")
+        0.0,
+        _number(0, 1, open_max=True),
+        "dropout rate after each hidden Dense layer",
+        kind="float",
+    )
     backbone: dict | None = _field(
-        None, _backbone, "null (train conv_blocks from scratch), or a pretrained "
+        None,
+        _backbone,
+        "null (train conv_blocks from scratch), or a pretrained "
         "keras.applications model instead of conv_blocks: {name: mobilenet_v3_small, weights: "
         "imagenet | none | PATH.h5, trainable: false}; names: mobilenet_v3_small, "
         "mobilenet_v3_large, efficientnet_v2_b0, resnet50_v2, convnext_tiny; its own input "
         "scaling replaces augment.rescale, and data.image_size defaults to 224",
-        kind="null | name | mapping")
+        kind="null | name | mapping",
+    )
     init_from: str | None = _field(
-        None, _optional_path, "null, or an earlier cnnclf bundle whose feature layers (the same "
+        None,
+        _optional_path,
+        "null, or an earlier cnnclf bundle whose feature layers (the same "
         "conv_blocks or backbone, image_size and color_mode) this model starts from, with a new "
-        "head; frozen for train.epochs, unfrozen by train.fine_tune", kind="path")
+        "head; frozen for train.epochs, unfrozen by train.fine_tune",
+        kind="path",
+    )
 
 
 @dataclass(frozen=True)
@@ -491,89 +609,156 @@ class TrainConfig:
 
     epochs: int = _field(25, _int(1), "passes over the training data", kind="int")
     seed: int = _field(
-        1337, _int(0, MAX_SEED), "seeds weights, shuffling, augmentation and validation_split "
-        "(0 to 2**32 - 1)", kind="int")
+        1337,
+        _int(0, MAX_SEED),
+        "seeds weights, shuffling, augmentation and validation_split (0 to 2**32 - 1)",
+        kind="int",
+    )
     optimizer: str = _field(
-        "adam", _choice("adam", "adamw", "sgd", "rmsprop"), "optimizer", kind="str")
+        "adam", _choice("adam", "adamw", "sgd", "rmsprop"), "optimizer", kind="str"
+    )
     learning_rate: float = _field(
-        0.001, _number(0, 10, open_min=True), "optimizer learning rate", kind="float")
+        0.001, _number(0, 10, open_min=True), "optimizer learning rate", kind="float"
+    )
     loss: str = _field(
-        "auto", _choice("auto", "binary_crossentropy", "categorical_crossentropy"),
+        "auto",
+        _choice("auto", "binary_crossentropy", "categorical_crossentropy"),
         "auto = binary_crossentropy for 2 classes (sigmoid output), categorical_crossentropy "
-        "for 3+ (softmax output)", kind="str")
+        "for 3+ (softmax output)",
+        kind="str",
+    )
     threshold: float | str = _field(
-        0.5, _threshold, "binary models: predict the second class (index 1) when its "
+        0.5,
+        _threshold,
+        "binary models: predict the second class (index 1) when its "
         "probability is >= this; or a rule applied to the validation data after training: "
         "youden, f1, recall>=0.95 (highest threshold keeping that sensitivity), "
-        "specificity>=0.9; the chosen value is saved in the bundle", kind="float | str")
+        "specificity>=0.9; the chosen value is saved in the bundle",
+        kind="float | str",
+    )
     class_weight: str | dict = _field(
-        "none", _class_weight, "none, balanced (weights inversely proportional to class "
-        "counts), or {class name: weight}; for imbalanced data", kind="str | {str: float}")
+        "none",
+        _class_weight,
+        "none, balanced (weights inversely proportional to class "
+        "counts), or {class name: weight}; for imbalanced data",
+        kind="str | {str: float}",
+    )
     early_stopping: dict | None = _field(
-        None, _early_stopping, "null, or stop when the monitored metric stops improving: "
+        None,
+        _early_stopping,
+        "null, or stop when the monitored metric stops improving: "
         "{monitor: val_loss, patience: 5, min_delta: 0.0, restore_best_weights: true}",
-        kind="null | mapping")
+        kind="null | mapping",
+    )
     keep_best: str | None = _field(
-        None, _optional_monitor, "null keeps the last epoch's weights; a metric (val_loss, "
-        "val_accuracy) keeps the best epoch's weights by it in the bundle", kind="str | null")
+        None,
+        _optional_monitor,
+        "null keeps the last epoch's weights; a metric (val_loss, "
+        "val_accuracy) keeps the best epoch's weights by it in the bundle",
+        kind="str | null",
+    )
     lr_schedule: str = _field(
-        "none", _choice("none", "reduce_on_plateau", "cosine"),
+        "none",
+        _choice("none", "reduce_on_plateau", "cosine"),
         "none; reduce_on_plateau (multiply by lr_factor after lr_patience epochs without "
         "val_loss improvement); cosine (decay to min_learning_rate over the epochs)",
-        kind="str")
+        kind="str",
+    )
     lr_factor: float = _field(
-        0.5, _number(0, 1, open_min=True, open_max=True), "reduce_on_plateau multiplier",
-        kind="float")
+        0.5,
+        _number(0, 1, open_min=True, open_max=True),
+        "reduce_on_plateau multiplier",
+        kind="float",
+    )
     lr_patience: int = _field(2, _int(1), "reduce_on_plateau patience, in epochs", kind="int")
     min_learning_rate: float = _field(
-        1e-6, _number(0), "floor for reduce_on_plateau and end point of cosine", kind="float")
+        1e-6, _number(0), "floor for reduce_on_plateau and end point of cosine", kind="float"
+    )
     distribute: str = _field(
-        "auto", _choice("auto", "none", "one_device", "mirrored", "multi_worker"),
+        "auto",
+        _choice("auto", "none", "one_device", "mirrored", "multi_worker"),
         "tf.distribute strategy: auto (mirrored when 2+ GPUs are visible, one_device for "
         "one), none, one_device (the GPU, or the CPU without one; batches are prefetched onto "
         "it during the previous step), mirrored (all local GPUs), multi_worker (machines "
-        "listed in TF_CONFIG; only the chief writes the bundle)", kind="str")
+        "listed in TF_CONFIG; only the chief writes the bundle)",
+        kind="str",
+    )
     mixed_precision: str = _field(
-        "auto", _choice("auto", "float16", "bfloat16", "none"),
+        "auto",
+        _choice("auto", "float16", "bfloat16", "none"),
         "auto = bfloat16 when every GPU has compute capability >= 8.0 (no loss scaling "
         "needed), float16 with loss scaling when all are >= 7.0 but some below 8.0, float32 "
-        "on CPU; the output layer always stays float32", kind="str")
+        "on CPU; the output layer always stays float32",
+        kind="str",
+    )
     scale_learning_rate: bool = _field(
-        False, _bool, "multiply learning_rate by the number of replicas (data.batch_size is "
-        "the global batch, split across replicas)", kind="bool")
+        False,
+        _bool,
+        "multiply learning_rate by the number of replicas (data.batch_size is "
+        "the global batch, split across replicas)",
+        kind="bool",
+    )
     collective_timeout: float = _field(
-        300.0, _number(1), "multi_worker: seconds before a missing worker fails the others",
-        kind="float")
+        300.0,
+        _number(1),
+        "multi_worker: seconds before a missing worker fails the others",
+        kind="float",
+    )
     tensorboard: bool = _field(
-        False, _bool, "write TensorBoard logs to <bundle>/logs (tensorboard --logdir "
-        "<bundle>/logs)", kind="bool")
+        False,
+        _bool,
+        "write TensorBoard logs to <bundle>/logs (tensorboard --logdir <bundle>/logs)",
+        kind="bool",
+    )
     fine_tune: dict | None = _field(
-        None, _fine_tune, "null, or a second phase after train.epochs for model.backbone or "
+        None,
+        _fine_tune,
+        "null, or a second phase after train.epochs for model.backbone or "
         "model.init_from: {epochs: 10, unfreeze: all | N (the top N layers that hold weights; "
         "BatchNormalization stays frozen), learning_rate: 1.0e-5}; epochs are numbered on from "
-        "the first phase", kind="null | mapping")
+        "the first phase",
+        kind="null | mapping",
+    )
     checkpoint_every_epochs: int = _field(
-        1, _int(1), "save a resumable checkpoint after every N-th epoch (always after the last "
+        1,
+        _int(1),
+        "save a resumable checkpoint after every N-th epoch (always after the last "
         "one, and when training stops early); an interrupted run resumes from the last one "
-        "saved", kind="int")
+        "saved",
+        kind="int",
+    )
     checkpoint_every_minutes: float | None = _field(
-        None, _optional_number(0), "null, or also save a checkpoint after any epoch ending this "
-        "many minutes or more after the last one", kind="float | null")
+        None,
+        _optional_number(0),
+        "null, or also save a checkpoint after any epoch ending this "
+        "many minutes or more after the last one",
+        kind="float | null",
+    )
     steps_per_execution: int | str = _field(
-        "auto", _auto_or_int(1, 10000),
+        "auto",
+        _auto_or_int(1, 10000),
         "training steps run per call into TensorFlow: auto = 1 on CPU, up to 32 (capped at "
         "an epoch's steps) on a GPU, where a call per step leaves the device idle between "
-        "steps; or an integer", kind="auto | int")
+        "steps; or an integer",
+        kind="auto | int",
+    )
     jit_compile: str | bool = _field(
-        "auto", _auto_or_bool,
+        "auto",
+        _auto_or_bool,
         "compile the training step with XLA: auto = true on a GPU or TPU (fused kernels, "
         "fewer launches), false on CPU (seconds of compiling, no faster steps here) and with "
         "train.deterministic; under mirrored and multi_worker only each replica's forward and "
         "backward pass is compiled (XLA cannot hold the cross-replica gradient sum); or "
-        "true, false", kind="auto | bool")
+        "true, false",
+        kind="auto | bool",
+    )
     deterministic: bool = _field(
-        False, _bool, "bit-identical runs for the same seed on CPU, at about 25% lower "
-        "training throughput here (enables TensorFlow op determinism)", kind="bool")
+        False,
+        _bool,
+        "bit-identical runs for the same seed on CPU, at about 25% lower "
+        "training throughput here (enables TensorFlow op determinism)",
+        kind="bool",
+    )
 
 
 @dataclass(frozen=True)
@@ -628,8 +813,12 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
         if isinstance(model.get("init_from"), str) and model["init_from"].strip():
             model["init_from"] = os.path.normpath(base / os.path.expanduser(model["init_from"]))
         backbone = model.get("backbone")
-        if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str) and \
-                backbone["weights"] not in ("imagenet", "none") and backbone["weights"].strip():
+        if (
+            isinstance(backbone, dict)
+            and isinstance(backbone.get("weights"), str)
+            and backbone["weights"] not in ("imagenet", "none")
+            and backbone["weights"].strip()
+        ):
             backbone["weights"] = os.path.normpath(base / os.path.expanduser(backbone["weights"]))
     section = raw.get("data")
     if not isinstance(section, dict):
@@ -643,15 +832,23 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
             section[f.name] = expanded
             continue
         beside = os.path.normpath(base / expanded)
-        if not os.path.exists(beside) and os.path.exists(expanded) and base.resolve() != \
-                Path.cwd().resolve():
+        if (
+            not os.path.exists(beside)
+            and os.path.exists(expanded)
+            and base.resolve() != Path.cwd().resolve()
+        ):
             import logging
 
             hint = os.path.relpath(os.path.abspath(expanded), base.resolve())
             logging.getLogger("cnnclf").warning(
                 "warning: data.%s: %s is not in the config's folder %s but is in the working "
                 "directory; relative paths in a config are resolved from its own folder: "
-                "write %s", f.name, value, base, hint)
+                "write %s",
+                f.name,
+                value,
+                base,
+                hint,
+            )
             continue
         section[f.name] = beside
 
@@ -671,14 +868,17 @@ MAX_YAML_DEPTH = 20
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot, so `3e-4` and `1E5`
 # were read as strings. The last three forms are YAML 1.1's, kept as PyYAML reads them.
-_YAML12_FLOAT = re.compile(r"""^(?:
+_YAML12_FLOAT = re.compile(
+    r"""^(?:
       [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     | [-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
     | [-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
     | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
     | [-+]?\.(?:inf|Inf|INF)
     | \.(?:nan|NaN|NAN)
-)$""", re.X)
+)$""",
+    re.X,
+)
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -693,8 +893,10 @@ class _ConfigLoader(yaml.SafeLoader):
     def _refuse_deeper(self) -> None:
         if self.flow_level + len(self.indents) >= MAX_YAML_DEPTH:
             line = self.get_mark().line + 1
-            raise ConfigError(f"{self.source}: line {line}: nested more than {MAX_YAML_DEPTH} "
-                              "levels deep, too deep for a config")
+            raise ConfigError(
+                f"{self.source}: line {line}: nested more than {MAX_YAML_DEPTH} "
+                "levels deep, too deep for a config"
+            )
 
     def fetch_flow_collection_start(self, token_class):  # `[` or `{`
         self._refuse_deeper()
@@ -713,8 +915,10 @@ class _ConfigLoader(yaml.SafeLoader):
 
 
 def _too_many_nodes(source: str) -> ConfigError:
-    return ConfigError(f"{source}: more than {MAX_YAML_NODES} values, counting each use of an "
-                       "alias (an alias bomb?); a config has about 100")
+    return ConfigError(
+        f"{source}: more than {MAX_YAML_NODES} values, counting each use of an "
+        "alias (an alias bomb?); a config has about 100"
+    )
 
 
 class _ConfigDumper(yaml.SafeDumper):
@@ -725,9 +929,9 @@ class _ConfigDumper(yaml.SafeDumper):
 # and bool/float come before int, so the pattern must never match a plain integer.
 for _yaml_class in (_ConfigLoader, _ConfigDumper):
     _yaml_class.yaml_implicit_resolvers = {
-        first: [(tag, _YAML12_FLOAT if tag == _FLOAT_TAG else regexp)
-                for tag, regexp in resolvers]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        first: [(tag, _YAML12_FLOAT if tag == _FLOAT_TAG else regexp) for tag, regexp in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
 def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> Any:
@@ -759,8 +963,9 @@ def _load_yaml(text: str, source: str, *, key: str = "", lines: bool = True) -> 
 
 
 def _too_large(source: str) -> ConfigError:
-    return ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES // 1000} KB, too large for a "
-                       "config")
+    return ConfigError(
+        f"{source}: larger than {MAX_CONFIG_BYTES // 1000} KB, too large for a config"
+    )
 
 
 def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
@@ -829,8 +1034,10 @@ def read_yaml(path: str | Path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: must be a mapping with sections "
-                          f"{', '.join(_SECTIONS)}, got a {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path}: must be a mapping with sections "
+            f"{', '.join(_SECTIONS)}, got a {type(raw).__name__}"
+        )
     return raw
 
 
@@ -839,8 +1046,9 @@ def apply_override(raw: dict, override: str) -> None:
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {override!r}: must look like section.key=value, "
-                          "e.g. train.epochs=3")
+        raise ConfigError(
+            f"--set {override!r}: must look like section.key=value, e.g. train.epochs=3"
+        )
     try:
         value = _load_yaml(text, f"--set {key}", key=key, lines=False) if text.strip() else None
     except yaml.YAMLError:
@@ -937,15 +1145,19 @@ def _transfer_defaults(config: Config, given: set[str]) -> Config:
     """
     backbone, fine_tune = config.model.backbone, config.train.fine_tune
     if fine_tune and not backbone and not config.model.init_from:
-        raise ConfigError("train.fine_tune: there is nothing pretrained to fine-tune; set "
-                          "model.backbone or model.init_from, or remove train.fine_tune")
+        raise ConfigError(
+            "train.fine_tune: there is nothing pretrained to fine-tune; set "
+            "model.backbone or model.init_from, or remove train.fine_tune"
+        )
     if not backbone:
         return config
     for key in _SCRATCH_ONLY:
         if key in given:
-            raise ConfigError(f"{key}: does not apply with model.backbone (the backbone "
-                              f"replaces the conv_blocks model{' and scales its own input' if key == 'augment.rescale' else ''}); "
-                              f"remove {key} or model.backbone")
+            raise ConfigError(
+                f"{key}: does not apply with model.backbone (the backbone "
+                f"replaces the conv_blocks model{' and scales its own input' if key == 'augment.rescale' else ''}); "
+                f"remove {key} or model.backbone"
+            )
     from cnnclf.model.backbones import BACKBONES
 
     spec = BACKBONES[backbone["name"]]
@@ -953,9 +1165,11 @@ def _transfer_defaults(config: Config, given: set[str]) -> Config:
     if "data.image_size" not in given:
         data = dataclasses.replace(data, image_size=[spec.default_size, spec.default_size])
     if min(data.image_size) < spec.min_size:
-        raise ConfigError(f"data.image_size: {data.image_size} is too small for "
-                          f"{spec.name}; each side must be at least {spec.min_size} (its "
-                          f"default is {spec.default_size})")
+        raise ConfigError(
+            f"data.image_size: {data.image_size} is too small for "
+            f"{spec.name}; each side must be at least {spec.min_size} (its "
+            f"default is {spec.default_size})"
+        )
     if "model.pooling" not in given:
         model = dataclasses.replace(model, pooling="global_average")
     augment = dataclasses.replace(config.augment, rescale=1.0)
@@ -973,8 +1187,9 @@ def _reject_unknown(where: str, raw: dict, known, *, top_level: bool = False) ->
             for section, factory in _SECTIONS.items():
                 if key in {f.name for f in dataclasses.fields(factory)}:
                     hint = [f"{section}.{key}"]
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else (
-            f"; known keys: {', '.join(known)}")
+        suggestion = (
+            f"; did you mean {hint[0]!r}?" if hint else (f"; known keys: {', '.join(known)}")
+        )
         raise ConfigError(f"{path}: unknown key{suggestion}")
 
 
@@ -987,7 +1202,8 @@ def _check_across_sections(config: Config) -> None:
             where = "data.image_size" + (" after the blocks before it" if i else "")
             raise ConfigError(
                 f"model.conv_blocks[{i}].kernel_size: must be at most the side of the "
-                f"{height}x{width} feature map it convolves ({where}), got {k}")
+                f"{height}x{width} feature map it convolves ({where}), got {k}"
+            )
         if config.model.padding == "valid":
             height, width = height - k + 1, width - k + 1
         height, width = height // p, width // p
@@ -995,12 +1211,15 @@ def _check_across_sections(config: Config) -> None:
             raise ConfigError(
                 f"data.image_size: {config.data.image_size} is too small for model.conv_blocks "
                 f"(block {i} leaves nothing to pool); use a larger image_size, fewer blocks, "
-                "or model.padding: same")
+                "or model.padding: same"
+            )
     if config.train.jit_compile is True and config.train.deterministic:
-        raise ConfigError("train.jit_compile: true does not work with train.deterministic: "
-                          "true (Keras turns XLA off under TensorFlow's op determinism: not "
-                          "every XLA kernel is deterministic); set train.jit_compile: auto or "
-                          "false")
+        raise ConfigError(
+            "train.jit_compile: true does not work with train.deterministic: "
+            "true (Keras turns XLA off under TensorFlow's op determinism: not "
+            "every XLA kernel is deterministic); set train.jit_compile: auto or "
+            "false"
+        )
     _check_memory(config)
 
 
@@ -1052,7 +1271,7 @@ def estimate_training_memory(config: Config) -> dict[str, int]:
 
         spec = BACKBONES[m.backbone["name"]]
         conv_weights, channels, height, width = spec.params, spec.features, 1, 1
-    for block in ([] if m.backbone else m.conv_blocks):
+    for block in [] if m.backbone else m.conv_blocks:
         k, filters, pool = block["kernel_size"], block["filters"], block["pool_size"]
         conv_weights += k * k * channels * filters + (4 * filters if m.batch_norm else filters)
         if m.padding == "valid":
@@ -1067,10 +1286,13 @@ def estimate_training_memory(config: Config) -> dict[str, int]:
         values_per_image += units
         inputs = units
     per_image = values_per_image * _BYTES_PER_VALUE
-    return {"model.conv_blocks": conv_weights * copies,
-            "model.dense_units": dense_weights * copies,
-            "data.batch_size": per_image * config.data.batch_size,
-            "per_image": per_image, "features": features}
+    return {
+        "model.conv_blocks": conv_weights * copies,
+        "model.dense_units": dense_weights * copies,
+        "data.batch_size": per_image * config.data.batch_size,
+        "per_image": per_image,
+        "features": features,
+    }
 
 
 def _physical_memory() -> int:
@@ -1082,8 +1304,7 @@ def _physical_memory() -> int:
 
 def _check_memory(config: Config) -> None:
     parts = estimate_training_memory(config)
-    total = sum(parts[key] for key in ("model.conv_blocks", "model.dense_units",
-                                       "data.batch_size"))
+    total = sum(parts[key] for key in ("model.conv_blocks", "model.dense_units", "data.batch_size"))
     limit = _physical_memory()
     if total <= limit:
         return
@@ -1093,20 +1314,26 @@ def _check_memory(config: Config) -> None:
         detail = f"{parts[key] / 1e9:,.1f} GB of convolution weights, {held}"
         advice = "use fewer filters or a smaller kernel_size"
     elif key == "model.dense_units":
-        detail = (f"{parts[key] / 1e9:,.1f} GB of Dense weights, {held}; "
-                  f"{parts['features']:,} features reach the first")
-        advice = ("use fewer dense_units, model.pooling: global_average, or a smaller "
-                  "data.image_size")
+        detail = (
+            f"{parts[key] / 1e9:,.1f} GB of Dense weights, {held}; "
+            f"{parts['features']:,} features reach the first"
+        )
+        advice = (
+            "use fewer dense_units, model.pooling: global_average, or a smaller data.image_size"
+        )
     elif parts["per_image"] > limit:
         key = "data.image_size"
         detail = f"{parts['per_image'] / 1e9:,.1f} GB of activations for a single image"
         advice = "use a smaller data.image_size or fewer filters"
     else:
-        detail = (f"{parts[key] / 1e9:,.1f} GB of activations for a batch of "
-                  f"{config.data.batch_size}")
+        detail = (
+            f"{parts[key] / 1e9:,.1f} GB of activations for a batch of {config.data.batch_size}"
+        )
         advice = "use a smaller data.batch_size"
-    raise ConfigError(f"{key}: training would need about {total / 1e9:,.1f} GB ({detail}), more "
-                      f"than the {limit / 1e9:.1f} GB of memory here; {advice}")
+    raise ConfigError(
+        f"{key}: training would need about {total / 1e9:,.1f} GB ({detail}), more "
+        f"than the {limit / 1e9:.1f} GB of memory here; {advice}"
+    )
 
 
 def dump_config(config: Config) -> str:
@@ -1138,8 +1365,9 @@ def reference_yaml() -> str:
         lines.append(f"{section}:  # {cls.__doc__.strip()}")
         defaults = dataclasses.asdict(cls())
         for f in dataclasses.fields(cls):
-            value = yaml.dump(defaults[f.name], Dumper=_ConfigDumper,
-                              default_flow_style=True).strip()
+            value = yaml.dump(
+                defaults[f.name], Dumper=_ConfigDumper, default_flow_style=True
+            ).strip()
             if value.endswith("\n..."):
                 value = value[: -len("\n...")]
             value = value.removesuffix("...").strip()

@@ -22,13 +22,19 @@ from cnnclf.config import AugmentConfig
 
 
 def is_active(augment: AugmentConfig) -> bool:
-    return bool(augment.rotation_range or augment.width_shift_range
-                or augment.height_shift_range or augment.shear_range or augment.zoom_range
-                or augment.horizontal_flip or augment.vertical_flip or augment.brightness_range)
+    return bool(
+        augment.rotation_range
+        or augment.width_shift_range
+        or augment.height_shift_range
+        or augment.shear_range
+        or augment.zoom_range
+        or augment.horizontal_flip
+        or augment.vertical_flip
+        or augment.brightness_range
+    )
 
 
-def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
-                   where: str = "pipeline"):
+def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int], where: str = "pipeline"):
     """Returns `fn(images, seed) -> images` for batches [B, H, W, C] in 0-255 (uint8 or
     float); the result is float32.
 
@@ -44,12 +50,18 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
 
     height, width = image_size
     zoom = augment.zoom_range
-    zoom_low, zoom_high = (zoom if isinstance(zoom, list) else (1 - zoom, 1 + zoom))
+    zoom_low, zoom_high = zoom if isinstance(zoom, list) else (1 - zoom, 1 + zoom)
     # As in ImageDataGenerator: shifts < 1 are fractions of the side, >= 1 are pixels.
     shift_y = augment.height_shift_range * (height if augment.height_shift_range < 1 else 1)
     shift_x = augment.width_shift_range * (width if augment.width_shift_range < 1 else 1)
-    geometric = bool(augment.rotation_range or shift_x or shift_y or augment.shear_range
-                     or zoom_low != 1 or zoom_high != 1)
+    geometric = bool(
+        augment.rotation_range
+        or shift_x
+        or shift_y
+        or augment.shear_range
+        or zoom_low != 1
+        or zoom_high != 1
+    )
 
     def uniform(seed, index, batch, low, high):
         return tf.random.stateless_uniform([batch], seed=seed + index, minval=low, maxval=high)
@@ -65,16 +77,15 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
             # Flips ride along in the affine matrix (sampled positions mirrored), as
             # ImageDataGenerator flipped after transforming: one resampling pass, no extra
             # full-batch copy (a separate flip cost ~40 us per 64x64 image here).
-            matrices = _matrices(seed, batch) @ flip_matrices(flip_x, flip_y, batch,
-                                                              (height, width))
+            matrices = _matrices(seed, batch) @ flip_matrices(
+                flip_x, flip_y, batch, (height, width)
+            )
             images = _affine(images, matrices)
         else:
             if flip_x is not None:
-                images = tf.where(flip_x[:, None, None, None], tf.reverse(images, axis=[2]),
-                                  images)
+                images = tf.where(flip_x[:, None, None, None], tf.reverse(images, axis=[2]), images)
             if flip_y is not None:
-                images = tf.where(flip_y[:, None, None, None], tf.reverse(images, axis=[1]),
-                                  images)
+                images = tf.where(flip_y[:, None, None, None], tf.reverse(images, axis=[1]), images)
         if augment.brightness_range:
             low, high = augment.brightness_range
             factor = uniform(seed, 8, batch, low, high)
@@ -90,15 +101,19 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int],
         zy = uniform(seed, 5, batch, zoom_low, zoom_high)
         return affine_matrices(rotation, dx, dy, shear, zx, zy, (height, width))
 
-    by_rows = where == "pipeline" and row_resample.supports(augment.fill_mode,
-                                                           augment.rotation_range)
+    by_rows = where == "pipeline" and row_resample.supports(
+        augment.fill_mode, augment.rotation_range
+    )
 
     def _affine(images, m):
         if not by_rows:
             return apply_affine(images, m, augment.fill_mode, augment.cval)
-        out = tf.numpy_function(row_resample.resample,
-                                [images, m, augment.fill_mode == "constant", augment.cval],
-                                tf.float32, stateful=False)
+        out = tf.numpy_function(
+            row_resample.resample,
+            [images, m, augment.fill_mode == "constant", augment.cval],
+            tf.float32,
+            stateful=False,
+        )
         out.set_shape(images.shape)
         return out
 
@@ -110,8 +125,9 @@ def where_to_augment(setting: str, devices: list[str]) -> str:
     feeding it is the bottleneck, and the input pipeline on CPU, where it overlaps the step."""
     if setting != "auto":
         return setting
-    return "step" if any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices) \
-        else "pipeline"
+    return (
+        "step" if any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices) else "pipeline"
+    )
 
 
 def augmenting_model(model, augment: AugmentConfig, image_size: tuple[int, int], seed: int):
@@ -134,8 +150,9 @@ def augmenting_model(model, augment: AugmentConfig, image_size: tuple[int, int],
                 return augmenter(images, self.seeds.next())
             return images
 
-    return keras.Sequential([keras.Input(model.input_shape[1:]), Augment(), model],
-                            name=f"{model.name}_augmented")
+    return keras.Sequential(
+        [keras.Input(model.input_shape[1:]), Augment(), model], name=f"{model.name}_augmented"
+    )
 
 
 def affine_matrices(rotation, shift_x, shift_y, shear, zoom_x, zoom_y, image_size):
@@ -160,8 +177,13 @@ def affine_matrices(rotation, shift_x, shift_y, shear, zoom_x, zoom_y, image_siz
     def mat(rows):
         return tf.stack([tf.stack(r, axis=-1) for r in rows], axis=-2)
 
-    rotating = mat([[tf.cos(theta), -tf.sin(theta), zero], [tf.sin(theta), tf.cos(theta), zero],
-                    [zero, zero, one]])
+    rotating = mat(
+        [
+            [tf.cos(theta), -tf.sin(theta), zero],
+            [tf.sin(theta), tf.cos(theta), zero],
+            [zero, zero, one],
+        ]
+    )
     shifting = mat([[one, zero, shift_x], [zero, one, shift_y], [zero, zero, one]])
     shearing = mat([[one, -tf.sin(shear), zero], [zero, tf.cos(shear), zero], [zero, zero, one]])
     zooming = mat([[zoom_x, zero, zero], [zero, zoom_y, zero], [zero, zero, one]])
@@ -200,16 +222,23 @@ def apply_affine(images, matrices, fill_mode="nearest", cval=0.0):
     import tensorflow as tf
 
     if fill_mode in ("nearest", "constant"):
-        return _bilinear_gather(images, tf.cast(matrices, tf.float32),
-                                tf.constant(fill_mode == "constant"),
-                                tf.constant(cval, tf.float32))
+        return _bilinear_gather(
+            images,
+            tf.cast(matrices, tf.float32),
+            tf.constant(fill_mode == "constant"),
+            tf.constant(cval, tf.float32),
+        )
     import keras
 
     m = matrices
     transform = tf.concat([tf.reshape(m, [-1, 9])[:, :6], tf.zeros_like(m[:, 0, :2])], axis=1)
-    return keras.ops.image.affine_transform(tf.cast(images, tf.float32), transform,
-                                            interpolation="bilinear", fill_mode=fill_mode,
-                                            fill_value=cval)
+    return keras.ops.image.affine_transform(
+        tf.cast(images, tf.float32),
+        transform,
+        interpolation="bilinear",
+        fill_mode=fill_mode,
+        fill_value=cval,
+    )
 
 
 def _bilinear_gather_impl(images, matrices, constant, cval):
@@ -241,8 +270,11 @@ def _bilinear_gather_impl(images, matrices, constant, cval):
 
     def pixel(row, col):
         inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-        index = base + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(
-            col, 0, width - 1)
+        index = (
+            base
+            + tf.clip_by_value(row, 0, height - 1) * width
+            + tf.clip_by_value(col, 0, width - 1)
+        )
         return tf.where(inside[..., None], tf.gather(flat, index), cval)
 
     top_left, top_right = pixel(y0, x0), pixel(y0, x1)

@@ -17,32 +17,65 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from cnnclf.errors import ConfigError, DataError, ImageError
-from cnnclf.data.layout import (ALREADY_LISTED, SAME_FILE, TEST_SPLIT_NAMES, TRAIN_SPLIT_NAMES,
-                          class_folders, is_image_name, list_files, splits_instead_of_classes,
-                          two_classes_message)
 from cnnclf.data.decode import ImageSpec, convert_mode, load_image, open_regular, read_info
+from cnnclf.data.layout import (
+    ALREADY_LISTED,
+    SAME_FILE,
+    TEST_SPLIT_NAMES,
+    TRAIN_SPLIT_NAMES,
+    class_folders,
+    is_image_name,
+    list_files,
+    splits_instead_of_classes,
+    two_classes_message,
+)
+from cnnclf.errors import ConfigError, DataError, ImageError
 
-_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
-            ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
-_EXTENSION_FOR = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
-                  "WEBP": ".webp", "MPO": ".jpg"}
+_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".gif": "GIF",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+_EXTENSION_FOR = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "WEBP": ".webp",
+    "MPO": ".jpg",
+}
 # Severity: error = skipped by training; warning = used, but probably not what you want;
 # info = used after a conversion that training and predict both apply.
-_SEVERITY = {"unreadable": "error", "not_listed": "error", "format_mismatch": "warning",
-             "duplicate": "warning", "link_loop": "info",
-             "leakage": "warning", "too_small": "warning", "not_an_image": "info",
-             "cmyk": "info", "transparency": "info", "sixteen_bit": "info", "palette": "info",
-             "exif_rotated": "info"}
+_SEVERITY = {
+    "unreadable": "error",
+    "not_listed": "error",
+    "format_mismatch": "warning",
+    "duplicate": "warning",
+    "link_loop": "info",
+    "leakage": "warning",
+    "too_small": "warning",
+    "not_an_image": "info",
+    "cmyk": "info",
+    "transparency": "info",
+    "sixteen_bit": "info",
+    "palette": "info",
+    "exif_rotated": "info",
+}
 _ADVICE = {
     "unreadable": "training skips it; re-export or delete the file",
     "not_listed": "training skips it (not a regular file, a dangling link or a folder it cannot "
-                  "list); remove it, or fix the link or permissions",
+    "list); remove it, or fix the link or permissions",
     "link_loop": "a folder reached twice through a link; listed once, nothing is lost",
     "format_mismatch": "decoded by content, but rename it (--fix-to does)",
     "duplicate": "the same image appears more than once in this split; keep one",
     "leakage": "the same image is in the training and test sets: test accuracy is inflated; "
-               "remove it from one (--fix-to drops the training copy)",
+    "remove it from one (--fix-to drops the training copy)",
     "too_small": "it will be upscaled to image_size, losing detail",
     "not_an_image": "ignored (not an image extension)",
     "cmyk": "converted to RGB",
@@ -60,8 +93,13 @@ class Problem:
     detail: str = ""
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "severity": _SEVERITY[self.kind], "path": self.path,
-                "detail": self.detail, "advice": _ADVICE[self.kind]}
+        return {
+            "kind": self.kind,
+            "severity": _SEVERITY[self.kind],
+            "path": self.path,
+            "detail": self.detail,
+            "advice": _ADVICE[self.kind],
+        }
 
 
 # Under this many images a class, a pretrained backbone is worth suggesting (transfer.py says
@@ -91,25 +129,33 @@ class CheckReport:
         ratio = self.imbalance.get(train) if train else None
         out = []
         if ratio and ratio > 1.5:
-            out.append(f"{train}: classes differ by {ratio:.1f}x; consider "
-                       "train.class_weight: balanced")
+            out.append(
+                f"{train}: classes differ by {ratio:.1f}x; consider train.class_weight: balanced"
+            )
         if self.leaked_images:
             out.append(f"{self.leaked_images} image(s) are in both training and test sets")
         counts = [c for c in self.splits.get(train, {}).values() if c] if train else []
         if self.from_scratch and counts and min(counts) < SMALL_CLASS:
-            out.append(f"{train}: {min(counts)} images in the smallest class is few to train "
-                       "a model from scratch; a pretrained backbone usually does much better "
-                       "(configs/transfer.yaml, model.backbone)")
+            out.append(
+                f"{train}: {min(counts)} images in the smallest class is few to train "
+                "a model from scratch; a pretrained backbone usually does much better "
+                "(configs/transfer.yaml, model.backbone)"
+            )
         return out
 
     def to_json(self) -> dict:
         counts = defaultdict(int)
         for p in self.problems:
             counts[p.kind] += 1
-        return {"splits": self.splits, "imbalance_ratio": self.imbalance,
-                "problem_counts": dict(counts), "leaked_images": self.leaked_images,
-                "fatal": self.fatal, "suggestions": self.suggestions(),
-                "problems": [p.to_json() for p in self.problems]}
+        return {
+            "splits": self.splits,
+            "imbalance_ratio": self.imbalance,
+            "problem_counts": dict(counts),
+            "leaked_images": self.leaked_images,
+            "fatal": self.fatal,
+            "suggestions": self.suggestions(),
+            "problems": [p.to_json() for p in self.problems],
+        }
 
 
 def find_splits(data_dir: str | Path) -> dict[str, Path]:
@@ -133,8 +179,9 @@ def find_splits(data_dir: str | Path) -> dict[str, Path]:
     return {name: root / name for name in train + tests} or {root.name: root}
 
 
-def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = None,
-               workers: int | None = None) -> CheckReport:
+def check_data(
+    splits: dict[str, Path], image_size: tuple[int, int] | None = None, workers: int | None = None
+) -> CheckReport:
     """Inspects every file of every split.
 
     Args:
@@ -156,16 +203,22 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
             continue
         class_lists[name] = classes
         if len(classes) < 2:
-            report.fatal.append(f"{name}: only one class folder ({classes[0]}); a classifier "
-                                "needs at least two")
+            report.fatal.append(
+                f"{name}: only one class folder ({classes[0]}); a classifier needs at least two"
+            )
     names = list(class_lists)
     train_name = next(iter(splits), None)
     for other in names:
-        if train_name in class_lists and other != train_name \
-                and class_lists[other] != class_lists[train_name]:
-            report.fatal.append(f"{other}: classes differ from {train_name}'s "
-                                f"({', '.join(class_lists[other])} vs "
-                                f"{', '.join(class_lists[train_name])})")
+        if (
+            train_name in class_lists
+            and other != train_name
+            and class_lists[other] != class_lists[train_name]
+        ):
+            report.fatal.append(
+                f"{other}: classes differ from {train_name}'s "
+                f"({', '.join(class_lists[other])} vs "
+                f"{', '.join(class_lists[train_name])})"
+            )
     jobs = []
     for split, classes in class_lists.items():
         report.splits[split] = {}
@@ -179,8 +232,11 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
             report.splits[split][cls] = len(images)
             if not images:
                 report.fatal.append(f"{split}: class folder {folder} has no images")
-            report.problems += [Problem("not_an_image", p) for p, _ in files
-                                if not is_image_name(os.path.basename(p))]
+            report.problems += [
+                Problem("not_an_image", p)
+                for p, _ in files
+                if not is_image_name(os.path.basename(p))
+            ]
             for path, identity in files:
                 other_class, other = owner.setdefault(identity, (cls, path))
                 if other_class != cls:
@@ -190,8 +246,10 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
         for (cls, other_class), pairs in conflicts.items():
             # A linked folder puts hundreds of files under two classes: one line per class pair.
             (path, other), more = pairs[0], len(pairs) - 1
-            report.fatal.append(two_classes_message(split, path, cls, other, other_class)
-                                + (f"; {more} more file(s) like it" if more else ""))
+            report.fatal.append(
+                two_classes_message(split, path, cls, other, other_class)
+                + (f"; {more} more file(s) like it" if more else "")
+            )
     spec = ImageSpec(tuple(image_size) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: _inspect(job[2], spec, image_size), jobs))
@@ -206,12 +264,15 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
         for cls in classes:
             count = report.splits[split][cls]
             if count and not readable_per_class[split, cls]:
-                report.fatal.append(f"{split}: class folder {splits[split] / cls} has no "
-                                    f"readable image (all {count} are unreadable or empty)")
+                report.fatal.append(
+                    f"{split}: class folder {splits[split] / cls} has no "
+                    f"readable image (all {count} are unreadable or empty)"
+                )
     for split, by_hash in hashes.items():
         for paths in by_hash.values():
-            report.problems += [Problem("duplicate", p, f"same bytes as {paths[0]}")
-                                for p in paths[1:]]
+            report.problems += [
+                Problem("duplicate", p, f"same bytes as {paths[0]}") for p in paths[1:]
+            ]
     if train_name in hashes:
         train_hashes = hashes[train_name]
         for other in names:
@@ -221,9 +282,10 @@ def check_data(splits: dict[str, Path], image_size: tuple[int, int] | None = Non
             leaked = set(train_hashes) & set(other_hashes)
             report.leaked_images += len(leaked)
             for digest in sorted(leaked):
-                report.problems += [Problem("leakage", p, f"also in {other}: "
-                                            f"{other_hashes[digest][0]}")
-                                    for p in train_hashes[digest]]
+                report.problems += [
+                    Problem("leakage", p, f"also in {other}: {other_hashes[digest][0]}")
+                    for p in train_hashes[digest]
+                ]
     order = list(_SEVERITY)
     report.problems.sort(key=lambda p: (order.index(p.kind), p.path))
     return report
@@ -247,17 +309,24 @@ def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str | None, list[P
     except ImageError as exc:
         return None, [Problem("unreadable", path, exc.reason)], False
     except OSError as exc:  # changed or vanished between the reads
-        return None, [Problem("unreadable", path, f"cannot be read ({exc.strerror or exc})")], \
-            False
-    except Exception as exc:  # noqa: BLE001 - one odd file must not abort the whole check
-        return None, [Problem("unreadable", path, f"cannot be decoded ({type(exc).__name__}: "
-                                                  f"{exc})")], False
+        return None, [Problem("unreadable", path, f"cannot be read ({exc.strerror or exc})")], False
+    except Exception as exc:
+        return (
+            None,
+            [Problem("unreadable", path, f"cannot be decoded ({type(exc).__name__}: {exc})")],
+            False,
+        )
     problems = []
     expected = _FORMATS.get(Path(path).suffix.lower())
-    if info.format and expected and info.format != expected and not (
-            expected == "JPEG" and info.format == "MPO"):
-        problems.append(Problem("format_mismatch", path,
-                                f"{info.format} file named {Path(path).suffix}"))
+    if (
+        info.format
+        and expected
+        and info.format != expected
+        and not (expected == "JPEG" and info.format == "MPO")
+    ):
+        problems.append(
+            Problem("format_mismatch", path, f"{info.format} file named {Path(path).suffix}")
+        )
     mode = info.mode
     if mode == "CMYK":
         problems.append(Problem("cmyk", path))
@@ -271,8 +340,13 @@ def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str | None, list[P
         problems.append(Problem("exif_rotated", path, f"orientation {info.orientation}"))
     width, height = info.size
     if image_size and (height < image_size[0] or width < image_size[1]):
-        problems.append(Problem("too_small", path, f"{width}x{height} pixels, smaller "
-                                f"than image_size {image_size[1]}x{image_size[0]}"))
+        problems.append(
+            Problem(
+                "too_small",
+                path,
+                f"{width}x{height} pixels, smaller than image_size {image_size[1]}x{image_size[0]}",
+            )
+        )
     return digest, problems, True
 
 
@@ -283,8 +357,11 @@ def write_fixed_copy(splits: dict[str, Path], report: CheckReport, destination: 
     if destination.exists() and any(destination.iterdir()):
         raise ConfigError(f"--fix-to {destination}: folder exists and is not empty")
     drop = {p.path for p in report.problems if p.kind in ("unreadable", "duplicate", "leakage")}
-    convert = {p.path for p in report.problems
-               if p.kind in ("cmyk", "transparency", "sixteen_bit", "palette", "exif_rotated")}
+    convert = {
+        p.path
+        for p in report.problems
+        if p.kind in ("cmyk", "transparency", "sixteen_bit", "palette", "exif_rotated")
+    }
     rename = {p.path for p in report.problems if p.kind == "format_mismatch"}
     written = dropped = converted = 0
     for split, root in splits.items():

@@ -35,18 +35,27 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnclf.errors import ImageError
 from cnnclf.data.layout import file_kind, not_regular_reason
+from cnnclf.errors import ImageError
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # EXIF orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose).
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _SWAPS_SIDES = (5, 6, 7, 8)
 # Up to this many decoded pixels, an image takes the original path (orient, convert, resize at
 # full size), so the pixels of every ordinary image are exactly what earlier versions fed the
@@ -66,8 +75,9 @@ def open_regular(path: str):
         reason = not_regular_reason(path, os.stat(path))
     except FileNotFoundError:
         if os.path.islink(path):
-            raise ImageError(path, f"dangling symbolic link (to {os.readlink(path)}, which does "
-                                   "not exist)") from None
+            raise ImageError(
+                path, f"dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+            ) from None
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
@@ -76,8 +86,9 @@ def open_regular(path: str):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except PermissionError:
-        raise ImageError(path, "permission denied: make it readable (chmod a+r) or remove "
-                               "it") from None
+        raise ImageError(
+            path, "permission denied: make it readable (chmod a+r) or remove it"
+        ) from None
     except OSError as exc:
         raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
     status = os.fstat(fd)
@@ -109,8 +120,9 @@ class _PixelBudget:
         with self._changed:
             self._waiting.append(turn)
             try:
-                self._changed.wait_for(lambda: self._waiting[0] is turn
-                                       and self._in_use + pixels <= self.pixels)
+                self._changed.wait_for(
+                    lambda: self._waiting[0] is turn and self._in_use + pixels <= self.pixels
+                )
             finally:
                 # Admitted or interrupted (Ctrl-C while waiting): either way, out of the queue,
                 # so no later caller waits for a turn that will never be taken.
@@ -250,8 +262,9 @@ def read_info(path: str) -> ImageInfo:
             try:
                 image.load()
                 orientation = image.getexif().get(0x0112, 1)
-                return ImageInfo(image.format, image.mode, image.size, orientation,
-                                 "transparency" in image.info)
+                return ImageInfo(
+                    image.format, image.mode, image.size, orientation, "transparency" in image.info
+                )
             finally:
                 image.close()
 
@@ -266,12 +279,15 @@ def _decoding(path: str, data: bytes | None = None):
         with warnings.catch_warnings():
             # Pillow only *warns* between 1x and 2x its pixel limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with (open_regular(path) if data is None else io.BytesIO(data)) as file:
+            with open_regular(path) if data is None else io.BytesIO(data) as file:
                 if data is not None and not data:
                     raise ImageError(path, "empty (0 bytes)")
                 if data is None and os.fstat(file.fileno()).st_size == 0:
-                    raise ImageError(path, "empty file (0 bytes): an interrupted copy or "
-                                           "download; re-copy or delete it")
+                    raise ImageError(
+                        path,
+                        "empty file (0 bytes): an interrupted copy or "
+                        "download; re-copy or delete it",
+                    )
                 with Image.open(file) as image:
                     yield image
     except Image.UnidentifiedImageError:

@@ -36,9 +36,13 @@ TEST_SPLIT_NAMES = ("test_set", "val", "valid", "validation", "test")
 
 def file_kind(mode: int) -> str:
     """'a FIFO', 'a character device', ...: what an `st_mode` that is no regular file is."""
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a plain file"
@@ -62,8 +66,9 @@ def list_images(folder: str | Path, skipped: dict[str, str] | None = None) -> li
     return [path for path, _ in _walk(folder, skipped, images_only=True)]
 
 
-def list_files(folder: str | Path,
-               skipped: dict[str, str] | None = None) -> list[tuple[str, tuple[int, int]]]:
+def list_files(
+    folder: str | Path, skipped: dict[str, str] | None = None
+) -> list[tuple[str, tuple[int, int]]]:
     """Like `list_images`, but every regular file whatever its name, each with its
     (st_dev, st_ino): the identity of the real file, whichever link reached it."""
     return _walk(folder, skipped, images_only=False)
@@ -112,8 +117,13 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
                 if key in visited:
                     first = visited[key]
                     above = entry.path.startswith(first + os.sep)
-                    how = ("a link loop" if above
-                           else "a link" if _is_link(entry) else "reached through a link")
+                    how = (
+                        "a link loop"
+                        if above
+                        else "a link"
+                        if _is_link(entry)
+                        else "reached through a link"
+                    )
                     skipped[entry.path] = f"{ALREADY_LISTED} {first} ({how}): listed once"
                     continue
                 visited[key] = entry.path
@@ -189,16 +199,18 @@ def class_folders(root: str | Path, key: str) -> list[str]:
     """Sorted class sub-folder names of `root`; `key` names the config key for error messages."""
     root = Path(root)
     if not root.exists():
-        raise DataError(f"{key}: folder {root} does not exist (relative paths are resolved from "
-                        f"{Path.cwd()})")
+        raise DataError(
+            f"{key}: folder {root} does not exist (relative paths are resolved from {Path.cwd()})"
+        )
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder")
     try:
         with os.scandir(root) as listing:
             entries = [e for e in listing if not e.name.startswith(".")]
     except OSError as exc:
-        raise DataError(f"{key}: {root} cannot be listed ({exc.strerror or exc}); check its "
-                        "permissions") from None
+        raise DataError(
+            f"{key}: {root} cannot be listed ({exc.strerror or exc}); check its permissions"
+        ) from None
     names = sorted(e.name for e in entries if _is_folder(e))
     if not names:
         loose = [e.name for e in entries if is_image_name(e.name)]
@@ -242,25 +254,30 @@ def splits_instead_of_classes(root: str | Path, class_names: list[str], key: str
         return None
     by_name = {n.lower(): n for n in class_names}
     train = next((by_name[n] for n in TRAIN_SPLIT_NAMES if n in by_name), class_names[0])
-    test = next((by_name[n] for n in TEST_SPLIT_NAMES if n in by_name),
-                next(n for n in class_names if n != train))
+    test = next(
+        (by_name[n] for n in TEST_SPLIT_NAMES if n in by_name),
+        next(n for n in class_names if n != train),
+    )
     listed = ", ".join(f"{n}/" for n in class_names)
-    return (f"{key}: {root} looks like a folder of splits ({listed}), not of classes: set "
-            f"data.train_dir: {root / train} and data.test_dir: {root / test}")
+    return (
+        f"{key}: {root} looks like a folder of splits ({listed}), not of classes: set "
+        f"data.train_dir: {root / train} and data.test_dir: {root / test}"
+    )
 
 
-def class_difference(expected: list[str], found: list[str],
-                     extra_label: str = "extra") -> str:
+def class_difference(expected: list[str], found: list[str], extra_label: str = "extra") -> str:
     """'missing a, b; extra c': how `found` class folders differ from `expected`."""
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-        [f"{extra_label} {', '.join(extra)}"] if extra else [])
+        [f"{extra_label} {', '.join(extra)}"] if extra else []
+    )
     return "; ".join(parts)
 
 
-def scan_split(root: str | Path, class_names: list[str], key: str,
-               skipped: dict[str, str] | None = None) -> Split:
+def scan_split(
+    root: str | Path, class_names: list[str], key: str, skipped: dict[str, str] | None = None
+) -> Split:
     """Lists every class folder of `root` into a `Split`.
 
     Raises `DataError` when a class folder has no usable image, or when one real file (through
@@ -274,11 +291,15 @@ def scan_split(root: str | Path, class_names: list[str], key: str,
         found = list_files(folder, skipped)
         images = [(p, k) for p, k in found if is_image_name(os.path.basename(p))]
         if not images:
-            raise DataError(f"{key}: class folder {folder} has no images "
-                            f"({', '.join(IMAGE_EXTENSIONS)}){_skipped_hint(folder, skipped)}")
+            raise DataError(
+                f"{key}: class folder {folder} has no images "
+                f"({', '.join(IMAGE_EXTENSIONS)}){_skipped_hint(folder, skipped)}"
+            )
         if not any(_usable(p) for p, _ in images):
-            raise DataError(f"{key}: class folder {folder} has no usable image: its "
-                            f"{len(images)} image file(s) are all empty or unreadable")
+            raise DataError(
+                f"{key}: class folder {folder} has no usable image: its "
+                f"{len(images)} image file(s) are all empty or unreadable"
+            )
         for path, identity in images:
             other_class, other = owner.setdefault(identity, (name, path))
             if other_class != name:
@@ -290,8 +311,10 @@ def scan_split(root: str | Path, class_names: list[str], key: str,
 
 def two_classes_message(key: str, path: str, name: str, other: str, other_class: str) -> str:
     """The error for one real file reached under two classes (a link would train it as both)."""
-    return (f"{key}: {path} and {other} are the same file, under classes {name} and "
-            f"{other_class} (a link): remove the link so each image has one class")
+    return (
+        f"{key}: {path} and {other} are the same file, under classes {name} and "
+        f"{other_class} (a link): remove the link so each image has one class"
+    )
 
 
 def _usable(path: str) -> bool:
@@ -302,8 +325,9 @@ def _usable(path: str) -> bool:
 
 
 def _skipped_hint(folder: Path, skipped: dict[str, str]) -> str:
-    inside = [(p, r) for p, r in skipped.items()
-              if p == str(folder) or p.startswith(str(folder) + os.sep)]
+    inside = [
+        (p, r) for p, r in skipped.items() if p == str(folder) or p.startswith(str(folder) + os.sep)
+    ]
     if not inside:
         return ""
     path, reason = inside[0]
@@ -326,19 +350,22 @@ def discover(data_config, seed: int) -> Dataset:
     class_names = class_folders(data_config.train_dir, "data.train_dir")
     _refuse_splits(data_config.train_dir, class_names, "data.train_dir")
     if len(class_names) < 2:
-        raise DataError(f"data.train_dir: {data_config.train_dir} has only one class folder "
-                        f"({class_names[0]}); a classifier needs at least two")
+        raise DataError(
+            f"data.train_dir: {data_config.train_dir} has only one class folder "
+            f"({class_names[0]}); a classifier needs at least two"
+        )
     skipped: dict[str, str] = {}
     train = scan_split(data_config.train_dir, class_names, "data.train_dir", skipped)
     if data_config.test_dir is None:
-        return _carve_validation(class_names, train, data_config.validation_split, seed,
-                                 skipped)
+        return _carve_validation(class_names, train, data_config.validation_split, seed, skipped)
     test_names = class_folders(data_config.test_dir, "data.test_dir")
     _refuse_splits(data_config.test_dir, test_names, "data.test_dir")
     if test_names != class_names:
-        raise DataError(f"data.test_dir: classes differ from data.train_dir's "
-                        f"({class_difference(class_names, test_names)}); both need the same "
-                        "class sub-folders")
+        raise DataError(
+            f"data.test_dir: classes differ from data.train_dir's "
+            f"({class_difference(class_names, test_names)}); both need the same "
+            "class sub-folders"
+        )
     validation = scan_split(data_config.test_dir, class_names, "data.test_dir", skipped)
     return Dataset(class_names, train, validation, skipped=skipped)
 
@@ -349,8 +376,9 @@ def _refuse_splits(root, class_names: list[str], key: str) -> None:
         raise DataError(message)
 
 
-def _carve_validation(class_names, train: Split, fraction: float, seed: int,
-                      skipped: dict[str, str]) -> Dataset:
+def _carve_validation(
+    class_names, train: Split, fraction: float, seed: int, skipped: dict[str, str]
+) -> Dataset:
     """Stratified, seeded hold-out: every class keeps the same share in validation."""
     rng = random.Random(seed)
     keep_paths, keep_labels, val_paths, val_labels = [], [], [], []
@@ -359,15 +387,22 @@ def _carve_validation(class_names, train: Split, fraction: float, seed: int,
         rng.shuffle(paths)
         n_val = max(1, round(len(paths) * fraction)) if len(paths) > 1 else 0
         if n_val == 0 or n_val >= len(paths):
-            raise DataError(f"data.validation_split: class {class_names[index]} has "
-                            f"{len(paths)} image(s), too few to hold {fraction:.0%} out; "
-                            "add images or set data.test_dir")
+            raise DataError(
+                f"data.validation_split: class {class_names[index]} has "
+                f"{len(paths)} image(s), too few to hold {fraction:.0%} out; "
+                "add images or set data.test_dir"
+            )
         val_paths += sorted(paths[:n_val])
         val_labels += [index] * n_val
         keep_paths += sorted(paths[n_val:])
         keep_labels += [index] * (len(paths) - n_val)
-    return Dataset(class_names, Split(keep_paths, keep_labels), Split(val_paths, val_labels),
-                   validation_source="validation_split", skipped=skipped)
+    return Dataset(
+        class_names,
+        Split(keep_paths, keep_labels),
+        Split(val_paths, val_labels),
+        validation_source="validation_split",
+        skipped=skipped,
+    )
 
 
 def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
@@ -391,8 +426,9 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
         elif glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             # Not isfile: a FIFO or dangling link matched by name is reported by the decoder.
-            found = [m for m in matches
-                     if not os.path.isdir(m) and is_image_name(os.path.basename(m))]
+            found = [
+                m for m in matches if not os.path.isdir(m) and is_image_name(os.path.basename(m))
+            ]
             for m in matches:
                 if os.path.isdir(m):
                     found += list_images(m)

@@ -63,8 +63,16 @@ class OpenedStore:
         return {name: int(counts[i]) for i, name in enumerate(class_names)}
 
 
-def open_store(split, *, spec: ImageSpec, training: bool, seed: int, cache: str = "memory",
-               cache_path: str | None = None, skipped: SkippedFiles | None = None) -> OpenedStore:
+def open_store(
+    split,
+    *,
+    spec: ImageSpec,
+    training: bool,
+    seed: int,
+    cache: str = "memory",
+    cache_path: str | None = None,
+    skipped: SkippedFiles | None = None,
+) -> OpenedStore:
     """A decoded-image store for `split` (a `files.Split`); no TensorFlow.
 
     Training files are shuffled once (seeded) here, so the bounded shuffle buffer later never
@@ -96,9 +104,18 @@ def decode_all(store, workers: int | None = None) -> None:
             pass
 
 
-def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_size: int,
-                 training: bool, seed: int, shuffle_buffer: int = 10000, augmenter=None,
-                 distributed: bool = False):
+def make_dataset(
+    opened: OpenedStore,
+    *,
+    spec: ImageSpec,
+    n_classes: int,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    shuffle_buffer: int = 10000,
+    augmenter=None,
+    distributed: bool = False,
+):
     """Builds a batched `tf.data.Dataset` of (images 0-255, labels) from a store.
 
     Images are uint8 batches (a quarter of float32's bytes to move to a device; the model
@@ -139,14 +156,16 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         # alias it (images of a multiple of 64 bytes: others would be copied), so the
         # shuffle buffer holds no pixels.
         ds = tf.data.Dataset.from_tensor_slices(
-            (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets))
+            (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets)
+        )
     else:
         ds = tf.data.Dataset.from_tensor_slices((keep, targets[keep]))
     if training:
         # Shuffling slices or indices with the same seed gives the same order of images, so
         # every way of reading gives the same batches.
-        ds = ds.shuffle(min(shuffle_buffer, max(1, len(keep))), seed=seed,
-                        reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            min(shuffle_buffer, max(1, len(keep))), seed=seed, reshuffle_each_iteration=True
+        )
     if in_place and augmented_here:
         # The augmentation after it keeps the cores busy: the copy's threads only competed
         # with it (224x224, one core: 1831 against 2126 images/s, best of 5).
@@ -157,15 +176,18 @@ def make_dataset(opened: OpenedStore, *, spec: ImageSpec, n_classes: int, batch_
         # A disk store, some files unreadable, images of another size, or a strategy: batches
         # of indices, each read with one gather. One map does it: every stage more costs a
         # hand-over between threads.
-        ds = ds.batch(batch_size).map(lambda index, y: (_read_batch(store, index), y),
-                                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size).map(
+            lambda index, y: (_read_batch(store, index), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     else:
         ds = _read_each(ds, store, spec, len(keep)).batch(batch_size)
     if augmented_here:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: (augmenter(batch[0], s), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            lambda batch, s: (augmenter(batch[0], s), batch[1]), num_parallel_calls=tf.data.AUTOTUNE
+        )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if in_place:
         # Any rewrite of the dataset's graph (tf.data's default optimizations among them)
@@ -191,8 +213,13 @@ def _readable_in_place(store, keep) -> bool:
     """A filled memory store with every image readable, its array and every slot on the
     64-byte boundary TensorFlow needs to take them as they are (DLPack aborts the process on
     an unaligned array; an unaligned slice is copied)."""
-    return (store.array is not None and store.filled and 0 < len(keep) == len(store)
-            and store.array.ctypes.data % 64 == 0 and store.slot_bytes % 64 == 0)
+    return (
+        store.array is not None
+        and store.filled
+        and 0 < len(keep) == len(store)
+        and store.array.ctypes.data % 64 == 0
+        and store.slot_bytes % 64 == 0
+    )
 
 
 def _batch_copying_in_parallel(ds, batch_size: int):
@@ -215,13 +242,16 @@ def _batch_copying_in_parallel(ds, batch_size: int):
             def __init__(self, input_dataset, size):
                 self._input_dataset = input_dataset
                 self._structure = tf.nest.map_structure(
-                    lambda spec: spec._batch(None), input_dataset.element_spec)
+                    lambda spec: spec._batch(None), input_dataset.element_spec
+                )
                 self._name = None
                 variant = gen_dataset_ops.batch_dataset_v2(
                     input_dataset._variant_tensor,
                     batch_size=tf.constant(size, tf.int64),
-                    drop_remainder=tf.constant(False), parallel_copy=True,
-                    **self._common_args)
+                    drop_remainder=tf.constant(False),
+                    parallel_copy=True,
+                    **self._common_args,
+                )
                 super().__init__(input_dataset, variant)
 
             @property
@@ -259,5 +289,6 @@ def _read_each(ds, store, spec: ImageSpec, length: int):
     # The length stays declared, so every cache mode runs the same epochs on the same
     # images; a file broken mid-run then ends the epoch with TensorFlow's length error.
     ds = ds.filter(lambda image, label, ok: ok).apply(
-        tf.data.experimental.assert_cardinality(length))
+        tf.data.experimental.assert_cardinality(length)
+    )
     return ds.map(lambda image, label, ok: (image, label))

@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cnnclf.config import Config
-from cnnclf.data.layout import discover
 from cnnclf.data.decode import ImageSpec, load_image
+from cnnclf.data.layout import discover
 
 
-def preview_grid(config: Config, n: int, out: str | Path, seed: int | None = None,
-                 cell: int = 128) -> dict:
+def preview_grid(
+    config: Config, n: int, out: str | Path, seed: int | None = None, cell: int = 128
+) -> dict:
     """Writes a grid PNG: each column pair shows an image before and after augmentation."""
     import tensorflow as tf
 
@@ -28,8 +29,9 @@ def preview_grid(config: Config, n: int, out: str | Path, seed: int | None = Non
 
     seed = config.train.seed if seed is None else seed
     dataset = discover(config.data, config.train.seed)
-    spec = ImageSpec(tuple(config.data.image_size), config.data.color_mode,
-                     config.data.interpolation)
+    spec = ImageSpec(
+        tuple(config.data.image_size), config.data.color_mode, config.data.interpolation
+    )
     picks = random.Random(seed).sample(range(len(dataset.train)), min(n, len(dataset.train)))
     paths = [dataset.train.paths[i] for i in picks]
     names = [dataset.class_names[dataset.train.labels[i]] for i in picks]
@@ -47,11 +49,15 @@ def preview_grid(config: Config, n: int, out: str | Path, seed: int | None = Non
         r, c = divmod(k, columns)
         x, y = c * 2 * cell, r * (cell + label)
         for offset, array in ((0, before), (cell, after)):
-            tile = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8).squeeze(-1)
-                                   if array.shape[-1] == 1 else
-                                   np.clip(array, 0, 255).astype(np.uint8))
-            grid.paste(tile.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST),
-                       (x + offset, y + label))
+            tile = Image.fromarray(
+                np.clip(array, 0, 255).astype(np.uint8).squeeze(-1)
+                if array.shape[-1] == 1
+                else np.clip(array, 0, 255).astype(np.uint8)
+            )
+            grid.paste(
+                tile.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST),
+                (x + offset, y + label),
+            )
         draw.text((x + 3, y + 2), f"{name}: original | augmented", fill="black")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)

@@ -90,7 +90,7 @@ def _kernels():
     def kernel(images, matrices, constant, cval, out):
         batch, height, width, channels = images.shape
         row = np.empty((width + 3) * channels, np.float32)
-        inner = row[channels:(width + 1) * channels]
+        inner = row[channels : (width + 1) * channels]
         if constant:  # positions clamped just far enough out that both neighbours read cval
             x_low, x_high = np.float32(-1.0), np.float32(width)
             y_low, y_high = np.float32(-1.0), np.float32(height)
@@ -122,7 +122,6 @@ def _kernels():
                         edge = inner[(width - 1) * channels + c]
                         row[(width + 1) * channels + c] = edge
                         row[(width + 2) * channels + c] = edge
-                horizontal(row, channels, m00, m01 * fi, m02, x_low, x_high,
-                           out[b, i].reshape(-1))
+                horizontal(row, channels, m00, m01 * fi, m02, x_low, x_high, out[b, i].reshape(-1))
 
     return kernel

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from cnnclf.errors import CnnclfError, ImageError
 from cnnclf.data.decode import ImageSpec, load_image
+from cnnclf.errors import CnnclfError, ImageError
 
 UNKNOWN, DECODED, UNREADABLE = 0, 1, 2
 
@@ -32,7 +32,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)
     start = -raw.ctypes.data % 64
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 class DecodedStore:
@@ -45,8 +45,14 @@ class DecodedStore:
     same image write the same bytes.
     """
 
-    def __init__(self, paths: list[str], spec: ImageSpec, where: str, path: str | None = None,
-                 on_unreadable=None):
+    def __init__(
+        self,
+        paths: list[str],
+        spec: ImageSpec,
+        where: str,
+        path: str | None = None,
+        on_unreadable=None,
+    ):
         self.paths = list(paths)
         self.spec = spec
         self.where = where
@@ -93,10 +99,17 @@ class DecodedStore:
         """
         indices = np.asarray(indices, np.intp)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self.paths)):
-            raise IndexError(f"store indices must be in [0, {len(self.paths)}); got "
-                             f"{indices.min()}..{indices.max()}")
-        return np.take(self._slots(), indices, axis=0, mode="clip",
-                       out=aligned_empty((len(indices), *self.shape), np.uint8))
+            raise IndexError(
+                f"store indices must be in [0, {len(self.paths)}); got "
+                f"{indices.min()}..{indices.max()}"
+            )
+        return np.take(
+            self._slots(),
+            indices,
+            axis=0,
+            mode="clip",
+            out=aligned_empty((len(indices), *self.shape), np.uint8),
+        )
 
     def _slots(self) -> np.ndarray:
         if self.array is not None:
@@ -106,8 +119,7 @@ class DecodedStore:
         if self._mapped is None:
             # A read-only map of the store's file: slots are read through the page cache,
             # as pread did, without a copy in process memory.
-            self._mapped = np.memmap(self.path, np.uint8, "r",
-                                     shape=(len(self.paths), *self.shape))
+            self._mapped = np.memmap(self.path, np.uint8, "r", shape=(len(self.paths), *self.shape))
         return self._mapped
 
     def read(self, index: int) -> tuple[np.ndarray, bool]:
@@ -130,14 +142,20 @@ class DecodedStore:
             self.array[index] = image
         elif self.fd is not None:
             try:
-                if os.pwrite(self.fd, np.ascontiguousarray(image).tobytes(),
-                             index * self.slot_bytes) != self.slot_bytes:
+                if (
+                    os.pwrite(
+                        self.fd, np.ascontiguousarray(image).tobytes(), index * self.slot_bytes
+                    )
+                    != self.slot_bytes
+                ):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # a short write
             except OSError as exc:
-                raise CnnclfError(f"data.cache: disk: cannot write decoded images to "
-                                  f"{self.path} ({exc.strerror}); free space in that folder "
-                                  "(set TMPDIR to a bigger one) or set data.cache: memory or "
-                                  "none") from exc
+                raise CnnclfError(
+                    f"data.cache: disk: cannot write decoded images to "
+                    f"{self.path} ({exc.strerror}); free space in that folder "
+                    "(set TMPDIR to a bigger one) or set data.cache: memory or "
+                    "none"
+                ) from exc
         else:
             return image, True  # "none": nothing kept
         self.state[index] = DECODED  # only after the slot is complete

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnclf.bundle import Bundle
-from cnnclf.errors import DataError, ImageError
 from cnnclf.data.layout import Split, class_difference, class_folders, scan_split
+from cnnclf.errors import DataError, ImageError
 
 
 def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
@@ -27,21 +27,27 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
         unknown = sorted(set(names) - set(bundle.class_names))
         if unknown:
             detail = class_difference(bundle.class_names, names, "not in the model:")
-            raise DataError(f"DATA_DIR {data_dir}: classes differ from the model's "
-                            f"class_indices ({detail})")
+            raise DataError(
+                f"DATA_DIR {data_dir}: classes differ from the model's class_indices ({detail})"
+            )
         present = [n for n in bundle.class_names if n in names]
         split = scan_split(data_dir, present, "DATA_DIR")
         index = [bundle.class_names.index(n) for n in present]
-        return "DATA_DIR", str(Path(data_dir).resolve()), Split(
-            split.paths, [index[label] for label in split.labels])
+        return (
+            "DATA_DIR",
+            str(Path(data_dir).resolve()),
+            Split(split.paths, [index[label] for label in split.labels]),
+        )
     from cnnclf.bundle import CONFIG_FILE
     from cnnclf.config import load_config
     from cnnclf.data.layout import discover
 
     source = Path(bundle.manifest.get("source_bundle") or bundle.path)  # exports name theirs
     if not (source / CONFIG_FILE).is_file():
-        raise DataError(f"{bundle.path}: give DATA_DIR (the bundle this was exported from, "
-                        f"{source}, is not there to say what it was validated on)")
+        raise DataError(
+            f"{bundle.path}: give DATA_DIR (the bundle this was exported from, "
+            f"{source}, is not there to say what it was validated on)"
+        )
     config = load_config(source / CONFIG_FILE)
     dataset = discover(config.data, config.train.seed)
     if dataset.validation_source == "test_dir":
@@ -54,8 +60,9 @@ def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
     from cnnclf.inference.predict import score_paths
 
     labels, scores, skipped = [], [], {}
-    for (path, result), label in zip(score_paths(bundle, split.paths, batch_size=batch_size),
-                                     split.labels):
+    for (path, result), label in zip(
+        score_paths(bundle, split.paths, batch_size=batch_size), split.labels
+    ):
         if isinstance(result, ImageError):
             skipped[path] = result.reason
             continue
@@ -67,9 +74,14 @@ def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
     return np.asarray(labels, dtype=int), probs, skipped
 
 
-def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
-             threshold: float | None = None, batch_size: int = 32,
-             plots_dir: str | Path | None = None) -> dict:
+def evaluate(
+    bundle: Bundle,
+    data_dir: str | Path | None = None,
+    *,
+    threshold: float | None = None,
+    batch_size: int = 32,
+    plots_dir: str | Path | None = None,
+) -> dict:
     """Evaluates `bundle` and returns the JSON-ready report.
 
     Args:
@@ -87,28 +99,34 @@ def evaluate(bundle: Bundle, data_dir: str | Path | None = None, *,
     if not len(labels):
         raise DataError(f"{folder}: no image could be decoded")
     binary = bundle.preprocessing.class_mode == "binary"
-    used = (threshold if threshold is not None else bundle.preprocessing.threshold) if binary \
-        else None
+    used = (
+        (threshold if threshold is not None else bundle.preprocessing.threshold) if binary else None
+    )
     present = sorted(set(split.labels))
     present_names = [bundle.class_names[i] for i in present]
-    metrics = classification_metrics(labels, probs, bundle.class_names, used,
-                                     reported=present_names)
-    report = {"bundle": str(Path(bundle.path).resolve()), "data_dir": folder,
-              "data_source": source,
-              "images_per_class": {bundle.class_names[i]: int((labels == i).sum())
-                                   for i in present},
-              "absent_classes": [n for n in bundle.class_names if n not in present_names],
-              **metrics,
-              "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())]}
+    metrics = classification_metrics(
+        labels, probs, bundle.class_names, used, reported=present_names
+    )
+    report = {
+        "bundle": str(Path(bundle.path).resolve()),
+        "data_dir": folder,
+        "data_source": source,
+        "images_per_class": {bundle.class_names[i]: int((labels == i).sum()) for i in present},
+        "absent_classes": [n for n in bundle.class_names if n not in present_names],
+        **metrics,
+        "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+    }
     if binary:
         chosen = bundle.manifest.get("threshold") or {}
         report["threshold_source"] = "--threshold" if threshold is not None else "bundle"
         report["threshold_rule"] = chosen.get("rule")
         tuned = isinstance(chosen.get("rule"), str)  # a rule like youden, not a fixed number
         if threshold is None and tuned and chosen.get("chosen_on") == folder:
-            report["note"] = ("the threshold was chosen on this same data: sensitivity and "
-                              "specificity here are optimistic; evaluate on other data for an "
-                              "unbiased figure")
+            report["note"] = (
+                "the threshold was chosen on this same data: sensitivity and "
+                "specificity here are optimistic; evaluate on other data for an "
+                "unbiased figure"
+            )
     if plots_dir is not None:
         report["plots"] = write_plots(report, labels, probs, bundle.class_names, plots_dir)
     return report
@@ -119,11 +137,20 @@ def write_plots(report: dict, labels, probs, class_names, plots_dir) -> list[str
 
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    written = [plots.confusion_matrix(report["confusion_matrix"]["matrix"], class_names,
-                                      plots_dir / "confusion_matrix.png")]
+    written = [
+        plots.confusion_matrix(
+            report["confusion_matrix"]["matrix"], class_names, plots_dir / "confusion_matrix.png"
+        )
+    ]
     if probs.ndim == 1 and len(set(labels.tolist())) == 2:
-        written.append(plots.roc_curve(labels, probs, report["threshold"],
-                                       plots_dir / "roc_curve.png", class_names[1]))
-        written.append(plots.pr_curve(labels, probs, report["threshold"],
-                                      plots_dir / "pr_curve.png", class_names[1]))
+        written.append(
+            plots.roc_curve(
+                labels, probs, report["threshold"], plots_dir / "roc_curve.png", class_names[1]
+            )
+        )
+        written.append(
+            plots.pr_curve(
+                labels, probs, report["threshold"], plots_dir / "pr_curve.png", class_names[1]
+            )
+        )
     return [str(p) for p in written]

@@ -33,7 +33,7 @@ def last_conv_activation(model) -> str:
     convs = [n for n in names if n.startswith("conv")]
     if not convs:
         raise ValueError("the model has no convolution layer")
-    after = names[names.index(convs[-1]) + 1:]
+    after = names[names.index(convs[-1]) + 1 :]
     relu = next((n for n in after if n.startswith("relu")), None)
     return relu or convs[-1]
 
@@ -81,8 +81,9 @@ def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]
     return grad_cam_pixels(bundle, load_image(path, bundle.preprocessing.spec), path)
 
 
-def grad_cam_pixels(bundle: Bundle, pixels: np.ndarray,
-                    path: str) -> tuple[np.ndarray, object, str | None]:
+def grad_cam_pixels(
+    bundle: Bundle, pixels: np.ndarray, path: str
+) -> tuple[np.ndarray, object, str | None]:
     """`grad_cam` for an image already decoded by `images.load_image` or `decode_image_bytes`.
 
     `path` only names the image in the Prediction.
@@ -100,8 +101,9 @@ def grad_cam_pixels(bundle: Bundle, pixels: np.ndarray,
             if layer.name == target:
                 features = h
         probs = h
-        prediction = interpret(np.asarray(probs)[0], bundle.class_names,
-                               bundle.preprocessing.threshold, path)
+        prediction = interpret(
+            np.asarray(probs)[0], bundle.class_names, bundle.preprocessing.threshold, path
+        )
         index = bundle.class_names.index(prediction.label)
         if probs.shape[-1] == 1:  # sigmoid: P(class 1); class 0's score is 1 - p
             score = probs[:, 0] if index == 1 else 1.0 - probs[:, 0]
@@ -111,8 +113,7 @@ def grad_cam_pixels(bundle: Bundle, pixels: np.ndarray,
     weights = tf.reduce_mean(grads, axis=(0, 1))
     cam, note = normalise_cam(tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1)).numpy())
     height, width = bundle.preprocessing.spec.image_size
-    heat = Image.fromarray(np.uint8(cam * 255)).resize((width, height),
-                                                        Image.Resampling.BILINEAR)
+    heat = Image.fromarray(np.uint8(cam * 255)).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(heat, np.float32) / 255.0, prediction, note
 
 
@@ -121,8 +122,14 @@ def caption_font_size(panel_size: tuple[int, int]) -> int:
     return max(MIN_FONT_SIZE, round(min(panel_size) * FONT_FRACTION))
 
 
-def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: float = 0.45,
-            note: str | None = None):
+def overlay(
+    path: str,
+    heatmap: np.ndarray,
+    caption: str,
+    out: Path,
+    alpha: float = 0.45,
+    note: str | None = None,
+):
     """Draws `heatmap` (jet colours) over the upright original image, with a caption strip.
 
     With a `note` (no usable map) the right panel shows the image greyed out with the note
@@ -136,8 +143,9 @@ def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: floa
         image = ImageOps.exif_transpose(original).convert("RGB")
     scale = max(1.0, 224 / min(image.size))  # small inputs (28 px) become visible
     if scale > 1:
-        image = image.resize((round(image.width * scale), round(image.height * scale)),
-                             Image.Resampling.NEAREST)
+        image = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST
+        )
     font = ImageFont.load_default(size=caption_font_size(image.size))
     size = font.size
     if note:
@@ -145,10 +153,12 @@ def overlay(path: str, heatmap: np.ndarray, caption: str, out: Path, alpha: floa
         right = Image.blend(grey, Image.new("RGB", image.size, "white"), 0.6)
         _draw_centred(right, _wrap(note, font, right.width - size), font)
     else:
-        heat = Image.fromarray(np.uint8(heatmap * 255)).resize(image.size,
-                                                              Image.Resampling.BILINEAR)
-        colours = Image.fromarray(np.uint8(colormaps["jet"](np.asarray(heat) / 255.0)[..., :3]
-                                           * 255))
+        heat = Image.fromarray(np.uint8(heatmap * 255)).resize(
+            image.size, Image.Resampling.BILINEAR
+        )
+        colours = Image.fromarray(
+            np.uint8(colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255)
+        )
         right = Image.blend(image, colours, alpha)
     lines = _wrap(caption, font, image.width * 2 - size)
     line_height = round(size * 1.25)
@@ -174,8 +184,9 @@ def _wrap(text: str, font, width: int) -> list[str]:
         if line is not None:
             lines.append(line)
         while len(word) > 1 and font.getlength(word) > width:  # a long file name
-            cut = max((n for n in range(1, len(word)) if font.getlength(word[:n]) <= width),
-                      default=1)
+            cut = max(
+                (n for n in range(1, len(word)) if font.getlength(word[:n]) <= width), default=1
+            )
             lines.append(word[:cut])
             word = word[cut:]
         line = word
@@ -187,8 +198,10 @@ def _draw_centred(image: Image.Image, lines: list[str], font) -> None:
     draw = ImageDraw.Draw(image)
     line_height = round(font.size * 1.25)
     top = (image.height - line_height * len(lines)) // 2
-    draw.rectangle((0, top - font.size // 4, image.width, top + line_height * len(lines)
-                    + font.size // 4), fill="white")
+    draw.rectangle(
+        (0, top - font.size // 4, image.width, top + line_height * len(lines) + font.size // 4),
+        fill="white",
+    )
     for i, line in enumerate(lines):
         left = (image.width - font.getlength(line)) / 2
         draw.text((left, top + i * line_height), line, fill="black", font=font)
@@ -208,7 +221,13 @@ def explain(bundle: Bundle, paths: list[str], out_dir: str | Path) -> list[dict]
         target = out_dir / f"{Path(path).stem}_gradcam.png"
         caption = f"{prediction.label} {prediction.probability:.2f}  ({Path(path).name})"
         overlay(path, heatmap, caption, target, note=note)
-        written.append({"path": path, "label": prediction.label,
-                        "probability": prediction.probability, "heatmap": str(target),
-                        "note": note})
+        written.append(
+            {
+                "path": path,
+                "label": prediction.label,
+                "probability": prediction.probability,
+                "heatmap": str(target),
+                "note": note,
+            }
+        )
     return written

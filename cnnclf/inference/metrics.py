@@ -18,9 +18,13 @@ def predicted_labels(probs: np.ndarray, threshold: float | None) -> np.ndarray:
     return probs.argmax(axis=1)
 
 
-def classification_metrics(y_true, probs, class_names: list[str],
-                           threshold: float | None = None,
-                           reported: list[str] | None = None) -> dict:
+def classification_metrics(
+    y_true,
+    probs,
+    class_names: list[str],
+    threshold: float | None = None,
+    reported: list[str] | None = None,
+) -> dict:
     """The full report for one set of predictions.
 
     Args:
@@ -37,8 +41,12 @@ def classification_metrics(y_true, probs, class_names: list[str],
         confusion_matrix (rows true, columns predicted), roc_auc, and for binary models
         threshold, positive_class, sensitivity and specificity.
     """
-    from sklearn.metrics import (accuracy_score, confusion_matrix,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)
@@ -49,20 +57,31 @@ def classification_metrics(y_true, probs, class_names: list[str],
     covered = labels if reported is None else [class_names.index(n) for n in reported]
     y_pred = predicted_labels(probs, threshold)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=covered, zero_division=0)
+        y_true, y_pred, labels=covered, zero_division=0
+    )
     report = {
-        "n_images": int(len(y_true)),
+        "n_images": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "per_class": {class_names[c]: {"precision": float(precision[i]),
-                                       "recall": float(recall[i]), "f1": float(f1[i]),
-                                       "support": int(support[i])}
-                      for i, c in enumerate(covered)},
+        "per_class": {
+            class_names[c]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(covered)
+        },
     }
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=covered,
-                                                     average=average, zero_division=0)
-        report[f"{average}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f),
-                                    "support": int(len(y_true))}
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=covered, average=average, zero_division=0
+        )
+        report[f"{average}_avg"] = {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": len(y_true),
+        }
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     report["confusion_matrix"] = {"labels": list(class_names), "matrix": matrix.tolist()}
     present = set(y_true.tolist())
@@ -71,8 +90,9 @@ def classification_metrics(y_true, probs, class_names: list[str],
     elif binary:
         report["roc_auc"] = float(roc_auc_score(y_true, probs))
     elif present == set(labels):
-        report["roc_auc"] = float(roc_auc_score(y_true, probs, multi_class="ovr",
-                                                average="macro", labels=labels))
+        report["roc_auc"] = float(
+            roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
+        )
     else:
         report["roc_auc"] = None  # one-vs-rest AUC needs every class present
     if binary:

@@ -28,11 +28,16 @@ def training_curves(history: dict, path: Path, fine_tune_from: int | None = None
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):
             if history.get(key):
-                ax.plot(epochs, history[key], style, label="validation" if key.startswith(
-                    "val_") else "training")
+                ax.plot(
+                    epochs,
+                    history[key],
+                    style,
+                    label="validation" if key.startswith("val_") else "training",
+                )
         if fine_tune_from:
-            ax.axvline(fine_tune_from - 0.5, color="grey", linestyle=":",
-                       label="fine-tuning starts")
+            ax.axvline(
+                fine_tune_from - 0.5, color="grey", linestyle=":", label="fine-tuning starts"
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)
@@ -50,8 +55,9 @@ def confusion_matrix(matrix, class_names: list[str], path: Path) -> Path:
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
-    ax.set_xticks(range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3
-                  else "center")
+    ax.set_xticks(
+        range(n), class_names, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center"
+    )
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -59,22 +65,38 @@ def confusion_matrix(matrix, class_names: list[str], path: Path) -> Path:
     high = matrix.max() / 2 if matrix.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > high else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > high else "black",
+            )
     fig.savefig(path)
     return path
 
 
 def roc_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
     """ROC curve of the positive class, with the operating point of `threshold` marked."""
-    from sklearn.metrics import auc, roc_curve as sk_roc_curve
+    from sklearn.metrics import auc
+    from sklearn.metrics import roc_curve as sk_roc_curve
 
     fpr, tpr, _ = sk_roc_curve(y_true, p1)
     point = _operating_point(y_true, p1, threshold)
-    return _curve(fpr, tpr, f"AUC = {auc(fpr, tpr):.3f}", (point["fpr"], point["tpr"]),
-                  threshold, path, title="ROC curve", legend="lower right",
-                  xlabel="false positive rate (1 - specificity)",
-                  ylabel=f"true positive rate (sensitivity, {positive})", diagonal=True)
+    return _curve(
+        fpr,
+        tpr,
+        f"AUC = {auc(fpr, tpr):.3f}",
+        (point["fpr"], point["tpr"]),
+        threshold,
+        path,
+        title="ROC curve",
+        legend="lower right",
+        xlabel="false positive rate (1 - specificity)",
+        ylabel=f"true positive rate (sensitivity, {positive})",
+        diagonal=True,
+    )
 
 
 def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
@@ -83,14 +105,34 @@ def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
 
     precision, recall, _ = precision_recall_curve(y_true, p1)
     point = _operating_point(y_true, p1, threshold)
-    return _curve(recall, precision, f"AP = {average_precision_score(y_true, p1):.3f}",
-                  (point["tpr"], point["precision"]), threshold, path,
-                  title="precision-recall curve", legend="lower left",
-                  xlabel=f"recall ({positive})", ylabel="precision")
+    return _curve(
+        recall,
+        precision,
+        f"AP = {average_precision_score(y_true, p1):.3f}",
+        (point["tpr"], point["precision"]),
+        threshold,
+        path,
+        title="precision-recall curve",
+        legend="lower left",
+        xlabel=f"recall ({positive})",
+        ylabel="precision",
+    )
 
 
-def _curve(xs, ys, label: str, point, threshold: float, path: Path, *, title: str,
-           legend: str, xlabel: str, ylabel: str, diagonal: bool = False) -> Path:
+def _curve(
+    xs,
+    ys,
+    label: str,
+    point,
+    threshold: float,
+    path: Path,
+    *,
+    title: str,
+    legend: str,
+    xlabel: str,
+    ylabel: str,
+    diagonal: bool = False,
+) -> Path:
     fig = _figure(5.5, 5)
     ax = fig.subplots()
     ax.plot(xs, ys, label=label)
@@ -112,6 +154,8 @@ def _operating_point(y_true, p1, threshold: float) -> dict:
     """Where `threshold` sits: true/false positive rates and precision of the positive class."""
     y_true, predicted = np.asarray(y_true) == 1, np.asarray(p1) >= threshold
     tp = (predicted & y_true).sum()
-    return {"tpr": tp / max(y_true.sum(), 1),
-            "fpr": (predicted & ~y_true).sum() / max((~y_true).sum(), 1),
-            "precision": tp / max(predicted.sum(), 1)}
+    return {
+        "tpr": tp / max(y_true.sum(), 1),
+        "fpr": (predicted & ~y_true).sum() / max((~y_true).sum(), 1),
+        "precision": tp / max(predicted.sum(), 1),
+    }

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from cnnclf.bundle import Bundle
-from cnnclf.errors import ImageError
 from cnnclf.data.decode import load_image
+from cnnclf.errors import ImageError
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,12 @@ class Prediction:
     top_k: list[dict] | None = None  # [{"label", "probability"}], most probable first
 
     def to_json(self) -> dict:
-        row = {"path": self.path, "label": self.label, "probability": self.probability,
-               "probabilities": self.probabilities}
+        row = {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+        }
         if self.top_k is not None:
             row["top_k"] = self.top_k
         return row
@@ -43,8 +47,13 @@ class Failure:
     reason: str
 
 
-def interpret(probs: np.ndarray, class_names: list[str], threshold: float | None,
-              path: str, top_k: int | None = None) -> Prediction:
+def interpret(
+    probs: np.ndarray,
+    class_names: list[str],
+    threshold: float | None,
+    path: str,
+    top_k: int | None = None,
+) -> Prediction:
     """Turns one model output row into a labelled prediction.
 
     Binary models have one sigmoid unit: P(class index 1). The label is that class when the
@@ -62,13 +71,24 @@ def interpret(probs: np.ndarray, class_names: list[str], threshold: float | None
     if top_k is not None:
         order = sorted(range(len(values)), key=lambda i: -values[i])[:top_k]
         ranked = [{"label": class_names[i], "probability": round(values[i], 6)} for i in order]
-    return Prediction(path, class_names[index], round(values[index], 6),
-                      {name: round(v, 6) for name, v in zip(class_names, values)}, ranked)
+    return Prediction(
+        path,
+        class_names[index],
+        round(values[index], 6),
+        {name: round(v, 6) for name, v in zip(class_names, values)},
+        ranked,
+    )
 
 
-def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
-                  threshold: float | None = None, top_k: int | None = None,
-                  workers: int | None = None) -> Iterator[Prediction | Failure]:
+def predict_paths(
+    bundle: Bundle,
+    paths: list[str],
+    *,
+    batch_size: int = 32,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    workers: int | None = None,
+) -> Iterator[Prediction | Failure]:
     """Yields one `Prediction` or `Failure` per path, in input order.
 
     Args:
@@ -87,15 +107,16 @@ def predict_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
             yield interpret(result, bundle.class_names, threshold, path, top_k)
 
 
-def score_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
-                workers: int | None = None) -> Iterator[tuple[str, np.ndarray | ImageError]]:
+def score_paths(
+    bundle: Bundle, paths: list[str], *, batch_size: int = 32, workers: int | None = None
+) -> Iterator[tuple[str, np.ndarray | ImageError]]:
     """Yields (path, raw model output row) or (path, ImageError) per path, in input order.
 
     Streams: only a few batches of decoded images exist at any time, whatever len(paths) is.
     """
     spec = bundle.preprocessing.spec
     workers = workers or os.cpu_count() or 2
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
 
     def decode(path):
         try:
@@ -112,8 +133,9 @@ def score_paths(bundle: Bundle, paths: list[str], *, batch_size: int = 32,
         while pending:
             batch, futures = pending.popleft()
             if next_batch < len(batches):
-                pending.append((batches[next_batch],
-                                [pool.submit(decode, p) for p in batches[next_batch]]))
+                pending.append(
+                    (batches[next_batch], [pool.submit(decode, p) for p in batches[next_batch]])
+                )
                 next_batch += 1
             results = [f.result() for f in futures]
             good = [r for r in results if not isinstance(r, ImageError)]

@@ -53,10 +53,19 @@ def conv_block_geometry(image_size, conv_blocks: list[dict], padding: str) -> li
         height, width = height // p, width // p
         field += (p - 1) * jump
         jump *= p
-        blocks.append({"block": i, "filters": block["filters"], "kernel_size": k,
-                       "pool_size": p, "conv_output": conv_output,
-                       "conv_receptive_field": conv_field, "output": [height, width],
-                       "receptive_field": field, "jump": jump})
+        blocks.append(
+            {
+                "block": i,
+                "filters": block["filters"],
+                "kernel_size": k,
+                "pool_size": p,
+                "conv_output": conv_output,
+                "conv_receptive_field": conv_field,
+                "output": [height, width],
+                "receptive_field": field,
+                "jump": jump,
+            }
+        )
     return blocks
 
 
@@ -75,16 +84,25 @@ def summarize_config(config: Config) -> dict:
     facts = _model_facts(model)
     head_inputs = _output_layer_inputs(model)
     return {
-        "source": "config", "path": None, "input_size": [height, width, channels],
-        "color_mode": config.data.color_mode, "classes": ASSUMED_CLASSES,
-        "class_names": None, "classes_assumed": True,
-        "note": (f"a config does not say how many classes the data has: built for "
-                 f"{ASSUMED_CLASSES} (1 sigmoid output unit); N >= 3 classes get N softmax "
-                 f"units, (N - 1) x {head_inputs + 1} more parameters"),
+        "source": "config",
+        "path": None,
+        "input_size": [height, width, channels],
+        "color_mode": config.data.color_mode,
+        "classes": ASSUMED_CLASSES,
+        "class_names": None,
+        "classes_assumed": True,
+        "note": (
+            f"a config does not say how many classes the data has: built for "
+            f"{ASSUMED_CLASSES} (1 sigmoid output unit); N >= 3 classes get N softmax "
+            f"units, (N - 1) x {head_inputs + 1} more parameters"
+        ),
         **facts,
         "padding": config.model.padding,
-        "blocks": None if config.model.backbone else conv_block_geometry(
-            config.data.image_size, config.model.conv_blocks, config.model.padding),
+        "blocks": None
+        if config.model.backbone
+        else conv_block_geometry(
+            config.data.image_size, config.model.conv_blocks, config.model.padding
+        ),
         "backbone": config.model.backbone,
         "metrics": None,
     }
@@ -111,23 +129,38 @@ def summarize_bundle(bundle) -> dict:
         config = load_config(Path(bundle.path) / CONFIG_FILE)
         padding = config.model.padding
         if not config.model.backbone:  # a backbone has no conv_blocks to describe
-            blocks = conv_block_geometry(list(spec.image_size), config.model.conv_blocks,
-                                         padding)
+            blocks = conv_block_geometry(list(spec.image_size), config.model.conv_blocks, padding)
     except Exception as exc:  # a missing or outdated config.yaml: the rest is still worth seeing
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         note = f"no per-block sizes: {CONFIG_FILE} cannot be read ({first})"
     return {
-        "source": "bundle", "path": str(bundle.path),
+        "source": "bundle",
+        "path": str(bundle.path),
         "input_size": [*spec.image_size, _channels(spec.color_mode)],
-        "color_mode": spec.color_mode, "classes": len(bundle.class_names),
-        "class_names": list(bundle.class_names), "classes_assumed": False, "note": note,
+        "color_mode": spec.color_mode,
+        "classes": len(bundle.class_names),
+        "class_names": list(bundle.class_names),
+        "classes_assumed": False,
+        "note": note,
         **_model_facts(bundle.model),
-        "padding": padding, "blocks": blocks,
-        "backbone": ((manifest.get("start") or {}).get("backbone")
-                     if isinstance(manifest.get("start"), dict) else None),
-        "metrics": {key: manifest.get(key) for key in (
-            "final_metrics", "best_epoch", "epochs", "train_images", "validation_images",
-            "validation_source")},
+        "padding": padding,
+        "blocks": blocks,
+        "backbone": (
+            (manifest.get("start") or {}).get("backbone")
+            if isinstance(manifest.get("start"), dict)
+            else None
+        ),
+        "metrics": {
+            key: manifest.get(key)
+            for key in (
+                "final_metrics",
+                "best_epoch",
+                "epochs",
+                "train_images",
+                "validation_images",
+                "validation_source",
+            )
+        },
     }
 
 
@@ -136,49 +169,80 @@ def format_summary(summary: dict, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps({k: v for k, v in summary.items() if k != "layer_table"}, indent=2)
     height, width, channels = summary["input_size"]
-    lines = [f"model: {summary['path'] or 'built from the config'}",
-             f"input: {height} x {width} x {channels} ({summary['color_mode']})"]
+    lines = [
+        f"model: {summary['path'] or 'built from the config'}",
+        f"input: {height} x {width} x {channels} ({summary['color_mode']})",
+    ]
     if summary["classes_assumed"]:
         lines.append(f"classes: {summary['classes']} (assumed)")
     else:
         lines.append(f"classes: {summary['classes']} ({', '.join(summary['class_names'])})")
     if summary["note"]:
         lines.append(f"note: {summary['note']}")
-    lines += ["", summary["layer_table"].rstrip(), "",
-              f"parameters: {summary['total_params']:,} total, "
-              f"{summary['trainable_params']:,} trainable, "
-              f"{summary['non_trainable_params']:,} non-trainable"]
+    lines += [
+        "",
+        summary["layer_table"].rstrip(),
+        "",
+        f"parameters: {summary['total_params']:,} total, "
+        f"{summary['trainable_params']:,} trainable, "
+        f"{summary['non_trainable_params']:,} non-trainable",
+    ]
     backbone = summary.get("backbone")
     if isinstance(backbone, dict):
         weights = backbone.get("weights")
-        source = (weights.get("file") or weights.get("kind")) if isinstance(weights, dict) \
-            else weights
+        source = (
+            (weights.get("file") or weights.get("kind")) if isinstance(weights, dict) else weights
+        )
         lines += ["", f"backbone: {backbone.get('name')} (weights: {source})"]
     if summary["blocks"]:
-        lines += ["", f"conv blocks (padding {summary['padding']}; rf: receptive field in input "
-                      "pixels, jump: input pixels between neighbouring cells):"]
-        rows = [("block", "filters", "kernel", "pool", "conv out", "conv rf", "out", "rf",
-                 "jump")]
-        rows += [(str(b["block"]), str(b["filters"]), str(b["kernel_size"]),
-                  str(b["pool_size"]), _size(b["conv_output"]),
-                  str(b["conv_receptive_field"]), _size(b["output"]),
-                  str(b["receptive_field"]), str(b["jump"])) for b in summary["blocks"]]
+        lines += [
+            "",
+            f"conv blocks (padding {summary['padding']}; rf: receptive field in input "
+            "pixels, jump: input pixels between neighbouring cells):",
+        ]
+        rows = [("block", "filters", "kernel", "pool", "conv out", "conv rf", "out", "rf", "jump")]
+        rows += [
+            (
+                str(b["block"]),
+                str(b["filters"]),
+                str(b["kernel_size"]),
+                str(b["pool_size"]),
+                _size(b["conv_output"]),
+                str(b["conv_receptive_field"]),
+                _size(b["output"]),
+                str(b["receptive_field"]),
+                str(b["jump"]),
+            )
+            for b in summary["blocks"]
+        ]
         lines += _columns(rows)
     metrics = summary["metrics"]
     if metrics:
         final = metrics["final_metrics"] or {}
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items()
-                          if k != "learning_rate" and isinstance(v, (int, float)))
+        shown = ", ".join(
+            f"{k} {v:.4f}"
+            for k, v in final.items()
+            if k != "learning_rate" and isinstance(v, (int, float))
+        )
         best = metrics["best_epoch"]
-        lines += ["", f"trained {metrics['epochs']} epoch(s); weights of "
-                      f"{'epoch ' + str(best) + ' (best)' if best else 'the last epoch'}: "
-                      f"{shown or 'no metrics recorded'}"]
+        lines += [
+            "",
+            f"trained {metrics['epochs']} epoch(s); weights of "
+            f"{'epoch ' + str(best) + ' (best)' if best else 'the last epoch'}: "
+            f"{shown or 'no metrics recorded'}",
+        ]
         for name, key in (("training", "train_images"), ("validation", "validation_images")):
             counts = metrics[key] or {}
-            where = (f" from {metrics['validation_source']}"
-                     if key == "validation_images" and metrics["validation_source"] else "")
-            lines.append(f"{name} images: {sum(counts.values())}{where} ("
-                         + ", ".join(f"{n} {c}" for c, n in counts.items()) + ")")
+            where = (
+                f" from {metrics['validation_source']}"
+                if key == "validation_images" and metrics["validation_source"]
+                else ""
+            )
+            lines.append(
+                f"{name} images: {sum(counts.values())}{where} ("
+                + ", ".join(f"{n} {c}" for c, n in counts.items())
+                + ")"
+            )
     return "\n".join(lines)
 
 
@@ -196,11 +260,22 @@ def _model_facts(model) -> dict:
     model.summary(line_length=80, print_fn=lambda text, **_: captured.append(text))
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     total = int(model.count_params())
-    layers = [{"name": layer.name, "type": type(layer).__name__,
-               "output_shape": list(layer.output.shape)[1:],
-               "params": int(layer.count_params())} for layer in model.layers]
-    return {"layers": layers, "total_params": total, "trainable_params": trainable,
-            "non_trainable_params": total - trainable, "layer_table": "\n".join(captured)}
+    layers = [
+        {
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": list(layer.output.shape)[1:],
+            "params": int(layer.count_params()),
+        }
+        for layer in model.layers
+    ]
+    return {
+        "layers": layers,
+        "total_params": total,
+        "trainable_params": trainable,
+        "non_trainable_params": total - trainable,
+        "layer_table": "\n".join(captured),
+    }
 
 
 def _output_layer_inputs(model) -> int:

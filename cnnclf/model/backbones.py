@@ -31,43 +31,103 @@ DOWNLOAD_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class Backbone:
-    name: str            # the config's model.backbone.name
-    constructor: str     # attribute of keras.applications
-    default_size: int    # the ImageNet training resolution: the default data.image_size
-    min_size: int        # Keras refuses smaller inputs
-    input_scaling: str   # what the model does to [0, 255] pixels before the backbone
-    imagenet_file: str   # Keras' file name for the weights without the top
-    module: str          # keras.src.applications module holding WEIGHTS_HASHES
-    hash_key: str        # key of that module's WEIGHTS_HASHES
-    variables: int       # arrays in a .weights.h5 saved from it without its top
-    params: int          # without its top, at any input size
-    features: int        # channels of its last feature map (what global pooling passes on)
+    name: str  # the config's model.backbone.name
+    constructor: str  # attribute of keras.applications
+    default_size: int  # the ImageNet training resolution: the default data.image_size
+    min_size: int  # Keras refuses smaller inputs
+    input_scaling: str  # what the model does to [0, 255] pixels before the backbone
+    imagenet_file: str  # Keras' file name for the weights without the top
+    module: str  # keras.src.applications module holding WEIGHTS_HASHES
+    hash_key: str  # key of that module's WEIGHTS_HASHES
+    variables: int  # arrays in a .weights.h5 saved from it without its top
+    params: int  # without its top, at any input size
+    features: int  # channels of its last feature map (what global pooling passes on)
     # Keyword arguments of the constructor beyond include_top/weights/input_shape/name.
     options: tuple = ()
 
 
-BACKBONES: dict[str, Backbone] = {b.name: b for b in (
-    Backbone("mobilenet_v3_small", "MobileNetV3Small", 224, 32, "its own Rescaling to [-1, 1]",
-             "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "small_224_1.0_float", 206, 939120, 576, (("include_preprocessing", True),)),
-    Backbone("mobilenet_v3_large", "MobileNetV3Large", 224, 32, "its own Rescaling to [-1, 1]",
-             "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", "mobilenet_v3",
-             "large_224_1.0_float", 262, 2996352, 960, (("include_preprocessing", True),)),
-    Backbone("efficientnet_v2_b0", "EfficientNetV2B0", 224, 32,
-             "its own Rescaling to [-1, 1]", "efficientnetv2-b0_notop.h5", "efficientnet_v2",
-             "b0", 359, 5919312, 1280, (("include_preprocessing", True),)),
-    Backbone("resnet50_v2", "ResNet50V2", 224, 32, "Rescaling(1/127.5, offset=-1) added in front",
-             "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet", "resnet50v2", 270, 23564800, 2048),
-    Backbone("convnext_tiny", "ConvNeXtTiny", 224, 32,
-             "its own ImageNet mean/std Normalization", "convnext_tiny_notop.h5", "convnext",
-             "convnext_tiny", 180, 27820128, 768, (("include_preprocessing", True),)),
-)}
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            "mobilenet_v3_small",
+            "MobileNetV3Small",
+            224,
+            32,
+            "its own Rescaling to [-1, 1]",
+            "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+            "mobilenet_v3",
+            "small_224_1.0_float",
+            206,
+            939120,
+            576,
+            (("include_preprocessing", True),),
+        ),
+        Backbone(
+            "mobilenet_v3_large",
+            "MobileNetV3Large",
+            224,
+            32,
+            "its own Rescaling to [-1, 1]",
+            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+            "mobilenet_v3",
+            "large_224_1.0_float",
+            262,
+            2996352,
+            960,
+            (("include_preprocessing", True),),
+        ),
+        Backbone(
+            "efficientnet_v2_b0",
+            "EfficientNetV2B0",
+            224,
+            32,
+            "its own Rescaling to [-1, 1]",
+            "efficientnetv2-b0_notop.h5",
+            "efficientnet_v2",
+            "b0",
+            359,
+            5919312,
+            1280,
+            (("include_preprocessing", True),),
+        ),
+        Backbone(
+            "resnet50_v2",
+            "ResNet50V2",
+            224,
+            32,
+            "Rescaling(1/127.5, offset=-1) added in front",
+            "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            "resnet",
+            "resnet50v2",
+            270,
+            23564800,
+            2048,
+        ),
+        Backbone(
+            "convnext_tiny",
+            "ConvNeXtTiny",
+            224,
+            32,
+            "its own ImageNet mean/std Normalization",
+            "convnext_tiny_notop.h5",
+            "convnext",
+            "convnext_tiny",
+            180,
+            27820128,
+            768,
+            (("include_preprocessing", True),),
+        ),
+    )
+}
 
 # tf2onnx cannot convert these (measured with tf2onnx 1.17): EfficientNetV2's Normalization
 # constants go missing from the graph and ConvNeXt's exact GELU needs Erfc. TFLite and
 # SavedModel exports of them work.
-NO_ONNX = {"efficientnet_v2_b0": "its Normalization layer's constants are lost by tf2onnx",
-           "convnext_tiny": "tf2onnx has no Erfc, which its GELU uses"}
+NO_ONNX = {
+    "efficientnet_v2_b0": "its Normalization layer's constants are lost by tf2onnx",
+    "convnext_tiny": "tf2onnx has no Erfc, which its GELU uses",
+}
 
 # Layer names inside a cnnclf model: feature layers are everything before the head.
 GRAY_TO_RGB_LAYER = "gray_to_rgb"
@@ -87,14 +147,17 @@ def keras_cache_dir() -> Path:
 @dataclass(frozen=True)
 class WeightsSource:
     """What the backbone starts from: recorded in bundle.json."""
-    kind: str                 # imagenet | file | none
-    path: str | None = None   # the weights file loaded, when there is one
+
+    kind: str  # imagenet | file | none
+    path: str | None = None  # the weights file loaded, when there is one
     sha256: str | None = None
 
     def to_json(self) -> dict:
-        return {"kind": self.kind,
-                "file": os.path.basename(self.path) if self.path else None,
-                "sha256": self.sha256}
+        return {
+            "kind": self.kind,
+            "file": os.path.basename(self.path) if self.path else None,
+            "sha256": self.sha256,
+        }
 
 
 def sha256_of(path: str | Path) -> str:
@@ -137,27 +200,31 @@ def _check_weights_file(path: str, spec: Backbone) -> None:
     try:
         with h5py.File(path, "r") as f:
             arrays = []
-            f.visititems(lambda _, item: arrays.append(1) if isinstance(item, h5py.Dataset)
-                         else None)
+            f.visititems(
+                lambda _, item: arrays.append(1) if isinstance(item, h5py.Dataset) else None
+            )
     except OSError as exc:
         raise _bad_file(path, spec, f"not an HDF5 file: {exc}") from None
     if path.endswith(".weights.h5") and len(arrays) != spec.variables:
-        raise _bad_file(path, spec, f"it holds {len(arrays)} arrays, {spec.name} has "
-                                    f"{spec.variables}")
+        raise _bad_file(
+            path, spec, f"it holds {len(arrays)} arrays, {spec.name} has {spec.variables}"
+        )
 
 
 def _bad_file(path: str, spec: Backbone, why: str) -> ConfigError:
     return ConfigError(
         f"model.backbone.weights: {path} does not fit {spec.name} without its top ({why}); "
         f"give a weights file saved from keras.applications.{spec.constructor}"
-        "(include_top=False)")
+        "(include_top=False)"
+    )
 
 
 def _missing_imagenet(spec: Backbone, cached: Path, why: str) -> ConfigError:
     return ConfigError(
         f"model.backbone.weights: imagenet needs {spec.imagenet_file} and it is not in Keras' "
         f"cache ({why}); copy that file to {cached}, or set model.backbone.weights to the path "
-        f"of a weights file (.h5 / .weights.h5) for {spec.name} without its top, or to none")
+        f"of a weights file (.h5 / .weights.h5) for {spec.name} without its top, or to none"
+    )
 
 
 def _keras_hash(spec: Backbone) -> str:
@@ -174,13 +241,18 @@ def _check_cached(spec: Backbone, cached: Path) -> str:
     from keras.src.utils import file_utils
 
     expected, digest = _keras_hash(spec), sha256_of(cached)
-    same = digest == expected if len(expected) == 64 else file_utils.validate_file(
-        str(cached), expected)  # an MD5, as Keras' older files have
+    same = (
+        digest == expected
+        if len(expected) == 64
+        else file_utils.validate_file(str(cached), expected)
+    )  # an MD5, as Keras' older files have
     if not same:
-        raise ConfigError(f"model.backbone.weights: {cached} is not Keras' ImageNet file for "
-                          f"{spec.name} (its hash does not match: truncated or replaced); "
-                          "delete it so that it is downloaded again, or copy the right file "
-                          "there")
+        raise ConfigError(
+            f"model.backbone.weights: {cached} is not Keras' ImageNet file for "
+            f"{spec.name} (its hash does not match: truncated or replaced); "
+            "delete it so that it is downloaded again, or copy the right file "
+            "there"
+        )
     return digest
 
 
@@ -191,13 +263,17 @@ def fetch_imagenet(spec: Backbone, cached: Path) -> str:
     from keras.utils import get_file
 
     module = importlib.import_module(f"keras.src.applications.{spec.module}")
-    base = getattr(module, "BASE_WEIGHT_PATH", None) or getattr(module, "BASE_WEIGHTS_PATH")
+    base = getattr(module, "BASE_WEIGHT_PATH", None) or module.BASE_WEIGHTS_PATH
     file_hash = _keras_hash(spec)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own here
     try:
-        return get_file(spec.imagenet_file, base + spec.imagenet_file,
-                        cache_subdir=KERAS_CACHE_SUBDIR, file_hash=file_hash)
+        return get_file(
+            spec.imagenet_file,
+            base + spec.imagenet_file,
+            cache_subdir=KERAS_CACHE_SUBDIR,
+            file_hash=file_hash,
+        )
     except Exception as exc:  # no network, a proxy, a bad hash: all mean "get the file"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise _missing_imagenet(spec, cached, f"the download failed: {first}") from None
@@ -217,8 +293,9 @@ def build_backbone(name: str, image_size, weights_path: str | None):
     height, width = image_size
     constructor = getattr(keras.applications, spec.constructor)
     # Keras' own model name is kept: EfficientNetV2 looks its blocks up by it.
-    model = constructor(include_top=False, weights=None, input_shape=(height, width, 3),
-                        **dict(spec.options))
+    model = constructor(
+        include_top=False, weights=None, input_shape=(height, width, 3), **dict(spec.options)
+    )
     if weights_path:
         load_weights_exactly(model, weights_path, name, spec)
     return model
@@ -242,8 +319,7 @@ def load_weights_exactly(model, path: str, name: str, spec: Backbone) -> None:
         try:
             model.load_weights(path)
         except Exception as exc:
-            raise fail((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) \
-                from None
+            raise fail((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) from None
     loud = [w for w in caught if "keras" in (w.filename or "") and "sav" in w.filename]
     if loud:
         raise fail(str(loud[0].message).splitlines()[0][:200])
@@ -261,9 +337,16 @@ def input_layers(name: str, channels: int) -> list:
 
     stack = []
     if channels == 1:
-        stack.append(layers.Conv2D(3, 1, use_bias=False, trainable=False,
-                                   kernel_initializer=keras.initializers.Ones(),
-                                   name=GRAY_TO_RGB_LAYER))
+        stack.append(
+            layers.Conv2D(
+                3,
+                1,
+                use_bias=False,
+                trainable=False,
+                kernel_initializer=keras.initializers.Ones(),
+                name=GRAY_TO_RGB_LAYER,
+            )
+        )
     if BACKBONES[name].constructor == "ResNet50V2":
         stack.append(layers.Rescaling(1 / 127.5, offset=-1.0, name=INPUT_SCALING_LAYER))
     return stack

@@ -24,14 +24,21 @@ def loss_for(config: Config, n_classes: int) -> str:
     if loss != wanted:
         from cnnclf.errors import ConfigError
 
-        raise ConfigError(f"train.loss: {loss} does not fit {n_classes} classes "
-                          f"(the output layer is {output_layer_for(n_classes)[1]}); use auto or "
-                          f"{wanted}")
+        raise ConfigError(
+            f"train.loss: {loss} does not fit {n_classes} classes "
+            f"(the output layer is {output_layer_for(n_classes)[1]}); use auto or "
+            f"{wanted}"
+        )
     return loss
 
 
-def build_model(config: Config, n_classes: int, channels: int, precision: str = "float32",
-                weights_path: str | None = None):
+def build_model(
+    config: Config,
+    n_classes: int,
+    channels: int,
+    precision: str = "float32",
+    weights_path: str | None = None,
+):
     """Returns an uncompiled `keras.Sequential` for images of `config.data.image_size`.
 
     `precision` is a Keras dtype policy name ("mixed_float16", ...) given to each layer, not
@@ -50,14 +57,25 @@ def build_model(config: Config, n_classes: int, channels: int, precision: str = 
     else:
         stack.append(layers.Rescaling(config.augment.rescale, name="rescale", dtype=dtype))
     for i, block in enumerate([] if m.backbone else m.conv_blocks, start=1):
-        stack.append(layers.Conv2D(block["filters"], block["kernel_size"], padding=m.padding,
-                                   use_bias=not m.batch_norm, name=f"conv{i}", dtype=dtype))
+        stack.append(
+            layers.Conv2D(
+                block["filters"],
+                block["kernel_size"],
+                padding=m.padding,
+                use_bias=not m.batch_norm,
+                name=f"conv{i}",
+                dtype=dtype,
+            )
+        )
         if m.batch_norm:
             stack.append(layers.BatchNormalization(name=f"bn{i}", dtype=dtype))
         stack.append(layers.ReLU(name=f"relu{i}", dtype=dtype))
         stack.append(layers.MaxPooling2D(block["pool_size"], name=f"pool{i}", dtype=dtype))
-    stack.append(layers.Flatten(name="flatten", dtype=dtype) if m.pooling == "flatten"
-                 else layers.GlobalAveragePooling2D(name="global_pool", dtype=dtype))
+    stack.append(
+        layers.Flatten(name="flatten", dtype=dtype)
+        if m.pooling == "flatten"
+        else layers.GlobalAveragePooling2D(name="global_pool", dtype=dtype)
+    )
     for i, units in enumerate(m.dense_units, start=1):
         stack.append(layers.Dense(units, activation="relu", name=f"dense{i}", dtype=dtype))
         if m.dropout:
@@ -95,14 +113,20 @@ def backbone_layers(config: Config, channels: int, precision: str, weights_path:
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
-        return [*input_layers(name, channels),
-                build_backbone(name, config.data.image_size, weights_path)]
+        return [
+            *input_layers(name, channels),
+            build_backbone(name, config.data.image_size, weights_path),
+        ]
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-def make_optimizer(config: Config, precision: str = "float32", replicas: int = 1,
-                   learning_rate: float | None = None):
+def make_optimizer(
+    config: Config,
+    precision: str = "float32",
+    replicas: int = 1,
+    learning_rate: float | None = None,
+):
     """The configured optimizer; float16 training gets dynamic loss scaling against underflow.
 
     bfloat16 gets none: it has float32's exponent range, so small gradients do not flush to
@@ -111,8 +135,12 @@ def make_optimizer(config: Config, precision: str = "float32", replicas: int = 1
     """
     import keras
 
-    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-                  "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
     base = config.train.learning_rate if learning_rate is None else learning_rate
     rate = base * (replicas if config.train.scale_learning_rate else 1)
     optimizer = optimizers[config.train.optimizer](learning_rate=rate)

@@ -19,34 +19,49 @@ from cnnclf.errors import ConfigError
 # layers to mean the same thing: (section, key) pairs of the dumped config.
 _FEATURE_KEYS = {
     "backbone": (("model", "backbone"), ("data", "image_size"), ("data", "color_mode")),
-    "conv_blocks": (("model", "conv_blocks"), ("model", "padding"), ("model", "batch_norm"),
-                    ("data", "image_size"), ("data", "color_mode"), ("augment", "rescale")),
+    "conv_blocks": (
+        ("model", "conv_blocks"),
+        ("model", "padding"),
+        ("model", "batch_norm"),
+        ("data", "image_size"),
+        ("data", "color_mode"),
+        ("augment", "rescale"),
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Phase:
-    name: str             # "train" (train.epochs) or "fine_tune" (train.fine_tune)
+    name: str  # "train" (train.epochs) or "fine_tune" (train.fine_tune)
     epochs: int
     learning_rate: float
-    frozen: bool          # feature layers frozen (phase 1 of a backbone or init_from)
+    frozen: bool  # feature layers frozen (phase 1 of a backbone or init_from)
     unfreeze: str | int | None = None  # fine_tune only: all, or the top N weighted layers
 
 
 @dataclass(frozen=True)
 class Start:
     """What a run starts from, found before TensorFlow loads."""
-    weights: object | None = None     # backbones.WeightsSource, for model.backbone
-    init_from: Path | None = None     # a bundle folder
+
+    weights: object | None = None  # backbones.WeightsSource, for model.backbone
+    init_from: Path | None = None  # a bundle folder
     init_from_run_id: str | None = None
 
     def to_json(self, config: Config) -> dict | None:
         if not config.model.backbone and not self.init_from:
             return None
-        return {"backbone": (dict(config.model.backbone, weights=self.weights.to_json())
-                             if config.model.backbone else None),
-                "init_from": ({"bundle": str(self.init_from), "run_id": self.init_from_run_id}
-                              if self.init_from else None)}
+        return {
+            "backbone": (
+                dict(config.model.backbone, weights=self.weights.to_json())
+                if config.model.backbone
+                else None
+            ),
+            "init_from": (
+                {"bundle": str(self.init_from), "run_id": self.init_from_run_id}
+                if self.init_from
+                else None
+            ),
+        }
 
 
 def phases(config: Config) -> list[Phase]:
@@ -55,8 +70,9 @@ def phases(config: Config) -> list[Phase]:
     plan = [Phase("train", config.train.epochs, config.train.learning_rate, frozen)]
     tune = config.train.fine_tune
     if tune:
-        plan.append(Phase("fine_tune", tune["epochs"], tune["learning_rate"], False,
-                          tune["unfreeze"]))
+        plan.append(
+            Phase("fine_tune", tune["epochs"], tune["learning_rate"], False, tune["unfreeze"])
+        )
     return plan
 
 
@@ -92,15 +108,19 @@ def _check_same_features(config: Config, source: Path) -> None:
 
     key = "model.init_from"
     if not (source / MODEL_FILE).is_file() or not (source / CONFIG_FILE).is_file():
-        raise ConfigError(f"{key}: {source} is not a cnnclf bundle (it needs {MODEL_FILE} and "
-                          f"{CONFIG_FILE}); give the folder cnnclf train wrote")
+        raise ConfigError(
+            f"{key}: {source} is not a cnnclf bundle (it needs {MODEL_FILE} and "
+            f"{CONFIG_FILE}); give the folder cnnclf train wrote"
+        )
     saved = read_yaml(source / CONFIG_FILE)
     mine = config.to_dict()
     kind = "backbone" if config.model.backbone else "conv_blocks"
     theirs_kind = "backbone" if (saved.get("model") or {}).get("backbone") else "conv_blocks"
     if kind != theirs_kind:
-        raise ConfigError(f"{key}: {source} was trained with model.{theirs_kind} but this "
-                          f"config uses model.{kind}; the feature layers must be the same kind")
+        raise ConfigError(
+            f"{key}: {source} was trained with model.{theirs_kind} but this "
+            f"config uses model.{kind}; the feature layers must be the same kind"
+        )
     for section, name in _FEATURE_KEYS[kind]:
         theirs = (saved.get(section) or {}).get(name)
         ours = mine[section][name]
@@ -111,9 +131,11 @@ def _check_same_features(config: Config, source: Path) -> None:
         else:
             same = theirs == ours
         if not same:
-            raise ConfigError(f"{key}: {section}.{name} is {ours!r} here but {theirs!r} in "
-                              f"{source}; the feature layers must match the bundle's (set "
-                              f"{section}.{name} to {theirs!r})")
+            raise ConfigError(
+                f"{key}: {section}.{name} is {ours!r} here but {theirs!r} in "
+                f"{source}; the feature layers must match the bundle's (set "
+                f"{section}.{name} to {theirs!r})"
+            )
 
 
 def copy_features(model, source: Path) -> None:
@@ -130,8 +152,9 @@ def copy_features(model, source: Path) -> None:
             layer.set_weights(donor.get_weights())
         except ValueError as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise ConfigError(f"model.init_from: layer {layer.name} of {source} does not fit "
-                              f"this model ({first})") from None
+            raise ConfigError(
+                f"model.init_from: layer {layer.name} of {source} does not fit this model ({first})"
+            ) from None
 
 
 def weighted_layers(model) -> list:
@@ -142,9 +165,13 @@ def weighted_layers(model) -> list:
     from cnnclf.model.backbones import GRAY_TO_RGB_LAYER
     from cnnclf.model.build import feature_layers
 
-    return [layer for layer in _flat_layers(feature_layers(model))
-            if layer.weights and layer.name != GRAY_TO_RGB_LAYER
-            and not isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        layer
+        for layer in _flat_layers(feature_layers(model))
+        if layer.weights
+        and layer.name != GRAY_TO_RGB_LAYER
+        and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def apply_phase(model, phase: Phase) -> str:
@@ -179,21 +206,26 @@ def apply_phase(model, phase: Phase) -> str:
     for layer in chosen:  # never BatchNormalization nor the fixed grayscale layer
         layer.trainable = True
     which = "all" if phase.unfreeze == "all" else f"the top {len(chosen)}"
-    return (f"fine-tuning: {which} of {len(candidates)} feature layers with weights unfrozen "
-            f"(BatchNormalization stays frozen), learning rate {phase.learning_rate:g}")
+    return (
+        f"fine-tuning: {which} of {len(candidates)} feature layers with weights unfrozen "
+        f"(BatchNormalization stays frozen), learning rate {phase.learning_rate:g}"
+    )
 
 
 def layers_to_unfreeze(candidates: list, phase: Phase) -> list:
     """The layers a fine-tune phase trains, out of `weighted_layers`: all, or the top N (all
     of them when N is more than there are)."""
-    return candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze):]
+    return candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze) :]
 
 
 def _batch_norm_layers(features: list) -> list:
     import keras
 
-    return [layer for layer in _flat_layers(features)
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [
+        layer
+        for layer in _flat_layers(features)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def _flat_layers(features: list) -> list:
@@ -215,7 +247,8 @@ def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
     smallest = min(counts.values())
     if smallest >= SMALL_CLASS:
         return None
-    return (f"hint: {smallest} training images in the smallest class is few for a model "
-            "trained from scratch; a pretrained backbone usually does much better: see "
-            "configs/transfer.yaml (model.backbone)")
-
+    return (
+        f"hint: {smallest} training images in the smallest class is few for a model "
+        "trained from scratch; a pretrained backbone usually does much better: see "
+        "configs/transfer.yaml (model.backbone)"
+    )

@@ -22,8 +22,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
@@ -46,8 +46,13 @@ class MicroBatcher:
         max_wait_ms: how long the first image of a batch waits for more to arrive.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int = 32,
-                 max_wait_ms: float = 5.0):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1. Received: {max_batch_size}")
         if max_wait_ms < 0:
@@ -124,7 +129,7 @@ class MicroBatcher:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 if item is None:
                     stopping = True
@@ -137,8 +142,9 @@ class MicroBatcher:
         if not live:
             return
         try:
-            outputs = await loop.run_in_executor(self.model_thread, self.run_padded,
-                                                 [pixels for pixels, _ in live])
+            outputs = await loop.run_in_executor(
+                self.model_thread, self.run_padded, [pixels for pixels, _ in live]
+            )
         except Exception as exc:  # the model failed: every waiting request hears why
             for _, future in live:
                 if not future.done():

@@ -30,13 +30,22 @@ def exposure_warning(host: str, token: str | None) -> str | None:
     """The warning printed when the server is reachable from other machines, else None."""
     if host in LOCAL_HOSTS:
         return None
-    return (f"warning: binding {host}: other machines can reach this server"
-            + ("" if token else "; anyone who can reach it can use the model (set --token or "
-                                "CNNCLF_TOKEN)"))
+    return f"warning: binding {host}: other machines can reach this server" + (
+        "" if token else "; anyone who can reach it can use the model (set --token or CNNCLF_TOKEN)"
+    )
 
 
-def serve(bundle_loader, model_path: Path, settings: ServeSettings, *, host: str, port: int,
-          workers: int = 1, log_level: str = "info", access_log: bool = False) -> None:
+def serve(
+    bundle_loader,
+    model_path: Path,
+    settings: ServeSettings,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Serves the model at `model_path` until SIGTERM or Ctrl-C; returns after a clean stop.
 
     Args:
@@ -49,13 +58,21 @@ def serve(bundle_loader, model_path: Path, settings: ServeSettings, *, host: str
     """
     import uvicorn
 
-    common = dict(host=host, port=port, log_level=log_level, access_log=access_log,
-                  timeout_graceful_shutdown=30, server_header=False)
+    common = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
     if workers > 1:
         os.environ[SETTINGS_VARIABLE] = json.dumps(
-            {"model": str(Path(model_path).resolve()), **dataclasses.asdict(settings)})
-        config = uvicorn.Config("cnnclf.serve.server:app_from_environment", factory=True,
-                                workers=workers, **common)
+            {"model": str(Path(model_path).resolve()), **dataclasses.asdict(settings)}
+        )
+        config = uvicorn.Config(
+            "cnnclf.serve.server:app_from_environment", factory=True, workers=workers, **common
+        )
     else:
         from cnnclf.serve.app import create_app
 
@@ -76,8 +93,8 @@ def app_from_environment():
     """The app for one worker process of `serve(workers=N)`: loads its own model copy."""
     from cnnclf.bundle import load_bundle
     from cnnclf.bundle.exported_models import is_export, load_export
-    from cnnclf.tf_loader import import_tensorflow
     from cnnclf.serve.app import create_app
+    from cnnclf.tf_loader import import_tensorflow
 
     values = json.loads(os.environ[SETTINGS_VARIABLE])
     model = Path(values.pop("model"))
@@ -99,8 +116,9 @@ class _signals_end_cleanly:
     """
 
     def __enter__(self):
-        self.saved = {sig: signal.signal(sig, lambda *_: None)
-                      for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.saved = {
+            sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         return self
 
     def __exit__(self, *exc):

@@ -35,8 +35,9 @@ class Upload:
 
 
 def too_large(limit: int) -> RequestError:
-    return RequestError(413, f"request body over the server's limit of {limit / 2**20:g} MB "
-                             "(--max-upload-mb)")
+    return RequestError(
+        413, f"request body over the server's limit of {limit / 2**20:g} MB (--max-upload-mb)"
+    )
 
 
 def check_declared_length(request: Request, limit: int) -> None:
@@ -67,8 +68,11 @@ async def read_json(request: Request, limit: int):
     """The parsed JSON body; 415 for another content type, 400 for malformed JSON."""
     kind, _ = parse_options_header(request.headers.get("content-type"))
     if kind != b"application/json":
-        raise RequestError(415, f"expected Content-Type application/json, got "
-                                f"{_shown(request.headers.get('content-type'))}")
+        raise RequestError(
+            415,
+            f"expected Content-Type application/json, got "
+            f"{_shown(request.headers.get('content-type'))}",
+        )
     body = await read_body(request, limit)
     try:
         return json.loads(body)
@@ -87,9 +91,12 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
     """
     kind, options = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data":
-        raise RequestError(415, f"expected Content-Type multipart/form-data (a file upload, "
-                                f"e.g. curl -F file=@image.jpg), got "
-                                f"{_shown(request.headers.get('content-type'))}")
+        raise RequestError(
+            415,
+            f"expected Content-Type multipart/form-data (a file upload, "
+            f"e.g. curl -F file=@image.jpg), got "
+            f"{_shown(request.headers.get('content-type'))}",
+        )
     boundary = options.get(b"boundary")
     if not boundary:
         raise RequestError(400, "multipart/form-data without a boundary")
@@ -122,16 +129,26 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
             return  # a plain form field
         if len(uploads) >= max_files:
             raise RequestError(413, f"more than {max_files} file(s) in one request")
-        uploads.append(Upload(
-            field=disposition.get(b"name", b"").decode("utf-8", "replace"),
-            filename=disposition[b"filename"].decode("utf-8", "replace"),
-            content_type=part["headers"].get(b"content-type", b"").decode("latin-1"),
-            data=bytes(part["data"])))
+        uploads.append(
+            Upload(
+                field=disposition.get(b"name", b"").decode("utf-8", "replace"),
+                filename=disposition[b"filename"].decode("utf-8", "replace"),
+                content_type=part["headers"].get(b"content-type", b"").decode("latin-1"),
+                data=bytes(part["data"]),
+            )
+        )
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_part_data": on_part_data, "on_part_end": on_part_end})
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     size = 0
     try:
         async for chunk in request.stream():
@@ -145,8 +162,11 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
     except Exception as exc:  # python-multipart's MultipartParseError and friends
         raise RequestError(400, f"malformed multipart body ({exc})") from None
     if not uploads:
-        raise RequestError(400, "no file in the request: send the image as a multipart file "
-                                "field, e.g. curl -F file=@image.jpg")
+        raise RequestError(
+            400,
+            "no file in the request: send the image as a multipart file "
+            "field, e.g. curl -F file=@image.jpg",
+        )
     return uploads
 
 

@@ -35,8 +35,9 @@ class TrainingControls(keras.callbacks.Callback):
             when train.scale_learning_rate is on).
     """
 
-    def __init__(self, train_config, state: dict | None = None,
-                 base_learning_rate: float | None = None):
+    def __init__(
+        self, train_config, state: dict | None = None, base_learning_rate: float | None = None
+    ):
         super().__init__()
         self.config = train_config
         self.base_learning_rate = base_learning_rate or train_config.learning_rate
@@ -49,16 +50,23 @@ class TrainingControls(keras.callbacks.Callback):
         # never committed, so a resume starts from the last good one).
         self.nan_epoch: int | None = None
         stopping = train_config.early_stopping or {}
-        self.best_monitor = (train_config.keep_best or
-                             (stopping.get("monitor") if stopping.get("restore_best_weights")
-                              else None))
-        self.state = state or {"best": None, "best_epoch": None, "stop_best": None, "wait": 0,
-                               "plateau_best": None, "plateau_wait": 0,
-                               "learning_rate": self.base_learning_rate,
-                               "stopped_early": False}
+        self.best_monitor = train_config.keep_best or (
+            stopping.get("monitor") if stopping.get("restore_best_weights") else None
+        )
+        self.state = state or {
+            "best": None,
+            "best_epoch": None,
+            "stop_best": None,
+            "wait": 0,
+            "plateau_best": None,
+            "plateau_wait": 0,
+            "learning_rate": self.base_learning_rate,
+            "stopped_early": False,
+        }
 
-    def begin_phase(self, index: int, base_learning_rate: float, first_epoch: int,
-                    epochs: int) -> bool:
+    def begin_phase(
+        self, index: int, base_learning_rate: float, first_epoch: int, epochs: int
+    ) -> bool:
         """Starts phase `index` (0: train.epochs, 1: train.fine_tune) at `first_epoch`.
 
         A new phase starts its own learning-rate schedule at `base_learning_rate` and its own
@@ -72,8 +80,14 @@ class TrainingControls(keras.callbacks.Callback):
         if index < len(starts):
             return False
         starts.append(first_epoch)
-        self.state.update(stop_best=None, wait=0, plateau_best=None, plateau_wait=0,
-                          learning_rate=base_learning_rate, stopped_early=False)
+        self.state.update(
+            stop_best=None,
+            wait=0,
+            plateau_best=None,
+            plateau_wait=0,
+            learning_rate=base_learning_rate,
+            stopped_early=False,
+        )
         return True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -82,7 +96,8 @@ class TrainingControls(keras.callbacks.Callback):
             start = self.state.get("phase_starts", [0])[-1]
             progress = (epoch - start) / max(1, self.phase_epochs - 1)
             self.state["learning_rate"] = lr_min + 0.5 * (lr0 - lr_min) * (
-                1 + math.cos(math.pi * progress))
+                1 + math.cos(math.pi * progress)
+            )
         self.model.optimizer.learning_rate.assign(self.state["learning_rate"])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -103,20 +118,21 @@ class TrainingControls(keras.callbacks.Callback):
                 self.best_weights = snapshot(self.model.weights)
         if self.config.lr_schedule == "reduce_on_plateau" and "val_loss" in logs:
             if _improved(float(logs["val_loss"]), self.state["plateau_best"], "val_loss"):
-                self.state["plateau_best"], self.state["plateau_wait"] = float(
-                    logs["val_loss"]), 0
+                self.state["plateau_best"], self.state["plateau_wait"] = float(logs["val_loss"]), 0
             else:
                 self.state["plateau_wait"] += 1
                 if self.state["plateau_wait"] >= self.config.lr_patience:
                     self.state["learning_rate"] = max(
                         self.config.min_learning_rate,
-                        self.state["learning_rate"] * self.config.lr_factor)
+                        self.state["learning_rate"] * self.config.lr_factor,
+                    )
                     self.state["plateau_wait"] = 0
         stopping = self.config.early_stopping
         if stopping and stopping["monitor"] in logs:
             value = float(logs[stopping["monitor"]])
-            if _improved(value, self.state["stop_best"], stopping["monitor"],
-                         stopping["min_delta"]):
+            if _improved(
+                value, self.state["stop_best"], stopping["monitor"], stopping["min_delta"]
+            ):
                 self.state["stop_best"], self.state["wait"] = value, 0
             else:
                 self.state["wait"] += 1

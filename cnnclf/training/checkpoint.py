@@ -57,8 +57,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         every_minutes: train.checkpoint_every_minutes, or None.
     """
 
-    def __init__(self, run, config: dict, controls, history: dict | None = None,
-                 every_epochs: int = 1, every_minutes: float | None = None):
+    def __init__(
+        self,
+        run,
+        config: dict,
+        controls,
+        history: dict | None = None,
+        every_epochs: int = 1,
+        every_minutes: float | None = None,
+    ):
         super().__init__()
         self.run = run
         self.config = config
@@ -90,24 +97,37 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._committed_at = time.monotonic()
         weights = snapshot(self.model.weights)
         slots = snapshot(self.model.optimizer.variables)
-        arrays = {"n_weights": len(weights), "n_optimizer": len(slots),
-                  **{f"w{i}": w for i, w in enumerate(weights)},
-                  **{f"o{i}": s for i, s in enumerate(slots)}}
+        arrays = {
+            "n_weights": len(weights),
+            "n_optimizer": len(slots),
+            **{f"w{i}": w for i, w in enumerate(weights)},
+            **{f"o{i}": s for i, s in enumerate(slots)},
+        }
         best = None
         if self.controls.best_weights is not None:
-            best = {"epoch": self.controls.state["best_epoch"],
-                    "arrays": {f"w{i}": w for i, w in enumerate(self.controls.best_weights)}}
-        progress = {"history": copy.deepcopy(self.history),
-                    "controls": copy.deepcopy(self.controls.state), "config": self.config}
-        self.run.commit_checkpoint_async(epoch + 1, arrays, progress, best,
-                                         on_failure=self._stop)
+            best = {
+                "epoch": self.controls.state["best_epoch"],
+                "arrays": {f"w{i}": w for i, w in enumerate(self.controls.best_weights)},
+            }
+        progress = {
+            "history": copy.deepcopy(self.history),
+            "controls": copy.deepcopy(self.controls.state),
+            "config": self.config,
+        }
+        self.run.commit_checkpoint_async(epoch + 1, arrays, progress, best, on_failure=self._stop)
 
     def _due(self, epoch: int) -> bool:
         last = self.params.get("epochs") if isinstance(self.params, dict) else None
-        return (epoch % self.every_epochs == 0 or not last or epoch >= last
-                or bool(getattr(self.model, "stop_training", False))
-                or (self.every_minutes is not None
-                    and time.monotonic() - self._committed_at >= 60 * self.every_minutes))
+        return (
+            epoch % self.every_epochs == 0
+            or not last
+            or epoch >= last
+            or bool(getattr(self.model, "stop_training", False))
+            or (
+                self.every_minutes is not None
+                and time.monotonic() - self._committed_at >= 60 * self.every_minutes
+            )
+        )
 
     def _stop(self, exc) -> None:
         # Called from the writer thread: Keras checks this flag after every batch, so a full

@@ -41,9 +41,11 @@ class Placement:
     jit_compile: bool = False  # the training step (or each replica's part of it) in XLA
 
     def describe(self) -> str:
-        return (f"devices: {', '.join(self.devices)}; strategy: {self.strategy}; "
-                f"replicas: {self.replicas}; precision: {self.precision}; "
-                f"jit_compile: {str(self.jit_compile).lower()}")
+        return (
+            f"devices: {', '.join(self.devices)}; strategy: {self.strategy}; "
+            f"replicas: {self.replicas}; precision: {self.precision}; "
+            f"jit_compile: {str(self.jit_compile).lower()}"
+        )
 
 
 def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None) -> str:
@@ -55,15 +57,19 @@ def plan_strategy(distribute: str, gpus: list[str], tf_config: str | None = None
         return "default"
     if distribute == "multi_worker":
         if not tf_config:
-            raise ConfigError("train.distribute: multi_worker needs the cluster in the "
-                              "TF_CONFIG environment variable (see README, Scaling out)")
+            raise ConfigError(
+                "train.distribute: multi_worker needs the cluster in the "
+                "TF_CONFIG environment variable (see README, Scaling out)"
+            )
         try:
             cluster = json.loads(tf_config)
             cluster["cluster"], cluster["task"]["type"], cluster["task"]["index"]
         except (ValueError, KeyError, TypeError):
-            raise ConfigError("TF_CONFIG: must be JSON like {\"cluster\": {\"worker\": "
-                              "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": "
-                              "\"worker\", \"index\": 0}}") from None
+            raise ConfigError(
+                'TF_CONFIG: must be JSON like {"cluster": {"worker": '
+                '["host1:port", "host2:port"]}, "task": {"type": '
+                '"worker", "index": 0}}'
+            ) from None
     return distribute
 
 
@@ -166,7 +172,8 @@ def compile_replica_forward(model):
             # Traced anew at every compile, as Keras' own step is: fine-tuning changes which
             # layers train (and so how BatchNormalization runs).
             self._forward = tf.function(
-                lambda images, training: model(images, training=training), jit_compile=True)
+                lambda images, training: model(images, training=training), jit_compile=True
+            )
             super().compile(*args, **kwargs)
 
         def call(self, images, training=False):
@@ -183,14 +190,18 @@ def select_devices(device: str) -> None:
     if n_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n_cpus)])
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n_cpus)]
+        )
     gpus = tf.config.list_physical_devices("GPU")
     if device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")
     elif device == "gpu" and not gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else (
-            "; install cnnclf[gpu] and check the NVIDIA driver")
+        hint = (
+            f" (CUDA_VISIBLE_DEVICES={visible!r})"
+            if visible is not None
+            else ("; install cnnclf[gpu] and check the NVIDIA driver")
+        )
         raise CnnclfError(f"--device gpu: TensorFlow sees no GPU{hint}")
 
 
@@ -202,8 +213,13 @@ def gpu_details() -> list[dict]:
     details = []
     for gpu in tf.config.get_visible_devices("GPU"):
         info = tf.config.experimental.get_device_details(gpu)
-        details.append({"device": gpu.name, "name": info.get("device_name", gpu.name),
-                        "compute_capability": info.get("compute_capability")})
+        details.append(
+            {
+                "device": gpu.name,
+                "name": info.get("device_name", gpu.name),
+                "compute_capability": info.get("compute_capability"),
+            }
+        )
     return details
 
 
@@ -218,14 +234,16 @@ def make_strategy(train_config, collective_timeout: float | None = None):
     import tensorflow as tf
 
     gpus = gpu_details()
-    plan = plan_strategy(train_config.distribute, [g["device"] for g in gpus],
-                         os.environ.get("TF_CONFIG"))
+    plan = plan_strategy(
+        train_config.distribute, [g["device"] for g in gpus], os.environ.get("TF_CONFIG")
+    )
     precision = plan_precision(train_config.mixed_precision, gpus)
     if plan == "multi_worker":
         # Collective ops must be configured before TensorFlow's runtime context starts: this
         # comes before anything that lists logical devices or creates a tensor.
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=collective_timeout or train_config.collective_timeout)
+            timeout_seconds=collective_timeout or train_config.collective_timeout
+        )
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     logical_cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     if plan == "mirrored":
@@ -237,8 +255,9 @@ def make_strategy(train_config, collective_timeout: float | None = None):
         strategy = tf.distribute.get_strategy()
     devices = [_device_label(g) for g in gpus] or logical_cpus
     jit_compile = plan_jit_compile(train_config.jit_compile, devices, train_config.deterministic)
-    return strategy, Placement(devices, plan, strategy.num_replicas_in_sync, precision,
-                               is_chief(strategy), jit_compile)
+    return strategy, Placement(
+        devices, plan, strategy.num_replicas_in_sync, precision, is_chief(strategy), jit_compile
+    )
 
 
 def is_chief(strategy) -> bool:

@@ -17,16 +17,28 @@ from __future__ import annotations
 import math
 
 
-def fit_multi_worker(model, strategy, train_ds, val_ds, *, loss: str, epochs: int,
-                     initial_epoch: int, global_batch_size: int, callbacks: list,
-                     class_weight: dict | None = None, log=print) -> None:
+def fit_multi_worker(
+    model,
+    strategy,
+    train_ds,
+    val_ds,
+    *,
+    loss: str,
+    epochs: int,
+    initial_epoch: int,
+    global_batch_size: int,
+    callbacks: list,
+    class_weight: dict | None = None,
+    log=print,
+) -> None:
     """Trains `model` (built and compiled under `strategy.scope()`) for `epochs` epochs."""
     import keras
     import tensorflow as tf
 
     binary = loss == "binary_crossentropy"
-    loss_fn = (keras.losses.BinaryCrossentropy if binary else
-               keras.losses.CategoricalCrossentropy)(reduction=None)
+    loss_fn = (keras.losses.BinaryCrossentropy if binary else keras.losses.CategoricalCrossentropy)(
+        reduction=None
+    )
     weights = None
     if class_weight:
         weights = tf.constant([class_weight[i] for i in sorted(class_weight)], tf.float32)
@@ -57,14 +69,18 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, loss: str, epochs: in
 
     def eval_step(x, y):
         pred = model(x, training=False)
-        return (tf.reduce_sum(per_example_loss(y, pred)), correct(y, pred),
-                tf.cast(tf.shape(y)[0], tf.float32))
+        return (
+            tf.reduce_sum(per_example_loss(y, pred)),
+            correct(y, pred),
+            tf.cast(tf.shape(y)[0], tf.float32),
+        )
 
     def make_runner(step):
         @tf.function
         def run(x, y):
             sums = strategy.run(step, args=(x, y))
             return [strategy.reduce("SUM", s, axis=None) for s in sums]
+
         return run
 
     run_train, run_eval = make_runner(train_step), make_runner(eval_step)
@@ -90,10 +106,13 @@ def fit_multi_worker(model, strategy, train_ds, val_ds, *, loss: str, epochs: in
         val_loss, val_acc = run_epoch(run_eval, dist_val)
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
-        logs = {"accuracy": train_acc, "loss": train_loss, "val_accuracy": val_acc,
-                "val_loss": val_loss}
-        log(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}"
-                                                           for k, v in logs.items()))
+        logs = {
+            "accuracy": train_acc,
+            "loss": train_loss,
+            "val_accuracy": val_acc,
+            "val_loss": val_loss,
+        }
+        log(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -23,17 +23,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnclf import __version__
-from cnnclf.bundle import (BUNDLE_FORMAT, CLASS_INDICES_FILE, CONFIG_FILE, CURVES_FILE,
-                           HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE,
-                           PREPROCESSING_FILE, Preprocessing, write_json)
+from cnnclf.bundle import (
+    BUNDLE_FORMAT,
+    CLASS_INDICES_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    Preprocessing,
+    write_json,
+)
 from cnnclf.config import Config, dump_config
-from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
-from cnnclf.data.layout import Dataset, discover
 from cnnclf.data.decode import ImageSpec
-from cnnclf.training.rundir import (DamagedRun, RunDir, check_destination, completed_epochs,
-                           fault_point, usable_destination)
-from cnnclf.training.runs import new_run_dir
+from cnnclf.data.layout import Dataset, discover
+from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.model.transfer import planned_epochs, prepare, suggest_backbone
+from cnnclf.training.rundir import (
+    DamagedRun,
+    RunDir,
+    check_destination,
+    completed_epochs,
+    fault_point,
+    usable_destination,
+)
+from cnnclf.training.runs import new_run_dir
 
 log = logging.getLogger("cnnclf")
 
@@ -53,27 +69,42 @@ def resolve_paths(config: Config) -> Config:
     import dataclasses
 
     data, model = config.data, config.model
-    absolute = {k: str(Path(v).resolve()) for k in ("train_dir", "test_dir")
-                if (v := getattr(data, k)) is not None}
+    absolute = {
+        k: str(Path(v).resolve())
+        for k in ("train_dir", "test_dir")
+        if (v := getattr(data, k)) is not None
+    }
     changes = {}
     if model.init_from:
         changes["init_from"] = str(Path(model.init_from).resolve())
     if model.backbone and model.backbone["weights"] not in ("imagenet", "none"):
-        changes["backbone"] = dict(model.backbone,
-                                   weights=str(Path(model.backbone["weights"]).resolve()))
-    return dataclasses.replace(config, data=dataclasses.replace(data, **absolute),
-                               model=dataclasses.replace(model, **changes))
+        changes["backbone"] = dict(
+            model.backbone, weights=str(Path(model.backbone["weights"]).resolve())
+        )
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(data, **absolute),
+        model=dataclasses.replace(model, **changes),
+    )
 
 
 def image_spec(config: Config) -> ImageSpec:
-    return ImageSpec(tuple(config.data.image_size), config.data.color_mode,
-                     config.data.interpolation)
+    return ImageSpec(
+        tuple(config.data.image_size), config.data.color_mode, config.data.interpolation
+    )
 
 
-def train(config: Config, *, out_dir: str | Path | None = None,
-          config_path: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False, verbose: bool = False, device: str = "auto",
-          progress: int | str = "auto") -> TrainResult:
+def train(
+    config: Config,
+    *,
+    out_dir: str | Path | None = None,
+    config_path: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    verbose: bool = False,
+    device: str = "auto",
+    progress: int | str = "auto",
+) -> TrainResult:
     """Trains a model as `config` says and writes its bundle.
 
     The run's life on disk (lock, checkpoints, publishing) belongs to `rundir.RunDir`; this
@@ -100,15 +131,19 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     started = time.monotonic()
     config = resolve_paths(config)
     if resume and out_dir is None:
-        raise ConfigError("--resume needs --out DIR: the folder the interrupted run was "
-                          "writing (its state is in the hidden DIR.partial beside it)")
+        raise ConfigError(
+            "--resume needs --out DIR: the folder the interrupted run was "
+            "writing (its state is in the hidden DIR.partial beside it)"
+        )
     dataset = discover(config.data, config.train.seed)
     from cnnclf.model.build import loss_for
 
     loss = loss_for(config, len(dataset.class_names))  # a config error: before TensorFlow
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("train.tensorboard: needs the tensorboard package: pip install "
-                          "'cnnclf[tensorboard]' (or set train.tensorboard: false)")
+        raise ConfigError(
+            "train.tensorboard: needs the tensorboard package: pip install "
+            "'cnnclf[tensorboard]' (or set train.tensorboard: false)"
+        )
     class_weight = class_weights(config, dataset)
     if out_dir is not None:
         label = f"--out {out_dir}"
@@ -127,22 +162,34 @@ def train(config: Config, *, out_dir: str | Path | None = None,
     single = config.train.distribute != "multi_worker"
     run = RunDir(destination, overwrite=overwrite, resume=resume, label=label)
     caught: list[int] = []
-    with _signals_as_interrupts(caught):
-        with contextlib.ExitStack() as stack:
-            if single:
-                stack.enter_context(run)
-            try:
-                return _train_in(run, stack, single, config, dataset, loss, class_weight,
-                                 config_path, verbose, device, progress, started, start)
-            except BaseException as exc:
-                stack.close()  # waits for a checkpoint being written, then frees the lock
-                _forget_reserved(destination, out_dir)
-                done = completed_epochs(run.staging)
-                cause = exc
-                if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
-                    # The interrupt surfaced as another exception (inside TensorFlow, say).
-                    cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
-                raise _stopped(cause, run, done, planned_epochs(config)) from exc
+    with _signals_as_interrupts(caught), contextlib.ExitStack() as stack:
+        if single:
+            stack.enter_context(run)
+        try:
+            return _train_in(
+                run,
+                stack,
+                single,
+                config,
+                dataset,
+                loss,
+                class_weight,
+                config_path,
+                verbose,
+                device,
+                progress,
+                started,
+                start,
+            )
+        except BaseException as exc:
+            stack.close()  # waits for a checkpoint being written, then frees the lock
+            _forget_reserved(destination, out_dir)
+            done = completed_epochs(run.staging)
+            cause = exc
+            if caught and not isinstance(exc, (KeyboardInterrupt, RunStopped, DamagedRun)):
+                # The interrupt surfaced as another exception (inside TensorFlow, say).
+                cause = Terminated() if caught[-1] == signal.SIGTERM else KeyboardInterrupt()
+            raise _stopped(cause, run, done, planned_epochs(config)) from exc
 
 
 class Terminated(KeyboardInterrupt):
@@ -192,8 +239,21 @@ def _signals_as_interrupts(caught: list):
         signal.signal(signal.SIGINT, previous_int)
 
 
-def _train_in(run, stack, single, config, dataset, loss, class_weight, config_path, verbose,
-              device, progress, started, start) -> TrainResult:
+def _train_in(
+    run,
+    stack,
+    single,
+    config,
+    dataset,
+    loss,
+    class_weight,
+    config_path,
+    verbose,
+    device,
+    progress,
+    started,
+    start,
+) -> TrainResult:
     from cnnclf.data.pipeline import SkippedFiles
 
     skipped = SkippedFiles()
@@ -201,8 +261,8 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
     stores = _open_stores(config, dataset, stack, skipped)
     used = _decode_all(stores, dataset, skipped)
 
-    from cnnclf.training.distribute import make_strategy, select_devices
     from cnnclf.tf_loader import import_tensorflow, quiet_keras_warnings, seed_everything
+    from cnnclf.training.distribute import make_strategy, select_devices
 
     tf = import_tensorflow(verbose)
     if not verbose:
@@ -228,26 +288,42 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
             stack.enter_context(run)
     try:
         model, history, val_ds, training = _fit(
-            config, dataset, stores, loss, progress, run, class_weight, strategy, placement,
-            start)
+            config, dataset, stores, loss, progress, run, class_weight, strategy, placement, start
+        )
     except tf.errors.OpError as exc:
         if placement.strategy != "multi_worker":
             raise
-        raise CnnclfError(f"multi_worker: lost contact with another worker "
-                          f"({type(exc).__name__} in a collective operation); check that every "
-                          "worker is running, then restart them all with --resume") from None
+        raise CnnclfError(
+            f"multi_worker: lost contact with another worker "
+            f"({type(exc).__name__} in a collective operation); check that every "
+            "worker is running, then restart them all with --resume"
+        ) from None
     _warn_skipped(skipped.reasons)
     threshold, metrics = _validate(model, val_ds, config, dataset)
     seconds = time.monotonic() - started
     final = final_metrics(history, training["best_epoch"])
-    bundle_dir = run.write_bundle(lambda folder: _write_bundle(
-        folder, model, config, dataset, used, history, final, dict(skipped.reasons), config_path,
-        seconds, threshold, metrics, training, run.run_id))
+    bundle_dir = run.write_bundle(
+        lambda folder: _write_bundle(
+            folder,
+            model,
+            config,
+            dataset,
+            used,
+            history,
+            final,
+            dict(skipped.reasons),
+            config_path,
+            seconds,
+            threshold,
+            metrics,
+            training,
+            run.run_id,
+        )
+    )
     bundle_dir = run.publish()
     if not placement.is_chief:
         log.info("worker done; the chief writes the bundle")
-        return TrainResult(None, history, dict(skipped.reasons), time.monotonic() - started,
-                           final)
+        return TrainResult(None, history, dict(skipped.reasons), time.monotonic() - started, final)
     log.info("saved bundle to %s", bundle_dir)
     return TrainResult(bundle_dir, history, dict(skipped.reasons), seconds, final)
 
@@ -255,8 +331,7 @@ def _train_in(run, stack, single, config, dataset, loss, class_weight, config_pa
 def final_metrics(history: dict, best_epoch: int | None) -> dict:
     """The metrics of the epoch whose weights are saved: the best one when kept, else the last."""
     index = (best_epoch - 1) if best_epoch else -1
-    return {k: v[index] for k, v in history.items()
-            if k not in ("epoch", "epoch_seconds") and v}
+    return {k: v[index] for k, v in history.items() if k not in ("epoch", "epoch_seconds") and v}
 
 
 def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
@@ -264,37 +339,67 @@ def _stopped(exc: BaseException, run, done: int, epochs: int) -> BaseException:
     if isinstance(exc, (RunStopped, DamagedRun)):
         return exc
     if run.published:  # the bundle is in place: only the clean-up after it was cut short
-        code = 143 if isinstance(exc, Terminated) else 130 if isinstance(
-            exc, KeyboardInterrupt) else 1
-        return RunStopped(f"stopped after the bundle was published to {run.destination}",
-                          run.destination, 0, exit_code=code)
-    kept = (f"epochs 1-{done} are kept in {run.staging}" if done > 1 else
-            f"epoch 1 is kept in {run.staging}" if done == 1 else "")
-    finished = " (training had finished; the bundle was not yet published)" \
-        if done == epochs else ""
+        code = (
+            143 if isinstance(exc, Terminated) else 130 if isinstance(exc, KeyboardInterrupt) else 1
+        )
+        return RunStopped(
+            f"stopped after the bundle was published to {run.destination}",
+            run.destination,
+            0,
+            exit_code=code,
+        )
+    kept = (
+        f"epochs 1-{done} are kept in {run.staging}"
+        if done > 1
+        else f"epoch 1 is kept in {run.staging}"
+        if done == 1
+        else ""
+    )
+    finished = (
+        " (training had finished; the bundle was not yet published)" if done == epochs else ""
+    )
     if isinstance(exc, KeyboardInterrupt):
-        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else (
-            "interrupted", 130)
+        what, code = (
+            ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        )
         if done:
-            return Interrupted(f"{what} after epoch {done} of {epochs}{finished}; {kept}",
-                               run.destination, done, exit_code=code)
-        return Interrupted(f"{what} before the first epoch finished: nothing to resume; "
-                           "run the same command again to start over", run.destination, 0,
-                           exit_code=code)
+            return Interrupted(
+                f"{what} after epoch {done} of {epochs}{finished}; {kept}",
+                run.destination,
+                done,
+                exit_code=code,
+            )
+        return Interrupted(
+            f"{what} before the first epoch finished: nothing to resume; "
+            "run the same command again to start over",
+            run.destination,
+            0,
+            exit_code=code,
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" ({exc.filename})" if exc.filename else ""
         if done:
-            return RunStopped(f"no space left on device{where}; {kept}{finished}: free some "
-                              "space, then resume", run.destination, done)
-        return RunStopped(f"no space left on device{where} before the first epoch was saved: "
-                          "free some space, then run the same command again",
-                          run.destination, 0)
+            return RunStopped(
+                f"no space left on device{where}; {kept}{finished}: free some space, then resume",
+                run.destination,
+                done,
+            )
+        return RunStopped(
+            f"no space left on device{where} before the first epoch was saved: "
+            "free some space, then run the same command again",
+            run.destination,
+            0,
+        )
     if done and isinstance(exc, Exception):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if not isinstance(exc, CnnclfError):
             first = f"{type(exc).__name__}: {first}"
-        return RunStopped(f"{first}; {kept}{finished}", run.destination, done,
-                          exit_code=getattr(exc, "exit_code", 1))
+        return RunStopped(
+            f"{first}; {kept}{finished}",
+            run.destination,
+            done,
+            exit_code=getattr(exc, "exit_code", 1),
+        )
     return exc
 
 
@@ -319,12 +424,24 @@ def _open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
         budget -= decoded_mb(len(dataset.train), spec)
     val_cache = choose_cache(config.data.cache, len(dataset.validation), spec, budget)
     return {
-        "train": open_store(dataset.train, spec=spec, training=True, seed=config.train.seed,
-                            cache=train_cache, cache_path=str(cache_dir / "train"),
-                            skipped=skipped),
-        "validation": open_store(dataset.validation, spec=spec, training=False,
-                                 seed=config.train.seed, cache=val_cache,
-                                 cache_path=str(cache_dir / "validation"), skipped=skipped),
+        "train": open_store(
+            dataset.train,
+            spec=spec,
+            training=True,
+            seed=config.train.seed,
+            cache=train_cache,
+            cache_path=str(cache_dir / "train"),
+            skipped=skipped,
+        ),
+        "validation": open_store(
+            dataset.validation,
+            spec=spec,
+            training=False,
+            seed=config.train.seed,
+            cache=val_cache,
+            cache_path=str(cache_dir / "validation"),
+            skipped=skipped,
+        ),
     }
 
 
@@ -336,8 +453,8 @@ def _decode_all(stores: dict, dataset: Dataset, skipped) -> dict:
     must count the images the model saw, not the files that were listed. With a cache the
     first epoch reads what this pass decoded, so it costs no extra decoding.
     """
-    from cnnclf.errors import DataError
     from cnnclf.data.pipeline import decode_all
+    from cnnclf.errors import DataError
 
     total = sum(len(s.store) for s in stores.values())
     if total >= 2000:  # a pause worth explaining; small sets decode in a blink
@@ -349,19 +466,22 @@ def _decode_all(stores: dict, dataset: Dataset, skipped) -> dict:
     for name, key in (("train", "data.train_dir"), ("validation", _validation_key(dataset))):
         empty = [c for c, n in used[name].items() if n == 0]
         if name == "train" and empty:
-            raise DataError(f"{key}: class {empty[0]} has no readable image "
-                            f"({_examples(stores[name].store, dataset.class_names.index(empty[0]), stores[name].labels, skipped)}); "
-                            "run cnnclf check-data to see every problem")
+            raise DataError(
+                f"{key}: class {empty[0]} has no readable image "
+                f"({_examples(stores[name].store, dataset.class_names.index(empty[0]), stores[name].labels, skipped)}); "
+                "run cnnclf check-data to see every problem"
+            )
         if name == "validation" and not sum(used[name].values()):
-            raise DataError(f"{key}: no readable image to validate on "
-                            f"({len(stores[name].store)} file(s), all unreadable); run cnnclf "
-                            "check-data to see every problem")
+            raise DataError(
+                f"{key}: no readable image to validate on "
+                f"({len(stores[name].store)} file(s), all unreadable); run cnnclf "
+                "check-data to see every problem"
+            )
     return used
 
 
 def _validation_key(dataset: Dataset) -> str:
-    return "data.test_dir" if dataset.validation_source == "test_dir" else \
-        "data.validation_split"
+    return "data.test_dir" if dataset.validation_source == "test_dir" else "data.validation_split"
 
 
 def _examples(store, label: int, labels, skipped) -> str:
@@ -384,8 +504,10 @@ def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
         return {i: total / (n * counts[name]) for i, name in enumerate(dataset.class_names)}
     unknown = sorted(set(choice) - set(dataset.class_names))
     if unknown:
-        raise ConfigError(f"train.class_weight: {', '.join(unknown)} is not a class "
-                          f"(classes: {', '.join(dataset.class_names)})")
+        raise ConfigError(
+            f"train.class_weight: {', '.join(unknown)} is not a class "
+            f"(classes: {', '.join(dataset.class_names)})"
+        )
     return {i: float(choice.get(name, 1.0)) for i, name in enumerate(dataset.class_names)}
 
 
@@ -400,13 +522,17 @@ def _check_resumable(destination: Path, config: Config) -> None:
     # A key the interrupted run's cnnclf did not have yet meant what its default means now:
     # upgrading cnnclf between a kill and --resume must not make the run unresumable.
     defaults = _flatten(Config().to_dict())
-    saved = {**{key: defaults[key] for key in now.keys() - saved.keys() if key in defaults},
-             **saved}
+    saved = {
+        **{key: defaults[key] for key in now.keys() - saved.keys() if key in defaults},
+        **saved,
+    }
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
-            raise ConfigError(f"--resume: {key} is {now.get(key)!r} but the interrupted run "
-                              f"used {saved.get(key)!r}; resume with the same config and --set "
-                              "options")
+            raise ConfigError(
+                f"--resume: {key} is {now.get(key)!r} but the interrupted run "
+                f"used {saved.get(key)!r}; resume with the same config and --set "
+                "options"
+            )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -420,20 +546,30 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
-    log.info("classes: %s", ", ".join(f"{name} ({used['train'][name]} train, "
-                                      f"{used['validation'][name]} val)"
-                                      for name in dataset.class_names))
+    log.info(
+        "classes: %s",
+        ", ".join(
+            f"{name} ({used['train'][name]} train, {used['validation'][name]} val)"
+            for name in dataset.class_names
+        ),
+    )
     if class_weight:
-        log.info("class weights: %s", ", ".join(f"{dataset.class_names[i]} {w:.3g}"
-                                                for i, w in class_weight.items()))
+        log.info(
+            "class weights: %s",
+            ", ".join(f"{dataset.class_names[i]} {w:.3g}" for i, w in class_weight.items()),
+        )
     if dataset.validation_source == "validation_split":
-        log.info("validation: %d images held out of data.train_dir (data.validation_split)",
-                 sum(used["validation"].values()))
+        log.info(
+            "validation: %d images held out of data.train_dir (data.validation_split)",
+            sum(used["validation"].values()),
+        )
     elif set(dataset.train.paths) & set(dataset.validation.paths):
-        log.warning("warning: data.test_dir holds the training images themselves (the same "
-                    "folder or links into it): validation accuracy will measure memory, not "
-                    "generalisation; set data.test_dir: null to hold out "
-                    "data.validation_split instead")
+        log.warning(
+            "warning: data.test_dir holds the training images themselves (the same "
+            "folder or links into it): validation accuracy will measure memory, not "
+            "generalisation; set data.test_dir: null to hold out "
+            "data.validation_split instead"
+        )
 
 
 def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None:
@@ -453,40 +589,72 @@ def _phase_record(plan, starts: list, history: dict, saved) -> list[dict] | None
     record = []
     for i, (phase, first) in enumerate(zip(plan, starts)):
         last = starts[i + 1] if i + 1 < len(starts) else min(first + phase.epochs, done)
-        record.append({"name": phase.name, "epochs": [first + 1, last] if last > first else [],
-                       "learning_rate": phase.learning_rate,
-                       "trains": ("the head" if phase.frozen else
-                                  "everything" if phase.name == "train" else
-                                  f"head and {phase.unfreeze} feature layers"
-                                  if phase.unfreeze == "all" else
-                                  f"head and the top {len(layers_to_unfreeze(candidates, phase))} "
-                                  "feature layers")})
+        record.append(
+            {
+                "name": phase.name,
+                "epochs": [first + 1, last] if last > first else [],
+                "learning_rate": phase.learning_rate,
+                "trains": (
+                    "the head"
+                    if phase.frozen
+                    else "everything"
+                    if phase.name == "train"
+                    else f"head and {phase.unfreeze} feature layers"
+                    if phase.unfreeze == "all"
+                    else f"head and the top {len(layers_to_unfreeze(candidates, phase))} "
+                    "feature layers"
+                ),
+            }
+        )
     return record
 
 
-def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, run,
-         class_weight: dict | None, strategy, placement, start):
+def _fit(
+    config: Config,
+    dataset: Dataset,
+    stores: dict,
+    loss: str,
+    progress,
+    run,
+    class_weight: dict | None,
+    strategy,
+    placement,
+    start,
+):
     import keras
 
     from cnnclf.data.augment import augmenting_model, is_active, make_augmenter, where_to_augment
-    from cnnclf.training.checkpoint import EpochCheckpoint, restore
-    from cnnclf.training.callbacks import TrainingControls
-    from cnnclf.training.distribute import compile_replica_forward
-    from cnnclf.model.build import build_model, make_optimizer
     from cnnclf.data.pipeline import make_dataset
+    from cnnclf.model.build import build_model, make_optimizer
     from cnnclf.model.transfer import apply_phase, copy_features, phases, planned_epochs
+    from cnnclf.training.callbacks import TrainingControls
+    from cnnclf.training.checkpoint import EpochCheckpoint, restore
+    from cnnclf.training.distribute import compile_replica_forward
 
     spec = image_spec(config)
     n_classes = len(dataset.class_names)
-    augment_where = where_to_augment(config.augment.where, placement.devices) \
-        if is_active(config.augment) else None
-    augmenter = (make_augmenter(config.augment, spec.image_size)
-                 if augment_where == "pipeline" else None)
-    common = dict(spec=spec, n_classes=n_classes, batch_size=config.data.batch_size,
-                  seed=config.train.seed, distributed=placement.strategy != "default")
-    train_ds = make_dataset(stores["train"], training=True,
-                            shuffle_buffer=config.data.shuffle_buffer, augmenter=augmenter,
-                            **common)
+    augment_where = (
+        where_to_augment(config.augment.where, placement.devices)
+        if is_active(config.augment)
+        else None
+    )
+    augmenter = (
+        make_augmenter(config.augment, spec.image_size) if augment_where == "pipeline" else None
+    )
+    common = dict(
+        spec=spec,
+        n_classes=n_classes,
+        batch_size=config.data.batch_size,
+        seed=config.train.seed,
+        distributed=placement.strategy != "default",
+    )
+    train_ds = make_dataset(
+        stores["train"],
+        training=True,
+        shuffle_buffer=config.data.shuffle_buffer,
+        augmenter=augmenter,
+        **common,
+    )
     val_ds = make_dataset(stores["validation"], training=False, **common)
 
     if placement.strategy == "multi_worker":
@@ -498,22 +666,33 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
     scale = placement.replicas if config.train.scale_learning_rate else 1
     plan = phases(config)
     total = planned_epochs(config)
-    controls = TrainingControls(config.train, previous["controls"] if previous else None,
-                                plan[0].learning_rate * scale)
+    controls = TrainingControls(
+        config.train, previous["controls"] if previous else None, plan[0].learning_rate * scale
+    )
     current = len(controls.state.get("phase_starts", [0])) - 1  # the phase to go on with
 
     def compile_for(phase):
         with strategy.scope():
             note = apply_phase(saved, phase)
-            model.compile(optimizer=make_optimizer(config, placement.precision,
-                                                   placement.replicas, phase.learning_rate),
-                          loss=loss, metrics=["accuracy"], steps_per_execution=executions,
-                          jit_compile=keras_jit)
+            model.compile(
+                optimizer=make_optimizer(
+                    config, placement.precision, placement.replicas, phase.learning_rate
+                ),
+                loss=loss,
+                metrics=["accuracy"],
+                steps_per_execution=executions,
+                jit_compile=keras_jit,
+            )
         return note
 
     with strategy.scope():
-        model = build_model(config, n_classes, spec.channels, placement.precision,
-                            start.weights.path if start.weights else None)
+        model = build_model(
+            config,
+            n_classes,
+            spec.channels,
+            placement.precision,
+            start.weights.path if start.weights else None,
+        )
         if start.init_from and not previous:
             copy_features(model, start.init_from)
             log.info("feature layers copied from %s", start.init_from)
@@ -527,9 +706,12 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
         if placement.jit_compile and not keras_jit:
             model = compile_replica_forward(model)
     executions = steps_per_execution(
-        config.train.steps_per_execution, placement.devices,
-        math.ceil(sum(stores["train"].used_counts(dataset.class_names).values())
-                  / config.data.batch_size))
+        config.train.steps_per_execution,
+        placement.devices,
+        math.ceil(
+            sum(stores["train"].used_counts(dataset.class_names).values()) / config.data.batch_size
+        ),
+    )
     note = compile_for(plan[current])
     # What runs, not what was asked: Keras falls back to no XLA, with a warning, for a model
     # with a layer XLA cannot compile.
@@ -542,72 +724,119 @@ def _fit(config: Config, dataset: Dataset, stores: dict, loss: str, progress, ru
             restore(model, controls, *run.load_checkpoint())
         log.info("resuming after epoch %d of %d", done, total)
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
-    log.info("model: %s parameters (%s trainable now); %d epoch%s of batch %d; cache: %s",
-             f"{model.count_params():,}", f"{trainable:,}", total,
-             "" if total == 1 else "s", config.data.batch_size, stores["train"].store.where)
+    log.info(
+        "model: %s parameters (%s trainable now); %d epoch%s of batch %d; cache: %s",
+        f"{model.count_params():,}",
+        f"{trainable:,}",
+        total,
+        "" if total == 1 else "s",
+        config.data.batch_size,
+        stores["train"].store.where,
+    )
     if augment_where:
-        log.info("augmentation: in the %s", "training step" if augment_where == "step"
-                 else "input pipeline")
+        log.info(
+            "augmentation: in the %s",
+            "training step" if augment_where == "step" else "input pipeline",
+        )
     if note and not previous:
         log.info("%s", note)
-    checkpoint = EpochCheckpoint(run, config.to_dict(), controls,
-                                 previous["history"] if previous else None,
-                                 config.train.checkpoint_every_epochs,
-                                 config.train.checkpoint_every_minutes)
+    checkpoint = EpochCheckpoint(
+        run,
+        config.to_dict(),
+        controls,
+        previous["history"] if previous else None,
+        config.train.checkpoint_every_epochs,
+        config.train.checkpoint_every_minutes,
+    )
     if progress == "auto":
         progress = 1 if sys.stdout.isatty() else 2
-    extra = ([keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
-             if config.train.tensorboard and placement.strategy != "multi_worker" else [])
+    extra = (
+        [keras.callbacks.TensorBoard(log_dir=str(run.logs_dir))]
+        if config.train.tensorboard and placement.strategy != "multi_worker"
+        else []
+    )
     if config.train.tensorboard and placement.strategy == "multi_worker":
-        log.warning("warning: train.tensorboard is not supported with multi_worker yet; "
-                    "no logs are written")
+        log.warning(
+            "warning: train.tensorboard is not supported with multi_worker yet; no logs are written"
+        )
     for index in range(current, len(plan)):
         phase = plan[index]
         if index > current:  # a new phase: from the best weights when they are kept
             if controls.best_weights is not None:
                 model.set_weights(controls.best_weights)
             log.info("%s", compile_for(phase))
-        controls.begin_phase(index, phase.learning_rate * scale,
-                             len(checkpoint.history.get("epoch", [])), phase.epochs)
+        controls.begin_phase(
+            index,
+            phase.learning_rate * scale,
+            len(checkpoint.history.get("epoch", [])),
+            phase.epochs,
+        )
         end = controls.state["phase_starts"][index] + phase.epochs
         if done >= end or controls.state["stopped_early"]:
             continue  # resumed after this phase ended (or stopped early)
         if placement.strategy == "multi_worker":
             from cnnclf.training.multiworker import fit_multi_worker
 
-            fit_multi_worker(model, strategy, train_ds, val_ds, loss=loss, epochs=end,
-                             initial_epoch=done, global_batch_size=config.data.batch_size,
-                             callbacks=[controls, checkpoint], class_weight=class_weight,
-                             log=log.info)
+            fit_multi_worker(
+                model,
+                strategy,
+                train_ds,
+                val_ds,
+                loss=loss,
+                epochs=end,
+                initial_epoch=done,
+                global_batch_size=config.data.batch_size,
+                callbacks=[controls, checkpoint],
+                class_weight=class_weight,
+                log=log.info,
+            )
         else:
-            model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=done,
-                      shuffle=False, verbose=progress, class_weight=class_weight,
-                      callbacks=[controls, checkpoint, *extra])
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=end,
+                initial_epoch=done,
+                shuffle=False,
+                verbose=progress,
+                class_weight=class_weight,
+                callbacks=[controls, checkpoint, *extra],
+            )
         run.wait()  # the last checkpoint is on disk (or its failure raised)
         done = len(checkpoint.history.get("epoch", []))
         if controls.nan_epoch is not None:
-            raise CnnclfError(f"training stopped: the loss became NaN in epoch "
-                              f"{controls.nan_epoch}; lower train.learning_rate or check the "
-                              "data")
+            raise CnnclfError(
+                f"training stopped: the loss became NaN in epoch "
+                f"{controls.nan_epoch}; lower train.learning_rate or check the "
+                "data"
+            )
         if controls.state["stopped_early"]:
-            log.info("early stopping: %s did not improve for %d epochs%s",
-                     config.train.early_stopping["monitor"],
-                     config.train.early_stopping["patience"],
-                     "; fine-tuning next" if index + 1 < len(plan) else "")
+            log.info(
+                "early stopping: %s did not improve for %d epochs%s",
+                config.train.early_stopping["monitor"],
+                config.train.early_stopping["patience"],
+                "; fine-tuning next" if index + 1 < len(plan) else "",
+            )
     run.wait()  # the last checkpoint is on disk (or its failure raised) before publishing
     best_epoch = controls.finish()
     if best_epoch is not None:
         log.info("keeping the weights of epoch %d (best %s)", best_epoch, controls.best_monitor)
-    training = {"best_epoch": best_epoch, "stopped_early": controls.state["stopped_early"],
-                "resumed_after_epoch": (previous or {}).get("completed_epochs") or None,
-                "class_weight": class_weight,
-                "phases": _phase_record(plan, controls.state.get("phase_starts", [0]),
-                                        checkpoint.history, saved),
-                "start": start.to_json(config),
-                "placement": {"devices": placement.devices, "strategy": placement.strategy,
-                              "replicas": placement.replicas,
-                              "precision": placement.precision,
-                              "jit_compile": jit_compile}}
+    training = {
+        "best_epoch": best_epoch,
+        "stopped_early": controls.state["stopped_early"],
+        "resumed_after_epoch": (previous or {}).get("completed_epochs") or None,
+        "class_weight": class_weight,
+        "phases": _phase_record(
+            plan, controls.state.get("phase_starts", [0]), checkpoint.history, saved
+        ),
+        "start": start.to_json(config),
+        "placement": {
+            "devices": placement.devices,
+            "strategy": placement.strategy,
+            "replicas": placement.replicas,
+            "precision": placement.precision,
+            "jit_compile": jit_compile,
+        },
+    }
     return saved, dict(checkpoint.history), val_ds, training
 
 
@@ -646,8 +875,11 @@ def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | 
         except ValueError as exc:
             raise DataError(f"train.threshold: {exc}") from None
         if isinstance(config.train.threshold, str):
-            log.info("threshold: %.4f chosen by %s on the validation data",
-                     threshold, config.train.threshold)
+            log.info(
+                "threshold: %.4f chosen by %s on the validation data",
+                threshold,
+                config.train.threshold,
+            )
     else:
         y, threshold = y.argmax(axis=1), None
     metrics = classification_metrics(y, probs, dataset.class_names, threshold)
@@ -655,8 +887,9 @@ def _validate(model, val_ds, config: Config, dataset: Dataset) -> tuple[float | 
 
 
 def _validation_folder(config: Config, dataset: Dataset) -> str:
-    return config.data.test_dir if dataset.validation_source == "test_dir" \
-        else config.data.train_dir
+    return (
+        config.data.test_dir if dataset.validation_source == "test_dir" else config.data.train_dir
+    )
 
 
 def _warn_skipped(skipped: dict) -> None:
@@ -664,13 +897,30 @@ def _warn_skipped(skipped: dict) -> None:
         return
     listed = "; ".join(f"{path} ({reason})" for path, reason in sorted(skipped.items())[:10])
     more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-    log.warning("warning: skipped %d unreadable image(s), listed in bundle.json: %s%s",
-                len(skipped), listed, more)
+    log.warning(
+        "warning: skipped %d unreadable image(s), listed in bundle.json: %s%s",
+        len(skipped),
+        listed,
+        more,
+    )
 
 
-def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: dict,
-                  history: dict, final: dict, skipped: dict, config_path, seconds: float,
-                  threshold: float | None, metrics: dict, training: dict, run_id: str) -> None:
+def _write_bundle(
+    folder: Path,
+    model,
+    config: Config,
+    dataset: Dataset,
+    used: dict,
+    history: dict,
+    final: dict,
+    skipped: dict,
+    config_path,
+    seconds: float,
+    threshold: float | None,
+    metrics: dict,
+    training: dict,
+    run_id: str,
+) -> None:
     training = dict(training)
     placement_record = training.pop("placement")
     import keras
@@ -682,43 +932,63 @@ def _write_bundle(folder: Path, model, config: Config, dataset: Dataset, used: d
     fault_point("bundle.model_written")
     write_json(folder / CLASS_INDICES_FILE, dataset.class_indices)
     binary = len(dataset.class_names) == 2
-    preprocessing = Preprocessing(image_spec(config), config.augment.rescale,
-                                  "binary" if binary else "categorical",
-                                  threshold if binary else None)
+    preprocessing = Preprocessing(
+        image_spec(config),
+        config.augment.rescale,
+        "binary" if binary else "categorical",
+        threshold if binary else None,
+    )
     write_json(folder / PREPROCESSING_FILE, preprocessing.to_json())
     (folder / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
     write_json(folder / HISTORY_FILE, history)
     validation_folder = _validation_folder(config, dataset)
-    threshold_record = ({"rule": config.train.threshold, "value": threshold,
-                         "chosen_on": validation_folder} if binary else None)
-    note = ("the threshold was chosen on this same validation data, so sensitivity and "
-            "specificity are optimistic; run cnnclf evaluate on other data for unbiased figures"
-            if binary and isinstance(config.train.threshold, str) else None)
-    write_json(folder / METRICS_FILE, {"data": dataset.validation_source,
-                                       "data_dir": validation_folder, **metrics,
-                                       **({"note": note} if note else {})})
+    threshold_record = (
+        {"rule": config.train.threshold, "value": threshold, "chosen_on": validation_folder}
+        if binary
+        else None
+    )
+    note = (
+        "the threshold was chosen on this same validation data, so sensitivity and "
+        "specificity are optimistic; run cnnclf evaluate on other data for unbiased figures"
+        if binary and isinstance(config.train.threshold, str)
+        else None
+    )
+    write_json(
+        folder / METRICS_FILE,
+        {
+            "data": dataset.validation_source,
+            "data_dir": validation_folder,
+            **metrics,
+            **({"note": note} if note else {}),
+        },
+    )
     fine_tune = [p for p in training.get("phases") or [] if p["name"] == "fine_tune"]
-    plots.training_curves(history, folder / CURVES_FILE,
-                          fine_tune[0]["epochs"][0] if fine_tune and fine_tune[0]["epochs"]
-                          else None)
-    write_json(folder / MANIFEST_FILE, {
-        "format": BUNDLE_FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cnnclf_version": __version__,
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "python_version": platform.python_version(),
-        "config_file": str(Path(config_path).resolve()) if config_path else None,
-        "class_names": dataset.class_names,
-        "train_images": used["train"],
-        "validation_images": used["validation"],
-        "validation_source": dataset.validation_source,
-        "epochs": len(history.get("epoch", [])),
-        **training,
-        "placement": placement_record,
-        "final_metrics": final,
-        "threshold": threshold_record,
-        "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
-        "train_seconds": round(seconds, 2),
-        "run_id": run_id,
-    })
+    plots.training_curves(
+        history,
+        folder / CURVES_FILE,
+        fine_tune[0]["epochs"][0] if fine_tune and fine_tune[0]["epochs"] else None,
+    )
+    write_json(
+        folder / MANIFEST_FILE,
+        {
+            "format": BUNDLE_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cnnclf_version": __version__,
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "python_version": platform.python_version(),
+            "config_file": str(Path(config_path).resolve()) if config_path else None,
+            "class_names": dataset.class_names,
+            "train_images": used["train"],
+            "validation_images": used["validation"],
+            "validation_source": dataset.validation_source,
+            "epochs": len(history.get("epoch", [])),
+            **training,
+            "placement": placement_record,
+            "final_metrics": final,
+            "threshold": threshold_record,
+            "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+            "train_seconds": round(seconds, 2),
+            "run_id": run_id,
+        },
+    )

@@ -73,17 +73,17 @@ MANIFEST_FILE = "bundle.json"  # the bundle's completion marker (bundle.py write
 
 FAULT_ENV = "CNNCLF_FAULT"
 FAULT_POINTS = (
-    "run.started",              # .D.partial and run.json exist
+    "run.started",  # .D.partial and run.json exist
     "checkpoint.data_written",  # checkpoint-N.npz complete under its temporary name
     "checkpoint.data_renamed",  # checkpoint-N.npz in place, progress.json still the old one
     "checkpoint.best_renamed",  # best-N.npz in place (only when the best epoch changed)
     "checkpoint.progress_written",  # new progress.json under its temporary name
-    "checkpoint.committed",     # progress.json names the new checkpoint
-    "checkpoint.pruned",        # older checkpoints removed
-    "bundle.model_written",     # bundle/model.keras saved
-    "bundle.written",           # bundle/ complete (bundle.json written)
-    "publish.previous_moved",   # (no atomic exchange) the old D moved into .D.partial/previous
-    "publish.renamed",          # D is the new bundle; .D.partial still there
+    "checkpoint.committed",  # progress.json names the new checkpoint
+    "checkpoint.pruned",  # older checkpoints removed
+    "bundle.model_written",  # bundle/model.keras saved
+    "bundle.written",  # bundle/ complete (bundle.json written)
+    "publish.previous_moved",  # (no atomic exchange) the old D moved into .D.partial/previous
+    "publish.renamed",  # D is the new bundle; .D.partial still there
 )
 _fault_counts: dict[str, int] = {}
 NO_EXCHANGE_ENV = "CNNCLF_NO_EXCHANGE"  # publish as on a file system without renameat2
@@ -143,11 +143,15 @@ def usable_destination(destination: Path, label: str) -> Path:
         destination = Path(os.path.realpath(destination))
     absolute = Path(os.path.abspath(destination))
     if absolute.exists() and os.path.ismount(absolute):
-        raise BundleError(f"{label}: is a mount point, which cannot be replaced by a finished "
-                          f"bundle; name a folder inside it, e.g. {destination / 'model'}")
+        raise BundleError(
+            f"{label}: is a mount point, which cannot be replaced by a finished "
+            f"bundle; name a folder inside it, e.g. {destination / 'model'}"
+        )
     if Path.cwd().resolve().is_relative_to(absolute.resolve()):
-        raise BundleError(f"{label}: is the current folder (or holds it); name a new folder "
-                          f"for the bundle, e.g. {destination / 'model'}")
+        raise BundleError(
+            f"{label}: is the current folder (or holds it); name a new folder "
+            f"for the bundle, e.g. {destination / 'model'}"
+        )
     return absolute if str(destination) in (".", "..") else destination
 
 
@@ -156,8 +160,10 @@ def check_destination(destination: Path, overwrite: bool) -> None:
     if destination.exists() and not destination.is_dir():
         raise BundleError(f"--out {destination}: exists and is not a folder")
     if destination.is_dir() and any(destination.iterdir()) and not overwrite:
-        raise BundleError(f"--out {destination}: folder exists and is not empty; choose another "
-                          "folder or pass --overwrite to replace it")
+        raise BundleError(
+            f"--out {destination}: folder exists and is not empty; choose another "
+            "folder or pass --overwrite to replace it"
+        )
 
 
 def read_progress(staging: Path) -> dict | None:
@@ -167,11 +173,14 @@ def read_progress(staging: Path) -> dict | None:
         progress = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(progress, dict) or not isinstance(progress.get("checkpoint"), str) or \
-            isinstance(progress.get("completed_epochs"), bool) or \
-            not isinstance(progress.get("completed_epochs"), int) or \
-            progress["completed_epochs"] < 1 or \
-            not (Path(staging) / progress["checkpoint"]).is_file():
+    if (
+        not isinstance(progress, dict)
+        or not isinstance(progress.get("checkpoint"), str)
+        or isinstance(progress.get("completed_epochs"), bool)
+        or not isinstance(progress.get("completed_epochs"), int)
+        or progress["completed_epochs"] < 1
+        or not (Path(staging) / progress["checkpoint"]).is_file()
+    ):
         return None  # none committed, or damaged: not resumable
     return progress
 
@@ -195,8 +204,14 @@ class RunDir:
         label: how messages name the destination ("--out DIR", or "run folder DIR").
     """
 
-    def __init__(self, destination: Path, *, overwrite: bool = False, resume: bool = False,
-                 label: str | None = None):
+    def __init__(
+        self,
+        destination: Path,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        label: str | None = None,
+    ):
         self.destination = Path(destination)
         self.overwrite = overwrite
         self.resume = resume
@@ -212,24 +227,29 @@ class RunDir:
 
     # -- entering and leaving -----------------------------------------------------------------
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         try:
             self.destination.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
         except OSError as exc:
-            raise BundleError(f"{self.label}: cannot write in {self.destination.parent} "
-                              f"({exc.strerror or exc}); choose a folder you can write to") \
-                from None
+            raise BundleError(
+                f"{self.label}: cannot write in {self.destination.parent} "
+                f"({exc.strerror or exc}); choose a folder you can write to"
+            ) from None
         try:
             self._prepare()
         except OSError as exc:
             self._unlock()
             where = f" ({exc.filename})" if exc.filename else ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise BundleError(f"{self.label}: no space left on device{where}; free some "
-                                  "space, then run the same command again") from None
-            raise BundleError(f"{self.label}: cannot prepare the run's folder "
-                              f"{self.staging} ({exc.strerror or exc}{where})") from None
+                raise BundleError(
+                    f"{self.label}: no space left on device{where}; free some "
+                    "space, then run the same command again"
+                ) from None
+            raise BundleError(
+                f"{self.label}: cannot prepare the run's folder "
+                f"{self.staging} ({exc.strerror or exc}{where})"
+            ) from None
         except BaseException:
             self._unlock()
             raise
@@ -238,8 +258,11 @@ class RunDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.wait(raise_failure=False)
-            if self.staging.is_dir() and read_progress(self.staging) is None and not (
-                    self.staging / PREVIOUS_SUBDIR).exists():
+            if (
+                self.staging.is_dir()
+                and read_progress(self.staging) is None
+                and not (self.staging / PREVIOUS_SUBDIR).exists()
+            ):
                 shutil.rmtree(self.staging, ignore_errors=True)  # STARTED: nothing to keep
         finally:
             self._unlock()
@@ -252,11 +275,15 @@ class RunDir:
         if self.resume:
             if progress is None:
                 if is_bundle(self.destination) and not staging.exists():
-                    raise BundleError(f"--resume: {self.destination} is already a finished "
-                                      "bundle; nothing to resume")
-                raise BundleError(f"--resume: no interrupted run to resume for "
-                                  f"{self.destination} (no completed epoch saved in {staging}); "
-                                  "run without --resume to start over")
+                    raise BundleError(
+                        f"--resume: {self.destination} is already a finished "
+                        "bundle; nothing to resume"
+                    )
+                raise BundleError(
+                    f"--resume: no interrupted run to resume for "
+                    f"{self.destination} (no completed epoch saved in {staging}); "
+                    "run without --resume to start over"
+                )
             started = self._read_run_file()
             self.run_id = started.get("run_id") or self.run_id
             # Replacing a non-empty D needs --overwrite, now or when the run started.
@@ -266,20 +293,30 @@ class RunDir:
                 check_destination(self.destination, self.overwrite)
             return
         if progress is not None and (staging / PREVIOUS_SUBDIR).exists():
-            raise BundleError(f"{self.label}: an --overwrite was cut short while publishing; "
-                              f"the old bundle is kept in {staging / PREVIOUS_SUBDIR}: add "
-                              "--resume to finish publishing the new one")
+            raise BundleError(
+                f"{self.label}: an --overwrite was cut short while publishing; "
+                f"the old bundle is kept in {staging / PREVIOUS_SUBDIR}: add "
+                "--resume to finish publishing the new one"
+            )
         if progress is not None:
-            raise BundleError(f"{self.label}: an interrupted run's state (epoch "
-                              f"{progress.get('completed_epochs')}) is in {staging}; add --resume "
-                              "to continue it, or delete that folder to start over")
+            raise BundleError(
+                f"{self.label}: an interrupted run's state (epoch "
+                f"{progress.get('completed_epochs')}) is in {staging}; add --resume "
+                "to continue it, or delete that folder to start over"
+            )
         check_destination(self.destination, self.overwrite)
         if staging.exists():
             shutil.rmtree(staging)  # STARTED by a run that died: no epoch to keep
         staging.mkdir(parents=True)
-        _write_json_atomically(staging / RUN_FILE, {"run_id": self.run_id, "pid": os.getpid(),
-                                                    "started": time.time(),
-                                                    "overwrite": self.overwrite})
+        _write_json_atomically(
+            staging / RUN_FILE,
+            {
+                "run_id": self.run_id,
+                "pid": os.getpid(),
+                "started": time.time(),
+                "overwrite": self.overwrite,
+            },
+        )
         fault_point("run.started")
 
     def _read_run_file(self) -> dict:
@@ -307,9 +344,11 @@ class RunDir:
             except BlockingIOError:
                 holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
                 os.close(fd)
-                raise BundleError(f"{self.label}: another cnnclf train (pid {holder or '?'}) is "
-                                  "writing this run; wait for it to finish, or choose another "
-                                  "--out") from None
+                raise BundleError(
+                    f"{self.label}: another cnnclf train (pid {holder or '?'}) is "
+                    "writing this run; wait for it to finish, or choose another "
+                    "--out"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
@@ -361,12 +400,15 @@ class RunDir:
                 with np.load(folder / name) as data:
                     best = {k: data[k] for k in data.files}
         except Exception as exc:  # numpy raises OSError, ValueError, BadZipFile, EOFError...
-            raise DamagedRun(f"--resume: {folder / name} is damaged ({type(exc).__name__}: "
-                             f"{str(exc)[:120]}); delete {folder} to start over") from None
+            raise DamagedRun(
+                f"--resume: {folder / name} is damaged ({type(exc).__name__}: "
+                f"{str(exc)[:120]}); delete {folder} to start over"
+            ) from None
         return arrays, best
 
-    def commit_checkpoint_async(self, epoch: int, arrays: dict, progress: dict,
-                                best: dict | None, on_failure=None) -> None:
+    def commit_checkpoint_async(
+        self, epoch: int, arrays: dict, progress: dict, best: dict | None, on_failure=None
+    ) -> None:
         """Commits epoch `epoch`'s checkpoint in a background thread (one at a time).
 
         A failure (a full disk) is kept in `failure` and reported through `on_failure`, so the
@@ -377,7 +419,7 @@ class RunDir:
         def work():
             try:
                 self.commit_checkpoint(epoch, arrays, progress, best)
-            except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            except BaseException as exc:
                 self.failure = exc
                 if on_failure is not None:
                     on_failure(exc)
@@ -403,31 +445,42 @@ class RunDir:
         if raise_failure and self.failure is not None:
             raise self.failure
 
-    def commit_checkpoint(self, epoch: int, arrays: dict, progress: dict,
-                          best: dict | None) -> None:
+    def commit_checkpoint(
+        self, epoch: int, arrays: dict, progress: dict, best: dict | None
+    ) -> None:
         """Makes epoch `epoch` resumable; see the module docstring for the order of steps."""
         import numpy as np
 
         name = f"checkpoint-{epoch}.npz"
-        progress = {**progress, "completed_epochs": epoch, "checkpoint": name,
-                    "run_id": self.run_id}
-        _write_atomically(self.staging / name, lambda f: np.savez(f, **arrays),
-                          "checkpoint.data_written")
+        progress = {
+            **progress,
+            "completed_epochs": epoch,
+            "checkpoint": name,
+            "run_id": self.run_id,
+        }
+        _write_atomically(
+            self.staging / name, lambda f: np.savez(f, **arrays), "checkpoint.data_written"
+        )
         fault_point("checkpoint.data_renamed")
         if best is not None:
             best_name = f"best-{best['epoch']}.npz"
             if not (self.staging / best_name).is_file():
-                _write_atomically(self.staging / best_name,
-                                  lambda f: np.savez(f, **best["arrays"]), None)
+                _write_atomically(
+                    self.staging / best_name, lambda f: np.savez(f, **best["arrays"]), None
+                )
                 fault_point("checkpoint.best_renamed")
             progress["best"] = best_name
-        _write_json_atomically(self.staging / PROGRESS_FILE, progress,
-                               "checkpoint.progress_written")
+        _write_json_atomically(
+            self.staging / PROGRESS_FILE, progress, "checkpoint.progress_written"
+        )
         _fsync_dir(self.staging)
         fault_point("checkpoint.committed")
         keep = {name, progress.get("best"), PROGRESS_FILE}
-        for old in list(self.staging.glob("checkpoint-*.npz")) + list(
-                self.staging.glob("best-*.npz")) + list(self.staging.glob(".*.tmp")):
+        for old in (
+            list(self.staging.glob("checkpoint-*.npz"))
+            + list(self.staging.glob("best-*.npz"))
+            + list(self.staging.glob(".*.tmp"))
+        ):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
         self.progress = progress
@@ -525,8 +578,9 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-                       ctypes.c_uint(_RENAME_EXCHANGE))
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE)
+    )
     if result == 0:
         return True
     code = ctypes.get_errno()

@@ -34,11 +34,16 @@ def new_run_dir(config_path: str | Path | None, runs_dir: Path = RUNS_DIR) -> Pa
 
 def newest_bundle(runs_dir: Path = RUNS_DIR) -> Path:
     if not runs_dir.is_dir():
-        raise BundleError(f"no --model given and no {runs_dir}/ folder here: train first "
-                          "(cnnclf train --config ...) or pass --model BUNDLE_DIR")
-    bundles = [p for p in runs_dir.iterdir()
-               if p.is_dir() and not p.name.startswith(".") and is_bundle(p)]
+        raise BundleError(
+            f"no --model given and no {runs_dir}/ folder here: train first "
+            "(cnnclf train --config ...) or pass --model BUNDLE_DIR"
+        )
+    bundles = [
+        p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and is_bundle(p)
+    ]
     if not bundles:
-        raise BundleError(f"no --model given and no complete bundle under {runs_dir}/: train "
-                          "first or pass --model BUNDLE_DIR")
+        raise BundleError(
+            f"no --model given and no complete bundle under {runs_dir}/: train "
+            "first or pass --model BUNDLE_DIR"
+        )
     return max(bundles, key=lambda p: ((p / MANIFEST_FILE).stat().st_mtime, p.name))
