@@ -1,4 +1,4 @@
-"""Importing TensorFlow on our terms: late (it costs ~2 s) and quiet (no C++/absl log spam).
+"""Importing TensorFlow on our terms: late (it is slow) and quiet (no C++/absl log spam).
 
 Only the functions that really need TensorFlow call `import_tensorflow()`, so `cnnclf --help`,
 config validation and every error path stay fast.
@@ -66,8 +66,8 @@ def is_tensorflow_missing(exc: BaseException) -> bool:
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seeds Python, NumPy and TensorFlow; optionally makes TensorFlow ops deterministic.
 
-    Op determinism is opt-in because it costs about 25% of training throughput here
-    (scripts/bench.py, determinism section: 0.75x).
+    Op determinism is opt-in because it costs a good part of training throughput (see the
+    benchmark pages: scripts/bench.py, determinism section).
     """
     tf = import_tensorflow()
     import keras

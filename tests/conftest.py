@@ -1,109 +1,100 @@
 """Fixtures made by code: tiny class-folder trees and trained bundles, small and fast.
 
-Each class has its own visual pattern (horizontal stripes, vertical stripes, a checkerboard),
-written at mixed sizes in mixed formats (JPEG, PNG, BMP, GIF), so the pipeline sees what real
-folders hold while a 1-epoch training run stays a couple of seconds.
+The plain functions that make them (and that tests call directly) live in helpers.py.
+
+Tiers: a test that trains a model, kills a process, starts a server or imports TensorFlow (in
+this process or in a subprocess) is marked `slow`, visibly, at the test or with a module's
+`pytestmark`. `pytest -m "not slow"` is the fast tier (config, data, store, rundir, metrics,
+rendering, CLI errors); plain `pytest` runs everything, as CI does. Two checks keep the marks
+honest: a test that asks for a fixture that trains (TRAINING_FIXTURES) must be marked slow, and a
+fast test that imports TensorFlow fails, naming the mark it lacks.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
+import sys
+import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
-from PIL import Image
-
-from cnnclf.cli import main
+from helpers import make_tree, train_bundle
 
 # No test may download anything: a backbone's ImageNet weights that are not in Keras' cache
 # are then an error (tested), never a download. Subprocesses inherit this.
 os.environ["CNNCLF_OFFLINE"] = "1"
 
-PATTERNS = ("hstripes", "vstripes", "checker")
-FORMATS = ("jpg", "png", "bmp", "gif")
+# Fixtures that train a model (here and in test modules). pytest lists a test's fixtures with
+# those they depend on, so a fixture built on one of these (an export, a served client) counts.
+TRAINING_FIXTURES = {
+    "binary_bundle",
+    "multi_bundle",
+    "confident_bundle",
+    "demo_bundle",
+    "scratch_bundle",
+    "source_bundle",
+}
 
 
-def pattern_image(kind: str, height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    period = max(2, min(height, width) // 4)
-    if kind == "hstripes":
-        base = (y // period) % 2
-    elif kind == "vstripes":
-        base = (x // period) % 2
-    else:
-        base = ((y // period) + (x // period)) % 2
-    pixels = base * 180 + 40 + rng.integers(0, 30, size=(height, width))
-    rgb = np.stack([pixels, pixels * 0.8, pixels * 0.6], axis=-1).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(rgb, "RGB")
+def pytest_collection_modifyitems(config, items):
+    unmarked = [
+        item.nodeid
+        for item in items
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use a fixture that trains a model but are not marked slow "
+            "(add @pytest.mark.slow or the module's pytestmark): " + ", ".join(unmarked)
+        )
 
 
-def make_tree(
-    root: Path, n_classes: int = 2, n_train: int = 12, n_test: int = 4, with_test: bool = True
-) -> Path:
-    """Writes root/training_set/<class>/* and root/test_set/<class>/*; returns root."""
-    splits = [("training_set", n_train)] + ([("test_set", n_test)] if with_test else [])
-    for split, count in splits:
-        for c in range(n_classes):
-            kind = PATTERNS[c]
-            folder = root / split / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                size = 20 + (i * 7) % 29  # mixed sizes, 20-48 px, not square
-                # Different seeds per split: no image may be in both (check-data flags leakage).
-                seed = i + 100 * c + (1000 if split == "test_set" else 0)
-                image = pattern_image(kind, size, size + (i % 3) * 5, seed=seed)
-                fmt = FORMATS[i % len(FORMATS)]
-                path = folder / f"{kind}_{i:03d}.{fmt}"
-                if fmt == "gif":
-                    image.convert("P").save(path)
-                else:
-                    image.save(path)
-    return root
+def _tensorflow_loaded() -> bool:
+    return "tensorflow" in sys.modules or "keras" in sys.modules
 
 
-def write_config(path: Path, tree: Path, **sections) -> Path:
-    """A tiny, fast config for `tree`; keyword arguments update whole sections."""
-    config = {
-        "data": {
-            "train_dir": str(tree / "training_set"),
-            "test_dir": str(tree / "test_set"),
-            "image_size": [16, 16],
-            "batch_size": 8,
-        },
-        "augment": {
-            "rescale": "1/255",
-            "shear_range": 0.2,
-            "zoom_range": 0.2,
-            "horizontal_flip": True,
-        },
-        "model": {
-            "conv_blocks": [{"filters": 4, "kernel_size": 3, "pool_size": 2}],
-            "dense_units": [8],
-        },
-        "train": {"epochs": 1, "seed": 7},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+_IMPORTED_TENSORFLOW: list[str] = []  # test modules whose import imported TensorFlow
 
 
-def run_cli(*args: str, cwd: Path | None = None):
-    """Invokes `cnnclf` in-process (TensorFlow is imported once per test session)."""
-    runner = CliRunner()
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-    finally:
-        os.chdir(old)
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    before = _tensorflow_loaded()
+    report = yield
+    if not before and _tensorflow_loaded() and isinstance(collector, pytest.Module):
+        _IMPORTED_TENSORFLOW.append(collector.nodeid)
+    return report
+
+
+def pytest_collection_finish(session):
+    # Importing a test module happens even when -m "not slow" deselects all of its tests: one
+    # that imports TensorFlow at module level costs the fast tier seconds per worker, and
+    # hides any fast test that imports it too (the check below only sees a new import).
+    if _IMPORTED_TENSORFLOW and any(
+        item.get_closest_marker("slow") is None for item in session.items
+    ):
+        warnings.warn(
+            pytest.PytestWarning(
+                f"{', '.join(_IMPORTED_TENSORFLOW)} imported TensorFlow while being collected; "
+                "import it inside the tests or fixtures that use it"
+            ),
+            stacklevel=1,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_stay_without_tensorflow(request):
+    """A test outside the slow tier must not import TensorFlow or Keras (seconds per worker)."""
+    before = _tensorflow_loaded()
+    yield
+    if before or request.node.get_closest_marker("slow") is not None:
+        return
+    loaded = [name for name in ("tensorflow", "keras") if name in sys.modules]
+    if loaded:
+        pytest.fail(
+            f"{request.node.nodeid} imported {' and '.join(loaded)}: mark it "
+            "@pytest.mark.slow, or keep TensorFlow out of the code it runs"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -116,14 +107,6 @@ def multi_tree(tmp_path_factory) -> Path:
     return make_tree(tmp_path_factory.mktemp("multi"), n_classes=3)
 
 
-def train_bundle(work: Path, tree: Path) -> Path:
-    """Trains a 1-epoch bundle on `tree` through the CLI; returns its folder."""
-    config = write_config(work / "tiny.yaml", tree)
-    result = run_cli("train", "--config", config, "--out", work / "bundle")
-    assert result.exit_code == 0, result.output
-    return work / "bundle"
-
-
 @pytest.fixture(scope="session")
 def binary_bundle(tmp_path_factory, binary_tree) -> Path:
     return train_bundle(tmp_path_factory.mktemp("binary_run"), binary_tree)
@@ -132,156 +115,3 @@ def binary_bundle(tmp_path_factory, binary_tree) -> Path:
 @pytest.fixture(scope="session")
 def multi_bundle(tmp_path_factory, multi_tree) -> Path:
     return train_bundle(tmp_path_factory.mktemp("multi_run"), multi_tree)
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-# ------------------------------------------------------------------------------------------
-# The bad-input corpus: one file per kind of trouble real folders hold.
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: a decompression bomb's signature."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def write_bad_case(case: str, folder: Path) -> Path:
-    """Writes one bad-input case into `folder`; returns the file's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    good = pattern_image("hstripes", 40, 40, seed=99)
-    if case == "truncated_jpeg":
-        path = folder / "truncated.jpg"
-        buffer = io.BytesIO()
-        good.save(buffer, "JPEG", quality=95)
-        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
-    elif case == "text_as_jpeg":
-        path = folder / "notes.jpg"
-        path.write_text("this is not an image")
-    elif case == "empty_file":
-        path = folder / "empty.png"
-        path.write_bytes(b"")
-    elif case == "decompression_bomb":
-        path = folder / "bomb.png"
-        path.write_bytes(_png_claiming(30000, 30000))
-    elif case == "png_named_jpg":
-        path = folder / "really_png.jpg"
-        good.save(path, "PNG")
-    elif case == "cmyk_jpeg":
-        path = folder / "scanner.jpg"
-        good.convert("CMYK").save(path, "JPEG")
-    elif case == "rgba_png":
-        path = folder / "screenshot.png"
-        rgba = good.convert("RGBA")
-        rgba.putalpha(128)
-        rgba.save(path)
-    elif case == "sixteen_bit_png":
-        path = folder / "scan16.png"
-        Image.fromarray(np.asarray(good.convert("L"), np.uint16) * 257).save(path)
-    elif case == "palette_gif":
-        path = folder / "palette.gif"
-        palette = good.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-        palette.save(path, transparency=palette.getpixel((0, 0)))  # an index in use
-    elif case == "exif_rotated":
-        path = folder / "phone.jpg"
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        good.save(path, exif=exif.tobytes())
-    elif case == "tiny_image":
-        path = folder / "tiny.png"
-        good.resize((4, 4)).save(path)
-    elif case == "ds_store":
-        path = folder / ".DS_Store"
-        path.write_bytes(b"\x00\x00\x00\x01Bud1")
-    elif case == "thumbs_db":
-        path = folder / "Thumbs.db"
-        path.write_bytes(b"\xd0\xcf\x11\xe0")
-    elif case == "appledouble":
-        path = folder / "._phone.jpg"
-        path.write_bytes(b"\x00\x05\x16\x07AppleDouble")
-    else:
-        raise ValueError(case)
-    return path
-
-
-# Files training must skip (and predict must report), and odd files both must read.
-UNREADABLE = ["truncated_jpeg", "text_as_jpeg", "empty_file", "decompression_bomb"]
-ODD_BUT_READABLE = [
-    "png_named_jpg",
-    "cmyk_jpeg",
-    "rgba_png",
-    "sixteen_bit_png",
-    "palette_gif",
-    "exif_rotated",
-    "tiny_image",
-]
-IGNORED = ["ds_store", "thumbs_db", "appledouble"]
-
-
-# ------------------------------------------------------------------------------------------
-# Hostile entries: what a data folder can hold that is not an image file at all.
-
-
-def write_large_png(path: Path, width: int, height: int) -> Path:
-    """A flat RGBA PNG of `width` x `height` written row by row, so the test process never holds
-    its pixels: a few hundred KB on disk that decode to width * height * 4 bytes."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    compressor = zlib.compressobj(9)
-    row = b"\x00" + bytes([200, 100, 50, 128]) * width
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    Path(path).write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-    return Path(path)
-
-
-def write_hostile_entry(case: str, folder: Path) -> Path:
-    """Writes one entry that is no regular image file into `folder`; returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if case == "fifo":
-        path = folder / "fifo.png"
-        os.mkfifo(path)
-    elif case == "device_link":
-        path = folder / "zero.png"
-        path.symlink_to("/dev/zero")
-    elif case == "dangling_link":
-        path = folder / "gone.png"
-        path.symlink_to(folder / "never_existed.png")
-    elif case == "loop_link":
-        path = folder / "loop"
-        path.symlink_to(".")  # the folder itself: walking it naively never ends
-    else:
-        raise ValueError(case)
-    return path
-
-
-HOSTILE = ["fifo", "device_link", "dangling_link", "loop_link"]

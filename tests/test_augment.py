@@ -134,6 +134,7 @@ def random_matrices(rng, n, size):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fill_mode", ["nearest", "constant", "reflect", "wrap"])
 def test_the_resampler_matches_keras_affine_transform(fill_mode):
     """The fast resampler gives Keras' (TensorFlow's kernel's) pixels, rotation included."""
@@ -180,7 +181,7 @@ def test_uint8_batches_augment_as_float_ones():
 
 
 def trained_history(tmp_path, name, tree, **augment_keys):
-    from conftest import read_json, run_cli, write_config
+    from helpers import read_json, run_cli, write_config
 
     config = write_config(
         tmp_path / f"{name}.yaml",
@@ -193,6 +194,7 @@ def trained_history(tmp_path, name, tree, **augment_keys):
     return result, read_json(tmp_path / name / "history.json")["loss"]
 
 
+@pytest.mark.slow
 def test_augmenting_in_the_training_step_trains_on_augmented_images(tmp_path, binary_tree):
     import keras
 

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import (
+from helpers import (
     IGNORED,
     ODD_BUT_READABLE,
     UNREADABLE,
@@ -97,6 +97,7 @@ def test_check_data_exits_non_zero_for_what_stops_training(tree, case):
     no_traceback(result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", UNREADABLE + ODD_BUT_READABLE + IGNORED)
 def test_training_survives_each_case(tmp_path, tree, case):
     path = write_bad_case(case, tree / "training_set" / "hstripes")
@@ -112,6 +113,7 @@ def test_training_survives_each_case(tmp_path, tree, case):
         assert skipped == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", UNREADABLE + ODD_BUT_READABLE)
 def test_predict_reports_bad_files_and_predicts_the_rest(
     tmp_path, binary_bundle, binary_tree, case

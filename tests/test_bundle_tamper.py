@@ -10,7 +10,10 @@ import shutil
 import sys
 
 import pytest
-from conftest import read_json, run_cli
+from helpers import read_json, run_cli
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
 
 BINARY = "binary_bundle"
 MULTI = "multi_bundle"
@@ -211,7 +214,7 @@ def test_tampered_bundle_is_refused_in_one_line(
     shutil.copytree(request.getfixturevalue(bundle_name), bundle)
     tamper(bundle)
     image = tmp_path / "image.png"
-    from conftest import pattern_image
+    from helpers import pattern_image
 
     pattern_image("hstripes", 20, 20, seed=1).save(image)
     assert_refused(run_cli("predict", "--model", bundle, image), bundle, file, phrase)
@@ -219,7 +222,7 @@ def test_tampered_bundle_is_refused_in_one_line(
 
 def test_an_untouched_copy_still_predicts(tmp_path, binary_bundle):
     """The control: copying alone does not trip any check."""
-    from conftest import pattern_image
+    from helpers import pattern_image
 
     bundle = tmp_path / "bundle"
     shutil.copytree(binary_bundle, bundle)
@@ -312,7 +315,7 @@ EXPORT_CASES = [
     "name, fmt, tamper, message", EXPORT_CASES, ids=[c[0] for c in EXPORT_CASES]
 )
 def test_tampered_export_is_refused_in_one_line(tmp_path, exports, name, fmt, tamper, message):
-    from conftest import pattern_image
+    from helpers import pattern_image
 
     for path in exports.glob(f"model.{fmt}*"):
         shutil.copy(path, tmp_path / path.name)
@@ -328,7 +331,7 @@ def test_truncated_tflite_on_tensorflows_interpreter_is_refused_not_a_crash(
 ):
     """Without LiteRT, tf.lite.Interpreter runs .tflite files; it crashed the process (SIGSEGV
     or SIGBUS) on a truncated one instead of raising."""
-    from conftest import pattern_image
+    from helpers import pattern_image
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)

@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import make_tree, run_cli, write_config
+from helpers import make_tree, run_cli, run_process, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +23,7 @@ def run_isolated(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
         print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
         sys.exit(code)
     """)
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+    return run_process([sys.executable, "-c", code], f"cnnclf {' '.join(args)}", cwd=cwd)
 
 
 def test_help_does_not_import_tensorflow():
@@ -100,7 +98,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case, message):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    result = subprocess.run(
+    result = run_process(
         [
             sys.executable,
             "-m",
@@ -110,16 +108,12 @@ def test_debug_shows_the_traceback(tmp_path):
             str(tmp_path / "absent.yaml"),
             "--debug",
         ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "cnnclf train --debug",
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
-    plain = subprocess.run(
+    plain = run_process(
         [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(tmp_path / "absent.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "cnnclf train",
     )
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
 
@@ -136,15 +130,12 @@ def test_readme_test_command_is_what_ci_runs():
 def cnnclf(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real `cnnclf` command (`python -m cnnclf` runs `cli.run`, like the executable),
     with stdout and stderr piped."""
-    return subprocess.run(
-        [sys.executable, "-m", "cnnclf", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
+    return run_process(
+        [sys.executable, "-m", "cnnclf", *map(str, args)], f"cnnclf {args[0]}", cwd=cwd
     )
 
 
+@pytest.mark.slow
 def test_the_command_exits_fast_with_its_output_complete(binary_bundle, binary_tree):
     # After TensorFlow, `run` ends the process with os._exit: everything printed must still
     # arrive through a pipe, and the exit code be the command's.
@@ -158,6 +149,7 @@ def test_the_command_exits_fast_with_its_output_complete(binary_bundle, binary_t
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_command_still_exits_non_zero_with_its_error(
     binary_bundle, binary_tree, tmp_path
 ):
@@ -181,12 +173,13 @@ def test_a_failing_command_still_exits_non_zero_with_its_error(
     ]
 
 
+@pytest.mark.slow
 def test_teardown_is_skipped_only_after_tensorflow_with_no_thread_left(monkeypatch):
     import threading
 
     import tensorflow  # noqa: F401  (what makes the teardown slow)
 
-    from cnnclf.cli import _can_skip_teardown
+    from cnnclf.cli.entry import can_skip_teardown as _can_skip_teardown
 
     assert _can_skip_teardown({})
     assert not _can_skip_teardown({"own_shutdown": True})  # serve

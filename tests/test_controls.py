@@ -1,10 +1,15 @@
 """Training controls: class weights, early stopping, best weights, schedules, determinism."""
 
+import itertools
+
 import numpy as np
 import pytest
-from conftest import make_tree, read_json, run_cli, write_config
+from helpers import make_tree, read_json, run_cli, write_config
 
 from cnnclf.bundle import load_bundle
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
 
 
 def train(tmp_path, tree, name="b", **train_overrides):
@@ -51,7 +56,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path, binary_tree):
             lambda lrs: (
                 lrs[0] == pytest.approx(1e-3)
                 and lrs[-1] == pytest.approx(1e-6)
-                and all(a > b for a, b in zip(lrs, lrs[1:]))
+                and all(a > b for a, b in itertools.pairwise(lrs))
             ),
         ),
         ("none", lambda lrs: lrs == pytest.approx([1e-3] * 4)),

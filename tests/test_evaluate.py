@@ -3,8 +3,12 @@
 import json
 import shutil
 
-from conftest import make_tree, read_json, run_cli, write_config
+import pytest
+from helpers import make_tree, read_json, run_cli, write_config
 from PIL import Image
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
 
 REPORT_KEYS = {"accuracy", "per_class", "confusion_matrix", "roc_auc", "threshold", "n_images"}
 

@@ -1,9 +1,11 @@
-"""Grad-CAM (cnnclf/inference/explain.py): empty maps are said, not painted blue; captions stay readable."""
+"""Grad-CAM (cnnclf/inference/explain.py): empty maps are said, not painted blue; captions stay
+readable."""
 
 import shutil
 
 import numpy as np
-from conftest import pattern_image, run_cli
+import pytest
+from helpers import pattern_image, run_cli
 from PIL import Image
 
 from cnnclf.bundle import MODEL_FILE, load_bundle
@@ -41,6 +43,7 @@ def _silenced_bundle(source, destination):
     return destination
 
 
+@pytest.mark.slow
 def test_a_map_without_positive_gradient_is_said(tmp_path, binary_bundle, binary_tree):
     bundle_dir = _silenced_bundle(binary_bundle, tmp_path / "silenced")
     image = sorted((binary_tree / "test_set").rglob("*.png"))[0]
@@ -61,6 +64,7 @@ def test_a_map_without_positive_gradient_is_said(tmp_path, binary_bundle, binary
     assert (right < 64).all(axis=-1).any()  # the note's text is there
 
 
+@pytest.mark.slow
 def test_a_usable_map_has_no_note(binary_bundle, binary_tree, tmp_path):
     bundle = load_bundle(binary_bundle)
     images = sorted((binary_tree / "test_set").rglob("*.png"))[:2]

@@ -5,10 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import read_json, run_cli, write_config
+from helpers import read_json, run_cli, write_config
 from PIL import Image
 
 from cnnclf.bundle import load_bundle
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
 
 
 def labels_of(model, folder):

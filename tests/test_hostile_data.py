@@ -5,6 +5,7 @@ hang runs under a timeout (a thread or a subprocess), so a regression fails inst
 the suite.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import HOSTILE, make_tree, run_cli, write_config, write_hostile_entry, write_large_png
+from helpers import HOSTILE, make_tree, run_cli, write_config, write_hostile_entry, write_large_png
 from PIL import Image
 
 from cnnclf.data.decode import ImageSpec, load_image
@@ -58,10 +59,8 @@ def within(seconds, fn, *args):
 
 def release_fifo_readers(path: Path) -> None:
     """Unblocks a reader stuck opening the FIFO `path` (a regression), so the suite can exit."""
-    try:
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
 
 
 def cli_subprocess(*args, timeout=60, memory_gb=4):
@@ -125,6 +124,7 @@ def test_the_decoder_refuses_non_regular_files_without_opening_them(tmp_path, ca
     assert info.value.path == str(path) and reason in info.value.reason
 
 
+@pytest.mark.slow
 def test_predict_reports_a_fifo_and_predicts_the_rest(tmp_path, binary_bundle, binary_tree):
     inbox = tmp_path / "inbox"
     fifo = write_hostile_entry("fifo", inbox)
@@ -141,6 +141,7 @@ def test_predict_reports_a_fifo_and_predicts_the_rest(tmp_path, binary_bundle, b
     assert f"{fifo}: not a regular file (a FIFO)" in result.stderr
 
 
+@pytest.mark.slow
 def test_training_is_not_hung_by_a_fifo(tmp_path, tree):
     fifo = write_hostile_entry("fifo", tree / "training_set" / "hstripes")
     config = write_config(tmp_path / "c.yaml", tree)

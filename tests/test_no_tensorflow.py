@@ -7,12 +7,11 @@ whose import raises the same ModuleNotFoundError an uninstalled TensorFlow raise
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli, run_process
 
 # Runs the CLI, then reports on stderr whether TensorFlow was imported at any point.
 WRAPPER = """
@@ -41,13 +40,11 @@ def no_tensorflow(tmp_path_factory) -> dict:
 
 def cnnclf(*args, env=None, cwd=None):
     """(exit code, stdout, stderr lines without the wrapper's report, tensorflow imported)."""
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, "-c", WRAPPER, *map(str, args)],
-        capture_output=True,
-        text=True,
+        f"cnnclf {' '.join(map(str, args))}",
         env=env,
         cwd=cwd,
-        timeout=120,
     )
     lines = result.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("tensorflow imported: "), result.stderr
@@ -75,6 +72,7 @@ def test_help_config_and_check_data_work_without_tensorflow(no_tensorflow, binar
     assert code == 0 and "training_set" in out, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -102,6 +100,7 @@ def test_commands_that_need_tensorflow_say_so_in_one_line(
     assert errors[0].startswith("error: cnnclf needs TensorFlow: pip install 'cnnclf[cpu]'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_predicting_from_an_export_never_imports_tensorflow(
     exports, no_tensorflow, binary_bundle, binary_tree, fmt

@@ -6,7 +6,10 @@ import json
 import shutil
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
 
 
 def test_single_file_prints_label_and_probability(binary_bundle, binary_tree):

@@ -22,6 +22,7 @@ def unrotated_matrices(rng, n, size):
     return (m @ flip_matrices(*flips, n, size)).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fill_mode", ["nearest", "constant"])
 @pytest.mark.parametrize("shape", [(23, 31, 3), (17, 12, 1), (64, 64, 3)])
 def test_rows_give_the_pixels_of_apply_affine(fill_mode, shape):
@@ -59,6 +60,7 @@ def test_rotated_matrices_are_refused():
     assert not supports("nearest", 10) and not supports("reflect", 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -9,18 +9,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_serve_process import start_server
+from helpers import communicate, run_cli, start_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
 
-pytestmark = pytest.mark.skipif(
-    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
-    "chromium-driver; .ci/run does)",
-)
+pytestmark = [
+    pytest.mark.slow,  # trains the demo model, starts a server and a browser
+    pytest.mark.skipif(
+        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+        reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium "
+        "chromium-driver; .ci/run does)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_page_classifies_uploaded_images(demo_bundle, browser, tmp_path):
             shutil.copy(shot, os.environ["CNNCLF_SCREENSHOT"])
     finally:
         process.terminate()
-        process.communicate(timeout=60)
+        communicate(process, "the server to exit after SIGTERM")
     assert process.returncode == 0
 
 
@@ -140,5 +142,5 @@ def test_page_asks_for_the_token_once(demo_bundle, browser):
         assert not form.is_displayed()
     finally:
         process.terminate()
-        process.communicate(timeout=60)
+        communicate(process, "the server to exit after SIGTERM")
     assert process.returncode == 0

@@ -1,13 +1,12 @@
 """Decoded images are kept between epochs (memory or disk) without changing what is trained."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree, read_json, run_cli, write_config
+from helpers import make_tree, read_json, run_cli, run_process, write_config
 
 from cnnclf.data.decode import ImageSpec
 from cnnclf.data.store import DecodedStore
@@ -52,6 +51,7 @@ def test_an_unreadable_file_is_reported_once_and_dropped(tmp_path):
     assert reported == [str(broken)]
 
 
+@pytest.mark.slow
 def test_every_cache_mode_trains_on_the_same_images(tmp_path, binary_tree):
     losses = {}
     for cache in ("memory", "disk", "none"):
@@ -188,6 +188,7 @@ print(peak_mib() - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
 @pytest.mark.parametrize("strategy,size", [("default", 128), ("default", 150), ("one_device", 128)])
 def test_reading_a_memory_store_copies_no_image(strategy, size):
@@ -195,11 +196,9 @@ def test_reading_a_memory_store_copies_no_image(strategy, size):
     (any rewrite of a tf.data graph copies a tensor in it; a slice of an unaligned image is
     a copy): either would double the memory a data set takes. A fresh process each, since
     memory a process freed earlier is reused without raising its peak."""
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, "-c", NO_COPY_CHECK, strategy, str(size)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        "an epoch over a memory store",
         cwd=ROOT,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -207,6 +206,7 @@ def test_reading_a_memory_store_copies_no_image(strategy, size):
     assert float(result.stdout.split()[-1]) < 48  # MiB, for a 96 MiB store
 
 
+@pytest.mark.slow
 def test_three_classes_get_one_hot_labels_in_every_read(tmp_path):
     from cnnclf.data.layout import Split
     from cnnclf.data.pipeline import decode_all, make_dataset, open_store
@@ -231,6 +231,7 @@ def test_three_classes_get_one_hot_labels_in_every_read(tmp_path):
         assert np.array_equal(got, np.eye(3, dtype=np.float32)[labels])
 
 
+@pytest.mark.slow
 def test_the_in_place_read_copies_images_into_a_batch_on_several_threads():
     """The in-place read cannot have tf.data's `parallel_batch` rewrite (it copies the
     store), so it sets what that rewrite sets; measured 15-16k -> 20-21k images/s at 224x224

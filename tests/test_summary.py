@@ -1,10 +1,10 @@
 """cnnclf summary: the Keras table, parameter counts, per-block geometry and a bundle's metrics."""
 
 import json
-import subprocess
 import sys
 
-from conftest import read_json, run_cli, write_config
+import pytest
+from helpers import read_json, run_cli, run_process, write_config
 
 from cnnclf.bundle import load_bundle
 from cnnclf.inference.summary import conv_block_geometry
@@ -35,6 +35,7 @@ def test_same_padding_changes_sizes_not_the_receptive_field():
     assert [b["receptive_field"] for b in blocks] == [4, 10]
 
 
+@pytest.mark.slow
 def test_summary_of_a_bundle(binary_bundle):
     result = run_cli("summary", "--model", binary_bundle, "--format", "json")
     assert result.exit_code == 0, result.output
@@ -74,6 +75,7 @@ def test_summary_of_a_bundle(binary_bundle):
     assert "validation images: 8 from test_dir" in table.stdout
 
 
+@pytest.mark.slow
 def test_summary_of_a_config(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
     result = run_cli(
@@ -101,6 +103,7 @@ def test_summary_of_a_config(tmp_path, binary_tree):
     assert "classes: 2 (assumed)" in table.stdout
 
 
+@pytest.mark.slow
 def test_batch_norm_weights_count_as_non_trainable(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
     result = run_cli(
@@ -132,11 +135,9 @@ def test_usage_errors_are_one_line_without_tensorflow(tmp_path, binary_tree):
             "error: summary: --set needs --config (a bundle's config is fixed)",
         ),
     ]:
-        done = subprocess.run(
+        done = run_process(
             [sys.executable, "-c", code, "summary", *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=120,
+            "cnnclf summary",
         )
         assert done.returncode == 2
         assert done.stderr.splitlines() == [message, "tensorflow imported: False"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_tree, read_json, run_cli, write_config
+from helpers import make_tree, read_json, run_cli, run_process, write_config
 
 from cnnclf.bundle import load_bundle
 from cnnclf.config import load_config
@@ -21,6 +21,7 @@ BUNDLE_FILES = {
 }
 
 
+@pytest.mark.slow
 def test_binary_bundle_describes_itself(binary_bundle, binary_tree):
     assert {p.name for p in binary_bundle.iterdir()} >= BUNDLE_FILES
     assert read_json(binary_bundle / "class_indices.json") == {"hstripes": 0, "vstripes": 1}
@@ -40,6 +41,7 @@ def test_binary_bundle_describes_itself(binary_bundle, binary_tree):
     assert load_config(binary_bundle / "config.yaml").train.epochs == 1
 
 
+@pytest.mark.slow
 def test_binary_model_has_sigmoid_and_rescaling_inside(binary_bundle):
     bundle = load_bundle(binary_bundle)
     layers = bundle.model.layers
@@ -49,6 +51,7 @@ def test_binary_model_has_sigmoid_and_rescaling_inside(binary_bundle):
     assert not any(type(layer).__name__.startswith("Random") for layer in layers)
 
 
+@pytest.mark.slow
 def test_three_classes_get_softmax(multi_bundle):
     bundle = load_bundle(multi_bundle)
     assert bundle.model.output_shape == (None, 3)
@@ -58,6 +61,7 @@ def test_three_classes_get_softmax(multi_bundle):
     assert pre["class_mode"] == "categorical" and pre["threshold"] is None
 
 
+@pytest.mark.slow
 def test_validation_split_when_no_test_dir(tmp_path):
     tree = make_tree(tmp_path / "data", n_train=10, with_test=False)
     config = write_config(
@@ -81,6 +85,7 @@ def test_validation_split_when_no_test_dir(tmp_path):
     assert read_json(tmp_path / "b" / "preprocessing.json")["color_mode"] == "grayscale"
 
 
+@pytest.mark.slow
 def test_runs_get_new_folders_named_after_the_config(tmp_path, binary_tree):
     config = write_config(tmp_path / "cats.yaml", binary_tree)
     first = run_cli("train", "--config", config, cwd=tmp_path)
@@ -91,6 +96,7 @@ def test_runs_get_new_folders_named_after_the_config(tmp_path, binary_tree):
     assert "bundle: runs/cats-" in second.stdout
 
 
+@pytest.mark.slow
 def test_out_refuses_to_replace_a_bundle_without_overwrite(tmp_path, binary_tree, binary_bundle):
     config = write_config(tmp_path / "c.yaml", binary_tree)
     out = tmp_path / "existing"
@@ -106,6 +112,7 @@ def test_out_refuses_to_replace_a_bundle_without_overwrite(tmp_path, binary_tree
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_failed_write_leaves_nothing_behind(tmp_path):
     destination = tmp_path / "bundle"
     with pytest.raises(KeyboardInterrupt), RunDir(destination) as run:
@@ -116,6 +123,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
         load_bundle(tmp_path)
 
 
+@pytest.mark.slow
 def test_unreadable_training_file_is_skipped_and_recorded(tmp_path):
     tree = make_tree(tmp_path / "data")
     bad = tree / "training_set" / "hstripes" / "broken.jpg"
@@ -128,6 +136,7 @@ def test_unreadable_training_file_is_skipped_and_recorded(tmp_path):
     assert [entry["path"] for entry in manifest["skipped_files"]] == [str(bad)]
 
 
+@pytest.mark.slow
 def test_a_class_with_no_readable_image_stops_before_the_first_epoch(tmp_path):
     tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
     for path in (tree / "training_set" / "vstripes").iterdir():
@@ -157,6 +166,7 @@ def _truncated_jpeg(path) -> bytes:
     return buffer.getvalue()[: len(buffer.getvalue()) // 3]
 
 
+@pytest.mark.slow
 def test_a_test_set_with_no_readable_image_stops_before_the_first_epoch(tmp_path):
     tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
     for path in (tree / "test_set").rglob("*.*"):
@@ -171,6 +181,7 @@ def test_a_test_set_with_no_readable_image_stops_before_the_first_epoch(tmp_path
     assert "Epoch 1" not in result.output
 
 
+@pytest.mark.slow
 def test_bundle_counts_the_images_actually_used(tmp_path):
     tree = make_tree(tmp_path / "data", n_train=6, n_test=3)
     for i in range(4):
@@ -184,6 +195,7 @@ def test_bundle_counts_the_images_actually_used(tmp_path):
     assert "classes: hstripes (6 train, 3 val), vstripes (6 train, 3 val)" in result.stderr
 
 
+@pytest.mark.slow
 def test_keep_best_reports_the_kept_epoch(tmp_path, binary_tree):
     # val_accuracy saturates early on this easy data; a later epoch only ties, and a tie is
     # not an improvement, so the kept epoch is not the last one.
@@ -207,6 +219,7 @@ def test_keep_best_reports_the_kept_epoch(tmp_path, binary_tree):
     assert metrics["accuracy"] == pytest.approx(kept["val_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_training_on_its_own_test_set_is_warned_about(tmp_path, binary_tree):
     config = write_config(
         tmp_path / "c.yaml", binary_tree, data={"test_dir": str(binary_tree / "training_set")}
@@ -217,17 +230,17 @@ def test_training_on_its_own_test_set_is_warned_about(tmp_path, binary_tree):
     assert len(warnings) == 1 and "holds the training images themselves" in warnings[0]
 
 
+@pytest.mark.slow
 def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
     # The command ends with os._exit (no interpreter teardown): TensorFlow's atexit clean-up
     # of autograph's generated modules must still run.
     import os
-    import subprocess
     import sys
 
     config = write_config(tmp_path / "c.yaml", binary_tree)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    done = subprocess.run(
+    done = run_process(
         [
             sys.executable,
             "-m",
@@ -238,10 +251,8 @@ def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
             "--out",
             str(tmp_path / "b"),
         ],
-        capture_output=True,
-        text=True,
+        "cnnclf train",
         env={**os.environ, "TMPDIR": str(scratch)},
-        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in scratch.iterdir()) == []
@@ -257,6 +268,7 @@ def test_steps_per_execution_is_one_on_cpu_and_more_on_an_accelerator():
     assert steps_per_execution(4, cpu, 100) == 4
 
 
+@pytest.mark.slow
 def test_jit_compile_true_trains_with_xla_on_cpu_and_is_recorded(tmp_path, binary_tree):
     recorded = []
     for setting in ("true", "auto"):
@@ -277,6 +289,7 @@ def test_jit_compile_true_trains_with_xla_on_cpu_and_is_recorded(tmp_path, binar
     assert recorded[0]["strategy"] == "default"
 
 
+@pytest.mark.slow
 def test_several_steps_per_execution_train_the_same_model(tmp_path, binary_tree):
     losses = []
     for steps in (1, 3):

@@ -6,13 +6,21 @@ test from `keras.applications` with weights=None.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree, read_json, run_cli, write_config
+from helpers import (
+    WAIT_S,
+    communicate,
+    make_tree,
+    read_json,
+    run_cli,
+    run_process,
+    start_workers,
+    write_config,
+)
 
 from cnnclf.config import load_config
 from cnnclf.errors import ConfigError
@@ -73,6 +81,7 @@ def scratch_bundle(tmp_path_factory, tiny_tree):
     return work / "bundle"
 
 
+@pytest.mark.slow
 def test_a_backbone_bundle_records_its_start_and_predicts(scratch_bundle, tiny_tree):
     manifest = read_json(scratch_bundle / "bundle.json")
     assert manifest["start"]["backbone"] == {
@@ -94,6 +103,7 @@ def test_a_backbone_bundle_records_its_start_and_predicts(scratch_bundle, tiny_t
     assert len(rows) == 2 and all(np.isfinite(r["probability"]) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(BACKBONES) - {"mobilenet_v3_small"}))
 def test_each_other_backbone_builds_and_trains_one_step(tmp_path, tiny_tree, name):
     config = backbone_config(tmp_path / "c.yaml", tiny_tree, {"name": name, "weights": "none"})
@@ -138,6 +148,7 @@ def _saved_backbone(path: Path, seed: int):
     return [w.numpy() for w in model.weights]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_name", ["mine.weights.h5", "legacy.h5"])
 def test_a_weights_file_loads_through_the_config_and_changes_predictions(
     tmp_path, tiny_tree, scratch_bundle, file_name
@@ -166,6 +177,7 @@ def test_a_weights_file_loads_through_the_config_and_changes_predictions(
     assert not np.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_weights_file_of_another_model_is_one_config_error(tmp_path, tiny_tree):
     import keras
 
@@ -190,7 +202,7 @@ def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
     )
     env = dict(os.environ, CNNCLF_OFFLINE="1", KERAS_HOME=str(tmp_path / "keras"))
     # -X importtime lists every module imported: TensorFlow must not be among them.
-    result = subprocess.run(
+    result = run_process(
         [
             sys.executable,
             "-X",
@@ -203,10 +215,8 @@ def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
             "--out",
             str(tmp_path / "b"),
         ],
-        capture_output=True,
-        text=True,
+        "cnnclf train with imagenet weights offline",
         env=env,
-        timeout=120,
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
@@ -220,6 +230,7 @@ def test_offline_imagenet_is_one_line_before_tensorflow(tmp_path, tiny_tree):
     assert "Epoch" not in result.stdout and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(
     tmp_path, tiny_tree, monkeypatch
 ):
@@ -254,6 +265,7 @@ def test_imagenet_weights_in_keras_cache_are_hash_checked_then_used(
     np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_grayscale_feeds_an_rgb_backbone_and_grad_cam_works(tmp_path, tiny_tree):
     config = backbone_config(
         tmp_path / "c.yaml",
@@ -280,6 +292,7 @@ def source_bundle(tmp_path_factory, tiny_tree):
     return work / "bundle"
 
 
+@pytest.mark.slow
 def test_init_from_copies_frozen_features_and_fine_tune_moves_them(
     tmp_path, source_bundle, binary_tree
 ):
@@ -333,6 +346,7 @@ def test_init_from_copies_frozen_features_and_fine_tune_moves_them(
     assert not np.allclose(moved, source[0])
 
 
+@pytest.mark.slow
 def test_init_from_with_other_features_is_a_config_error(tmp_path, source_bundle, binary_tree):
     config = write_config(
         tmp_path / "c.yaml",
@@ -351,6 +365,7 @@ def test_init_from_with_other_features_is_a_config_error(tmp_path, source_bundle
     assert result.exit_code == 2 and "is not a cnnclf bundle" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_at", [2, 3])
 def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(
     tmp_path, source_bundle, binary_tree, kill_at
@@ -368,12 +383,10 @@ def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(
     )
     out = tmp_path / "b"
     env = dict(os.environ, CNNCLF_FAULT=f"checkpoint.committed@{kill_at}=kill")
-    killed = subprocess.run(
+    killed = run_process(
         [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config), "--out", str(out)],
+        f"a run killed at checkpoint {kill_at}",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert killed.returncode == -9, killed.stderr
     result = run_cli("train", "--config", config, "--out", out, "--resume")
@@ -386,6 +399,7 @@ def test_resume_across_the_phase_boundary_ends_with_the_same_epochs(
     assert [p["epochs"] for p in phases] == [[1, 2], [3, 4]]
 
 
+@pytest.mark.slow
 def test_export_parity_for_a_backbone_bundle(tmp_path, tiny_tree, scratch_bundle):
     for fmt, name in (("tflite", "m.tflite"), ("onnx", "m.onnx")):
         result = run_cli(
@@ -472,6 +486,7 @@ def test_backbone_defaults_follow_the_backbone(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
     config = write_config(tmp_path / "c.yaml", binary_tree)
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
@@ -491,6 +506,7 @@ def test_check_data_suggests_a_backbone_unless_the_config_has_one(tmp_path, bina
     assert "pretrained backbone" not in result.stdout
 
 
+@pytest.mark.slow
 def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bundle, binary_tree):
     # min_delta 10: no epoch can improve enough, so each phase stops after patience + 1 epochs.
     config = write_config(
@@ -513,6 +529,7 @@ def test_early_stopping_in_phase_one_moves_on_to_fine_tuning(tmp_path, source_bu
     assert manifest["stopped_early"] is True
 
 
+@pytest.mark.slow
 def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle, tiny_tree):
     from fastapi.testclient import TestClient
 
@@ -532,6 +549,7 @@ def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle,
         assert explained.headers["content-type"] == "image/png"
 
 
+@pytest.mark.slow
 def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tree):
     config = backbone_config(
         tmp_path / "c.yaml",
@@ -545,7 +563,7 @@ def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tre
             "fine_tune": {"epochs": 1, "unfreeze": 3},
         },
     )
-    result = subprocess.run(
+    result = run_process(
         [
             sys.executable,
             "-m",
@@ -556,9 +574,7 @@ def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tre
             "--out",
             str(tmp_path / "b"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        "a mirrored bfloat16 run with a backbone",
         env={**os.environ, "CNNCLF_LOGICAL_CPUS": "2"},
     )
     assert result.returncode == 0, result.stderr
@@ -571,9 +587,8 @@ def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tre
     assert backbone_of(tmp_path / "b").layers[-1].dtype_policy.name == "mixed_bfloat16"
 
 
+@pytest.mark.slow
 def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, binary_tree):
-    from test_distribute import start_workers
-
     config = write_config(
         tmp_path / "c.yaml",
         binary_tree,
@@ -581,7 +596,7 @@ def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, bina
         train={"epochs": 1, "seed": 3, "fine_tune": {"epochs": 1, "learning_rate": 0.01}},
     )
     workers = start_workers(config, tmp_path / "bundle")
-    errors = [w.communicate(timeout=240)[1] for w in workers]
+    errors = [communicate(w, "a multi-worker training run", 2 * WAIT_S)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
     assert "fine-tuning: all of 1 feature layers" in errors[0]
     history = read_json(tmp_path / "bundle" / "history.json")
@@ -589,6 +604,7 @@ def test_both_phases_run_on_a_multi_worker_cluster(tmp_path, source_bundle, bina
     assert history["learning_rate"] == pytest.approx([0.001, 0.01])
 
 
+@pytest.mark.slow
 def test_init_from_a_backbone_bundle_needs_no_imagenet_file(tmp_path, scratch_bundle, tiny_tree):
     """The bundle's features replace the backbone's weights: offline, imagenet is not needed."""
     config = backbone_config(

@@ -1,7 +1,7 @@
 """`cnnclf export`: SavedModel, TFLite (float, float16, int8) and ONNX, each checked for parity.
 
 Every export is run with its own runtime (TF SavedModel loader, TFLite interpreter, ONNX
-Runtime) on real images decoded by `images.load_image` and compared with the Keras model before
+Runtime) on real images decoded by `data.decode.load_image` and compared with the Keras model before
 the command succeeds; nothing is written to `--out` unless the check passes.
 Float exports must match within 1e-4 on every probability; quantized ones (float16, int8) must
 predict the same label on at least 99% of the sample.

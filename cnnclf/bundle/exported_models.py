@@ -2,7 +2,7 @@
 
 An export carries the same sidecar facts as a bundle (class names, preprocessing, threshold) in a
 small JSON beside it, so `cnnclf predict --model model.tflite` decodes images with the same
-`images.load_image` and reads labels the same way as with the Keras bundle.
+`data.decode.load_image` and reads labels the same way as with the Keras bundle.
 
 Sidecars: for a file `model.tflite` (or `.onnx`): `model.tflite.labels.txt` and
 `model.tflite.cnnclf.json` beside it (named after the whole file name, so `model.onnx` and
@@ -45,7 +45,7 @@ class TFLiteModel:
     """TFLite interpreter with `predict_on_batch`; input resized to the batch on first use.
 
     The standalone LiteRT runtime (`ai-edge-litert`) is used when installed: it starts in a
-    fraction of TensorFlow's ~2 s import. TensorFlow's own `tf.lite.Interpreter` otherwise.
+    fraction of TensorFlow's import time. TensorFlow's own `tf.lite.Interpreter` otherwise.
     """
 
     def __init__(self, path: Path):

@@ -1,12 +1,15 @@
-"""Rendering predictions as a table, JSON or CSV for the terminal or a file."""
+"""Rendering for the terminal or a file: predictions (table, JSON, CSV), evaluation reports
+(table, JSON, Markdown) and check-data reports (table, JSON)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from typing import TYPE_CHECKING
 
-from cnnclf.inference.predict import Prediction
+if TYPE_CHECKING:
+    from cnnclf.inference.predict import Prediction
 
 
 def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> str:
@@ -33,7 +36,7 @@ def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> s
     for p in predictions:
         line = f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:<11.2f}"
         if ranked:
-            line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k)
+            line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k or ())
         lines.append(line.rstrip())
     return "\n".join(lines)
 
@@ -59,32 +62,7 @@ def render_report(report: dict, fmt: str) -> str:
 
     title = "# Evaluation report" if md else "Evaluation report"
     lines += [title, ""]
-    counts = ", ".join(f"{n} {c}" for n, c in report["images_per_class"].items())
-    facts = [
-        ("bundle", report["bundle"]),
-        ("data", f"{report['data_dir']} ({report['data_source']})"),
-        ("images", f"{report['n_images']} ({counts})"),
-    ]
-    if "threshold" in report:
-        rule = report.get("threshold_rule")
-        how = f", chosen by rule {rule}" if isinstance(rule, str) else ""
-        facts.append(
-            (
-                "threshold",
-                f"{report['threshold']:.4g} ({report['threshold_source']}"
-                f"{how}); positive class: {report['positive_class']}",
-            )
-        )
-    if report.get("absent_classes"):
-        facts.append(
-            (
-                "absent",
-                f"{', '.join(report['absent_classes'])} (the model's classes "
-                f"with no folder here: not reported on)",
-            )
-        )
-    if report.get("skipped_files"):
-        facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
+    facts = _report_facts(report)
     for key, value in facts:
         lines.append(f"- **{key}**: {value}" if md else f"{key + ':':<11}{value}")
     lines.append("")
@@ -119,6 +97,37 @@ def render_report(report: dict, fmt: str) -> str:
     if report.get("plots"):
         lines.append("Plots: " + ", ".join(report["plots"]))
     return "\n".join(lines).rstrip()
+
+
+def _report_facts(report: dict) -> list[tuple[str, str]]:
+    """The report's header: what was evaluated, on what, and how."""
+    counts = ", ".join(f"{n} {c}" for n, c in report["images_per_class"].items())
+    facts = [
+        ("bundle", report["bundle"]),
+        ("data", f"{report['data_dir']} ({report['data_source']})"),
+        ("images", f"{report['n_images']} ({counts})"),
+    ]
+    if "threshold" in report:
+        rule = report.get("threshold_rule")
+        how = f", chosen by rule {rule}" if isinstance(rule, str) else ""
+        facts.append(
+            (
+                "threshold",
+                f"{report['threshold']:.4g} ({report['threshold_source']}"
+                f"{how}); positive class: {report['positive_class']}",
+            )
+        )
+    if report.get("absent_classes"):
+        facts.append(
+            (
+                "absent",
+                f"{', '.join(report['absent_classes'])} (the model's classes "
+                f"with no folder here: not reported on)",
+            )
+        )
+    if report.get("skipped_files"):
+        facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
+    return facts
 
 
 def render_check(report: dict, fmt: str) -> str:

@@ -41,12 +41,10 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int], where: s
     `seed` is a stateless-RNG seed (int64 tensor of shape [2]) that the pipeline draws per
     batch from a seeded `tf.data.Dataset.random`, so runs repeat exactly for the same seed.
     `where` is where the function will run: "pipeline" (tf.data, on the CPU: without rotation
-    the transform goes through `row_resample`, ~6x faster there) or "step" (inside a compiled
+    the transform goes through `row_resample`, much faster there) or "step" (inside a compiled
     training step, on any device: `apply_affine`). Both give the same pixels.
     """
     import tensorflow as tf
-
-    from cnnclf.data import row_resample
 
     height, width = image_size
     zoom = augment.zoom_range
@@ -76,7 +74,7 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int], where: s
         if geometric:
             # Flips ride along in the affine matrix (sampled positions mirrored), as
             # ImageDataGenerator flipped after transforming: one resampling pass, no extra
-            # full-batch copy (a separate flip cost ~40 us per 64x64 image here).
+            # full-batch copy.
             matrices = _matrices(seed, batch) @ flip_matrices(
                 flip_x, flip_y, batch, (height, width)
             )
@@ -101,13 +99,23 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int], where: s
         zy = uniform(seed, 5, batch, zoom_low, zoom_high)
         return affine_matrices(rotation, dx, dy, shear, zx, zy, (height, width))
 
-    by_rows = where == "pipeline" and row_resample.supports(
-        augment.fill_mode, augment.rotation_range
-    )
+    _affine = _affine_resampler(augment, where)
+    return augmenter
 
-    def _affine(images, m):
-        if not by_rows:
-            return apply_affine(images, m, augment.fill_mode, augment.cval)
+
+def _affine_resampler(augment: AugmentConfig, where: str):
+    """`fn(images, matrices)`: `row_resample` where it can run (the pipeline, no rotation),
+    `apply_affine` otherwise; the same pixels either way."""
+    import tensorflow as tf
+
+    from cnnclf.data import row_resample
+
+    if not (
+        where == "pipeline" and row_resample.supports(augment.fill_mode, augment.rotation_range)
+    ):
+        return lambda images, m: apply_affine(images, m, augment.fill_mode, augment.cval)
+
+    def by_rows(images, m):
         out = tf.numpy_function(
             row_resample.resample,
             [images, m, augment.fill_mode == "constant", augment.cval],
@@ -117,7 +125,7 @@ def make_augmenter(augment: AugmentConfig, image_size: tuple[int, int], where: s
         out.set_shape(images.shape)
         return out
 
-    return augmenter
+    return by_rows
 
 
 def where_to_augment(setting: str, devices: list[str]) -> str:
@@ -215,8 +223,8 @@ def apply_affine(images, matrices, fill_mode="nearest", cval=0.0):
     Bilinear, with the fill modes of Keras' `affine_transform` (TensorFlow's
     ImageProjectiveTransformV3, which it calls): the same pixels to float rounding. For nearest
     and constant fill (the defaults and the tutorial's) it is written as four gathers, compiled
-    with XLA: 224x224 batches took ~0.9 ms an image on one core here against ~2.2 ms for that
-    kernel, which recomputes every pixel's position once per channel. reflect and wrap use the
+    with XLA, faster than that kernel, which recomputes every pixel's position once per
+    channel. reflect and wrap use the
     kernel itself.
     """
     import tensorflow as tf

@@ -1,6 +1,6 @@
 """`cnnclf check-data`: what is in a data set, and what in it will be skipped, converted or wrong.
 
-Readability is decided by `images.load_image`, the decoder training uses, so "unreadable" here
+Readability is decided by `decode.load_image`, the decoder training uses, so "unreadable" here
 means exactly "skipped by training". Everything else is read from Pillow's metadata and the file
 bytes (content hashes find duplicates and train/test leakage). No TensorFlow.
 """
@@ -102,7 +102,7 @@ class Problem:
         }
 
 
-# Under this many images a class, a pretrained backbone is worth suggesting (transfer.py says
+# Under this many images a class, a pretrained backbone is worth suggesting (model/transfer.py says
 # the same at the start of train).
 SMALL_CLASS = 1000
 
@@ -190,66 +190,10 @@ def check_data(
         workers: threads reading files (default: one per CPU core).
     """
     report = CheckReport()
-    class_lists = {}
-    for name, root in splits.items():
-        try:
-            classes = class_folders(root, name)
-        except DataError as exc:
-            report.fatal.append(str(exc))
-            continue
-        as_splits = splits_instead_of_classes(root, classes, name)
-        if as_splits:
-            report.fatal.append(as_splits)
-            continue
-        class_lists[name] = classes
-        if len(classes) < 2:
-            report.fatal.append(
-                f"{name}: only one class folder ({classes[0]}); a classifier needs at least two"
-            )
-    names = list(class_lists)
-    train_name = next(iter(splits), None)
-    for other in names:
-        if (
-            train_name in class_lists
-            and other != train_name
-            and class_lists[other] != class_lists[train_name]
-        ):
-            report.fatal.append(
-                f"{other}: classes differ from {train_name}'s "
-                f"({', '.join(class_lists[other])} vs "
-                f"{', '.join(class_lists[train_name])})"
-            )
+    class_lists = _class_lists(splits, report)
     jobs = []
     for split, classes in class_lists.items():
-        report.splits[split] = {}
-        skipped: dict[str, str] = {}
-        owner: dict[tuple[int, int], tuple[str, str]] = {}
-        conflicts: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for cls in classes:
-            folder = splits[split] / cls
-            files = list_files(folder, skipped)
-            images = [p for p, _ in files if is_image_name(os.path.basename(p))]
-            report.splits[split][cls] = len(images)
-            if not images:
-                report.fatal.append(f"{split}: class folder {folder} has no images")
-            report.problems += [
-                Problem("not_an_image", p)
-                for p, _ in files
-                if not is_image_name(os.path.basename(p))
-            ]
-            for path, identity in files:
-                other_class, other = owner.setdefault(identity, (cls, path))
-                if other_class != cls:
-                    conflicts.setdefault((cls, other_class), []).append((path, other))
-            jobs += [(split, cls, f) for f in images]
-        report.problems += [_skip_problem(path, reason) for path, reason in skipped.items()]
-        for (cls, other_class), pairs in conflicts.items():
-            # A linked folder puts hundreds of files under two classes: one line per class pair.
-            (path, other), more = pairs[0], len(pairs) - 1
-            report.fatal.append(
-                two_classes_message(split, path, cls, other, other_class)
-                + (f"; {more} more file(s) like it" if more else "")
-            )
+        jobs += _list_split(split, splits[split], classes, report)
     spec = ImageSpec(tuple(image_size) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: _inspect(job[2], spec, image_size), jobs))
@@ -268,27 +212,103 @@ def check_data(
                     f"{split}: class folder {splits[split] / cls} has no "
                     f"readable image (all {count} are unreadable or empty)"
                 )
-    for split, by_hash in hashes.items():
+    _report_copies(hashes, next(iter(splits), None), list(class_lists), report)
+    order = list(_SEVERITY)
+    report.problems.sort(key=lambda p: (order.index(p.kind), p.path))
+    return report
+
+
+def _class_lists(splits: dict[str, Path], report: CheckReport) -> dict[str, list[str]]:
+    """Each split's classes; what stops training (no classes, one class, classes that differ
+    from the training set's) goes to `report.fatal`, and such a split is left out."""
+    class_lists = {}
+    for name, root in splits.items():
+        try:
+            classes = class_folders(root, name)
+        except DataError as exc:
+            report.fatal.append(str(exc))
+            continue
+        as_splits = splits_instead_of_classes(root, classes, name)
+        if as_splits:
+            report.fatal.append(as_splits)
+            continue
+        class_lists[name] = classes
+        if len(classes) < 2:
+            report.fatal.append(
+                f"{name}: only one class folder ({classes[0]}); a classifier needs at least two"
+            )
+    train_name = next(iter(splits), None)
+    for other in class_lists:
+        if (
+            train_name in class_lists
+            and other != train_name
+            and class_lists[other] != class_lists[train_name]
+        ):
+            report.fatal.append(
+                f"{other}: classes differ from {train_name}'s "
+                f"({', '.join(class_lists[other])} vs "
+                f"{', '.join(class_lists[train_name])})"
+            )
+    return class_lists
+
+
+def _list_split(
+    split: str, root: Path, classes: list[str], report: CheckReport
+) -> list[tuple[str, str, str]]:
+    """(split, class, path) of every image of one split, to inspect; files that are no image,
+    cannot be listed, or sit under two classes are reported here."""
+    report.splits[split] = {}
+    jobs = []
+    skipped: dict[str, str] = {}
+    owner: dict[tuple[int, int], tuple[str, str]] = {}
+    conflicts: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for cls in classes:
+        folder = root / cls
+        files = list_files(folder, skipped)
+        images = [p for p, _ in files if is_image_name(os.path.basename(p))]
+        report.splits[split][cls] = len(images)
+        if not images:
+            report.fatal.append(f"{split}: class folder {folder} has no images")
+        report.problems += [
+            Problem("not_an_image", p) for p, _ in files if not is_image_name(os.path.basename(p))
+        ]
+        for path, identity in files:
+            other_class, other = owner.setdefault(identity, (cls, path))
+            if other_class != cls:
+                conflicts.setdefault((cls, other_class), []).append((path, other))
+        jobs += [(split, cls, f) for f in images]
+    report.problems += [_skip_problem(path, reason) for path, reason in skipped.items()]
+    for (cls, other_class), pairs in conflicts.items():
+        # A linked folder puts hundreds of files under two classes: one line per class pair.
+        (path, other), more = pairs[0], len(pairs) - 1
+        report.fatal.append(
+            two_classes_message(split, path, cls, other, other_class)
+            + (f"; {more} more file(s) like it" if more else "")
+        )
+    return jobs
+
+
+def _report_copies(hashes: dict, train_name: str | None, names: list[str], report) -> None:
+    """Duplicates within a split, and training images leaked into another split."""
+    for by_hash in hashes.values():
         for paths in by_hash.values():
             report.problems += [
                 Problem("duplicate", p, f"same bytes as {paths[0]}") for p in paths[1:]
             ]
-    if train_name in hashes:
-        train_hashes = hashes[train_name]
-        for other in names:
-            if other == train_name:
-                continue
-            other_hashes = hashes.get(other, {})
-            leaked = set(train_hashes) & set(other_hashes)
-            report.leaked_images += len(leaked)
-            for digest in sorted(leaked):
-                report.problems += [
-                    Problem("leakage", p, f"also in {other}: {other_hashes[digest][0]}")
-                    for p in train_hashes[digest]
-                ]
-    order = list(_SEVERITY)
-    report.problems.sort(key=lambda p: (order.index(p.kind), p.path))
-    return report
+    if train_name not in hashes:
+        return
+    train_hashes = hashes[train_name]
+    for other in names:
+        if other == train_name:
+            continue
+        other_hashes = hashes.get(other, {})
+        leaked = set(train_hashes) & set(other_hashes)
+        report.leaked_images += len(leaked)
+        for digest in sorted(leaked):
+            report.problems += [
+                Problem("leakage", p, f"also in {other}: {other_hashes[digest][0]}")
+                for p in train_hashes[digest]
+            ]
 
 
 def _skip_problem(path: str, reason: str) -> Problem:

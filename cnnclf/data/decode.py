@@ -12,8 +12,8 @@ Rescaling to [0, 1] is *not* done here: it lives inside the model, so no caller 
 
 Hostile files are refused before they can hurt: only regular files are opened (a FIFO named
 `x.png` would block `open` forever, `/dev/zero` would be read without end), and the pixels being
-decoded at once across all threads are capped (`_DECODE_BUDGET`), because a 355 KB PNG can
-decode to 350 MB.
+decoded at once across all threads are capped (`_DECODE_BUDGET`), because a PNG of a few
+hundred kilobytes can decode to a thousand times that.
 
 Example:
     spec = ImageSpec(image_size=(64, 64), color_mode="rgb")
@@ -143,8 +143,9 @@ def _return_freed_memory() -> None:
     """Hands memory freed by a large decode back to the OS (glibc only; a no-op elsewhere).
 
     Pillow allocates in 16 MB blocks, which glibc serves from the decoding thread's own arena
-    and keeps after they are freed: without this, eight 9400x9400 PNGs decoded one at a time by
-    8 threads still peaked at 2.8 GB (0.7 GB with it), each thread's arena keeping its last one.
+    and keeps after they are freed: without this, large PNGs decoded one at a time by several
+    threads keep the process's peak as high as if they were all decoded at once, each thread's
+    arena keeping its last one.
     """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:

@@ -2,7 +2,7 @@
 
 Classes are the sorted sub-folder names of a split's root, as Keras' `flow_from_directory` and
 `image_dataset_from_directory` define them, so `class_indices` match what tutorial users expect.
-Everything here is plain Python, so layout errors surface before the 2 s TensorFlow import.
+Everything here is plain Python, so layout errors surface before TensorFlow's slow import.
 """
 
 from __future__ import annotations
@@ -88,18 +88,7 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
     stack = [(root, top.st_dev)]
     while stack:
         current, device = stack.pop()
-        try:
-            with os.scandir(current) as listing:
-                # Real folders before links to them, and by name: the same tree always lists
-                # the same paths, and a folder reached both ways is listed under its own name.
-                entries = sorted(listing, key=lambda e: (_is_link(e), e.name))
-        except PermissionError:
-            skipped[current] = "permission denied: this folder cannot be listed (chmod a+rx it)"
-            continue
-        except OSError as exc:
-            skipped[current] = f"this folder cannot be listed ({exc.strerror or exc})"
-            continue
-        for entry in entries:
+        for entry in _entries(current, skipped):
             if entry.name.startswith("."):
                 continue
             try:
@@ -115,16 +104,7 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
             if stat.S_ISDIR(status.st_mode):
                 key = (status.st_dev, status.st_ino)
                 if key in visited:
-                    first = visited[key]
-                    above = entry.path.startswith(first + os.sep)
-                    how = (
-                        "a link loop"
-                        if above
-                        else "a link"
-                        if _is_link(entry)
-                        else "reached through a link"
-                    )
-                    skipped[entry.path] = f"{ALREADY_LISTED} {first} ({how}): listed once"
+                    skipped[entry.path] = _listed_once(entry, visited[key])
                     continue
                 visited[key] = entry.path
                 stack.append((entry.path, status.st_dev))
@@ -134,7 +114,37 @@ def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]
                 skipped[entry.path] = not_regular_reason(entry.path, status)
             else:
                 found.append((entry.path, (status.st_dev, status.st_ino)))
-    found.sort()
+    return _once_per_file(sorted(found), skipped)
+
+
+def _entries(folder: str, skipped: dict[str, str]) -> list[os.DirEntry]:
+    """`folder`'s entries in a stable order; none (and the reason in `skipped`) when it
+    cannot be listed."""
+    try:
+        with os.scandir(folder) as listing:
+            # Real folders before links to them, and by name: the same tree always lists
+            # the same paths, and a folder reached both ways is listed under its own name.
+            return sorted(listing, key=lambda e: (_is_link(e), e.name))
+    except PermissionError:
+        skipped[folder] = "permission denied: this folder cannot be listed (chmod a+rx it)"
+    except OSError as exc:
+        skipped[folder] = f"this folder cannot be listed ({exc.strerror or exc})"
+    return []
+
+
+def _listed_once(entry: os.DirEntry, first: str) -> str:
+    """Why a folder reached again (through `entry`) is not listed a second time."""
+    if entry.path.startswith(first + os.sep):
+        how = "a link loop"
+    elif _is_link(entry):
+        how = "a link"
+    else:
+        how = "reached through a link"
+    return f"{ALREADY_LISTED} {first} ({how}): listed once"
+
+
+def _once_per_file(found, skipped: dict[str, str]) -> list[tuple[str, tuple[int, int]]]:
+    """`found` (sorted) with each real file once, under its first path; the others skipped."""
     first_path: dict[tuple[int, int], str] = {}
     unique = []
     for path, key in found:

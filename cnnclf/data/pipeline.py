@@ -7,7 +7,7 @@ shuffle -> batch -> batched augmentation (training, when it runs in the pipeline
 A memory store is read in place as one tensor (slices of it are shuffled and batched, as
 plain tf.data reads an array) where `make_dataset` can; otherwise the pipeline shuffles
 *indices* and reads each batch with one gather. Either way the shuffle buffer holds no
-pixels, so memory does not grow with the data set (see decoded.py); storing uint8 keeps the
+pixels, so memory does not grow with the data set (see data/store.py); storing uint8 keeps the
 store four times smaller than float32.
 """
 
@@ -49,7 +49,7 @@ def decoded_mb(n_images: int, spec: ImageSpec) -> float:
 class OpenedStore:
     """One set's decoded-image store and its labels, in the order the store holds them."""
 
-    store: object  # decoded.DecodedStore
+    store: object  # store.DecodedStore
     labels: object  # np.ndarray of int32 class indices
 
     def used_counts(self, class_names: list[str]) -> dict[str, int]:
@@ -73,7 +73,7 @@ def open_store(
     cache_path: str | None = None,
     skipped: SkippedFiles | None = None,
 ) -> OpenedStore:
-    """A decoded-image store for `split` (a `files.Split`); no TensorFlow.
+    """A decoded-image store for `split` (a `layout.Split`); no TensorFlow.
 
     Training files are shuffled once (seeded) here, so the bounded shuffle buffer later never
     sees long runs of a single class.
@@ -133,8 +133,8 @@ def make_dataset(
             (one_device, mirrored, multi_worker). The store is then read through NumPy, not
             in place: multi-worker sharding rewrites the dataset's graph (a store tensor in
             it is copied whole), and with the in-place read the strategies' multi-device
-            iterator crashed here (a segmentation fault in its background thread, in 5 of
-            9 mirrored trainings on two logical CPUs, with the store copied or not).
+            iterator crashed here (a segmentation fault in its background thread, in mirrored
+            trainings on two logical CPUs, with the store copied or not).
     """
     import numpy as np
     import tensorflow as tf
@@ -149,40 +149,22 @@ def make_dataset(
     keep = np.flatnonzero(store.state != UNREADABLE).astype(np.int64)
     in_place = not distributed and _readable_in_place(store, keep)
     augmented_here = training and augmenter is not None
-    if in_place:
-        # Under the default strategy (CPU training, `distribute: none`), a memory store with
-        # every image readable is read as plain tf.data reads an array, by slices of one
-        # tensor, except that the tensor *is* the store's array (DLPack: no copy). Slices
-        # alias it (images of a multiple of 64 bytes: others would be copied), so the
-        # shuffle buffer holds no pixels.
-        ds = tf.data.Dataset.from_tensor_slices(
-            (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets)
-        )
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((keep, targets[keep]))
+    ds = _slices(store, targets, keep, in_place)
     if training:
         # Shuffling slices or indices with the same seed gives the same order of images, so
         # every way of reading gives the same batches.
         ds = ds.shuffle(
             min(shuffle_buffer, max(1, len(keep))), seed=seed, reshuffle_each_iteration=True
         )
-    if in_place and augmented_here:
-        # The augmentation after it keeps the cores busy: the copy's threads only competed
-        # with it (224x224, one core: 1831 against 2126 images/s, best of 5).
-        ds = ds.batch(batch_size)
-    elif in_place:
-        ds = _batch_copying_in_parallel(ds, batch_size)
-    elif store.filled:
-        # A disk store, some files unreadable, images of another size, or a strategy: batches
-        # of indices, each read with one gather. One map does it: every stage more costs a
-        # hand-over between threads.
-        ds = ds.batch(batch_size).map(
-            lambda index, y: (_read_batch(store, index), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    else:
-        ds = _read_each(ds, store, spec, len(keep)).batch(batch_size)
+    ds = _batch(
+        ds,
+        store,
+        spec,
+        batch_size,
+        length=len(keep),
+        in_place=in_place,
+        augmented_here=augmented_here,
+    )
     if augmented_here:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
@@ -191,12 +173,52 @@ def make_dataset(
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if in_place:
         # Any rewrite of the dataset's graph (tf.data's default optimizations among them)
-        # serializes it, and the store tensor with it: measured, +1 GiB of memory and 1.9 s
-        # for a 1 GiB store.
+        # serializes it, and the store tensor with it: a copy of the whole store, in memory
+        # and in time, before the first batch.
         options = tf.data.Options()
         options.experimental_optimization.apply_default_optimizations = False
         ds = ds.with_options(options)
     return ds
+
+
+def _slices(store, targets, keep, in_place: bool):
+    """(image, label) slices of the store itself (`in_place`), else (index, label) slices."""
+    import tensorflow as tf
+
+    if not in_place:
+        return tf.data.Dataset.from_tensor_slices((keep, targets[keep]))
+    # Under the default strategy (CPU training, `distribute: none`), a memory store with
+    # every image readable is read as plain tf.data reads an array, by slices of one
+    # tensor, except that the tensor *is* the store's array (DLPack: no copy). Slices
+    # alias it (images of a multiple of 64 bytes: others would be copied), so the
+    # shuffle buffer holds no pixels.
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.experimental.dlpack.from_dlpack(store.array.__dlpack__()), targets)
+    )
+
+
+def _batch(ds, store, spec: ImageSpec, batch_size: int, *, length, in_place, augmented_here):
+    """Batches of `length` images, from slices of the store (`in_place`) or from indices."""
+    import tensorflow as tf
+
+    from cnnclf.data.parallel_copy import batch_copying_in_parallel
+
+    if in_place and augmented_here:
+        # The augmentation after it keeps the cores busy: the copy's threads would only
+        # compete with it.
+        return ds.batch(batch_size)
+    if in_place:
+        return batch_copying_in_parallel(ds, batch_size)
+    if store.filled:
+        # A disk store, some files unreadable, images of another size, or a strategy: batches
+        # of indices, each read with one gather. One map does it: every stage more costs a
+        # hand-over between threads.
+        return ds.batch(batch_size).map(
+            lambda index, y: (_read_batch(store, index), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return _read_each(ds, store, spec, length).batch(batch_size)
 
 
 def _model_labels(labels, n_classes: int):
@@ -220,48 +242,6 @@ def _readable_in_place(store, keep) -> bool:
         and store.array.ctypes.data % 64 == 0
         and store.slot_bytes % 64 == 0
     )
-
-
-def _batch_copying_in_parallel(ds, batch_size: int):
-    """`ds.batch(batch_size)`, its images copied into each batch by several threads.
-
-    This is what tf.data's `parallel_batch` rewrite, one of its default optimizations, sets
-    (`parallel_copy` of the batch op), and the in-place read cannot have that rewrite: it
-    copies the store. Measured at 224x224 on one core, 768 images an epoch: 15-16k images/s
-    with the plain batch, 20-21k with this, the same as plain tf.data with its rewrites.
-    The attribute has no public switch; where TensorFlow's internals differ, the plain batch
-    (the same batches, more slowly).
-    """
-    import tensorflow as tf
-
-    try:
-        from tensorflow.python.data.ops import dataset_ops
-        from tensorflow.python.ops import gen_dataset_ops
-
-        class _ParallelCopyBatch(dataset_ops.UnaryDataset):
-            def __init__(self, input_dataset, size):
-                self._input_dataset = input_dataset
-                self._structure = tf.nest.map_structure(
-                    lambda spec: spec._batch(None), input_dataset.element_spec
-                )
-                self._name = None
-                variant = gen_dataset_ops.batch_dataset_v2(
-                    input_dataset._variant_tensor,
-                    batch_size=tf.constant(size, tf.int64),
-                    drop_remainder=tf.constant(False),
-                    parallel_copy=True,
-                    **self._common_args,
-                )
-                super().__init__(input_dataset, variant)
-
-            @property
-            def element_spec(self):
-                return self._structure
-
-        batched = _ParallelCopyBatch(ds, batch_size)
-    except (ImportError, AttributeError, TypeError):
-        return ds.batch(batch_size)
-    return batched
 
 
 def _read_batch(store, index):

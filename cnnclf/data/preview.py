@@ -1,6 +1,6 @@
 """`cnnclf preview-augment`: a grid of training images after the configured augmentation.
 
-Uses exactly the training path (`images.load_image`, then `augment.make_augmenter`), so what
+Uses exactly the training path (`decode.load_image`, then `augment.make_augmenter`), so what
 the grid shows is what the model is trained on: the tutorial's shear 0.2 (degrees) next to
 zoom 0.2, say, is plain to see.
 """

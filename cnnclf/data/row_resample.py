@@ -1,12 +1,11 @@
 """The CPU resampler for affine transforms without rotation: one source row pair per output row.
 
-Why a second resampler: on CPU, XLA's gathers cost ~8 ns each and bilinear needs four per pixel,
-so `augment.apply_affine` took ~1.1 ms per 224x224 image on one core here, and augmentation,
-not the model, set the pace of a GPU's feed (issue #12). Without rotation (the tutorial's shear,
-zoom, shifts and flips) the row an output pixel samples depends only on the output row, so
-each output row is one blend of two source rows, then a linear resampling along x: ~0.17 ms
-an image, compiled by Numba and run with the GIL released (tf.data's parallel map calls then
-use every core).
+Why a second resampler: on CPU, XLA's gathers are slow and bilinear needs four per pixel, so
+with `augment.apply_affine` augmentation, not the model, set the pace of a GPU's feed (issue
+#12). Without rotation (the tutorial's shear, zoom, shifts and flips) the row an output pixel
+samples depends only on the output row, so each output row is one blend of two source rows,
+then a linear resampling along x, compiled by Numba and run with the GIL released (tf.data's
+parallel map calls then use every core).
 
 Same pixels as `apply_affine` and Keras' `affine_transform` (bilinear, `nearest` or `constant`
 fill) up to float rounding: bilinear interpolation is separable, and the edge rules are the
@@ -44,13 +43,13 @@ def resample(images: np.ndarray, matrices: np.ndarray, constant: bool, cval: flo
 
 
 @functools.cache
-def _kernels():
-    """Compiles on first use (~0.3-1 s, then cached on disk by Numba), so importing cnnclf and
+def _kernels():  # noqa: C901  (the Numba kernels: loops kept flat on purpose)
+    """Compiles on first use (then cached on disk by Numba), so importing cnnclf and
     every path that does not augment on the CPU stays free of Numba."""
     from numba import njit
 
-    # fastmath lets LLVM fuse multiply-adds: 0.24 -> 0.18 ms an image at 224x224 here, with
-    # pixels still within 0.01 of apply_affine's (float32 rounding of the positions).
+    # fastmath lets LLVM fuse multiply-adds (faster), with pixels still within 0.01 of
+    # apply_affine's (float32 rounding of the positions).
     def jit(function):
         options = dict(nogil=True, boundscheck=False, fastmath=True)
         try:

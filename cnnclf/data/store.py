@@ -1,9 +1,8 @@
 """Where decoded, resized images live between epochs: a store filled on first read.
 
 Why not `tf.data.Dataset.cache`: its disk cache keeps an in-memory index entry per element
-until the epoch ends (measured: +127 MiB of peak RSS at 100k images, growing with the data
-set), and any cache of images forces the per-epoch shuffle to buffer *images* after it
-(another +45 MiB with the default 10k buffer of 32x32 images). Here every image has a fixed
+until the epoch ends (peak memory grows with the data set), and any cache of images forces
+the per-epoch shuffle to buffer *images* after it, not indices. Here every image has a fixed
 slot (same shape, uint8), so the pipeline shuffles indices and reads slots: memory stays flat
 as the data set grows, and the disk variant is plain `pread`/`pwrite` on one file (page cache,
 not process memory).
@@ -25,9 +24,8 @@ UNKNOWN, DECODED, UNREADABLE = 0, 1, 2
 def aligned_empty(shape, dtype) -> np.ndarray:
     """An uninitialised array on a 64-byte boundary, for arrays handed to TensorFlow from
     `tf.numpy_function`: TensorFlow takes an aligned one as the op's output as it is, and
-    copies an unaligned one (NumPy's large arrays sit 16 bytes past a page boundary), a
-    second pass over every pixel (at 224x224 it took augmented batches from ~1300 to ~2000
-    images/s on one core here)."""
+    copies an unaligned one (NumPy's large arrays sit 16 bytes past a page boundary): a
+    second pass over every pixel, which slowed augmented batches markedly."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)
@@ -36,7 +34,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 
 class DecodedStore:
-    """Images of `paths` by index, decoded with `images.load_image` the first time they are read.
+    """Images of `paths` by index, decoded with `decode.load_image` the first time they are read.
 
     `where` is "memory" (one uint8 array, filled lazily: pages are only committed as images
     arrive), "disk" (a file at `path`, created here; the caller owns its folder) or "none"
@@ -94,8 +92,8 @@ class DecodedStore:
         One NumPy gather per batch: it copies with the GIL released, so parallel calls scale
         with cores, where one Python call per image did not (see pipeline.py). `mode="clip"`
         because NumPy's default ("raise") gathers into a hidden buffer first and then copies
-        it into `out`: every pixel twice (at 224x224, 89 -> 56 us of CPU an image here). The
-        pipeline only asks for indices it holds; others raise here, as NumPy's default did.
+        it into `out`: every pixel twice. The pipeline only asks for indices it holds; others
+        raise here, as NumPy's default did.
         """
         indices = np.asarray(indices, np.intp)
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self.paths)):

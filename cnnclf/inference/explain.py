@@ -84,7 +84,7 @@ def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]
 def grad_cam_pixels(
     bundle: Bundle, pixels: np.ndarray, path: str
 ) -> tuple[np.ndarray, object, str | None]:
-    """`grad_cam` for an image already decoded by `images.load_image` or `decode_image_bytes`.
+    """`grad_cam` for an image already decoded by `data.decode.load_image` or `decode_image_bytes`.
 
     `path` only names the image in the Prediction.
     """

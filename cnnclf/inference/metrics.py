@@ -45,7 +45,6 @@ def classification_metrics(
         accuracy_score,
         confusion_matrix,
         precision_recall_fscore_support,
-        roc_auc_score,
     )
 
     y_true = np.asarray(y_true, dtype=int)
@@ -84,17 +83,7 @@ def classification_metrics(
         }
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
     report["confusion_matrix"] = {"labels": list(class_names), "matrix": matrix.tolist()}
-    present = set(y_true.tolist())
-    if len(present) < 2:
-        report["roc_auc"] = None  # undefined with a single class present
-    elif binary:
-        report["roc_auc"] = float(roc_auc_score(y_true, probs))
-    elif present == set(labels):
-        report["roc_auc"] = float(
-            roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
-        )
-    else:
-        report["roc_auc"] = None  # one-vs-rest AUC needs every class present
+    report["roc_auc"] = _roc_auc(y_true, probs, labels)
     if binary:
         tn, fp, fn, tp = matrix.ravel()
         report["threshold"] = threshold
@@ -102,3 +91,19 @@ def classification_metrics(
         report["sensitivity"] = float(tp / (tp + fn)) if tp + fn else None
         report["specificity"] = float(tn / (tn + fp)) if tn + fp else None
     return report
+
+
+def _roc_auc(y_true: np.ndarray, probs: np.ndarray, labels: list[int]) -> float | None:
+    """ROC AUC (one-vs-rest, macro, for 3+ classes), or None where it is undefined."""
+    from sklearn.metrics import roc_auc_score
+
+    present = set(y_true.tolist())
+    if len(present) < 2:
+        return None  # undefined with a single class present
+    if probs.ndim == 1:
+        return float(roc_auc_score(y_true, probs))
+    if present == set(labels):
+        return float(
+            roc_auc_score(y_true, probs, multi_class="ovr", average="macro", labels=labels)
+        )
+    return None  # one-vs-rest AUC needs every class present

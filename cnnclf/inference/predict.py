@@ -1,6 +1,6 @@
 """Prediction from a bundle: batched, decoded in parallel, one bad file never stops the rest.
 
-Decoding runs in a thread pool with `images.load_image` (the same function training used;
+Decoding runs in a thread pool with `data.decode.load_image` (the same function training used;
 Pillow releases the GIL while decoding), a couple of batches ahead of the model, so the model
 and the JPEG decoder work at the same time. A short batch is padded to the next power of two,
 so the compiled predict function is traced a few times at most, and one image costs one.

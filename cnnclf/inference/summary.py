@@ -103,7 +103,7 @@ def summarize_config(config: Config) -> dict:
         else conv_block_geometry(
             config.data.image_size, config.model.conv_blocks, config.model.padding
         ),
-        "backbone": config.model.backbone,
+        "backbone": config.model.backbone.to_dict() if config.model.backbone else None,
         "metrics": None,
     }
 

@@ -19,8 +19,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnclf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cnnclf.config import BackboneConfig
 
 # Where Keras' get_file keeps downloads; `fetch_imagenet` looks there before downloading.
 KERAS_CACHE_SUBDIR = "models"
@@ -168,20 +172,20 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_weights(backbone: dict) -> WeightsSource:
+def resolve_weights(backbone: BackboneConfig) -> WeightsSource:
     """Finds the weights file a backbone config needs, before TensorFlow trains anything.
 
     `imagenet` looks in Keras' cache first; a missing file is downloaded with Keras' own
     `get_file` (hash-checked), unless CNNCLF_OFFLINE=1 or the download fails: then one
     ConfigError names the file, where to put it, and the `weights: PATH` alternative.
     """
-    weights = backbone["weights"]
+    weights = backbone.weights
     if weights == "none":
         return WeightsSource("none")
     if weights != "imagenet":
-        _check_weights_file(weights, BACKBONES[backbone["name"]])
+        _check_weights_file(weights, BACKBONES[backbone.name])
         return WeightsSource("file", weights, sha256_of(weights))
-    spec = BACKBONES[backbone["name"]]
+    spec = BACKBONES[backbone.name]
     cached = keras_cache_dir() / spec.imagenet_file
     if cached.is_file():
         return WeightsSource("imagenet", str(cached), _check_cached(spec, cached))

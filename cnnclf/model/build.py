@@ -59,8 +59,8 @@ def build_model(
     for i, block in enumerate([] if m.backbone else m.conv_blocks, start=1):
         stack.append(
             layers.Conv2D(
-                block["filters"],
-                block["kernel_size"],
+                block.filters,
+                block.kernel_size,
                 padding=m.padding,
                 use_bias=not m.batch_norm,
                 name=f"conv{i}",
@@ -70,7 +70,7 @@ def build_model(
         if m.batch_norm:
             stack.append(layers.BatchNormalization(name=f"bn{i}", dtype=dtype))
         stack.append(layers.ReLU(name=f"relu{i}", dtype=dtype))
-        stack.append(layers.MaxPooling2D(block["pool_size"], name=f"pool{i}", dtype=dtype))
+        stack.append(layers.MaxPooling2D(block.pool_size, name=f"pool{i}", dtype=dtype))
     stack.append(
         layers.Flatten(name="flatten", dtype=dtype)
         if m.pooling == "flatten"
@@ -109,7 +109,7 @@ def backbone_layers(config: Config, channels: int, precision: str, weights_path:
 
     from cnnclf.model.backbones import build_backbone, input_layers
 
-    name = config.model.backbone["name"]
+    name = config.model.backbone.name
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:

@@ -52,7 +52,7 @@ class Start:
             return None
         return {
             "backbone": (
-                dict(config.model.backbone, weights=self.weights.to_json())
+                dict(config.model.backbone.to_dict(), weights=self.weights.to_json())
                 if config.model.backbone
                 else None
             ),
@@ -66,13 +66,11 @@ class Start:
 
 def phases(config: Config) -> list[Phase]:
     backbone = config.model.backbone
-    frozen = not backbone["trainable"] if backbone else bool(config.model.init_from)
+    frozen = not backbone.trainable if backbone else bool(config.model.init_from)
     plan = [Phase("train", config.train.epochs, config.train.learning_rate, frozen)]
     tune = config.train.fine_tune
     if tune:
-        plan.append(
-            Phase("fine_tune", tune["epochs"], tune["learning_rate"], False, tune["unfreeze"])
-        )
+        plan.append(Phase("fine_tune", tune.epochs, tune.learning_rate, False, tune.unfreeze))
     return plan
 
 

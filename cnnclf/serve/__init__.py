@@ -1,6 +1,11 @@
 """`cnnclf serve`: a local web page and a REST API that keep one model loaded and warm.
 
-app.py       the ASGI app (FastAPI): routes, errors, token, the model card
+app.py       the ASGI app (FastAPI): its routes
+settings.py  ServeSettings (the CLI's options) and the request limits
+service.py   the loaded model, its decoding pool, batcher, warm-up and model card
+requests.py  /predict's options and TF-Serving instances, checked
+errors.py    every error as {"error": ...} with its status; the bearer-token check
+heatmap.py   /explain's Grad-CAM overlay PNG
 batcher.py   micro-batching: concurrent requests share one model call
 uploads.py   request bodies read in memory under --max-upload-mb
 server.py    uvicorn: binding, workers, a clean stop on SIGTERM/Ctrl-C

@@ -19,7 +19,7 @@ import signal
 from pathlib import Path
 
 from cnnclf.errors import CnnclfError
-from cnnclf.serve.app import ServeSettings
+from cnnclf.serve.settings import ServeSettings
 
 SETTINGS_VARIABLE = "CNNCLF_SERVE_SETTINGS"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

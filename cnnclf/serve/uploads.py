@@ -103,6 +103,30 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
     check_declared_length(request, limit)
 
     uploads: list[Upload] = []
+    parser = _parser(boundary, uploads, max_files)
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            parser.write(chunk)
+        parser.finalize()
+    except RequestError:
+        raise
+    except Exception as exc:  # python-multipart's MultipartParseError and friends
+        raise RequestError(400, f"malformed multipart body ({exc})") from None
+    if not uploads:
+        raise RequestError(
+            400,
+            "no file in the request: send the image as a multipart file "
+            "field, e.g. curl -F file=@image.jpg",
+        )
+    return uploads
+
+
+def _parser(boundary: bytes, uploads: list[Upload], max_files: int) -> MultipartParser:
+    """A streaming multipart parser that appends each file part to `uploads` as it ends."""
     part: dict = {}
     header = {"name": b"", "value": b""}
 
@@ -138,7 +162,7 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
             )
         )
 
-    parser = MultipartParser(
+    return MultipartParser(
         boundary,
         {
             "on_part_begin": on_part_begin,
@@ -149,25 +173,6 @@ async def read_uploads(request: Request, limit: int, max_files: int = 256) -> li
             "on_part_end": on_part_end,
         },
     )
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large(limit)
-            parser.write(chunk)
-        parser.finalize()
-    except RequestError:
-        raise
-    except Exception as exc:  # python-multipart's MultipartParseError and friends
-        raise RequestError(400, f"malformed multipart body ({exc})") from None
-    if not uploads:
-        raise RequestError(
-            400,
-            "no file in the request: send the image as a multipart file "
-            "field, e.g. curl -F file=@image.jpg",
-        )
-    return uploads
 
 
 def _shown(value: str | None) -> str:

@@ -4,10 +4,10 @@ After an epoch (every `train.checkpoint_every_epochs`) the weights, the optimize
 the best epoch's weights are snapshotted (`snapshot`: no copy at all when taken) and handed to
 the run directory (`rundir.RunDir`), which moves them to the host, writes and commits them in a
 background thread while the next epoch trains. Copying to NumPy first, as before, blocked the
-training loop for two host copies of everything (0.28-1.25 s measured for the tutorial model
-at 224x224, 578 MiB with Adam's moments). What is on disk and in which order is the run
-directory's business; this module decides only what a checkpoint holds and how a model is
-restored from one.
+training loop for two host copies of everything, which for a large model with Adam's moments
+is a noticeable pause every epoch. What is on disk and in which order is the run directory's
+business; this module decides only what a checkpoint holds and how a model is restored from
+one.
 """
 
 from __future__ import annotations

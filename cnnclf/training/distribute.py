@@ -119,9 +119,8 @@ def plan_jit_compile(setting: str | bool, devices: list[str], deterministic: boo
 
     `auto` is true when the devices include a GPU or TPU, whatever the strategy: there XLA
     fuses the many small kernels of a step and launches fewer of them. It is false on CPU:
-    training the demo config on this project's 2-core machine, XLA added ~6.5 s of compiling
-    to the first epoch (8.9-9.6 s vs 2.4-2.8 s; a short last batch compiles once more) and
-    steady epochs ran no faster (0.80-0.84 s vs 0.68-0.71 s). It is also false under
+    there XLA makes the first epoch slower with compiling (and a short last batch compiles
+    once more) while steady epochs run no faster. It is also false under
     train.deterministic, where Keras turns XLA off itself (not every XLA kernel has a
     deterministic version; an explicit `true` with it is refused when the config is read).
     Keras' own `jit_compile="auto"` is false under any tf.distribute strategy; cnnclf instead
@@ -140,6 +139,17 @@ def plan_jit_compile(setting: str | bool, devices: list[str], deterministic: boo
         return bool(setting)
     accelerated = any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices)
     return accelerated and not deterministic
+
+
+def steps_per_execution(setting: int | str, devices: list[str], steps_per_epoch: int) -> int:
+    """Resolves train.steps_per_execution: one step per call on CPU (the step dominates and
+    per-batch progress stays live); on an accelerator, enough steps per call that launching
+    them costs little next to running them."""
+    if setting != "auto":
+        return int(setting)
+    if any(":GPU:" in d.upper() or ":TPU:" in d.upper() for d in devices):
+        return max(1, min(32, steps_per_epoch))
+    return 1
 
 
 def compile_replica_forward(model):

@@ -17,65 +17,117 @@ from __future__ import annotations
 import math
 
 
-def fit_multi_worker(
-    model,
-    strategy,
-    train_ds,
-    val_ds,
-    *,
-    loss: str,
-    epochs: int,
-    initial_epoch: int,
-    global_batch_size: int,
-    callbacks: list,
-    class_weight: dict | None = None,
-    log=print,
-) -> None:
-    """Trains `model` (built and compiled under `strategy.scope()`) for `epochs` epochs."""
-    import keras
-    import tensorflow as tf
+class MultiWorkerLoop:
+    """Trains `model` (built and compiled under `strategy.scope()`) phase after phase.
 
-    binary = loss == "binary_crossentropy"
-    loss_fn = (keras.losses.BinaryCrossentropy if binary else keras.losses.CategoricalCrossentropy)(
-        reduction=None
-    )
-    weights = None
-    if class_weight:
-        weights = tf.constant([class_weight[i] for i in sorted(class_weight)], tf.float32)
-    optimizer = model.optimizer
+    Args:
+        model: the compiled model; its optimizer applies the gradients.
+        strategy: the `MultiWorkerMirroredStrategy`.
+        loss: the Keras loss name (`model.build.loss_for`).
+        global_batch_size: data.batch_size, which losses are averaged over across replicas.
+        class_weight: Keras `class_weight`, or None.
+    """
 
-    def correct(y, pred):
-        if binary:
+    def __init__(
+        self,
+        model,
+        strategy,
+        *,
+        loss: str,
+        global_batch_size: int,
+        class_weight: dict | None = None,
+    ):
+        import keras
+        import tensorflow as tf
+
+        self.model = model
+        self.strategy = strategy
+        self.global_batch_size = global_batch_size
+        self.binary = loss == "binary_crossentropy"
+        self.loss_fn = (
+            keras.losses.BinaryCrossentropy if self.binary else keras.losses.CategoricalCrossentropy
+        )(reduction=None)
+        self.weights = None
+        if class_weight:
+            self.weights = tf.constant([class_weight[i] for i in sorted(class_weight)], tf.float32)
+
+    def fit(
+        self, train_ds, val_ds, *, epochs: int, initial_epoch: int, callbacks: list, log=print
+    ) -> None:
+        """Trains from `initial_epoch` up to `epochs`, driving `callbacks` as `Model.fit` does."""
+        import keras
+
+        model, strategy = self.model, self.strategy
+        run_train, run_eval = self._runner(self._train_step), self._runner(self._eval_step)
+        dist_train = strategy.experimental_distribute_dataset(train_ds)
+        dist_val = strategy.experimental_distribute_dataset(val_ds)
+        callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+        model.stop_training = False
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            train_loss, train_acc = _run_epoch(run_train, dist_train)
+            val_loss, val_acc = _run_epoch(run_eval, dist_val)
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
+            logs = {
+                "accuracy": train_acc,
+                "loss": train_loss,
+                "val_accuracy": val_acc,
+                "val_loss": val_loss,
+            }
+            log(
+                f"Epoch {epoch + 1}/{epochs} - "
+                + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            )
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+
+    def _correct(self, y, pred):
+        import tensorflow as tf
+
+        if self.binary:
             hits = tf.equal(tf.cast(pred[:, 0] >= 0.5, tf.float32), y[:, 0])
         else:
             hits = tf.equal(tf.argmax(pred, axis=-1), tf.argmax(y, axis=-1))
         return tf.reduce_sum(tf.cast(hits, tf.float32))
 
-    def per_example_loss(y, pred):
-        values = loss_fn(y, tf.cast(pred, tf.float32))
-        if weights is not None:
-            index = tf.cast(y[:, 0], tf.int32) if binary else tf.argmax(y, axis=-1)
-            values = values * tf.gather(weights, index)
+    def _per_example_loss(self, y, pred):
+        import tensorflow as tf
+
+        values = self.loss_fn(y, tf.cast(pred, tf.float32))
+        if self.weights is not None:
+            index = tf.cast(y[:, 0], tf.int32) if self.binary else tf.argmax(y, axis=-1)
+            values = values * tf.gather(self.weights, index)
         return values
 
-    def train_step(x, y):
+    def _train_step(self, x, y):
+        import tensorflow as tf
+
+        model = self.model
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
-            values = per_example_loss(y, pred)
-            scaled = tf.nn.compute_average_loss(values, global_batch_size=global_batch_size)
+            values = self._per_example_loss(y, pred)
+            scaled = tf.nn.compute_average_loss(values, global_batch_size=self.global_batch_size)
         grads = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return tf.reduce_sum(values), correct(y, pred), tf.cast(tf.shape(y)[0], tf.float32)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return tf.reduce_sum(values), self._correct(y, pred), tf.cast(tf.shape(y)[0], tf.float32)
 
-    def eval_step(x, y):
-        pred = model(x, training=False)
+    def _eval_step(self, x, y):
+        import tensorflow as tf
+
+        pred = self.model(x, training=False)
         return (
-            tf.reduce_sum(per_example_loss(y, pred)),
-            correct(y, pred),
+            tf.reduce_sum(self._per_example_loss(y, pred)),
+            self._correct(y, pred),
             tf.cast(tf.shape(y)[0], tf.float32),
         )
 
-    def make_runner(step):
+    def _runner(self, step):
+        import tensorflow as tf
+
+        strategy = self.strategy
+
         @tf.function
         def run(x, y):
             sums = strategy.run(step, args=(x, y))
@@ -83,36 +135,15 @@ def fit_multi_worker(
 
         return run
 
-    run_train, run_eval = make_runner(train_step), make_runner(eval_step)
-    dist_train = strategy.experimental_distribute_dataset(train_ds)
-    dist_val = strategy.experimental_distribute_dataset(val_ds)
 
-    def run_epoch(run, dataset):
-        # Sums stay tensors until the epoch ends: a float() per step would make the host wait
-        # for every step before dispatching the next.
-        totals = None
-        for x, y in dataset:
-            sums = run(x, y)
-            totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
-        total_loss, total_correct, total_n = (float(v) for v in totals or (0.0, 0.0, 0.0))
-        n = max(total_n, 1.0)
-        return total_loss / n, total_correct / n
-
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
-    model.stop_training = False
-    for epoch in range(initial_epoch, epochs):
-        callback_list.on_epoch_begin(epoch)
-        train_loss, train_acc = run_epoch(run_train, dist_train)
-        val_loss, val_acc = run_epoch(run_eval, dist_val)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch + 1}")
-        logs = {
-            "accuracy": train_acc,
-            "loss": train_loss,
-            "val_accuracy": val_acc,
-            "val_loss": val_loss,
-        }
-        log(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
-        callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
+def _run_epoch(run, dataset) -> tuple[float, float]:
+    """(mean loss, accuracy) over one pass of `dataset`."""
+    # Sums stay tensors until the epoch ends: a float() per step would make the host wait
+    # for every step before dispatching the next.
+    totals = None
+    for x, y in dataset:
+        sums = run(x, y)
+        totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
+    total_loss, total_correct, total_n = (float(v) for v in totals or (0.0, 0.0, 0.0))
+    n = max(total_n, 1.0)
+    return total_loss / n, total_correct / n

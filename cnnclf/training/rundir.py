@@ -45,9 +45,7 @@ place. Nothing here imports TensorFlow: resume checks cost milliseconds.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -57,15 +55,26 @@ import time
 import uuid
 from pathlib import Path
 
-from cnnclf.bundle import is_bundle
+from cnnclf.bundle import MANIFEST_FILE, is_bundle  # bundle.json: written last, marks it complete
 from cnnclf.errors import BundleError, CnnclfError
+from cnnclf.training.filesystem import NO_EXCHANGE_ENV as NO_EXCHANGE_ENV  # tests set it
+from cnnclf.training.filesystem import (
+    LockHeld,
+    exchange,
+    fsync_dir,
+    fsync_file,
+    release_lock,
+    take_lock,
+    write_atomically,
+    write_json_atomically,
+)
+from cnnclf.training.runs import check_destination
 
 PROGRESS_FILE = "progress.json"
 RUN_FILE = "run.json"
 BUNDLE_SUBDIR = "bundle"
 PREVIOUS_SUBDIR = "previous"
 LOGS_SUBDIR = "logs"
-MANIFEST_FILE = "bundle.json"  # the bundle's completion marker (bundle.py writes it last)
 
 # ---------------------------------------------------------------------------------------------
 # Fault injection: CNNCLF_FAULT="point[@n]=action" acts at the n-th time (default 1st) `point` is
@@ -86,7 +95,6 @@ FAULT_POINTS = (
     "publish.renamed",  # D is the new bundle; .D.partial still there
 )
 _fault_counts: dict[str, int] = {}
-NO_EXCHANGE_ENV = "CNNCLF_NO_EXCHANGE"  # publish as on a file system without renameat2
 
 
 def fault_point(name: str) -> None:
@@ -128,42 +136,6 @@ def staging_dir(destination: Path) -> Path:
 def lock_path(destination: Path) -> Path:
     destination = Path(destination)
     return destination.parent / f".{destination.name}.lock"
-
-
-def usable_destination(destination: Path, label: str) -> Path:
-    """The folder a bundle can be published at, for what the user passed as `destination`.
-
-    A link to a folder means its target (the bundle goes where the link points). A mount point
-    and the current folder (or one holding it) are refused up front: publishing renames a
-    folder into place, which neither allows, and finding that out after hours of training is
-    too late.
-    """
-    destination = Path(destination)
-    if destination.is_symlink() and destination.is_dir():
-        destination = Path(os.path.realpath(destination))
-    absolute = Path(os.path.abspath(destination))
-    if absolute.exists() and os.path.ismount(absolute):
-        raise BundleError(
-            f"{label}: is a mount point, which cannot be replaced by a finished "
-            f"bundle; name a folder inside it, e.g. {destination / 'model'}"
-        )
-    if Path.cwd().resolve().is_relative_to(absolute.resolve()):
-        raise BundleError(
-            f"{label}: is the current folder (or holds it); name a new folder "
-            f"for the bundle, e.g. {destination / 'model'}"
-        )
-    return absolute if str(destination) in (".", "..") else destination
-
-
-def check_destination(destination: Path, overwrite: bool) -> None:
-    destination = Path(destination)
-    if destination.exists() and not destination.is_dir():
-        raise BundleError(f"--out {destination}: exists and is not a folder")
-    if destination.is_dir() and any(destination.iterdir()) and not overwrite:
-        raise BundleError(
-            f"--out {destination}: folder exists and is not empty; choose another "
-            "folder or pass --overwrite to replace it"
-        )
 
 
 def read_progress(staging: Path) -> dict | None:
@@ -308,7 +280,7 @@ class RunDir:
         if staging.exists():
             shutil.rmtree(staging)  # STARTED by a run that died: no epoch to keep
         staging.mkdir(parents=True)
-        _write_json_atomically(
+        write_json_atomically(
             staging / RUN_FILE,
             {
                 "run_id": self.run_id,
@@ -336,42 +308,19 @@ class RunDir:
         return manifest.get("run_id") == run_id and is_bundle(self.destination)
 
     def _lock(self) -> None:
-        path = lock_path(self.destination)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-                os.close(fd)
-                raise BundleError(
-                    f"{self.label}: another cnnclf train (pid {holder or '?'}) is "
-                    "writing this run; wait for it to finish, or choose another "
-                    "--out"
-                ) from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # not a lock file that its last holder unlinked while we waited
-                self._lock_fd = fd
-                try:  # the pid is only for messages: a full disk must not keep the lock
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-                except OSError:
-                    pass
-                return
-            os.close(fd)
+        try:
+            self._lock_fd = take_lock(lock_path(self.destination))
+        except LockHeld as exc:
+            raise BundleError(
+                f"{self.label}: another cnnclf train (pid {exc.holder or '?'}) is "
+                "writing this run; wait for it to finish, or choose another "
+                "--out"
+            ) from None
 
     def _unlock(self) -> None:
-        if self._lock_fd is None:
-            return
-        try:
-            os.unlink(lock_path(self.destination))
-        except OSError:
-            pass
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        if self._lock_fd is not None:
+            release_lock(lock_path(self.destination), self._lock_fd)
+            self._lock_fd = None
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -458,22 +407,24 @@ class RunDir:
             "checkpoint": name,
             "run_id": self.run_id,
         }
-        _write_atomically(
-            self.staging / name, lambda f: np.savez(f, **arrays), "checkpoint.data_written"
+        write_atomically(
+            self.staging / name,
+            lambda f: np.savez(f, **arrays),
+            lambda: fault_point("checkpoint.data_written"),
         )
         fault_point("checkpoint.data_renamed")
         if best is not None:
             best_name = f"best-{best['epoch']}.npz"
             if not (self.staging / best_name).is_file():
-                _write_atomically(
-                    self.staging / best_name, lambda f: np.savez(f, **best["arrays"]), None
-                )
+                write_atomically(self.staging / best_name, lambda f: np.savez(f, **best["arrays"]))
                 fault_point("checkpoint.best_renamed")
             progress["best"] = best_name
-        _write_json_atomically(
-            self.staging / PROGRESS_FILE, progress, "checkpoint.progress_written"
+        write_json_atomically(
+            self.staging / PROGRESS_FILE,
+            progress,
+            lambda: fault_point("checkpoint.progress_written"),
         )
-        _fsync_dir(self.staging)
+        fsync_dir(self.staging)
         fault_point("checkpoint.committed")
         keep = {name, progress.get("best"), PROGRESS_FILE}
         for old in (
@@ -501,8 +452,8 @@ class RunDir:
             raise CnnclfError(f"internal: the bundle in {folder} has no {MANIFEST_FILE}")
         for path in folder.rglob("*"):
             if path.is_file():
-                _fsync_file(path)
-        _fsync_dir(folder)
+                fsync_file(path)
+        fsync_dir(folder)
         fault_point("bundle.written")
         return folder
 
@@ -513,77 +464,17 @@ class RunDir:
         destination = self.destination
         if destination.exists() and not previous.exists():
             check_destination(destination, self.overwrite)
-            if not _exchange(folder, destination):
+            if not exchange(folder, destination):
                 os.replace(destination, previous)  # kept in .D.partial until the new D is in
-                _fsync_dir(self.staging)
+                fsync_dir(self.staging)
                 fault_point("publish.previous_moved")
                 os.replace(folder, destination)
         else:
             os.replace(folder, destination)
-        _fsync_dir(destination.parent)
+        fsync_dir(destination.parent)
         self.published = True
         fault_point("publish.renamed")
         # progress.json first: a staging folder half removed is never taken for a resumable run.
         (self.staging / PROGRESS_FILE).unlink(missing_ok=True)
         shutil.rmtree(self.staging, ignore_errors=True)
         return destination
-
-
-def _write_atomically(path: Path, write, fault: str | None) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if fault:
-            fault_point(fault)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _write_json_atomically(path: Path, data, fault: str | None = None) -> None:
-    text = json.dumps(data).encode("utf-8")
-    _write_atomically(path, lambda f: f.write(text), fault)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Makes renames in `path` durable (power loss), not just atomic (kill)."""
-    try:
-        _fsync_file(path)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; renames stay atomic
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swaps two paths (Linux renameat2); False where the system cannot."""
-    if os.environ.get(NO_EXCHANGE_ENV):
-        return False  # tests take the two-rename path that other systems get
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    result = renameat2(
-        _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), ctypes.c_uint(_RENAME_EXCHANGE)
-    )
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
-        return False
-    raise OSError(code, os.strerror(code), str(b))

@@ -1,0 +1,246 @@
+"""The bundle's format in one place: its file names, its version, and the sidecar JSON schema.
+
+A bundle is a folder that `predict` needs nothing else to use:
+
+    model.keras            the Keras model (Rescaling inside, no augmentation layers)
+    class_indices.json     class name -> output index, as Keras' `class_indices`
+    preprocessing.json     image_size, color_mode, interpolation, rescale, class_mode, threshold
+    config.yaml            the resolved config the model was trained with
+    history.json           per-epoch training and validation metrics
+    metrics.json           the final evaluation on the validation data (see metrics.py)
+    training_curves.png    loss and accuracy by epoch, training against validation
+    bundle.json            versions, data counts, skipped files, timings; written last
+
+`writer.py` writes these files and `reader.py` reads and checks them; both take the names and
+the schema from here, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnclf.data.decode import ImageSpec
+
+BUNDLE_FORMAT = 1
+MODEL_FILE = "model.keras"
+CLASS_INDICES_FILE = "class_indices.json"
+PREPROCESSING_FILE = "preprocessing.json"
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "training_curves.png"
+MANIFEST_FILE = "bundle.json"
+REQUIRED_FILES = (MODEL_FILE, CLASS_INDICES_FILE, PREPROCESSING_FILE, MANIFEST_FILE)
+
+# What a sidecar may hold; the same choices config.py offers for training.
+IMAGE_SIZE_RANGE = (8, 8192)  # beyond 8192 px a single decoded image is hundreds of MB
+COLOR_MODES = ("rgb", "grayscale")
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos")
+CLASS_MODES = ("binary", "categorical")
+
+
+class SidecarError(ValueError):
+    """A sidecar JSON field that is missing, of the wrong type or out of range.
+
+    The message starts with the field's name; callers prefix the model path and the file.
+    """
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What prediction must repeat, read from the bundle instead of asked of the user."""
+
+    spec: ImageSpec
+    rescale: float
+    class_mode: str  # "binary" (1 sigmoid unit) | "categorical" (softmax)
+    threshold: float | None  # binary models only
+
+    def to_json(self) -> dict:
+        return {
+            "image_size": list(self.spec.image_size),
+            "color_mode": self.spec.color_mode,
+            "interpolation": self.spec.interpolation,
+            "rescale": self.rescale,
+            "rescale_in_model": True,
+            "class_mode": self.class_mode,
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_json(cls, data) -> Preprocessing:
+        """Checks every field of a preprocessing.json object and builds the value.
+
+        Raises:
+            SidecarError: a field is missing, of the wrong type or out of range; the message
+                starts with the field's name.
+        """
+        if not isinstance(data, dict):
+            raise SidecarError(f"must be a JSON object, got {_json_type(data)}")
+        for key in ("image_size", "color_mode", "interpolation", "rescale", "class_mode"):
+            if key not in data:
+                raise SidecarError(f"{key}: missing")
+        size = data["image_size"]
+        low, high = IMAGE_SIZE_RANGE
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or any(not _is_int(v) or not low <= v <= high for v in size)
+        ):
+            raise SidecarError(
+                f"image_size: must be [height, width] with integers from {low} "
+                f"to {high}, got {_short(size)}"
+            )
+        color_mode = _choice(data, "color_mode", COLOR_MODES)
+        interpolation = _choice(data, "interpolation", INTERPOLATIONS)
+        class_mode = _choice(data, "class_mode", CLASS_MODES)
+        rescale = data["rescale"]
+        if not _is_number(rescale) or not math.isfinite(rescale) or rescale <= 0:
+            raise SidecarError(f"rescale: must be a finite number > 0, got {_short(rescale)}")
+        if data.get("rescale_in_model", True) is not True:
+            # Prediction feeds 0-255 pixels: a model without its Rescaling layer would misread them.
+            raise SidecarError(
+                f"rescale_in_model: must be true (cnnclf models rescale inside "
+                f"the model), got {_short(data['rescale_in_model'])}"
+            )
+        threshold = data.get("threshold")
+        if (
+            class_mode == "binary"
+            and threshold is not None
+            and (not _is_number(threshold) or not 0 < threshold < 1)
+        ):
+            raise SidecarError(
+                f"threshold: must be a number between 0 and 1 (exclusive) or "
+                f"null, got {_short(threshold)}"
+            )
+        if class_mode == "categorical" and threshold is not None:
+            raise SidecarError(
+                f"threshold: must be null for class_mode 'categorical' (only "
+                f"binary models have a decision threshold), got "
+                f"{_short(threshold)}"
+            )
+        spec = ImageSpec((size[0], size[1]), color_mode, interpolation)
+        return cls(
+            spec, float(rescale), class_mode, None if threshold is None else float(threshold)
+        )
+
+
+def class_names_from_json(data, class_mode: str) -> list[str]:
+    """Class names in index order from a `class_indices` object, checked against `class_mode`.
+
+    Raises:
+        SidecarError: not an object of unique non-empty names mapping to 0..N-1, or a binary
+            model without exactly 2 names.
+    """
+    if not isinstance(data, dict):
+        raise SidecarError(f"must be a JSON object of class name -> index, got {_json_type(data)}")
+    for name, index in data.items():
+        if not name.strip():
+            raise SidecarError(f"class names must be non-empty, got {name!r}")
+        if not _is_int(index):
+            raise SidecarError(f"{name}: index must be an integer, got {_short(index)}")
+    names = sorted(data, key=data.get)
+    if [data[n] for n in names] != list(range(len(names))):
+        raise SidecarError(
+            f"indices must be 0..N-1, each used once, got {_short(sorted(data.values()))}"
+        )
+    if class_mode == "binary" and len(names) != 2:
+        raise SidecarError(
+            f"a binary model needs exactly 2 class names, got {len(names)} ({_short(names)})"
+        )
+    if len(names) < 2:
+        raise SidecarError(f"needs at least 2 class names, got {_short(names)}")
+    return names
+
+
+def check_manifest(manifest) -> None:
+    """Checks what readers rely on in a bundle.json object.
+
+    Raises:
+        SidecarError: not an object, another bundle format, or a malformed `threshold`.
+    """
+    if not isinstance(manifest, dict):
+        raise SidecarError(f"must be a JSON object, got {_json_type(manifest)}")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise SidecarError(
+            f"bundle format {_short(manifest.get('format'))} is not "
+            f"supported by this cnnclf (expects {BUNDLE_FORMAT})"
+        )
+    if not isinstance(manifest.get("threshold"), (dict, type(None))):
+        raise SidecarError(
+            f"threshold: must be an object or null, got {_short(manifest['threshold'])}"
+        )
+
+
+def check_recorded_classes(names: list[str], manifest: dict) -> None:
+    """Refuses class_indices.json classes other than those bundle.json recorded at training.
+
+    Raises:
+        SidecarError: the two lists differ.
+    """
+    recorded = manifest.get("class_names")
+    if recorded is not None and recorded != names:
+        raise SidecarError(
+            f"classes {_short(names)} differ from those {MANIFEST_FILE} recorded at "
+            f"training, {_short(recorded)}"
+        )
+
+
+def read_json(path: Path):
+    """Parses a sidecar; a key given twice is an error (json.loads would keep the last)."""
+
+    def unique(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise SidecarError(f"key {repeated[0]!r} appears more than once")
+        return dict(pairs)
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique)
+    except SidecarError:
+        raise
+    except UnicodeDecodeError:
+        raise SidecarError("not UTF-8 text") from None
+    except OSError as exc:
+        raise SidecarError(f"cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise SidecarError(f"not valid JSON ({exc})") from None
+
+
+def _choice(data: dict, key: str, allowed: tuple[str, ...]) -> str:
+    value = data[key]
+    if value not in allowed or not isinstance(value, str):
+        raise SidecarError(
+            f"{key}: must be one of {', '.join(repr(a) for a in allowed)}, got {_short(value)}"
+        )
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_type(value) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,130 @@
+"""`cnnclf check-data` and `preview-augment`: the training images, before any training."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cnnclf.cli import _lazy
+from cnnclf.cli.group import common_options, flags
+
+
+@click.command("check-data")
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Check the config's data.train_dir/test_dir against its data.image_size.",
+)
+@click.option(
+    "--image-size",
+    type=(int, int),
+    metavar="H W",
+    help="Flag images smaller than this (default: the config's, if given).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--fix-to",
+    "fix_to",
+    type=click.Path(file_okay=False),
+    help="Write a cleaned copy here: unreadable files, duplicates and leaked "
+    "training copies dropped; odd formats converted; extensions corrected.",
+)
+@common_options
+def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
+    """Count images per split and class, and list every problem file with what to do.
+
+    DATA_DIR holds training_set/ and test_set/ (or is itself one class-folder tree). Exits
+    non-zero only for problems that would stop training.
+    """
+    from cnnclf.cli.render import render_check
+    from cnnclf.data.check import check_data, find_splits, write_fixed_copy
+
+    if config_path:
+        splits, image_size = _config_splits(config_path, image_size)
+    elif data_dir:
+        splits = find_splits(data_dir)
+    else:
+        raise click.UsageError("give DATA_DIR or --config")
+    report = check_data(splits, image_size)
+    if config_path:
+        from cnnclf.config import load_config
+
+        model = load_config(config_path).model
+        report.from_scratch = not (model.backbone or model.init_from)
+    click.echo(render_check(report.to_json(), fmt))
+    if fix_to:
+        counts = write_fixed_copy(splits, report, Path(fix_to))
+        click.echo(
+            f"wrote a cleaned copy to {fix_to}: {counts['written']} images "
+            f"({counts['converted']} converted), {counts['dropped']} dropped",
+            err=True,
+        )
+    if report.fatal:
+        sys.exit(1)
+
+
+def _config_splits(config_path, image_size):
+    """The config's splits to check, and the image size (--image-size, else the config's)."""
+    from cnnclf.config import load_config
+    from cnnclf.errors import ConfigError
+
+    data = load_config(config_path).data
+    if data.train_dir is None:
+        raise ConfigError("data.train_dir: is required (a folder with one sub-folder per class)")
+    splits = {"training_set": Path(data.train_dir)}
+    if data.test_dir:
+        splits["test_set"] = Path(data.test_dir)
+    return splits, image_size or tuple(data.image_size)
+
+
+@click.command("preview-augment")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="YAML config whose data and augmentation to preview.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key by dotted path. Repeatable.",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="How many training images.",
+)
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), required=True, help="PNG file to write."
+)
+@common_options
+def preview_augment(config_path, overrides, n, out):
+    """Show training images before and after the configured augmentation, as a grid PNG."""
+    from cnnclf.config import load_config
+    from cnnclf.data.layout import discover
+
+    config = load_config(config_path, overrides)
+    discover(config.data, config.train.seed)  # layout errors before TensorFlow loads
+    _lazy.import_tensorflow(flags()["verbose"])
+    result = _lazy.preview().preview_grid(config, n, out)
+    click.echo(
+        f"wrote {result['out']}: {result['images']} images, "
+        f"{result['size'][0]}x{result['size'][1]} pixels"
+    )

@@ -1,0 +1,92 @@
+"""`cnnclf train`: a config in, a bundle out."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cnnclf.cli import _lazy
+from cnnclf.cli.group import common_options, flags
+
+
+@click.command("train")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="YAML config (see configs/reference.yaml for every key).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key by dotted path, e.g. --set train.epochs=3 "
+    "--set data.image_size=[96,96]. Repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write the bundle exactly here (default: a new folder under runs/).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Allow --out to replace an existing bundle (only once training succeeds).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run into --out DIR from its last completed epoch.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default="auto",
+    show_default=True,
+    help="Train on CPU only, require a GPU, or use what is there.",
+)
+@common_options
+def train(config_path, overrides, out_dir, overwrite, resume, device):
+    """Train a model from a config and save it as a bundle."""
+    from cnnclf.config import load_config
+    from cnnclf.errors import RunStopped
+
+    config = load_config(config_path, overrides)
+    state = flags()
+    try:
+        result = _lazy.training_run().train(
+            config,
+            out_dir=out_dir,
+            config_path=config_path,
+            overwrite=overwrite,
+            resume=resume,
+            verbose=state["verbose"],
+            device=device,
+        )
+    except RunStopped as exc:
+        if state["debug"]:
+            raise
+        _report_stopped(exc, config_path, overrides)
+        sys.exit(exc.exit_code)
+    if result.bundle_dir is None:
+        return  # a non-chief multi_worker worker: the chief reports the bundle
+    final = {k: v for k, v in result.final_metrics.items() if k != "learning_rate"}
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+    click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
+
+
+def _report_stopped(exc, config_path, overrides) -> None:
+    """Why the run stopped and, when an epoch completed, the command that resumes it."""
+    click.echo(f"{'' if exc.exit_code in (130, 143) else 'error: '}{exc}", err=True)
+    if exc.completed_epochs:
+        import shlex
+
+        words = ["cnnclf", "train", "--config", str(config_path)]
+        for o in overrides:
+            words += ["--set", o]
+        words += ["--out", str(exc.destination), "--resume"]
+        click.echo("resume with: " + shlex.join(words), err=True)

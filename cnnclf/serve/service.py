@@ -1,0 +1,131 @@
+"""The loaded model and what serves it: decoding pool, micro-batcher, warm-up, model card.
+
+Every image takes the path `cnnclf predict` takes: `decode.decode_image_bytes` (the decoder,
+limits and pixel budget of `decode.load_image`, on a thread pool, off the event loop), then
+the micro-batcher (`batcher.py`) for the model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from cnnclf.bundle import Bundle
+from cnnclf.data.decode import decode_image_bytes
+from cnnclf.errors import ImageError
+from cnnclf.serve.batcher import MicroBatcher
+from cnnclf.serve.settings import DEFAULT_TOP_K, ServeSettings
+from cnnclf.serve.uploads import RequestError
+
+
+class Service:
+    """The loaded model and what serves it: decoding pool, batcher, readiness."""
+
+    def __init__(self, bundle: Bundle, settings: ServeSettings):
+        self.bundle = bundle
+        self.settings = settings
+        self.spec = bundle.preprocessing.spec
+        self.explainable = not is_export(bundle)
+        self.batcher = MicroBatcher(
+            bundle.model.predict_on_batch,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+        )
+        self.decoders = ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="decode"
+        )
+        self.ready = False
+        self.warm_up_error: str | None = None
+        self._warm_up_task: asyncio.Task | None = None
+        self.card = model_card(bundle, settings.name)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        # Kept: the event loop holds only a weak reference to a task.
+        self._warm_up_task = asyncio.create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self.batcher.model_thread, self.batcher.warm_up, self.spec.shape
+            )
+            self.ready = True
+        except Exception as exc:  # the model cannot run: /readyz says why, forever
+            self.warm_up_error = f"{type(exc).__name__}: {exc}"
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.decoders.shutdown(wait=True)
+
+    async def decode(self, data: bytes, name: str):
+        """Pixels of one upload, decoded on the pool; 422 naming it when it is no image."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.decoders, decode_image_bytes, data, self.spec, name
+            )
+        except ImageError as exc:
+            raise RequestError(422, f"{exc.path}: {exc.reason}") from None
+
+    async def scores(self, images: list[tuple[bytes, str]]):
+        """The model's output row for each (bytes, name), decoded in parallel, batched."""
+        self.batcher.expect(len(images))
+
+        async def one(data, name):
+            try:
+                pixels = await self.decode(data, name)
+            except BaseException:
+                self.batcher.expect(-1)
+                raise
+            return await self.batcher.submit(pixels)
+
+        return await asyncio.gather(*(one(data, name) for data, name in images))
+
+
+def model_card(bundle: Bundle, name: str) -> dict:
+    """What the page's header and the metadata route show about the model."""
+    preprocessing = bundle.preprocessing
+    manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
+    metrics = manifest.get("final_metrics") or {}
+    validation = {
+        key[4:]: value
+        for key, value in metrics.items()
+        if key.startswith("val_") and isinstance(value, (int, float))
+    }
+    export = is_export(bundle)
+    return {
+        "name": name,
+        "kind": f"{manifest.get('format')} export" if export else "keras bundle",
+        "classes": list(bundle.class_names),
+        "class_mode": preprocessing.class_mode,
+        "image_size": list(preprocessing.spec.image_size),
+        "color_mode": preprocessing.spec.color_mode,
+        "interpolation": preprocessing.spec.interpolation,
+        "threshold": preprocessing.threshold if preprocessing.class_mode == "binary" else None,
+        "validation": validation,
+        "trained": manifest.get("created"),
+        "epochs": manifest.get("epochs"),
+        "architecture": None if export else _architecture(manifest),
+        "explain": not export,
+        "top_k": None
+        if preprocessing.class_mode == "binary"
+        else min(DEFAULT_TOP_K, len(bundle.class_names)),
+    }
+
+
+def _architecture(manifest: dict) -> str:
+    """ "mobilenet_v3_small (imagenet)", "conv_blocks (from runs/x)" or "conv_blocks"."""
+    start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}
+    backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else None
+    source = start.get("init_from") if isinstance(start.get("init_from"), dict) else None
+    name = str(backbone.get("name")) if backbone else "conv_blocks"
+    if backbone and isinstance(backbone.get("weights"), dict):
+        weights = backbone["weights"]
+        name += f" ({weights.get('file') or weights.get('kind')})"
+    if source:
+        name += f", features from {source.get('bundle')}"
+    return name
+
+
+def is_export(bundle: Bundle) -> bool:
+    return isinstance(bundle.manifest, dict) and "source_bundle" in bundle.manifest

@@ -1,0 +1,482 @@
+"""The Trainer: one training run's state, and the steps that train it, in order.
+
+`run.train` checks everything it can before TensorFlow loads, then hands a `TrainSetup` to a
+`Trainer`. The run's state (config, data, stores, placement, run directory, model) lives on the
+Trainer, so each step is a method that reads what the steps before it left:
+
+    prepare()           decode every image once into stores
+    start_tensorflow()  devices, strategy, precision, seeds
+    build()             datasets, the model compiled for its first phase (restored on --resume)
+    fit()               phase by phase: the head first, then fine-tuning from the best weights
+    validate()          the binary threshold and the metrics on the validation data
+    publish()           the bundle written into the run's staging folder, then renamed into place
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnclf.bundle.format import Preprocessing
+from cnnclf.config import Config
+from cnnclf.data.layout import Dataset
+from cnnclf.errors import CnnclfError
+from cnnclf.model.transfer import Phase, Start, phases, planned_epochs, suggest_backbone
+from cnnclf.training.inputs import (
+    decode_stores,
+    describe,
+    image_spec,
+    make_datasets,
+    open_stores,
+    warn_skipped,
+)
+from cnnclf.training.record import (
+    RunRecord,
+    TrainResult,
+    final_metrics,
+    phases_record,
+    skipped_files,
+)
+from cnnclf.training.rundir import RunDir
+from cnnclf.training.validation import metrics_json, threshold_and_metrics, threshold_record
+
+log = logging.getLogger("cnnclf")
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """What `run.train` established before TensorFlow loaded, and how it was asked to run.
+
+    Args:
+        config: the validated config, its paths made absolute.
+        dataset: the discovered training and validation files.
+        loss: the Keras loss for the class count.
+        class_weight: Keras `class_weight`, or None.
+        start: the starting weights (`transfer.prepare`).
+        config_path: the config file, recorded in bundle.json.
+        verbose: let TensorFlow's own logging through.
+        device: cpu | gpu | auto.
+        progress: Keras `fit` verbosity, or "auto".
+        started: `time.monotonic()` when the run started.
+    """
+
+    config: Config
+    dataset: Dataset
+    loss: str
+    class_weight: dict[int, float] | None
+    start: Start
+    config_path: str | Path | None
+    verbose: bool
+    device: str
+    progress: int | str
+    started: float
+
+
+class Trainer:
+    """Trains one run, from decoded images to a published bundle.
+
+    Args:
+        setup: what the checks before TensorFlow established.
+        run: the run directory; entered already unless train.distribute is multi_worker
+            (where only the chief knows, once the cluster is up, that it publishes).
+        stack: closes what the run opens (stores, a worker's scratch folder) when it ends.
+    """
+
+    def __init__(self, setup: TrainSetup, run: RunDir, stack: contextlib.ExitStack):
+        self.setup = setup
+        self.config = setup.config
+        self.dataset = setup.dataset
+        self.run = run
+        self.stack = stack
+        self.spec = image_spec(self.config)
+        self.plan: list[Phase] = phases(self.config)
+        self.previous: dict | None = None  # the committed progress of a resumed run
+        self.done = 0  # epochs completed, including those before a resume
+        self.best_epoch: int | None = None
+
+    def train(self) -> TrainResult:
+        self.prepare()
+        self.start_tensorflow()
+        self.claim_run_dir()
+        try:
+            self.build()
+            self.fit()
+        except self.tf.errors.OpError as exc:
+            if self.placement.strategy != "multi_worker":
+                raise
+            raise CnnclfError(
+                f"multi_worker: lost contact with another worker "
+                f"({type(exc).__name__} in a collective operation); check that every "
+                "worker is running, then restart them all with --resume"
+            ) from None
+        warn_skipped(self.skipped.reasons)
+        self.validate()
+        return self.publish()
+
+    # -- before the model ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Opens the stores and decodes every image once (`inputs.decode_stores` says why)."""
+        from cnnclf.data.pipeline import SkippedFiles
+
+        self.skipped = SkippedFiles()
+        self.skipped.reasons.update(getattr(self.dataset, "skipped", None) or {})
+        self.stores = open_stores(self.config, self.dataset, self.stack, self.skipped)
+        self.used = decode_stores(self.stores, self.dataset, self.skipped)
+
+    def start_tensorflow(self) -> None:
+        from cnnclf.tf_loader import import_tensorflow, quiet_keras_warnings, seed_everything
+        from cnnclf.training.distribute import make_strategy, select_devices
+
+        self.tf = import_tensorflow(self.setup.verbose)
+        if not self.setup.verbose:
+            quiet_keras_warnings()
+        select_devices(self.setup.device)
+        self.strategy, self.placement = make_strategy(self.config.train)
+        seed_everything(self.config.train.seed, self.config.train.deterministic)
+        log.info("%s", self.placement.describe())
+        describe(self.dataset, self.used, self.setup.class_weight)
+        hint = suggest_backbone(self.config, self.used["train"])
+        if hint:
+            log.info("%s", hint)
+
+    def claim_run_dir(self) -> None:
+        """In a multi_worker cluster, the chief locks the run folder now that it knows it is the
+        chief; the other workers run the same steps (collective ops need everyone) but write to
+        a throw-away folder: only the chief publishes the bundle."""
+        if self.config.train.distribute != "multi_worker":
+            return
+        if self.placement.is_chief:
+            self.stack.enter_context(self.run)
+            return
+        scratch = self.stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-"))
+        chief = self.run
+        self.run = self.stack.enter_context(RunDir(Path(scratch) / "worker-bundle"))
+        if chief.resume:  # every worker resumes from the chief's checkpoint (shared disk)
+            self.run.adopt_progress(chief.staging)
+
+    # -- the model -------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Datasets, controls and the model compiled for the phase to (go on) train; on
+        --resume, the weights, optimizer state and best weights exactly where the run stopped."""
+        from cnnclf.training.callbacks import TrainingControls
+        from cnnclf.training.distribute import steps_per_execution
+
+        self.augment_where, self.train_ds, self.val_ds = make_datasets(
+            self.config, self.dataset, self.stores, self.placement
+        )
+        previous = self.previous = self.run.progress
+        self.done = previous["completed_epochs"] if previous else 0
+        self.scale = self.placement.replicas if self.config.train.scale_learning_rate else 1
+        self.controls = TrainingControls(
+            self.config.train,
+            previous["controls"] if previous else None,
+            self.plan[0].learning_rate * self.scale,
+        )
+        self.current = len(self.controls.state.get("phase_starts", [0])) - 1  # to go on with
+        self._build_model()
+        batches = sum(self.stores["train"].used_counts(self.dataset.class_names).values())
+        self.executions = steps_per_execution(
+            self.config.train.steps_per_execution,
+            self.placement.devices,
+            math.ceil(batches / self.config.data.batch_size),
+        )
+        note = self.compile_for(self.plan[self.current])
+        # What runs, not what was asked: Keras falls back to no XLA, with a warning, for a model
+        # with a layer XLA cannot compile.
+        self.jit_compile = (
+            bool(self.model.jit_compile) if self.keras_jit else self.placement.jit_compile
+        )
+        self.controls.set_model(self.model)  # also when every epoch is done and fit never runs
+        if previous:
+            self._restore()
+        self._log_model(note)
+        self._make_callbacks()
+
+    def _build_model(self) -> None:
+        from cnnclf.data.augment import augmenting_model
+        from cnnclf.model.build import build_model
+        from cnnclf.model.transfer import copy_features
+        from cnnclf.training.distribute import compile_replica_forward
+
+        config, placement, start = self.config, self.placement, self.setup.start
+        with self.strategy.scope():
+            model = build_model(
+                config,
+                len(self.dataset.class_names),
+                self.spec.channels,
+                placement.precision,
+                start.weights.path if start.weights else None,
+            )
+            if start.init_from and not self.previous:
+                copy_features(model, start.init_from)
+                log.info("feature layers copied from %s", start.init_from)
+            self.saved = model  # what the bundle holds; `model` is what fit trains (weights shared)
+            if self.augment_where == "step":
+                model = augmenting_model(
+                    self.saved, config.augment, self.spec.image_size, config.train.seed
+                )
+            # Keras' jit_compile=True compiles the whole step, which under a tf.distribute
+            # strategy includes the cross-replica gradient sum that XLA cannot hold: there only
+            # each replica's forward and backward pass is compiled.
+            self.keras_jit = placement.jit_compile and placement.strategy in (
+                "default",
+                "one_device",
+            )
+            if placement.jit_compile and not self.keras_jit:
+                model = compile_replica_forward(model)
+        self.model = model
+
+    def compile_for(self, phase: Phase) -> str | None:
+        """Freezes or unfreezes what `phase` says and compiles again, as Keras needs after a
+        change of `trainable`; returns what the phase trains, to log."""
+        from cnnclf.model.build import make_optimizer
+        from cnnclf.model.transfer import apply_phase
+
+        placement = self.placement
+        with self.strategy.scope():
+            note = apply_phase(self.saved, phase)
+            self.model.compile(
+                optimizer=make_optimizer(
+                    self.config, placement.precision, placement.replicas, phase.learning_rate
+                ),
+                loss=self.setup.loss,
+                metrics=["accuracy"],
+                steps_per_execution=self.executions,
+                jit_compile=self.keras_jit,
+            )
+        return note
+
+    def _restore(self) -> None:
+        from cnnclf.training.checkpoint import restore
+
+        with self.strategy.scope():
+            restore(self.model, self.controls, *self.run.load_checkpoint())
+        log.info("resuming after epoch %d of %d", self.done, planned_epochs(self.config))
+
+    def _log_model(self, note: str | None) -> None:
+        total = planned_epochs(self.config)
+        trainable = sum(math.prod(w.shape) for w in self.model.trainable_weights)
+        log.info(
+            "model: %s parameters (%s trainable now); %d epoch%s of batch %d; cache: %s",
+            f"{self.model.count_params():,}",
+            f"{trainable:,}",
+            total,
+            "" if total == 1 else "s",
+            self.config.data.batch_size,
+            self.stores["train"].store.where,
+        )
+        if self.augment_where:
+            log.info(
+                "augmentation: in the %s",
+                "training step" if self.augment_where == "step" else "input pipeline",
+            )
+        if note and not self.previous:
+            log.info("%s", note)
+
+    def _make_callbacks(self) -> None:
+        import keras
+
+        from cnnclf.training.checkpoint import EpochCheckpoint
+
+        train, previous = self.config.train, self.previous
+        self.checkpoint = EpochCheckpoint(
+            self.run,
+            self.config.to_dict(),
+            self.controls,
+            previous["history"] if previous else None,
+            train.checkpoint_every_epochs,
+            train.checkpoint_every_minutes,
+        )
+        progress = self.setup.progress
+        self.verbosity = (1 if sys.stdout.isatty() else 2) if progress == "auto" else progress
+        multi_worker = self.placement.strategy == "multi_worker"
+        self.extra_callbacks = (
+            [keras.callbacks.TensorBoard(log_dir=str(self.run.logs_dir))]
+            if train.tensorboard and not multi_worker
+            else []
+        )
+        if train.tensorboard and multi_worker:
+            log.warning(
+                "warning: train.tensorboard is not supported with multi_worker yet; "
+                "no logs are written"
+            )
+
+    # -- training --------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        """Trains phase by phase, as fastai's `fine_tune`: the first phase (the head, when a
+        backbone is frozen), then each next one from the best weights so far, recompiled for
+        what it trains. A resumed run goes on in the phase it stopped in."""
+        for index in range(self.current, len(self.plan)):
+            if index > self.current:
+                self.begin_next_phase(self.plan[index])
+            self.fit_phase(index)
+        self.run.wait()  # the last checkpoint is on disk (or its failure raised) before publishing
+        self.best_epoch = self.controls.finish()
+        if self.best_epoch is not None:
+            log.info(
+                "keeping the weights of epoch %d (best %s)",
+                self.best_epoch,
+                self.controls.best_monitor,
+            )
+
+    def begin_next_phase(self, phase: Phase) -> None:
+        if self.controls.best_weights is not None:
+            self.model.set_weights(self.controls.best_weights)
+        log.info("%s", self.compile_for(phase))
+
+    def fit_phase(self, index: int) -> None:
+        """Trains phase `index` to its last epoch, or until early stopping ends it."""
+        phase = self.plan[index]
+        self.controls.begin_phase(
+            index,
+            phase.learning_rate * self.scale,
+            len(self.history.get("epoch", [])),
+            phase.epochs,
+        )
+        end = self.controls.state["phase_starts"][index] + phase.epochs
+        if self.done >= end or self.controls.stopped_early:
+            return  # resumed after this phase ended (or stopped early)
+        self._fit_until(end)
+        self.run.wait()  # the last checkpoint is on disk (or its failure raised)
+        self.done = len(self.history.get("epoch", []))
+        if self.controls.nan_epoch is not None:
+            raise CnnclfError(
+                f"training stopped: the loss became NaN in epoch "
+                f"{self.controls.nan_epoch}; lower train.learning_rate or check the "
+                "data"
+            )
+        stopping = self.controls.early_stopping
+        if stopping is not None and self.controls.stopped_early:
+            log.info(
+                "early stopping: %s did not improve for %d epochs%s",
+                stopping.monitor,
+                stopping.patience,
+                "; fine-tuning next" if index + 1 < len(self.plan) else "",
+            )
+
+    def _fit_until(self, end: int) -> None:
+        callbacks = [*self.controls.callbacks, self.checkpoint]
+        if self.placement.strategy == "multi_worker":
+            from cnnclf.training.multiworker import MultiWorkerLoop
+
+            MultiWorkerLoop(
+                self.model,
+                self.strategy,
+                loss=self.setup.loss,
+                global_batch_size=self.config.data.batch_size,
+                class_weight=self.setup.class_weight,
+            ).fit(
+                self.train_ds,
+                self.val_ds,
+                epochs=end,
+                initial_epoch=self.done,
+                callbacks=callbacks,
+                log=log.info,
+            )
+            return
+        self.model.fit(
+            self.train_ds,
+            validation_data=self.val_ds,
+            epochs=end,
+            initial_epoch=self.done,
+            shuffle=False,
+            verbose=self.verbosity,
+            class_weight=self.setup.class_weight,
+            callbacks=[*callbacks, *self.extra_callbacks],
+        )
+
+    @property
+    def history(self) -> dict:
+        """Per-epoch metrics, including the epochs before a resume."""
+        return self.checkpoint.history
+
+    # -- after training --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        self.threshold, self.metrics = threshold_and_metrics(
+            self.saved, self.val_ds, self.config, self.dataset.class_names
+        )
+
+    @property
+    def binary(self) -> bool:
+        return len(self.dataset.class_names) == 2
+
+    def publish(self) -> TrainResult:
+        """Writes the bundle in the run's staging folder, then renames it into place."""
+        from cnnclf.bundle.writer import write_bundle
+
+        started = self.setup.started
+        seconds = time.monotonic() - started
+        history = dict(self.history)
+        final = final_metrics(history, self.best_epoch)
+        self.run.write_bundle(
+            lambda folder: write_bundle(folder, self.bundle_contents(history, final, seconds))
+        )
+        bundle_dir = self.run.publish()
+        skipped = dict(self.skipped.reasons)
+        if not self.placement.is_chief:
+            log.info("worker done; the chief writes the bundle")
+            return TrainResult(None, history, skipped, time.monotonic() - started, final)
+        log.info("saved bundle to %s", bundle_dir)
+        return TrainResult(bundle_dir, history, skipped, seconds, final)
+
+    def bundle_contents(self, history: dict, final: dict, seconds: float):
+        from cnnclf.bundle.writer import BundleContents
+
+        preprocessing = Preprocessing(
+            self.spec,
+            self.config.augment.rescale,
+            "binary" if self.binary else "categorical",
+            self.threshold if self.binary else None,
+        )
+        return BundleContents(
+            model=self.saved,
+            config=self.config,
+            class_indices=self.dataset.class_indices,
+            preprocessing=preprocessing,
+            history=history,
+            metrics=metrics_json(self.config, self.dataset, self.metrics),
+            record=self.record(history, final, seconds),
+        )
+
+    def record(self, history: dict, final: dict, seconds: float) -> RunRecord:
+        """bundle.json for this run."""
+        config, dataset, placement = self.config, self.dataset, self.placement
+        config_path = self.setup.config_path
+        return RunRecord.now(
+            config_file=str(Path(config_path).resolve()) if config_path else None,
+            class_names=dataset.class_names,
+            train_images=self.used["train"],
+            validation_images=self.used["validation"],
+            validation_source=dataset.validation_source,
+            epochs=len(history.get("epoch", [])),
+            best_epoch=self.best_epoch,
+            stopped_early=self.controls.state["stopped_early"],
+            resumed_after_epoch=(self.previous or {}).get("completed_epochs") or None,
+            class_weight=self.setup.class_weight,
+            phases=phases_record(
+                self.plan, self.controls.state.get("phase_starts", [0]), history, self.saved
+            ),
+            start=self.setup.start.to_json(config),
+            placement={
+                "devices": placement.devices,
+                "strategy": placement.strategy,
+                "replicas": placement.replicas,
+                "precision": placement.precision,
+                "jit_compile": self.jit_compile,
+            },
+            final_metrics=final,
+            threshold=threshold_record(config, dataset, self.threshold),
+            skipped_files=skipped_files(self.skipped.reasons),
+            train_seconds=round(seconds, 2),
+            run_id=self.run.run_id,
+        )
