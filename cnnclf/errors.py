@@ -1,5 +1,7 @@
 """Errors a user can act on: the CLI prints them as one line, with no traceback."""
 
+import os
+
 
 class CnnclfError(Exception):
     """A failure the user can fix; `exit_code` follows click's convention (2 = usage/config)."""
@@ -28,7 +30,7 @@ class BundleError(CnnclfError):
 class ImageError(CnnclfError):
     """One image file that cannot be decoded. Carries the path so callers can report and skip it."""
 
-    def __init__(self, path, reason):
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
@@ -40,8 +42,12 @@ class RunStopped(CnnclfError):
     exit_code = 1
 
     def __init__(
-        self, message: str, destination, completed_epochs: int, exit_code: int | None = None
-    ):
+        self,
+        message: str,
+        destination: str | os.PathLike[str],
+        completed_epochs: int,
+        exit_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.destination = destination
         self.completed_epochs = completed_epochs

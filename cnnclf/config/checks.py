@@ -105,7 +105,11 @@ def _int_words(minimum: int | None, maximum: int | None) -> str:
 
 
 def number(
-    minimum: float | None = None, maximum: float | None = None, *, open_min: bool = False, open_max: bool = False
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    open_min: bool = False,
+    open_max: bool = False,
 ) -> Checker:
     lo = "(" if open_min else "["
     hi = ")" if open_max else "]"

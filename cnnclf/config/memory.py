@@ -95,7 +95,7 @@ def check_memory(config: Config) -> None:
     limit = _physical_memory()
     if total <= limit:
         return
-    key = max(("model.conv_blocks", "model.dense_units", "data.batch_size"), key=parts.get)
+    key = max(("model.conv_blocks", "model.dense_units", "data.batch_size"), key=parts.__getitem__)
     held = f"each held {_WEIGHT_COPIES[config.train.optimizer]} times by {config.train.optimizer}"
     if key == "model.conv_blocks":
         detail = f"{parts[key] / 1e9:,.1f} GB of convolution weights, {held}"

@@ -70,7 +70,7 @@ def _list_index(key: str, part: str, node: list) -> int:
     return int(part)
 
 
-def _mapping_field(section: str, name: str):
+def _mapping_field(section: str, name: str) -> dataclasses.Field | None:
     """The schema field `section.name` when its value can be a mapping, else None."""
     cls = SECTIONS.get(section)
     fields = dataclasses.fields(cls) if cls is not None else ()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any
+from collections.abc import Collection
+from typing import Any, cast
 
 from cnnclf.config.checks import fail, key_name
 from cnnclf.config.cross_checks import check_across_sections, check_pretrained_keys
 from cnnclf.config.defaults import Implied, apply_implied_defaults, expand_shorthand
 from cnnclf.config.schema import SECTIONS, Config
+from cnnclf.config.subsections import SubSection
 from cnnclf.errors import ConfigError
 
 
@@ -63,13 +65,13 @@ def check_value(f: dataclasses.Field, key: str, value: Any) -> Any:
     return parse_sub_section(cls, key, value)
 
 
-def parse_sub_section(cls: type, key: str, value: Any, *, optional: bool = True):
+def parse_sub_section(cls: type, key: str, value: Any, *, optional: bool = True) -> Any:
     """A sub-section (subsections.py) from its raw value, shorthands expanded; None when off."""
     value = expand_shorthand(cls, value)
     if value is None and optional:
         return None
     if not isinstance(value, dict):
-        fail(key, cls.allowed(), value)
+        fail(key, cast("type[SubSection]", cls).allowed(), value)
     reject_unknown(key, value, _field_names(cls))
     values = {}
     for f in dataclasses.fields(cls):
@@ -82,7 +84,9 @@ def parse_sub_section(cls: type, key: str, value: Any, *, optional: bool = True)
     return cls(**values)
 
 
-def reject_unknown(where: str, raw: dict, known, *, top_level: bool = False) -> None:
+def reject_unknown(
+    where: str, raw: dict, known: Collection[str], *, top_level: bool = False
+) -> None:
     """Refuses a key `known` lacks, suggesting the closest known key or the section it is in."""
     for key in raw:
         if key in known:

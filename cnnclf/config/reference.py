@@ -45,7 +45,7 @@ def reference_yaml() -> str:
         "",
     ]
     for section, cls in SECTIONS.items():
-        lines.append(f"{section}:  # {cls.__doc__.strip()}")
+        lines.append(f"{section}:  # {(cls.__doc__ or '').strip()}")
         defaults = dataclasses.asdict(cls())
         for f in dataclasses.fields(cls):
             value = "1/255" if f.name == "rescale" else flow_yaml(defaults[f.name])

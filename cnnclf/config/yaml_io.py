@@ -59,16 +59,17 @@ class ConfigLoader(yaml.SafeLoader):
                 "levels deep, too deep for a config"
             )
 
-    def fetch_flow_collection_start(self, token_class):  # `[` or `{`
+    def fetch_flow_collection_start(self, token_class: type[yaml.Token]) -> None:  # `[` or `{`
         self._refuse_deeper()
         super().fetch_flow_collection_start(token_class)
 
-    def add_indent(self, column):  # a block collection, unless at the current indentation
+    def add_indent(self, column: int) -> bool:
+        # A block collection, unless at the current indentation.
         if self.indent < column:
             self._refuse_deeper()
         return super().add_indent(column)
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self.composed += 1
         if self.composed > MAX_YAML_NODES:
             raise _too_many_nodes(self.source)
@@ -143,7 +144,8 @@ def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
         if isinstance(node, yaml.SequenceNode):
             children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
         elif isinstance(node, yaml.MappingNode):
-            children, first_line = [], {}
+            children = []
+            first_line: dict[tuple[str, Any], int] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` adds, by design
                     children.append((value_node, path))

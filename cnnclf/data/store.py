@@ -60,9 +60,9 @@ class DecodedStore:
         self.state = np.zeros(len(self.paths), np.uint8)
         self.on_unreadable = on_unreadable or (lambda path, reason: None)
         self.empty = np.zeros(self.shape, np.uint8)
-        self.array = None
-        self.fd = None
-        self._mapped = None
+        self.array: np.ndarray | None = None
+        self.fd: int | None = None
+        self._mapped: np.memmap | None = None
         if where == "memory":
             # Aligned: the pipeline reads it as a TensorFlow tensor in place, and TensorFlow's
             # DLPack import aborts the process on an unaligned buffer.
@@ -115,6 +115,7 @@ class DecodedStore:
         if self._mapped is None and not len(self.paths):
             return np.empty((0, *self.shape), np.uint8)  # an empty file cannot be mapped
         if self._mapped is None:
+            assert self.path is not None  # a disk store: batches are not read from "none"
             # A read-only map of the store's file: slots are read through the page cache,
             # as pread did, without a copy in process memory.
             self._mapped = np.memmap(self.path, np.uint8, "r", shape=(len(self.paths), *self.shape))
@@ -126,6 +127,7 @@ class DecodedStore:
         if state == DECODED:
             if self.array is not None:
                 return self.array[index], True
+            assert self.fd is not None  # only memory and disk stores mark images decoded
             data = os.pread(self.fd, self.slot_bytes, index * self.slot_bytes)
             return np.frombuffer(data, np.uint8).reshape(self.shape), True
         if state == UNREADABLE:

@@ -1,9 +1,10 @@
 """The CLI's exit that skips the interpreter's teardown, and the private API it rests on."""
 
 import atexit
-import subprocess
 import sys
 import textwrap
+
+from helpers import run_process
 
 PRIVATE_API = (
     "cnnclf/cli/fast_exit.py calls atexit._run_exitfuncs() (private, CPython) to run the exit "
@@ -31,9 +32,7 @@ def test_the_exit_runs_the_handlers_flushes_the_output_and_keeps_the_code(tmp_pa
         exit_skipping_teardown(3)
         print("never printed")
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
-    )
+    done = run_process([sys.executable, "-c", program], "a program that exits through it")
     assert done.returncode == 3, done.stderr
     assert done.stdout == "no newline, still in the buffer"
     assert done.stderr == "on stderr"

@@ -11,7 +11,12 @@ import pytest
 
 pytestmark = pytest.mark.slow  # imports TensorFlow
 
-tf = pytest.importorskip("tensorflow")
+
+@pytest.fixture(scope="module")
+def tf():
+    """TensorFlow, imported when a test runs, not when pytest collects (the fast tier has none)."""
+    return pytest.importorskip("tensorflow")
+
 
 PRIVATE_API = (
     "cnnclf/data/parallel_copy.py builds tf.data's batch op itself through TensorFlow's private "
@@ -21,17 +26,21 @@ PRIVATE_API = (
 
 
 def private_api_changed(problem: str) -> str:
+    import tensorflow as tf
+
     return PRIVATE_API.format(version=tf.__version__, problem=problem)
 
 
 def dataset(n: int = 10):
     """(uint8 image, float label) elements, as the pipeline's in-place read gives them."""
+    import tensorflow as tf
+
     images = np.arange(n * 4 * 4 * 3, dtype=np.uint8).reshape(n, 4, 4, 3)
     labels = (np.arange(n) % 2).astype(np.float32)[:, None]
     return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
-def test_the_private_api_is_still_there_with_the_signature_we_use():
+def test_the_private_api_is_still_there_with_the_signature_we_use(tf):
     try:
         from tensorflow.python.data.ops import dataset_ops
         from tensorflow.python.ops import gen_dataset_ops
@@ -55,7 +64,7 @@ def test_the_private_api_is_still_there_with_the_signature_we_use():
     )
 
 
-def test_it_builds_the_batch_op_with_parallel_copy_set():
+def test_it_builds_the_batch_op_with_parallel_copy_set(tf):
     from cnnclf.data.parallel_copy import batch_copying_in_parallel, parallel_copy_batch
 
     try:
@@ -71,7 +80,7 @@ def test_it_builds_the_batch_op_with_parallel_copy_set():
 
 
 @pytest.mark.parametrize("n, batch_size", [(10, 4), (8, 4), (3, 5)])
-def test_it_yields_the_same_batches_as_the_plain_batch(n, batch_size):
+def test_it_yields_the_same_batches_as_the_plain_batch(tf, n, batch_size):
     from cnnclf.data.parallel_copy import batch_copying_in_parallel
 
     plain = dataset(n).batch(batch_size)
