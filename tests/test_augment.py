@@ -21,6 +21,7 @@ def gradient_batch(n=8, size=32):
     return np.repeat(image[None], n, axis=0)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_tutorial_shear_is_degrees_so_barely_changes_pixels():
     images = gradient_batch()
     out = augment(["augment.shear_range=0.2"], images)
@@ -29,6 +30,7 @@ def test_tutorial_shear_is_degrees_so_barely_changes_pixels():
     assert np.abs(strong - images).max() > 10
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_zoom_is_about_the_centre():
     images = np.zeros((4, 33, 33, 1), np.float32)
     images[:, 16, 16] = 255.0
@@ -37,6 +39,7 @@ def test_zoom_is_about_the_centre():
     assert not np.allclose(out, images)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_flip_gives_original_or_mirror_and_repeats_with_seed():
     images = gradient_batch(16)
     out = augment(["augment.horizontal_flip=true"], images)
@@ -47,6 +50,7 @@ def test_flip_gives_original_or_mirror_and_repeats_with_seed():
     assert np.array_equal(out, augment(["augment.horizontal_flip=true"], images))
 
 
+@pytest.mark.slow  # imports TensorFlow
 @pytest.mark.parametrize("flip, axis", [("horizontal_flip", 2), ("vertical_flip", 1)])
 def test_flip_with_zoom_mirrors_the_zoomed_image(flip, axis):
     """As ImageDataGenerator: transform first, then flip (the flip rides in the matrix)."""
@@ -61,6 +65,7 @@ def test_flip_with_zoom_mirrors_the_zoomed_image(flip, axis):
     assert any(flipped) and any(kept)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_brightness_multiplies_and_clips():
     images = np.full((8, 4, 4, 3), 100.0, np.float32)
     out = augment(["augment.brightness_range=[2.0, 3.0]"], images)
@@ -71,6 +76,7 @@ def test_brightness_multiplies_and_clips():
     "override",
     ["augment.rotation_range=20", "augment.width_shift_range=0.2", "augment.height_shift_range=3"],
 )
+@pytest.mark.slow  # imports TensorFlow
 def test_geometric_transforms_keep_shape_and_range(override):
     images = gradient_batch()
     out = augment([override], images)
@@ -102,12 +108,14 @@ def dot_after(size, dot, **params):
     return tuple(int(i) for i in np.unravel_index(np.argmax(out), out.shape))
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_width_shift_moves_pixels_horizontally_and_height_shift_vertically():
     # Output pixel x samples input x + shift, as ImageDataGenerator's matrices do.
     assert dot_after(21, (10, 15), shift_x=4.0) == (10, 11)
     assert dot_after(21, (10, 15), shift_y=4.0) == (6, 15)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_shear_is_along_x_about_the_centre():
     # 20 degrees: a dot 8 rows above the centre lands ~2.9 columns left, ~0.5 rows higher.
     row, col = dot_after(21, (2, 10), shear=20.0)
@@ -115,6 +123,7 @@ def test_shear_is_along_x_about_the_centre():
     assert dot_after(21, (10, 10), shear=20.0) == (10, 10)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_rotation_turns_about_the_centre():
     assert dot_after(21, (10, 10), rotation=90.0) == (10, 10)
     row, col = dot_after(21, (10, 18), rotation=90.0)  # 8 px right of centre
@@ -160,6 +169,7 @@ def test_the_resampler_matches_keras_affine_transform(fill_mode):
         assert np.abs(out - expected).max() < 0.01, (fill_mode, dtype)
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_uint8_batches_augment_as_float_ones():
     images = gradient_batch(8, 33)
     overrides = [

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import shutil
 
 import pytest
@@ -97,6 +98,10 @@ def test_default_model_is_the_newest_bundle_under_runs(
     runs.mkdir()
     shutil.copytree(binary_bundle, runs / "old")
     shutil.copytree(multi_bundle, runs / "new")
+    # copytree keeps the fixtures' times, and which fixture trained first depends on the worker:
+    # say which run is newer instead of relying on that order.
+    for name, mtime in (("old", 1_000_000_000), ("new", 2_000_000_000)):
+        os.utime(runs / name / "bundle.json", (mtime, mtime))
     (runs / ".new.partial-1234").mkdir()  # a staging folder is never picked
     image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
     result = run_cli("predict", "--format", "json", image, cwd=tmp_path)

@@ -47,6 +47,7 @@ def test_rows_give_the_pixels_of_apply_affine(fill_mode, shape):
         assert (resample(images, far, True, 7.5) == 7.5).all()
 
 
+@pytest.mark.slow  # imports TensorFlow
 def test_rotated_matrices_are_refused():
     import tensorflow as tf
 

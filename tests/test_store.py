@@ -125,6 +125,7 @@ def epoch_images(ds):
     return [image.tobytes() for images, _ in ds.as_numpy_iterator() for image in images]
 
 
+@pytest.mark.slow  # imports TensorFlow
 @pytest.mark.parametrize("cache", ["memory", "disk", "none"])
 def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cache):
     opened, ds = store_dataset(tmp_path, cache)
@@ -142,6 +143,7 @@ def test_each_epoch_reads_every_readable_image_once_in_a_new_order(tmp_path, cac
     assert images.dtype.name == "uint8" and labels.shape == (4, 1)
 
 
+@pytest.mark.slow  # imports TensorFlow
 @pytest.mark.parametrize("broken", [0, 1])
 def test_the_shuffle_repeats_for_the_same_seed_in_every_cache_mode(tmp_path, broken):
     # With every file readable a memory store is read in place (slices of one tensor), the
