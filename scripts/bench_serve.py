@@ -301,10 +301,8 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     errors = seq["errors"] + sum(row["errors"] for row in results["concurrent"])
     if errors or results["server_exit_code"] != 0:
-        print(
-            f"FAILED: {errors} error(s); first: "
-            f"{(seq['first_errors'] + [e for r in results['concurrent'] for e in r['first_errors']])[:3]}"
-        )
+        first = seq["first_errors"] + [e for r in results["concurrent"] for e in r["first_errors"]]
+        print(f"FAILED: {errors} error(s); first: {first[:3]}")
         return 1
     return 0
 

@@ -45,7 +45,7 @@ CLASSES = [
 def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
-    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    _, _dtype_code, ndim = struct.unpack(">HBB", data[:4])
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 

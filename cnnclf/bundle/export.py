@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,12 +117,13 @@ def export(
         prefix=f".{out.name}.", suffix=".partial", dir=out.parent
     ) as tmp:
         staged = Path(tmp) / out.name
+        model: Any = bundle.model  # a keras.Model
         if fmt == "savedmodel":
-            bundle.model.export(str(staged), format="tf_saved_model", verbose=False)
+            model.export(str(staged), format="tf_saved_model", verbose=False)
         elif fmt == "tflite":
-            staged.write_bytes(_tflite(bundle.model, Path(tmp), quantize, sample))
+            staged.write_bytes(_tflite(model, Path(tmp), quantize, sample))
         else:
-            _onnx(bundle.model, staged, sample)
+            _onnx(model, staged, sample)
         parity = check_parity(bundle, load_runtime(staged, fmt), sample, quantize)
         meta = {
             "format": fmt,
@@ -185,8 +187,10 @@ def _check_onnx_backbone(bundle: Bundle, fmt: str) -> None:
     from cnnclf.model.backbones import NO_ONNX
 
     manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
-    start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}
-    backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else {}
+    start = manifest.get("start")
+    start = start if isinstance(start, dict) else {}
+    backbone = start.get("backbone")
+    backbone = backbone if isinstance(backbone, dict) else {}
     name = backbone.get("name")
     if fmt == "onnx" and name in NO_ONNX:
         raise CnnclfError(
@@ -215,11 +219,12 @@ def _onnx(model, path: Path, sample: np.ndarray) -> None:
 
 def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> dict:
     """Runs the export's own runtime against the Keras model on the same images."""
+    model: Any = bundle.model  # a keras.Model
     batch = 16
     keras_out, export_out = [], []
     for start in range(0, len(sample), batch):
         x = sample[start : start + batch]
-        keras_out.append(np.asarray(bundle.model.predict_on_batch(x), np.float32))
+        keras_out.append(np.asarray(model.predict_on_batch(x), np.float32))
         export_out.append(
             np.asarray(runtime.predict_on_batch(x), np.float32).reshape(keras_out[-1].shape)
         )
@@ -229,7 +234,7 @@ def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> 
     def labels(p):
         return (p[:, 0] >= threshold).astype(int) if p.shape[1] == 1 else p.argmax(axis=1)
 
-    figures = {
+    figures: dict[str, Any] = {
         "images": len(a),
         "max_abs_diff": float(np.abs(a - b).max()),
         "label_agreement": float((labels(a) == labels(b)).mean()),

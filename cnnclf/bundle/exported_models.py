@@ -66,7 +66,7 @@ class TFLiteModel:
         self.output = self.interpreter.get_output_details()[0]
         self.input_shape = _dims(self.input["shape_signature"][1:])
         self.output_units = _dims(self.output["shape_signature"][-1:])[0]
-        self.batch = None
+        self.batch: int | None = None
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
         from cnnclf.tf_loader import quiet_native_stderr

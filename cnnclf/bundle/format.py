@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnnclf.data.decode import ImageSpec
 
@@ -70,7 +71,7 @@ class Preprocessing:
         }
 
     @classmethod
-    def from_json(cls, data) -> Preprocessing:
+    def from_json(cls, data: Any) -> Preprocessing:
         """Checks every field of a preprocessing.json object and builds the value.
 
         Raises:
@@ -127,7 +128,7 @@ class Preprocessing:
         )
 
 
-def class_names_from_json(data, class_mode: str) -> list[str]:
+def class_names_from_json(data: Any, class_mode: str) -> list[str]:
     """Class names in index order from a `class_indices` object, checked against `class_mode`.
 
     Raises:
@@ -141,7 +142,7 @@ def class_names_from_json(data, class_mode: str) -> list[str]:
             raise SidecarError(f"class names must be non-empty, got {name!r}")
         if not _is_int(index):
             raise SidecarError(f"{name}: index must be an integer, got {_short(index)}")
-    names = sorted(data, key=data.get)
+    names = sorted(data, key=lambda name: data[name])
     if [data[n] for n in names] != list(range(len(names))):
         raise SidecarError(
             f"indices must be 0..N-1, each used once, got {_short(sorted(data.values()))}"
@@ -155,7 +156,7 @@ def class_names_from_json(data, class_mode: str) -> list[str]:
     return names
 
 
-def check_manifest(manifest) -> None:
+def check_manifest(manifest: Any) -> None:
     """Checks what readers rely on in a bundle.json object.
 
     Raises:
@@ -188,10 +189,10 @@ def check_recorded_classes(names: list[str], manifest: dict) -> None:
         )
 
 
-def read_json(path: Path):
+def read_json(path: Path) -> Any:
     """Parses a sidecar; a key given twice is an error (json.loads would keep the last)."""
 
-    def unique(pairs):
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [key for key, _ in pairs]
         repeated = sorted({key for key in keys if keys.count(key) > 1})
         if repeated:
@@ -219,15 +220,15 @@ def _choice(data: dict, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _json_type(value) -> str:
+def _json_type(value: object) -> str:
     return {
         dict: "an object",
         list: "a list",
@@ -237,10 +238,10 @@ def _json_type(value) -> str:
     }.get(type(value), "a number")
 
 
-def _short(value, limit: int = 60) -> str:
+def _short(value: object, limit: int = 60) -> str:
     text = json.dumps(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def write_json(path: Path, data) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnnclf.bundle.format import (
     CLASS_INDICES_FILE,
@@ -33,7 +34,7 @@ class Bundle:
     """A loaded bundle: the Keras model and everything needed to feed and read it."""
 
     path: Path
-    model: object
+    model: Any  # a keras.Model; typed loosely so this module never imports Keras
     class_names: list[str]
     preprocessing: Preprocessing
     manifest: dict

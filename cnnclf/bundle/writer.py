@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cnnclf.bundle.format import (
     CLASS_INDICES_FILE,
@@ -44,7 +44,7 @@ class BundleContents:
         record: bundle.json.
     """
 
-    model: object
+    model: Any  # a keras.Model; typed loosely so this module never imports Keras
     config: Config
     class_indices: dict[str, int]
     preprocessing: Preprocessing

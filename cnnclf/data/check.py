@@ -14,6 +14,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageOps
 
@@ -144,7 +145,7 @@ class CheckReport:
         return out
 
     def to_json(self) -> dict:
-        counts = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
         for p in self.problems:
             counts[p.kind] += 1
         return {
@@ -194,7 +195,7 @@ def check_data(
     jobs = []
     for split, classes in class_lists.items():
         jobs += _list_split(split, splits[split], classes, report)
-    spec = ImageSpec(tuple(image_size) if image_size else (32, 32))
+    spec = ImageSpec(cast("tuple[int, int]", tuple(image_size)) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         results = list(pool.map(lambda job: _inspect(job[2], spec, image_size), jobs))
     hashes: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -202,6 +203,7 @@ def check_data(
     for (split, cls, path), (digest, problems, readable) in zip(jobs, results):
         report.problems += problems
         if readable:
+            assert digest is not None  # every readable file was hashed
             hashes[split][digest].append(path)
             readable_per_class[split, cls] += 1
     for split, classes in class_lists.items():
@@ -401,7 +403,7 @@ def write_fixed_copy(splits: dict[str, Path], report: CheckReport, destination: 
                     converted += 1
                 elif path in rename:
                     with Image.open(path) as image:
-                        suffix = _EXTENSION_FOR.get(image.format, Path(path).suffix)
+                        suffix = _EXTENSION_FOR.get(image.format or "", Path(path).suffix)
                     shutil.copyfile(path, target.with_suffix(suffix))
                 else:
                     shutil.copyfile(path, target)

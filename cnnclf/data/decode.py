@@ -30,7 +30,9 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -157,7 +159,8 @@ def _return_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-_MALLOC_TRIM = None
+# libc's malloc_trim; False where there is none, None until looked up.
+_MALLOC_TRIM: Callable[[int], object] | Literal[False] | None = None
 
 
 # Process-wide on purpose: the memory it protects is the process's. 64 megapixels is about

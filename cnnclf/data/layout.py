@@ -447,5 +447,5 @@ def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:
             paths += found
         else:
             raise ConfigError(f"{arg}: no such file or folder")
-    seen = set()
-    return [p for p in paths if not (p in seen or seen.add(p))]
+    # Duplicates dropped, first occurrence kept, order kept.
+    return list(dict.fromkeys(paths))

@@ -17,8 +17,14 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cnnclf.data.decode import ImageSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cnnclf.data.store import DecodedStore
 
 
 @dataclass
@@ -33,7 +39,7 @@ class SkippedFiles:
             self.reasons[path] = reason
 
 
-def choose_cache(cache: str, n_images: int, spec: ImageSpec, memory_mb: int) -> str:
+def choose_cache(cache: str, n_images: int, spec: ImageSpec, memory_mb: float) -> str:
     """Resolves `data.cache: auto` to memory or disk from the decoded data set's size."""
     if cache != "auto":
         return cache
@@ -49,8 +55,8 @@ def decoded_mb(n_images: int, spec: ImageSpec) -> float:
 class OpenedStore:
     """One set's decoded-image store and its labels, in the order the store holds them."""
 
-    store: object  # store.DecodedStore
-    labels: object  # np.ndarray of int32 class indices
+    store: DecodedStore
+    labels: np.ndarray  # int32 class indices
 
     def used_counts(self, class_names: list[str]) -> dict[str, int]:
         """Images per class that decoded (after `decode_all`), i.e. what training uses."""

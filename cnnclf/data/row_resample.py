@@ -15,6 +15,7 @@ same (`nearest` clamps positions to the image, `constant` reads `cval` outside i
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _kernels():  # noqa: C901  (the Numba kernels: loops kept flat on purpose)
     # fastmath lets LLVM fuse multiply-adds (faster), with pixels still within 0.01 of
     # apply_affine's (float32 rounding of the positions).
     def jit(function):
-        options = dict(nogil=True, boundscheck=False, fastmath=True)
+        options: dict[str, Any] = dict(nogil=True, boundscheck=False, fastmath=True)
         try:
             return njit(cache=True, **options)(function)
         except RuntimeError:  # no writable cache folder (read-only install, no home)

@@ -50,7 +50,10 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
         )
     config = load_config(source / CONFIG_FILE)
     dataset = discover(config.data, config.train.seed)
+    # discover refuses a config without train_dir, and validates on test_dir when it is set.
+    assert config.data.train_dir is not None
     if dataset.validation_source == "test_dir":
+        assert config.data.test_dir is not None
         return "data.test_dir", config.data.test_dir, dataset.validation
     return "validation_split", config.data.train_dir, dataset.validation
 

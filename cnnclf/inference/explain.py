@@ -9,13 +9,14 @@ input (resized, as in training) and drawn over the original image at its own siz
 from __future__ import annotations
 
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cnnclf.bundle import Bundle
 from cnnclf.data.decode import load_image
-from cnnclf.inference.predict import interpret
+from cnnclf.inference.predict import Prediction, interpret
 
 
 def last_conv_activation(model) -> str:
@@ -72,7 +73,7 @@ def normalise_cam(cam: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.clip(cam / peak, 0.0, 1.0), None
 
 
-def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]:
+def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, Prediction, str | None]:
     """(heatmap in [0, 1] at the model's input size, Prediction, note) for one image.
 
     `note` is None for a usable map; otherwise it says why the heatmap is all zero (see
@@ -83,19 +84,20 @@ def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, object, str | None]
 
 def grad_cam_pixels(
     bundle: Bundle, pixels: np.ndarray, path: str
-) -> tuple[np.ndarray, object, str | None]:
+) -> tuple[np.ndarray, Prediction, str | None]:
     """`grad_cam` for an image already decoded by `data.decode.load_image` or `decode_image_bytes`.
 
     `path` only names the image in the Prediction.
     """
     import tensorflow as tf
 
-    model = bundle.model
+    model: Any = bundle.model  # a keras.Model
     target = last_conv_activation(model)
     x = tf.constant(np.asarray(pixels, np.float32)[None])
     with tf.GradientTape() as tape:
         # The model is a plain stack: run it layer by layer and keep the target activation.
-        features, h = None, x
+        features: Any = None
+        h = x
         for layer in model.layers:
             h = layer(h, training=False)
             if layer.name == target:
@@ -123,10 +125,10 @@ def caption_font_size(panel_size: tuple[int, int]) -> int:
 
 
 def overlay(
-    path: str,
+    path: str | Path | IO[bytes],
     heatmap: np.ndarray,
     caption: str,
-    out: Path,
+    out: Path | IO[bytes],
     alpha: float = 0.45,
     note: str | None = None,
 ):
@@ -146,8 +148,8 @@ def overlay(
         image = image.resize(
             (round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST
         )
-    font = ImageFont.load_default(size=caption_font_size(image.size))
-    size = font.size
+    size = caption_font_size(image.size)
+    font = ImageFont.load_default(size=size)
     if note:
         grey = ImageOps.grayscale(image).convert("RGB")
         right = Image.blend(grey, Image.new("RGB", image.size, "white"), 0.6)

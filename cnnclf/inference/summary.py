@@ -9,16 +9,20 @@ from the Keras model itself, so they can never disagree with what training build
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from cnnclf.config import Config, load_config
+from cnnclf.config import Config, ConvBlock, load_config
 
 # A config does not say how many classes its data has; the model is built for the smallest
 # case, 2 classes (one sigmoid unit), and the output says so.
 ASSUMED_CLASSES = 2
 
 
-def conv_block_geometry(image_size, conv_blocks: list[dict], padding: str) -> list[dict]:
+def conv_block_geometry(
+    image_size, conv_blocks: Sequence[Mapping[str, Any] | ConvBlock], padding: str
+) -> list[dict]:
     """Feature-map size and receptive field after each conv block, in plain Python.
 
     Each block is Conv2D (stride 1, `padding`) + ReLU + MaxPooling2D (`pool_size`, stride
@@ -287,6 +291,6 @@ def _size(size: list[int]) -> str:
     return f"{size[0]} x {size[1]}"
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

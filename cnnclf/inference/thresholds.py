@@ -55,7 +55,9 @@ def choose_threshold(y_true, p1, rule) -> float:
         precision, recall, pr_thresholds = precision_recall_curve(y_true, p1)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
         return _valid(pr_thresholds[int(np.argmax(f1))])
-    kind, target = re.match(r"(\w+)\s*>=\s*(.+)", rule).groups()
+    match = re.match(r"(\w+)\s*>=\s*(.+)", rule)
+    assert match is not None, f"not a threshold rule: {rule!r}"  # callers pass is_rule values
+    kind, target = match.groups()
     target = float(target)
     if kind in ("recall", "sensitivity"):
         index = int(np.argmax(tpr >= target - 1e-12))  # first (highest) threshold reaching it

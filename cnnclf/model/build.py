@@ -91,7 +91,7 @@ HEAD_LAYERS = ("flatten", "global_pool")  # the first head layer: feature layers
 
 def feature_layers(model) -> list:
     """The layers before the head (pooling, Dense): what init_from copies and fine_tune thaws."""
-    out = []
+    out: list = []
     for layer in model.layers:
         if layer.name in HEAD_LAYERS:
             return out
@@ -109,6 +109,7 @@ def backbone_layers(config: Config, channels: int, precision: str, weights_path:
 
     from cnnclf.model.backbones import build_backbone, input_layers
 
+    assert config.model.backbone is not None  # only called for a model.backbone
     name = config.model.backbone.name
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)

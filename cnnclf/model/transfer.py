@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cnnclf.config import Config
 from cnnclf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cnnclf.model.backbones import WeightsSource
 
 # What must be equal between a config and the bundle named by model.init_from for its feature
 # layers to mean the same thing: (section, key) pairs of the dumped config.
@@ -43,7 +47,7 @@ class Phase:
 class Start:
     """What a run starts from, found before TensorFlow loads."""
 
-    weights: object | None = None  # backbones.WeightsSource, for model.backbone
+    weights: WeightsSource | None = None  # for model.backbone
     init_from: Path | None = None  # a bundle folder
     init_from_run_id: str | None = None
 
@@ -52,7 +56,10 @@ class Start:
             return None
         return {
             "backbone": (
-                dict(config.model.backbone.to_dict(), weights=self.weights.to_json())
+                dict(
+                    config.model.backbone.to_dict(),
+                    weights=self.weights.to_json() if self.weights else None,
+                )
                 if config.model.backbone
                 else None
             ),
@@ -141,7 +148,7 @@ def copy_features(model, source: Path) -> None:
     from cnnclf.bundle import load_bundle
     from cnnclf.model.build import feature_layers
 
-    source_model = load_bundle(source).model
+    source_model: Any = load_bundle(source).model  # a keras.Model
     for layer in feature_layers(model):
         if not layer.weights:
             continue
@@ -213,7 +220,10 @@ def apply_phase(model, phase: Phase) -> str:
 def layers_to_unfreeze(candidates: list, phase: Phase) -> list:
     """The layers a fine-tune phase trains, out of `weighted_layers`: all, or the top N (all
     of them when N is more than there are)."""
-    return candidates if phase.unfreeze == "all" else candidates[-int(phase.unfreeze) :]
+    if phase.unfreeze == "all":
+        return candidates
+    assert phase.unfreeze is not None  # a fine_tune phase always says how many
+    return candidates[-int(phase.unfreeze) :]
 
 
 def _batch_norm_layers(features: list) -> list:
@@ -230,7 +240,7 @@ def _flat_layers(features: list) -> list:
     """The feature layers with a nested backbone (a keras.Model) replaced by its layers."""
     import keras
 
-    flat = []
+    flat: list = []
     for layer in features:
         flat += layer.layers if isinstance(layer, keras.Model) else [layer]
     return flat

@@ -77,6 +77,7 @@ class MicroBatcher:
     async def stop(self) -> None:
         """Finishes the batches already queued, then stops."""
         if self._task is not None:
+            assert self._queue is not None  # set by start, with the task
             await self._queue.put(None)
             await self._task
             self._task = None
@@ -96,6 +97,7 @@ class MicroBatcher:
         if expected:
             self.expect(-1)
         future = asyncio.get_running_loop().create_future()
+        assert self._queue is not None  # set by start, with the task
         await self._queue.put((pixels, future))
         return await future
 
@@ -112,6 +114,7 @@ class MicroBatcher:
             self.run_padded([np.zeros(shape, np.uint8)] * size)
 
     async def _run(self) -> None:
+        assert self._queue is not None  # start sets it before creating this task
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:

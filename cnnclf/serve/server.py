@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from cnnclf.errors import CnnclfError
 from cnnclf.serve.settings import ServeSettings
@@ -58,7 +59,7 @@ def serve(
     """
     import uvicorn
 
-    common = dict(
+    common: dict[str, Any] = dict(
         host=host,
         port=port,
         log_level=log_level,

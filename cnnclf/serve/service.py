@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from cnnclf.bundle import Bundle
 from cnnclf.data.decode import decode_image_bytes
@@ -26,8 +27,9 @@ class Service:
         self.settings = settings
         self.spec = bundle.preprocessing.spec
         self.explainable = not is_export(bundle)
+        model: Any = bundle.model  # a keras.Model, or an export's runtime
         self.batcher = MicroBatcher(
-            bundle.model.predict_on_batch,
+            model.predict_on_batch,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
         )
@@ -115,7 +117,8 @@ def model_card(bundle: Bundle, name: str) -> dict:
 
 def _architecture(manifest: dict) -> str:
     """ "mobilenet_v3_small (imagenet)", "conv_blocks (from runs/x)" or "conv_blocks"."""
-    start = manifest.get("start") if isinstance(manifest.get("start"), dict) else {}
+    start = manifest.get("start")
+    start = start if isinstance(start, dict) else {}
     backbone = start.get("backbone") if isinstance(start.get("backbone"), dict) else None
     source = start.get("init_from") if isinstance(start.get("init_from"), dict) else None
     name = str(backbone.get("name")) if backbone else "conv_blocks"

@@ -14,6 +14,7 @@ Keras' own monitor callbacks.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 
@@ -215,7 +216,7 @@ class TrainingControls:
         self.phase_epochs = train_config.epochs  # of the current phase (see begin_phase)
         self.best_weights: list | None = None  # the best epoch's, while KeepBest runs
         self.nan_epoch: int | None = None  # the epoch whose loss was NaN, once one was
-        self.model = None  # the model fit trains (see set_model)
+        self.model: Any = None  # the keras.Model fit trains (see set_model)
         self.state = state or _fresh_state(self.base_learning_rate)
         self.callbacks: list[ResumableCallback] = [
             StopOnNaN(self),

@@ -84,7 +84,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         now = time.perf_counter()
         # Wall time since the previous epoch ended: training, validation and checkpointing,
         # everything a user waits for. This is what speed benchmarks read.
-        seconds, self._mark = now - self._mark, now
+        seconds, self._mark = now - (self._mark if self._mark is not None else now), now
         if self.controls.nan_epoch is not None:
             return  # weights that produced a NaN loss are not worth resuming from
         self.run.wait()  # the previous commit; raises if it failed (a full disk)

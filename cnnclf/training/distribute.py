@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from cnnclf.errors import CnnclfError, ConfigError
 
@@ -176,7 +177,7 @@ def compile_replica_forward(model):
             super().__init__(name=f"{model.name}_xla")
             self.inner = model
             self.built = True  # the model is built; the wrapper has nothing of its own
-            self._forward = None
+            self._forward: Any = None  # traced in compile()
 
         def compile(self, *args, **kwargs):
             # Traced anew at every compile, as Keras' own step is: fine-tuning changes which

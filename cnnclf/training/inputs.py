@@ -30,7 +30,7 @@ def open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
 
     spec = image_spec(config)
     cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnclf-cache-")))
-    budget = config.data.cache_memory_mb
+    budget: float = config.data.cache_memory_mb
     train_cache = choose_cache(config.data.cache, len(dataset.train), spec, budget)
     if train_cache == "memory":  # one budget for both sets
         budget -= decoded_mb(len(dataset.train), spec)
@@ -173,9 +173,11 @@ def describe(dataset: Dataset, used: dict, class_weight: dict | None) -> None:
 
 
 def validation_folder(config: Config, dataset: Dataset) -> str:
-    return (
+    folder = (
         config.data.test_dir if dataset.validation_source == "test_dir" else config.data.train_dir
     )
+    assert folder is not None  # discover() found the data in it
+    return folder
 
 
 def warn_skipped(skipped: dict) -> None:

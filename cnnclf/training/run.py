@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from cnnclf.config import Config
 from cnnclf.data.layout import Dataset, discover
@@ -51,12 +52,12 @@ def resolve_paths(config: Config) -> Config:
     import dataclasses
 
     data, model = config.data, config.model
-    absolute = {
+    absolute: dict[str, Any] = {
         k: str(Path(v).resolve())
         for k in ("train_dir", "test_dir")
         if (v := getattr(data, k)) is not None
     }
-    changes = {}
+    changes: dict[str, Any] = {}
     if model.init_from:
         changes["init_from"] = str(Path(model.init_from).resolve())
     if model.backbone and model.backbone.weights not in ("imagenet", "none"):
@@ -303,6 +304,7 @@ def class_weights(config: Config, dataset: Dataset) -> dict[int, float] | None:
         # As scikit-learn's "balanced": n_samples / (n_classes * n_samples_of_class).
         total, n = sum(counts.values()), len(counts)
         return {i: total / (n * counts[name]) for i, name in enumerate(dataset.class_names)}
+    assert isinstance(choice, dict)  # the schema allows "none", "balanced" or a mapping
     unknown = sorted(set(choice) - set(dataset.class_names))
     if unknown:
         raise ConfigError(

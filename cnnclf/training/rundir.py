@@ -53,6 +53,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from cnnclf.bundle import MANIFEST_FILE, is_bundle  # bundle.json: written last, marks it complete
@@ -227,7 +228,7 @@ class RunDir:
             raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             self.wait(raise_failure=False)
             if (
@@ -339,6 +340,10 @@ class RunDir:
 
         folder = self.checkpoints
         progress = self.progress or read_progress(folder)
+        if progress is None:
+            raise DamagedRun(
+                f"--resume: {folder} records no completed epoch; delete it to start over"
+            )
         best = None
         name = progress["checkpoint"]
         try:
@@ -356,7 +361,12 @@ class RunDir:
         return arrays, best
 
     def commit_checkpoint_async(
-        self, epoch: int, arrays: dict, progress: dict, best: dict | None, on_failure=None
+        self,
+        epoch: int,
+        arrays: dict,
+        progress: dict,
+        best: dict | None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Commits epoch `epoch`'s checkpoint in a background thread (one at a time).
 
@@ -365,7 +375,7 @@ class RunDir:
         """
         self.wait()
 
-        def work():
+        def work() -> None:
             try:
                 self.commit_checkpoint(epoch, arrays, progress, best)
             except BaseException as exc:
@@ -439,7 +449,7 @@ class RunDir:
 
     # -- the bundle -------------------------------------------------------------------------------
 
-    def write_bundle(self, write) -> Path:
+    def write_bundle(self, write: Callable[[Path], None]) -> Path:
         """Builds the bundle in .D.partial/bundle with `write(folder)`; checkpoints stay."""
         folder = self.staging / BUNDLE_SUBDIR
         if folder.exists():
