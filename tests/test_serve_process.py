@@ -2,54 +2,70 @@
 
 import json
 import signal
+import socket
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
-from helpers import WAIT_S, communicate, run_process, start_server
+from helpers import WAIT_S, communicate, run_process, start_server, wait_for
 
 
 def post_image(url: str, path, name: str = "image.png", timeout: float = WAIT_S):
+    content_type, body = multipart(path, name)
+    request = urllib.request.Request(
+        url + "/predict", data=body, headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, json.loads(response.read())
+
+
+def multipart(path, name: str) -> tuple[str, bytes]:
+    """(content type, body) of a multipart upload of `path` as `name`."""
     boundary = uuid.uuid4().hex
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
         f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
     body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(
-        url + "/predict",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, json.loads(response.read())
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def readyz(url: str) -> dict:
+    with urllib.request.urlopen(url + "/readyz", timeout=WAIT_S) as response:
+        return json.loads(response.read())
 
 
 @pytest.mark.slow
 def test_serve_answers_and_drains_on_sigterm(binary_bundle, binary_tree):
     image = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
-    # A long batching wait keeps the next request in flight while SIGTERM arrives.
-    process, url = start_server(binary_bundle, "--max-wait-ms", "2500")
+    process, url = start_server(binary_bundle)
     try:
         status, rows = post_image(url, image, "one.png")
         assert status == 200 and rows[0]["path"] == "one.png"
-        answer = {}
-        client = threading.Thread(
-            target=lambda: answer.update(result=post_image(url, image, "in-flight.png"))
+        # A request held open halfway through its body is in flight for as long as the test
+        # likes: SIGTERM arrives while the server is reading it, never before or after.
+        content_type, body = multipart(image, "in-flight.png")
+        client = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        client.settimeout(WAIT_S)
+        client.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body[: len(body) // 2]
         )
-        client.start()
-        # The server shows no sign of a request waiting in its batcher, so this gives it a
-        # second to get there (2.5 s of batching wait above); a slower machine may send the
-        # SIGTERM first, and the request then fails to connect, not a wrong answer.
-        time.sleep(1.0)
+        wait_for(lambda: readyz(url)["in_flight"] == 1, "/readyz to count the held request")
         process.send_signal(signal.SIGTERM)
-        client.join(timeout=WAIT_S)
-        assert not client.is_alive(), f"waited {WAIT_S} s for the in-flight request's answer"
-        assert answer["result"][0] == 200 and answer["result"][1][0]["path"] == "in-flight.png"
+        client.sendall(body[len(body) // 2 :])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        client.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:500]
+        if b"chunked" in head.lower():
+            payload = payload.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0]
+        assert json.loads(payload)[0]["path"] == "in-flight.png"
         _, err = communicate(process, "the server to drain and exit after SIGTERM")
     finally:
         if process.poll() is None:

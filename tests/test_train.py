@@ -259,7 +259,7 @@ def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
 
 
 def test_steps_per_execution_is_one_on_cpu_and_more_on_an_accelerator():
-    from cnnclf.training.run import steps_per_execution
+    from cnnclf.training.distribute import steps_per_execution
 
     cpu, gpu = ["/job:localhost/replica:0/task:0/device:CPU:0"], ["/physical_device:GPU:0"]
     assert steps_per_execution("auto", cpu, 100) == 1

@@ -8,6 +8,7 @@ complete.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,8 @@ from cnnclf.bundle.format import (
 )
 
 if TYPE_CHECKING:
+    from cnnclf.bundle.manifest import RunRecord
     from cnnclf.config import Config
-    from cnnclf.training.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,23 @@ class BundleContents:
     record: RunRecord
 
 
-def write_bundle(folder: Path, contents: BundleContents) -> None:
-    """Writes every file of a bundle into the empty folder `folder`, bundle.json last."""
+def write_bundle(
+    folder: Path, contents: BundleContents, after_model: Callable[[], None] = lambda: None
+) -> None:
+    """Writes every file of a bundle into the empty folder `folder`, bundle.json last.
+
+    `after_model` runs once the model file is written: the run directory's fault point there
+    (the bundle room does not import training's).
+    """
     from cnnclf.config import dump_config
     from cnnclf.inference import plots
-    from cnnclf.training.rundir import fault_point
 
     contents.model.save(folder / MODEL_FILE)
-    fault_point("bundle.model_written")
+    after_model()
     write_json(folder / CLASS_INDICES_FILE, contents.class_indices)
     write_json(folder / PREPROCESSING_FILE, contents.preprocessing.to_json())
     (folder / CONFIG_FILE).write_text(dump_config(contents.config), encoding="utf-8")
     write_json(folder / HISTORY_FILE, contents.history)
     write_json(folder / METRICS_FILE, contents.metrics)
     plots.training_curves(contents.history, folder / CURVES_FILE, contents.record.fine_tune_from)
-    write_json(folder / MANIFEST_FILE, contents.record.to_json())
+    write_json(folder / MANIFEST_FILE, contents.record.stamped().to_json())

@@ -73,14 +73,19 @@ def parse_sub_section(cls: type, key: str, value: Any, *, optional: bool = True)
     if not isinstance(value, dict):
         fail(key, cast("type[SubSection]", cls).allowed(), value)
     reject_unknown(key, value, _field_names(cls))
-    values = {}
-    for f in dataclasses.fields(cls):
-        where = f"{key}.{f.name}"
-        if f.name in value:
-            values[f.name] = check_value(f, where, value[f.name])
-        elif f.metadata["required"] is not None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, f in fields.items():
+        if name not in value and f.metadata["required"] is not None:
             words = f.metadata["required"]
-            raise ConfigError(f"{where}: is required{words() if callable(words) else words}")
+            raise ConfigError(f"{key}.{name}: is required{words() if callable(words) else words}")
+    # Values are checked in the order the sub-section names (its fields' order unless it says
+    # otherwise), so a config wrong in two places is told about the same one as before.
+    order = getattr(cls, "check_order", None) or tuple(fields)
+    values = {
+        name: check_value(fields[name], f"{key}.{name}", value[name])
+        for name in order
+        if name in value
+    }
     return cls(**values)
 
 

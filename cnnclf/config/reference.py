@@ -28,8 +28,12 @@ def dump_config(config: Config) -> str:
 
 
 def implied_comments(implied: list[Implied]) -> str:
-    """One YAML comment line per implied default (see defaults.py), or "" when none."""
-    return "".join(change.comment() + "\n" for change in implied)
+    """One YAML comment line per implied default (see defaults.py), or "" when none.
+
+    Keys that dump_config leaves out beside a backbone (SCRATCH_ONLY) are not mentioned: a
+    comment about a key the YAML below it does not show would only confuse.
+    """
+    return "".join(change.comment() + "\n" for change in implied if change.key not in SCRATCH_ONLY)
 
 
 def reference_yaml() -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cnnclf.config import checks
 from cnnclf.config.checks import setting
@@ -155,6 +155,10 @@ class EarlyStoppingConfig(SubSection):
 @dataclass(frozen=True, eq=False)
 class FineTuneConfig(SubSection):
     """A second phase after train.epochs with the feature layers unfrozen."""
+
+    # unfreeze was checked before epochs' value when fine_tune was a dict: keep which error a
+    # doubly-wrong config gets.
+    check_order: ClassVar[tuple[str, ...]] = ("unfreeze", "epochs", "learning_rate")
 
     epochs: int = setting(
         None,

@@ -183,7 +183,7 @@ def _add_page_routes(app: FastAPI, service: Service) -> None:
     @app.get("/readyz", summary="Readiness: model loaded and one warm-up prediction done")
     async def readyz():
         if service.ready:
-            return {"status": "ready", "model": settings.name}
+            return {"status": "ready", "model": settings.name, "in_flight": service.in_flight}
         if service.warm_up_error:
             return JSONResponse(
                 {"status": "failed", "error": service.warm_up_error}, status_code=503
@@ -209,8 +209,12 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list) -> None:
     )
     async def predict(request: Request, threshold: float | None = None, top_k: int | None = None):
         threshold, top_k = prediction_options(bundle, threshold, top_k)
-        uploads = await read_uploads(request, limit, MAX_INSTANCES)
-        rows = await service.scores([(u.data, u.filename or "upload") for u in uploads])
+        service.in_flight += 1
+        try:
+            uploads = await read_uploads(request, limit, MAX_INSTANCES)
+            rows = await service.scores([(u.data, u.filename or "upload") for u in uploads])
+        finally:
+            service.in_flight -= 1
         return [
             interpret(row, bundle.class_names, threshold, u.filename or "upload", top_k).to_json()
             for u, row in zip(uploads, rows)

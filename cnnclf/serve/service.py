@@ -37,6 +37,9 @@ class Service:
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
         self.ready = False
+        # /predict and /explain requests being handled now (reported by /readyz): what a
+        # drain waits for, and what a test holding one open can wait on instead of a sleep.
+        self.in_flight = 0
         self.warm_up_error: str | None = None
         self._warm_up_task: asyncio.Task | None = None
         self.card = model_card(bundle, settings.name)

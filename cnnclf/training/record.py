@@ -1,20 +1,18 @@
-"""What a training run reports: `RunRecord` (the bundle's bundle.json) and `TrainResult`.
-
-`RunRecord`'s fields are bundle.json's keys, in the file's order: adding a field adds a key, so
-the record and the file cannot disagree. Readers of bundles (`summary`, `serve`, `--resume`
-checks) rely on these keys; change them only with `bundle.format.BUNDLE_FORMAT`.
+"""What a training run reports: `TrainResult`, and the facts it puts in bundle.json's record
+(`bundle.manifest.RunRecord`): final metrics, phases, skipped files.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cnnclf import __version__
-from cnnclf.bundle.format import BUNDLE_FORMAT
+from cnnclf.bundle.manifest import RunRecord
+from cnnclf.training.validation import threshold_record
+
+if TYPE_CHECKING:
+    from cnnclf.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -24,64 +22,6 @@ class TrainResult:
     skipped: dict
     seconds: float
     final_metrics: dict  # of the saved weights' epoch (the best one under keep_best)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """bundle.json: the software, the data, how training went and where it ran.
-
-    Build one with `RunRecord.now(...)`, which fills in the versions and the time.
-    """
-
-    format: int
-    created: str
-    cnnclf_version: str
-    tensorflow_version: str
-    keras_version: str
-    python_version: str
-    config_file: str | None
-    class_names: list[str]
-    train_images: dict[str, int]  # images the model saw, per class (unreadable files left out)
-    validation_images: dict[str, int]
-    validation_source: str  # "test_dir" | "validation_split"
-    epochs: int
-    best_epoch: int | None  # whose weights the bundle holds; None: the last epoch's
-    stopped_early: bool
-    resumed_after_epoch: int | None
-    class_weight: dict[int, float] | None
-    phases: list[dict] | None  # see `phases_record`; None for a single plain phase
-    start: dict  # the starting weights (`transfer.prepare(...).to_json`)
-    placement: dict
-    final_metrics: dict
-    threshold: dict | None  # binary models: the rule, its value and the data it was chosen on
-    skipped_files: list[dict]
-    train_seconds: float
-    run_id: str
-
-    @classmethod
-    def now(cls, **facts) -> RunRecord:
-        """A record created now, by this cnnclf, TensorFlow, Keras and Python."""
-        import keras
-        import tensorflow as tf
-
-        return cls(
-            format=BUNDLE_FORMAT,
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            cnnclf_version=__version__,
-            tensorflow_version=tf.__version__,
-            keras_version=keras.__version__,
-            python_version=platform.python_version(),
-            **facts,
-        )
-
-    def to_json(self) -> dict:
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-    @property
-    def fine_tune_from(self) -> int | None:
-        """The first fine-tuning epoch, where the training curves mark the unfreezing."""
-        fine_tune = [p for p in self.phases or [] if p["name"] == "fine_tune"]
-        return fine_tune[0]["epochs"][0] if fine_tune and fine_tune[0]["epochs"] else None
 
 
 def final_metrics(history: dict, best_epoch: int | None) -> dict:
@@ -132,3 +72,37 @@ def _what_trains(phase, candidates: list) -> str:
     if phase.unfreeze == "all":
         return f"head and {phase.unfreeze} feature layers"
     return f"head and the top {len(layers_to_unfreeze(candidates, phase))} feature layers"
+
+
+def run_record(trainer: Trainer, history: dict, final: dict, seconds: float) -> RunRecord:
+    """bundle.json for a run the Trainer has fitted and validated."""
+    config, dataset, placement = trainer.config, trainer.dataset, trainer.placement
+    config_path = trainer.setup.config_path
+    return RunRecord.now(
+        config_file=str(Path(config_path).resolve()) if config_path else None,
+        class_names=dataset.class_names,
+        train_images=trainer.used["train"],
+        validation_images=trainer.used["validation"],
+        validation_source=dataset.validation_source,
+        epochs=len(history.get("epoch", [])),
+        best_epoch=trainer.best_epoch,
+        stopped_early=trainer.controls.state["stopped_early"],
+        resumed_after_epoch=(trainer.previous or {}).get("completed_epochs") or None,
+        class_weight=trainer.setup.class_weight,
+        phases=phases_record(
+            trainer.plan, trainer.controls.state.get("phase_starts", [0]), history, trainer.saved
+        ),
+        start=trainer.setup.start.to_json(config),
+        placement={
+            "devices": placement.devices,
+            "strategy": placement.strategy,
+            "replicas": placement.replicas,
+            "precision": placement.precision,
+            "jit_compile": trainer.jit_compile,
+        },
+        final_metrics=final,
+        threshold=threshold_record(config, dataset, trainer.threshold),
+        skipped_files=skipped_files(trainer.skipped.reasons),
+        train_seconds=round(seconds, 2),
+        run_id=trainer.run.run_id,
+    )

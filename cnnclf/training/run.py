@@ -24,24 +24,12 @@ from cnnclf.config import Config
 from cnnclf.data.layout import Dataset, discover
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.model.transfer import planned_epochs, prepare
-from cnnclf.training.distribute import steps_per_execution
-from cnnclf.training.inputs import image_spec
-from cnnclf.training.record import TrainResult, final_metrics
+from cnnclf.training.record import TrainResult
 from cnnclf.training.rundir import DamagedRun, RunDir, completed_epochs
 from cnnclf.training.runs import check_destination, new_run_dir, usable_destination
 from cnnclf.training.trainer import Trainer, TrainSetup
 
-# Imported by other modules and tests from here.
-__all__ = [
-    "Terminated",
-    "TrainResult",
-    "class_weights",
-    "final_metrics",
-    "image_spec",
-    "resolve_paths",
-    "steps_per_execution",
-    "train",
-]
+__all__ = ["Terminated", "TrainResult", "class_weights", "resolve_paths", "train"]
 
 log = logging.getLogger("cnnclf")
 

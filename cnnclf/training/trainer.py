@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cnnclf.bundle.format import Preprocessing
 from cnnclf.config import Config
@@ -36,15 +37,12 @@ from cnnclf.training.inputs import (
     open_stores,
     warn_skipped,
 )
-from cnnclf.training.record import (
-    RunRecord,
-    TrainResult,
-    final_metrics,
-    phases_record,
-    skipped_files,
-)
-from cnnclf.training.rundir import RunDir
-from cnnclf.training.validation import metrics_json, threshold_and_metrics, threshold_record
+from cnnclf.training.record import TrainResult, final_metrics, run_record
+from cnnclf.training.rundir import RunDir, fault_point
+from cnnclf.training.validation import metrics_json, threshold_and_metrics
+
+if TYPE_CHECKING:
+    from cnnclf.training.callbacks import TrainingControls
 
 log = logging.getLogger("cnnclf")
 
@@ -87,6 +85,32 @@ class Trainer:
             (where only the chief knows, once the cluster is up, that it publishes).
         stack: closes what the run opens (stores, a worker's scratch folder) when it ends.
     """
+
+    # What the steps of `train()` set, in the order it runs them; a step reads only what an
+    # earlier one set. (TensorFlow and Keras objects are typed Any: this module imports neither
+    # at import time.)
+    skipped: Any  # prepare: data.pipeline.SkippedFiles
+    stores: dict  # prepare: "train"/"validation" -> the opened decoded-image stores
+    used: dict  # prepare: images per class actually decoded, per set
+    tf: Any  # start_tensorflow
+    strategy: Any  # start_tensorflow: the tf.distribute strategy
+    placement: Any  # start_tensorflow: distribute.Placement
+    augment_where: str  # build: "pipeline" or "step"
+    train_ds: Any  # build
+    val_ds: Any  # build
+    scale: int  # build: the learning-rate scale (replicas, when train.scale_learning_rate)
+    controls: TrainingControls  # build
+    current: int  # build: the phase to go on with
+    executions: int  # build: steps_per_execution
+    jit_compile: Any  # build
+    saved: Any  # build: the keras.Model the bundle holds
+    keras_jit: bool  # build
+    model: Any  # build: the keras.Model fit trains (weights shared with `saved`)
+    checkpoint: Any  # fit: the per-epoch checkpoint callback
+    verbosity: Any  # fit
+    extra_callbacks: list  # fit
+    threshold: Any  # validate: a binary model's decision threshold
+    metrics: Any  # validate: the report for metrics.json
 
     def __init__(self, setup: TrainSetup, run: RunDir, stack: contextlib.ExitStack):
         self.setup = setup
@@ -419,7 +443,11 @@ class Trainer:
         history = dict(self.history)
         final = final_metrics(history, self.best_epoch)
         self.run.write_bundle(
-            lambda folder: write_bundle(folder, self.bundle_contents(history, final, seconds))
+            lambda folder: write_bundle(
+                folder,
+                self.bundle_contents(history, final, seconds),
+                after_model=lambda: fault_point("bundle.model_written"),
+            )
         )
         bundle_dir = self.run.publish()
         skipped = dict(self.skipped.reasons)
@@ -445,38 +473,5 @@ class Trainer:
             preprocessing=preprocessing,
             history=history,
             metrics=metrics_json(self.config, self.dataset, self.metrics),
-            record=self.record(history, final, seconds),
-        )
-
-    def record(self, history: dict, final: dict, seconds: float) -> RunRecord:
-        """bundle.json for this run."""
-        config, dataset, placement = self.config, self.dataset, self.placement
-        config_path = self.setup.config_path
-        return RunRecord.now(
-            config_file=str(Path(config_path).resolve()) if config_path else None,
-            class_names=dataset.class_names,
-            train_images=self.used["train"],
-            validation_images=self.used["validation"],
-            validation_source=dataset.validation_source,
-            epochs=len(history.get("epoch", [])),
-            best_epoch=self.best_epoch,
-            stopped_early=self.controls.state["stopped_early"],
-            resumed_after_epoch=(self.previous or {}).get("completed_epochs") or None,
-            class_weight=self.setup.class_weight,
-            phases=phases_record(
-                self.plan, self.controls.state.get("phase_starts", [0]), history, self.saved
-            ),
-            start=self.setup.start.to_json(config),
-            placement={
-                "devices": placement.devices,
-                "strategy": placement.strategy,
-                "replicas": placement.replicas,
-                "precision": placement.precision,
-                "jit_compile": self.jit_compile,
-            },
-            final_metrics=final,
-            threshold=threshold_record(config, dataset, self.threshold),
-            skipped_files=skipped_files(self.skipped.reasons),
-            train_seconds=round(seconds, 2),
-            run_id=self.run.run_id,
+            record=run_record(self, history, final, seconds),
         )
