@@ -587,8 +587,8 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp
 
     class Writer(threading.Thread):
         def join(self, timeout=None):
-            joining.set()
             try:
+                joining.set()  # inside the try: the Ctrl-C may land before join() blocks
                 return super().join(timeout)
             except KeyboardInterrupt:
                 caught.set()

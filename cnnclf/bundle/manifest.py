@@ -12,6 +12,7 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cnnclf import __version__
 from cnnclf.bundle.format import BUNDLE_FORMAT
@@ -50,7 +51,7 @@ class RunRecord:
     run_id: str
 
     @classmethod
-    def now(cls, **facts) -> RunRecord:
+    def now(cls, **facts: Any) -> RunRecord:
         """A record created now, by this cnnclf, TensorFlow, Keras and Python."""
         import keras
         import tensorflow as tf

@@ -9,6 +9,7 @@ marker.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,8 @@ def check_model_shapes(
     model_name: str,
     preprocessing: Preprocessing,
     class_names: list[str],
-    input_shape,
-    output_units,
+    input_shape: Sequence[int | None] | None,
+    output_units: int | None,
     *,
     preprocessing_file: str = PREPROCESSING_FILE,
     class_indices_file: str = CLASS_INDICES_FILE,
@@ -151,7 +152,7 @@ def check_model_shapes(
         )
 
 
-def _load_keras_model(path: Path):
+def _load_keras_model(path: Path) -> Any:
     """model.keras, with a damaged file or a safe-mode refusal said in one line."""
     import zipfile
 
@@ -192,7 +193,7 @@ def _first_line(exc: Exception, limit: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def _sidecar(path: Path, name: str):
+def _sidecar(path: Path, name: str) -> Iterator[None]:
     """Turns a SidecarError raised while checking file `name` into the one-line BundleError."""
     try:
         yield
