@@ -606,6 +606,7 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp
         run._writer.start()
         with pytest.raises(KeyboardInterrupt):
             run.wait()
+        assert caught.is_set(), "the Ctrl-C did not land while wait() joined the writer"
         assert run._writer is None  # the write was waited for, then the interrupt raised
     finally:
         signal.signal(signal.SIGINT, previous)
