@@ -391,24 +391,19 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def train_command(config, out, *extra) -> list[str]:
+    """`cnnclf train --config CONFIG --out OUT EXTRA...` as a child process runs it."""
+    command = [sys.executable, "-m", "cnnclf.cli", "train", "--config", str(config)]
+    return [*command, "--out", str(out), *extra]
+
+
 def start_workers(config: Path, out: Path, *overrides: str):
     """Two `cnnclf train` processes forming a multi-worker cluster on free local ports."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     workers = []
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        command = [
-            sys.executable,
-            "-m",
-            "cnnclf.cli",
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-            "--set",
-            "train.distribute=multi_worker",
-        ]
+        command = train_command(config, out, "--set", "train.distribute=multi_worker")
         for o in overrides:
             command += ["--set", o]
         workers.append(

@@ -29,6 +29,7 @@ from helpers import (
     read_json,
     run_cli,
     run_process,
+    train_command,
     wait_for,
     write_config,
 )
@@ -69,17 +70,7 @@ def train_process(
         env[NO_EXCHANGE_ENV] = "1"
     # The child gets Ctrl-C's default disposition even when the suite runs in the background.
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cnnclf.cli",
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(out),
-            *extra,
-        ],
+        train_command(config, out, *extra),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -447,16 +438,7 @@ def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small
     config = write_config(tmp_path / "c.yaml", tree, data={"cache": "disk"})
     env = {**os.environ, "TMPDIR": str(disk)}
     process = run_process(
-        [
-            sys.executable,
-            "-m",
-            "cnnclf.cli",
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "b"),
-        ],
+        train_command(config, tmp_path / "b"),
         "cnnclf train on a full cache folder",
         env=env,
     )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import make_tree, read_json, run_cli, run_process, write_config
+from helpers import make_tree, read_json, run_cli, run_process, train_command, write_config
 
 from cnnclf.bundle import load_bundle
 from cnnclf.config import load_config
@@ -235,22 +235,12 @@ def test_the_cnnclf_command_leaves_no_temporary_files(tmp_path, binary_tree):
     # The command ends with os._exit (no interpreter teardown): TensorFlow's atexit clean-up
     # of autograph's generated modules must still run.
     import os
-    import sys
 
     config = write_config(tmp_path / "c.yaml", binary_tree)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     done = run_process(
-        [
-            sys.executable,
-            "-m",
-            "cnnclf.cli",
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "b"),
-        ],
+        train_command(config, tmp_path / "b"),
         "cnnclf train",
         env={**os.environ, "TMPDIR": str(scratch)},
     )

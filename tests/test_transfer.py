@@ -19,6 +19,7 @@ from helpers import (
     run_cli,
     run_process,
     start_workers,
+    train_command,
     write_config,
 )
 
@@ -564,16 +565,7 @@ def test_both_phases_run_mirrored_in_bfloat16_with_a_backbone(tmp_path, tiny_tre
         },
     )
     result = run_process(
-        [
-            sys.executable,
-            "-m",
-            "cnnclf.cli",
-            "train",
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "b"),
-        ],
+        train_command(config, tmp_path / "b"),
         "a mirrored bfloat16 run with a backbone",
         env={**os.environ, "CNNCLF_LOGICAL_CPUS": "2"},
     )
