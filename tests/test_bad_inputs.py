@@ -92,7 +92,7 @@ def test_check_data_exits_non_zero_for_what_stops_training(tree, case):
     else:
         (tree / "test_set" / "vstripes").rename(tree / "test_set" / "zebra")
     result = run_cli("check-data", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # as train's for the same layout: a data-layout error
     assert "fatal:" in result.stdout
     no_traceback(result)
 

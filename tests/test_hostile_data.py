@@ -355,7 +355,7 @@ def test_check_data_reports_unreadable_files_and_fails_a_class_of_them(tree, loc
     result = run_denied(
         [sys.executable, "-m", "cnnclf.cli", "check-data", "--format", "json", str(tree)]
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     report = json.loads(result.stdout)
     problem = next(p for p in report["problems"] if p["path"] == str(locked))
@@ -387,14 +387,14 @@ def test_check_data_fails_a_class_of_empty_files(tree):
     for i in range(1000):
         (folder / f"empty_{i:04d}.png").write_bytes(b"")
     result = within(120, run_cli, "check-data", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"fatal: training_set: class folder {folder} has no readable image" in result.stdout
 
 
 def test_check_data_fails_one_file_under_two_classes(tree):
     (tree / "training_set" / "vstripes" / "alias").symlink_to("../hstripes")
     result = run_cli("check-data", "--format", "json", tree)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     fatal = json.loads(result.stdout)["fatal"]
     assert len(fatal) == 1  # one line for the linked folder, not one per file
     assert "same file, under classes vstripes and hstripes" in fatal[0]
@@ -439,7 +439,7 @@ def test_a_folder_of_splits_given_as_train_dir_is_refused(tmp_path):
     text = config_file.read_text().replace(str(pets / "training_set"), str(pets))
     config_file.write_text(text.replace(str(pets / "test_set"), str(pets / "val")))
     result = run_cli("check-data", "--config", config_file)
-    assert result.exit_code == 1 and "looks like a folder of splits (train/, val/)" in result.stdout
+    assert result.exit_code == 2 and "looks like a folder of splits (train/, val/)" in result.stdout
 
 
 def test_unnamed_splits_with_the_same_classes_are_refused_too(tmp_path):

@@ -1,6 +1,8 @@
-"""A real `cnnclf serve` process on a free port: it answers, and SIGTERM drains then exits 0."""
+"""A real `cnnclf serve` process on a free port: it answers, says so on its console, and SIGTERM
+drains then exits 0; a busy port is one line and exit code 2."""
 
 import json
+import re
 import signal
 import socket
 import sys
@@ -104,3 +106,63 @@ def test_help_and_option_errors_do_not_import_tensorflow(tmp_path):
             [sys.executable, "-m", "cnnclf.cli", "serve", "--help"], "serve --help"
         ).stdout
     )
+
+
+@pytest.mark.slow
+def test_console_says_ready_then_one_line_per_request(binary_bundle, binary_tree):
+    image = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
+    process, url = start_server(binary_bundle, "--name", "stripes")
+    try:
+        assert post_image(url, image)[0] == 200
+        with urllib.request.urlopen(url + "/v1/models/stripes/metadata", timeout=WAIT_S) as r:
+            card = json.loads(r.read())["metadata"]
+        process.send_signal(signal.SIGTERM)
+        _, err = communicate(process, "the server to exit after SIGTERM")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert card["name"] == "stripes" and card["bundle"] == binary_bundle.name
+    lines = err.splitlines()
+    ready = [line for line in lines if line.startswith("ready")]
+    assert ready == [
+        f'ready: serving {binary_bundle} as "stripes" (classes hstripes, vstripes) on {url} '
+        "(Ctrl-C stops it)"
+    ], err
+    requests = [line for line in lines if re.fullmatch(r"(GET|POST) /\S* \d{3} \d+\.\d ms", line)]
+    assert [line.rsplit(" ", 2)[0] for line in requests] == [
+        "POST /predict 200",
+        "GET /v1/models/stripes/metadata 200",
+    ], err  # the /readyz polls of start_server are not logged without --verbose
+    assert lines.index(ready[0]) < lines.index(requests[0])
+    assert not [line for line in lines if line.startswith(("INFO:", "ERROR:"))], err
+    assert process.returncode == 0, err
+
+
+def test_busy_port_is_one_line_and_exit_2_before_the_model_loads(tmp_path):
+    # Not a model at all: were it loaded before the port is checked, the error would be its.
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not onnx")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_process(
+            [
+                sys.executable,
+                "-m",
+                "cnnclf.cli",
+                "serve",
+                "--model",
+                str(model),
+                "--port",
+                str(port),
+            ],
+            "cnnclf serve on a busy port",
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --port {port}: 127.0.0.1:{port} is already in use; stop what is using it or "
+        "pass another --port"
+    ]
+    assert "Traceback" not in result.stderr and "loading" not in result.stderr

@@ -12,6 +12,7 @@ rescaling and the network: no random ops at serving time, no Flex ops for TFLite
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -68,6 +69,7 @@ def check_out(fmt: str, out: str | Path, quantize: str = "none", overwrite: bool
     """Refuses an --out / --format / --quantize combination before any model is loaded."""
     if quantize != "none" and fmt != "tflite":
         raise ConfigError(f"--quantize {quantize}: only tflite exports can be quantized")
+    check_extras(fmt)
     out = Path(out)
     if fmt != "savedmodel" and out.suffix != f".{fmt}":
         raise ConfigError(f"--out {out}: a {fmt} export's file name must end in .{fmt}")
@@ -81,6 +83,23 @@ def check_out(fmt: str, out: str | Path, quantize: str = "none", overwrite: bool
         raise ConfigError(
             f"--out {out}: {existing[0]} already exists; choose another path or "
             "pass --overwrite to replace it"
+        )
+
+
+def check_extras(fmt: str) -> None:
+    """Refuses an export whose converter or runtime is not installed, before TensorFlow loads.
+
+    Why `find_spec` and not an import: importing tf2onnx imports TensorFlow, which takes most
+    of a minute on a cold start; the answer "pip install" should not.
+    """
+    if fmt != "onnx":
+        return
+    missing = [name for name in ("tf2onnx", "onnxruntime") if not importlib.util.find_spec(name)]
+    if missing:
+        raise CnnclfError(
+            f"--format onnx needs tf2onnx (to convert) and onnxruntime (for the parity "
+            f"check); {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+            "installed: pip install 'cnnclf[onnx]'"
         )
 
 
@@ -200,13 +219,7 @@ def _check_onnx_backbone(bundle: Bundle, fmt: str) -> None:
 
 
 def _onnx(model, path: Path, sample: np.ndarray) -> None:
-    try:
-        import tf2onnx  # noqa: F401  (Keras' exporter needs it)
-    except ImportError:
-        raise CnnclfError(
-            "--format onnx needs tf2onnx (and onnxruntime for the parity check): "
-            "pip install 'cnnclf[onnx]'"
-        ) from None
+    # tf2onnx, which Keras' exporter imports, was checked for by `check_out`.
     model.predict_on_batch(sample[:1])  # Keras' ONNX exporter traces a model already called
     import warnings
 

@@ -12,6 +12,9 @@ Sidecars: for a file `model.tflite` (or `.onnx`): `model.tflite.labels.txt` and
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -54,6 +57,7 @@ class TFLiteModel:
         except ImportError:
             from cnnclf.tf_loader import import_tensorflow
 
+            _note_tensorflow_fallback(path)
             Interpreter = import_tensorflow().lite.Interpreter
             _parse_tflite(path)
         try:
@@ -233,6 +237,21 @@ def _dims(shape) -> tuple:
     return tuple(
         int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None
         for d in (getattr(shape, "as_list", lambda: shape)())
+    )
+
+
+def _note_tensorflow_fallback(path: Path) -> None:
+    """Says in one line, before TensorFlow loads, why a .tflite model is slow to start.
+
+    Silent when TensorFlow is loaded already (an export's parity check) or not installed
+    (then `TensorFlowMissing` names both runtimes).
+    """
+    if "tensorflow" in sys.modules or not importlib.util.find_spec("tensorflow"):
+        return
+    logging.getLogger("cnnclf").warning(
+        "note: ai-edge-litert is not installed, so %s runs on TensorFlow (slower to start): "
+        "pip install 'cnnclf[litert]'",
+        path.name,
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cnnclf.cli import _lazy
+from cnnclf.cli.data_option import data_option
 from cnnclf.cli.group import common_options, flags
 
 
@@ -17,8 +18,9 @@ from cnnclf.cli.group import common_options, flags
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    help="Check the config's data.train_dir/test_dir against its data.image_size.",
+    help="Check the config's data.train_dir/test_dir (or --data) against its data.image_size.",
 )
+@data_option("data_flag")
 @click.option(
     "--image-size",
     type=(int, int),
@@ -41,27 +43,32 @@ from cnnclf.cli.group import common_options, flags
     "training copies dropped; odd formats converted; extensions corrected.",
 )
 @common_options
-def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
+def check_data_command(data_dir, config_path, data_flag, image_size, fmt, fix_to):
     """Count images per split and class, and list every problem file with what to do.
 
-    DATA_DIR holds training_set/ and test_set/ (or is itself one class-folder tree). Exits
-    non-zero only for problems that would stop training.
+    DATA_DIR (or --data DIR) holds training_set/ and test_set/, train/ and val/, or is itself
+    one class-folder tree, as for `train --data`. Exits 2, as train would, only for problems
+    that would stop training.
     """
     from cnnclf.cli.render import render_check
-    from cnnclf.data.check import check_data, find_splits, write_fixed_copy
+    from cnnclf.config import load_config
+    from cnnclf.data.check import check_data, write_fixed_copy
+    from cnnclf.data.layout import find_splits
+    from cnnclf.errors import ConfigError
 
-    if config_path:
-        splits, image_size = _config_splits(config_path, image_size)
-    elif data_dir:
-        splits = find_splits(data_dir)
-    else:
-        raise click.UsageError("give DATA_DIR or --config")
+    if data_dir and data_flag and data_dir != data_flag:
+        raise ConfigError(f"--data {data_flag}: conflicts with DATA_DIR {data_dir}; give one")
+    folder = data_dir or data_flag
+    if not (folder or config_path):
+        raise click.UsageError("give DATA_DIR, --data or --config")
+    splits = find_splits(folder, "DATA_DIR" if data_dir else "--data") if folder else {}
+    config = load_config(config_path) if config_path else None
+    if config is not None:
+        image_size = image_size or tuple(config.data.image_size)
+        splits = splits or _config_splits(config.data)
     report = check_data(splits, image_size)
-    if config_path:
-        from cnnclf.config import load_config
-
-        model = load_config(config_path).model
-        report.from_scratch = not (model.backbone or model.init_from)
+    if config is not None:
+        report.from_scratch = not (config.model.backbone or config.model.init_from)
     click.echo(render_check(report.to_json(), fmt))
     if fix_to:
         counts = write_fixed_copy(splits, report, Path(fix_to))
@@ -71,21 +78,21 @@ def check_data_command(data_dir, config_path, image_size, fmt, fix_to):
             err=True,
         )
     if report.fatal:
-        sys.exit(1)
+        sys.exit(2)  # what stops training: train exits 2 for it too (a data-layout error)
 
 
-def _config_splits(config_path, image_size):
-    """The config's splits to check, and the image size (--image-size, else the config's)."""
-    from cnnclf.config import load_config
+def _config_splits(data) -> dict[str, Path]:
+    """The splits a config's `data` section names, to check."""
     from cnnclf.errors import ConfigError
 
-    data = load_config(config_path).data
     if data.train_dir is None:
-        raise ConfigError("data.train_dir: is required (a folder with one sub-folder per class)")
+        raise ConfigError(
+            "data.train_dir: is required (a folder with one sub-folder per class); or give --data"
+        )
     splits = {"training_set": Path(data.train_dir)}
     if data.test_dir:
         splits["test_set"] = Path(data.test_dir)
-    return splits, image_size or tuple(data.image_size)
+    return splits
 
 
 @click.command("preview-augment")

@@ -112,6 +112,6 @@ def serve_command(model_dir, host, port, workers, name, token, cors_origins, **l
         host=host,
         port=port,
         workers=workers,
-        access_log=state["verbose"],
+        verbose=state["verbose"],
     )
     click.echo("stopped", err=True)

@@ -7,6 +7,7 @@ import sys
 import click
 
 from cnnclf.cli import _lazy
+from cnnclf.cli.data_option import data_option, with_data_folders
 from cnnclf.cli.group import common_options, flags
 
 
@@ -26,6 +27,7 @@ from cnnclf.cli.group import common_options, flags
     help="Override a config key by dotted path, e.g. --set train.epochs=3 "
     "--set data.image_size=[96,96]. Repeatable.",
 )
+@data_option()
 @click.option(
     "--out",
     "out_dir",
@@ -50,12 +52,14 @@ from cnnclf.cli.group import common_options, flags
     help="Train on CPU only, require a GPU, or use what is there.",
 )
 @common_options
-def train(config_path, overrides, out_dir, overwrite, resume, device):
+def train(config_path, overrides, data_dir, out_dir, overwrite, resume, device):
     """Train a model from a config and save it as a bundle."""
     from cnnclf.config import load_config
     from cnnclf.errors import RunStopped
 
-    config = load_config(config_path, overrides)
+    config = load_config(
+        config_path, with_data_folders(overrides, data_dir) if data_dir else overrides
+    )
     state = flags()
     try:
         result = _lazy.training_run().train(
@@ -70,7 +74,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
     except RunStopped as exc:
         if state["debug"]:
             raise
-        _report_stopped(exc, config_path, overrides)
+        _report_stopped(exc, config_path, overrides, data_dir)
         sys.exit(exc.exit_code)
     if result.bundle_dir is None:
         return  # a non-chief multi_worker worker: the chief reports the bundle
@@ -79,7 +83,7 @@ def train(config_path, overrides, out_dir, overwrite, resume, device):
     click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
 
 
-def _report_stopped(exc, config_path, overrides) -> None:
+def _report_stopped(exc, config_path, overrides, data_dir) -> None:
     """Why the run stopped and, when an epoch completed, the command that resumes it."""
     click.echo(f"{'' if exc.exit_code in (130, 143) else 'error: '}{exc}", err=True)
     if exc.completed_epochs:
@@ -88,5 +92,6 @@ def _report_stopped(exc, config_path, overrides) -> None:
         words = ["cnnclf", "train", "--config", str(config_path)]
         for o in overrides:
             words += ["--set", o]
+        words += ["--data", str(data_dir)] if data_dir else []
         words += ["--out", str(exc.destination), "--resume"]
         click.echo("resume with: " + shlex.join(words), err=True)

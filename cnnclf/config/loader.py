@@ -81,7 +81,8 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
         if os.path.isabs(expanded):
             section[f.name] = expanded
             continue
-        beside = os.path.normpath(base / expanded)
+        # Absolute: an error naming the folder then says where it was looked for.
+        beside = os.path.abspath(base / expanded)
         if (
             not os.path.exists(beside)
             and os.path.exists(expanded)

@@ -22,8 +22,6 @@ from cnnclf.data.decode import ImageSpec, convert_mode, load_image, open_regular
 from cnnclf.data.layout import (
     ALREADY_LISTED,
     SAME_FILE,
-    TEST_SPLIT_NAMES,
-    TRAIN_SPLIT_NAMES,
     class_folders,
     is_image_name,
     list_files,
@@ -157,27 +155,6 @@ class CheckReport:
             "suggestions": self.suggestions(),
             "problems": [p.to_json() for p in self.problems],
         }
-
-
-def find_splits(data_dir: str | Path) -> dict[str, Path]:
-    """The split folders under DATA_DIR, or DATA_DIR itself as one class-folder tree.
-
-    A training split (training_set/, train/ or training/) and every evaluation split next to it
-    (test_set/, val/, valid/, validation/, test/) are checked; the training split comes first.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise ConfigError(f"DATA_DIR {root}: no such folder")
-    try:
-        with os.scandir(root) as listing:
-            folders = {e.name.lower(): e.name for e in listing if e.is_dir()}
-    except OSError as exc:
-        raise ConfigError(f"DATA_DIR {root}: cannot be listed ({exc.strerror or exc})") from None
-    train = [folders[n] for n in TRAIN_SPLIT_NAMES if n in folders][:1]
-    tests = [folders[n] for n in TEST_SPLIT_NAMES if n in folders]
-    if not train:
-        tests = [folders[n] for n in ("test_set",) if n in folders]
-    return {name: root / name for name in train + tests} or {root.name: root}
 
 
 def check_data(

@@ -209,9 +209,7 @@ def class_folders(root: str | Path, key: str) -> list[str]:
     """Sorted class sub-folder names of `root`; `key` names the config key for error messages."""
     root = Path(root)
     if not root.exists():
-        raise DataError(
-            f"{key}: folder {root} does not exist (relative paths are resolved from {Path.cwd()})"
-        )
+        raise DataError(f"{key}: folder {root} does not exist{resolved_from(root)}")
     if not root.is_dir():
         raise DataError(f"{key}: {root} is not a folder")
     try:
@@ -227,6 +225,71 @@ def class_folders(root: str | Path, key: str) -> list[str]:
         hint = " (images lie directly in it: put them in one sub-folder per class)" if loose else ""
         raise DataError(f"{key}: {root} has no class sub-folders{hint}")
     return names
+
+
+def resolved_from(path: str | Path) -> str:
+    """' (resolved from the current folder /x)' for a relative path, '' for an absolute one.
+
+    Config files hold absolute paths once loaded (config/loader.py resolves theirs from the
+    file's folder), so a relative path here came from the command line: saying where it was
+    looked for is the whole hint, and an absolute path already says it.
+    """
+    return "" if os.path.isabs(path) else f" (resolved from the current folder {Path.cwd()})"
+
+
+def find_splits(data_dir: str | Path, key: str = "DATA_DIR") -> dict[str, Path]:
+    """The split folders under `data_dir`, or `data_dir` itself as one class-folder tree.
+
+    A training split (training_set/, train/ or training/) and every evaluation split next to it
+    (test_set/, val/, valid/, validation/, test/) are found; the training split comes first.
+    `check-data DIR` checks them all; `train --data DIR` trains on them (`train_and_test_dirs`).
+
+    Args:
+        data_dir: the folder to look in.
+        key: what names it in errors (`DATA_DIR`, `--data`).
+
+    Returns:
+        Split name -> folder, e.g. `{"train": pets/train, "val": pets/val}`.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ConfigError(f"{key} {root}: no such folder{resolved_from(root)}")
+    try:
+        with os.scandir(root) as listing:
+            folders = {e.name.lower(): e.name for e in listing if e.is_dir()}
+    except OSError as exc:
+        raise ConfigError(f"{key} {root}: cannot be listed ({exc.strerror or exc})") from None
+    train = [folders[n] for n in TRAIN_SPLIT_NAMES if n in folders][:1]
+    tests = [folders[n] for n in TEST_SPLIT_NAMES if n in folders]
+    if not train:
+        tests = [folders[n] for n in ("test_set",) if n in folders]
+    return {name: root / name for name in train + tests} or {root.name: root}
+
+
+def train_and_test_dirs(data_dir: str | Path, key: str = "--data") -> tuple[str, str | None]:
+    """`data.train_dir` and `data.test_dir` for a folder laid out as `check-data` reads it.
+
+    Args:
+        data_dir: holds training_set/ and test_set/, or train/ and val/ (or the other split
+            names `find_splits` knows), or the class folders themselves.
+        key: what names it in errors.
+
+    Returns:
+        The training split and the first evaluation split in `TEST_SPLIT_NAMES` order (val/
+        before test/, so a held-out test set stays unseen); test_dir is None when there is no
+        evaluation split, and `data.validation_split` is then held out of the training images.
+
+    Example:
+        train_and_test_dirs("pets")  # ("pets/train", "pets/val")
+    """
+    splits = find_splits(data_dir, key)
+    (name, train), tests = next(iter(splits.items())), list(splits.values())[1:]
+    if train != Path(data_dir) and name.lower() not in TRAIN_SPLIT_NAMES:
+        raise ConfigError(
+            f"{key} {data_dir}: has {name}/ but no training split "
+            f"({', '.join(n + '/' for n in TRAIN_SPLIT_NAMES)})"
+        )
+    return str(train), str(tests[0]) if tests else None
 
 
 def _is_folder(entry: os.DirEntry) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +29,13 @@ if TYPE_CHECKING:
 KERAS_CACHE_SUBDIR = "models"
 # Set to 1 to forbid downloads: a missing ImageNet file is then an error before training.
 OFFLINE_ENV = "CNNCLF_OFFLINE"
-DOWNLOAD_TIMEOUT_S = 60
+# Keras' weights folder (each backbone's file is in the sub-folder named like its Keras module);
+# the variable replaces it, for a mirror inside a network that cannot reach Google's storage.
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+WEIGHTS_URL_ENV = "CNNCLF_WEIGHTS_URL"
+# Seconds without an answer (to connect, or between two reads) before a download is given up:
+# short, so that a machine without network says so at once.
+DOWNLOAD_TIMEOUT_S = 15
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class Backbone:
     min_size: int  # Keras refuses smaller inputs
     input_scaling: str  # what the model does to [0, 255] pixels before the backbone
     imagenet_file: str  # Keras' file name for the weights without the top
-    module: str  # keras.src.applications module holding WEIGHTS_HASHES
+    module: str  # keras.src.applications module holding WEIGHTS_HASHES (and the URL folder)
     hash_key: str  # key of that module's WEIGHTS_HASHES
     variables: int  # arrays in a .weights.h5 saved from it without its top
     params: int  # without its top, at any input size
@@ -175,9 +180,10 @@ def sha256_of(path: str | Path) -> str:
 def resolve_weights(backbone: BackboneConfig) -> WeightsSource:
     """Finds the weights file a backbone config needs, before TensorFlow trains anything.
 
-    `imagenet` looks in Keras' cache first; a missing file is downloaded with Keras' own
-    `get_file` (hash-checked), unless CNNCLF_OFFLINE=1 or the download fails: then one
-    ConfigError names the file, where to put it, and the `weights: PATH` alternative.
+    `imagenet` looks in Keras' cache first; a missing file is downloaded from Keras' URL (no
+    TensorFlow import first) and checked against Keras' hash, unless CNNCLF_OFFLINE=1 or the
+    download fails: then one ConfigError names the file, where to put it, and the
+    `weights: PATH` alternative.
     """
     weights = backbone.weights
     if weights == "none":
@@ -191,8 +197,7 @@ def resolve_weights(backbone: BackboneConfig) -> WeightsSource:
         return WeightsSource("imagenet", str(cached), _check_cached(spec, cached))
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise _missing_imagenet(spec, cached, f"{OFFLINE_ENV} is set")
-    path = fetch_imagenet(spec, cached)
-    return WeightsSource("imagenet", path, sha256_of(path))
+    return WeightsSource("imagenet", str(cached), fetch_imagenet(spec, cached))
 
 
 def _check_weights_file(path: str, spec: Backbone) -> None:
@@ -232,8 +237,12 @@ def _missing_imagenet(spec: Backbone, cached: Path, why: str) -> ConfigError:
 
 
 def _keras_hash(spec: Backbone) -> str:
+    """The hash Keras' own table gives the file (importing Keras imports TensorFlow: quietly)."""
     import importlib
 
+    from cnnclf.tf_loader import import_tensorflow
+
+    import_tensorflow()
     module = importlib.import_module(f"keras.src.applications.{spec.module}")
     return module.WEIGHTS_HASHES[spec.hash_key][1]
 
@@ -242,15 +251,8 @@ def _check_cached(spec: Backbone, cached: Path) -> str:
     """Keras' get_file checks a cached file's hash before using it; so does cnnclf, since a
     truncated or foreign file there would otherwise train as if it were ImageNet's. Returns
     the file's SHA-256 (read once: the files are up to 110 MB)."""
-    from keras.src.utils import file_utils
-
-    expected, digest = _keras_hash(spec), sha256_of(cached)
-    same = (
-        digest == expected
-        if len(expected) == 64
-        else file_utils.validate_file(str(cached), expected)
-    )  # an MD5, as Keras' older files have
-    if not same:
+    digest = _keras_digest(spec, cached)
+    if digest is None:
         raise ConfigError(
             f"model.backbone.weights: {cached} is not Keras' ImageNet file for "
             f"{spec.name} (its hash does not match: truncated or replaced); "
@@ -260,29 +262,79 @@ def _check_cached(spec: Backbone, cached: Path) -> str:
     return digest
 
 
+def _keras_digest(spec: Backbone, path: Path) -> str | None:
+    """The file's SHA-256 if it has the hash Keras gives the backbone's file, else None."""
+    expected = _keras_hash(spec)
+    sha256, md5 = hashlib.sha256(), hashlib.md5()  # Keras' older files have an MD5
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(chunk)
+            md5.update(chunk)
+    same = expected == (sha256 if len(expected) == 64 else md5).hexdigest()
+    return sha256.hexdigest() if same else None
+
+
+def imagenet_url(spec: Backbone) -> str:
+    """Where Keras downloads the backbone's file from (or the same path under the mirror)."""
+    base = os.environ.get(WEIGHTS_URL_ENV) or KERAS_WEIGHTS_URL
+    return f"{base.rstrip('/')}/{spec.module}/{spec.imagenet_file}"
+
+
 def fetch_imagenet(spec: Backbone, cached: Path) -> str:
-    """Downloads the ImageNet file through Keras' get_file, which checks its hash."""
-    import importlib
+    """Downloads the ImageNet file into Keras' cache, checks its hash, returns its SHA-256.
 
-    from keras.utils import get_file
+    Why not Keras' `get_file`: it imports TensorFlow (most of a minute on a cold start, and its
+    log lines) before trying the network, has no timeout, and prints its own progress. The file
+    is written beside `cached` and renamed into place only once its hash is right.
+    """
+    import logging
+    import urllib.request
 
-    module = importlib.import_module(f"keras.src.applications.{spec.module}")
-    base = getattr(module, "BASE_WEIGHT_PATH", None) or module.BASE_WEIGHTS_PATH
-    file_hash = _keras_hash(spec)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib has no timeout of its own here
+    url = imagenet_url(spec)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
     try:
-        return get_file(
-            spec.imagenet_file,
-            base + spec.imagenet_file,
-            cache_subdir=KERAS_CACHE_SUBDIR,
-            file_hash=file_hash,
-        )
-    except Exception as exc:  # no network, a proxy, a bad hash: all mean "get the file"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise _missing_imagenet(spec, cached, f"the download failed: {first}") from None
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as answer:
+            size = answer.headers.get("Content-Length")
+            logging.getLogger("cnnclf").info(
+                "downloading %s's ImageNet weights%s from %s to %s",
+                spec.name,
+                f" ({int(size) / 1e6:.0f} MB)" if size and size.isdigit() else "",
+                url,
+                cached,
+            )
+            with open(partial, "wb") as out:
+                while chunk := answer.read(1 << 20):
+                    out.write(chunk)
+        digest = _keras_digest(spec, partial)
+        if digest is None:
+            raise _missing_imagenet(
+                spec, cached, f"what {url} sent does not have Keras' hash for it"
+            )
+        os.replace(partial, cached)
+        return digest
+    except (OSError, ValueError) as exc:  # no network, a proxy, an HTTP error, a bad URL
+        raise _missing_imagenet(
+            spec, cached, f"the download from {url} failed: {_download_error(exc)}"
+        ) from None
     finally:
-        socket.setdefaulttimeout(previous)
+        partial.unlink(missing_ok=True)
+
+
+def _download_error(exc: BaseException) -> str:
+    """Why a download failed, whole and on one line (`Connection refused`, `HTTP 404 Not
+    Found`, `no answer within 15 s`), however long urllib's own text is."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {DOWNLOAD_TIMEOUT_S} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    return text if len(text) <= 160 else text[:160].rsplit(" ", 1)[0] + " ..."
 
 
 def build_backbone(name: str, image_size, weights_path: str | None):

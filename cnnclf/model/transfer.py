@@ -246,6 +246,25 @@ def _flat_layers(features: list) -> list:
     return flat
 
 
+def random_features_warning(config: Config) -> str | None:
+    """A warning for a backbone that is random (`weights: none`) and frozen in every phase.
+
+    Such a run trains the head on the features of random filters, which carry little about the
+    images: its loss barely moves. Warned, not refused: it is also the quickest way to try a
+    backbone's plumbing (the tests do).
+    """
+    backbone = config.model.backbone
+    if not backbone or backbone.weights != "none" or config.model.init_from:
+        return None
+    if not all(phase.frozen for phase in phases(config)):
+        return None
+    return (
+        "warning: model.backbone.weights: none with trainable: false trains only the head, on "
+        "the features of a random backbone, and learns little; set model.backbone.trainable: "
+        "true (or add train.fine_tune), or weights: imagenet"
+    )
+
+
 def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
     """A hint for small data sets trained from scratch (under 1000 images a class)."""
     from cnnclf.data.check import SMALL_CLASS

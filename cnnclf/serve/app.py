@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -100,18 +101,24 @@ _INSTANCES_BODY = {
 }
 
 
-def create_app(bundle: Bundle, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(
+    bundle: Bundle,
+    settings: ServeSettings | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
     """The FastAPI app serving `bundle` (from `load_bundle` or `load_export`).
 
     Args:
         bundle: the loaded model; it is warmed up when the app starts.
         settings: name, token, CORS origins, upload and batching limits.
+        on_ready: called on the event loop once the warm-up has run, just before /readyz
+            turns ready (`cnnclf serve` prints its ready line there).
 
     Returns:
         An ASGI app; run it with uvicorn, or use it with FastAPI's TestClient.
     """
     settings = settings or ServeSettings()
-    service = Service(bundle, settings)
+    service = Service(bundle, settings, on_ready)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -1,9 +1,16 @@
-"""Running the app under uvicorn: binding, workers, and a clean stop on SIGTERM or Ctrl-C.
+"""Running the app under uvicorn: binding, workers, the console lines, a clean stop on SIGTERM.
 
-With one worker the model is loaded here, before the port is bound, so a bad --model is one
-line and exit code 1, not a server that answers 503 forever. With `workers` > 1 uvicorn starts
-that many processes and each loads its own copy of the model (N times the memory, N model
-calls at once); they get their settings through the environment (`SETTINGS_VARIABLE`).
+The port is bound first (`bind`), so a taken port is one line and exit code 2 before the model
+loads; uvicorn then serves on that very socket. With one worker the model is loaded here, before
+uvicorn starts, so a bad --model is one line and exit code 1, not a server that answers 503
+forever. With `workers` > 1 uvicorn starts that many processes and each loads its own copy of
+the model (N times the memory, N model calls at once); they get their settings through the
+environment (`SETTINGS_VARIABLE`).
+
+The console is cnnclf's, not uvicorn's (whose own lines show with --verbose): `loading ...`,
+then `ready: serving ...` once the warm-up has run and /readyz turns ready (one per worker),
+then one line per request, `POST /predict 200 12.3 ms` (the /healthz and /readyz probes only
+with --verbose).
 
 SIGTERM and Ctrl-C make uvicorn stop accepting connections and finish the requests in flight
 (the micro-batcher runs its queued batches), then `serve` returns and the command exits 0.
@@ -12,18 +19,24 @@ SIGTERM and Ctrl-C make uvicorn stop accepting connections and finish the reques
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import signal
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from cnnclf.errors import CnnclfError
+from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.serve.settings import ServeSettings
 
 SETTINGS_VARIABLE = "CNNCLF_SERVE_SETTINGS"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+PROBES = ("/healthz", "/readyz")  # polled every few seconds: logged only with --verbose
+BACKLOG = 2048  # uvicorn's default
 log = logging.getLogger("cnnclf")
 
 
@@ -36,6 +49,38 @@ def exposure_warning(host: str, token: str | None) -> str | None:
     )
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` as uvicorn binds one, or a ConfigError saying why not.
+
+    Example: `bind("127.0.0.1", 0).getsockname()[1]` is a free port, held until closed.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(_bind_error(host, port, exc)) from None
+    sock.set_inheritable(True)  # for --workers' processes
+    return sock
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    where = f"{_address(host)}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return f"--host {host}: not a known host name or address ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"--port {port}: {where} is already in use; stop what is using it or pass "
+            "another --port"
+        )
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        return f"--port {port}: ports below 1024 need administrator rights; pass another --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host}: not an address of this machine (127.0.0.1 is)"
+    return f"--host {host} --port {port}: cannot listen on {where}: {exc.strerror or exc}"
+
+
 def serve(
     bundle_loader,
     model_path: Path,
@@ -44,8 +89,7 @@ def serve(
     host: str,
     port: int,
     workers: int = 1,
-    log_level: str = "info",
-    access_log: bool = False,
+    verbose: bool = False,
 ) -> None:
     """Serves the model at `model_path` until SIGTERM or Ctrl-C; returns after a clean stop.
 
@@ -53,23 +97,37 @@ def serve(
         bundle_loader: `path -> Bundle` (the CLI's loader: bundle or export, checked).
         model_path: the bundle folder or export.
         settings: see `ServeSettings`.
-        host, port: where to listen.
+        host, port: where to listen; bound before the model loads (`bind`).
         workers: processes, each with its own copy of the model.
-        log_level, access_log: uvicorn's (it says where it listens at "info").
+        verbose: uvicorn's own log lines too, and a line for each /healthz and /readyz.
     """
+    sock = bind(host, port)
+    try:
+        _serve_on(sock, bundle_loader, model_path, settings, workers, verbose)
+    finally:
+        sock.close()
+
+
+def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> None:
     import uvicorn
 
+    url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
     common: dict[str, Any] = dict(
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
+        log_level="info" if verbose else "warning",
+        access_log=False,  # ours is `_RequestLog`
+        backlog=BACKLOG,
         timeout_graceful_shutdown=30,
         server_header=False,
     )
+    log.info(f"loading {model_path} ...")
     if workers > 1:
         os.environ[SETTINGS_VARIABLE] = json.dumps(
-            {"model": str(Path(model_path).resolve()), **dataclasses.asdict(settings)}
+            {
+                "model": str(Path(model_path).resolve()),
+                "url": url,
+                "verbose": verbose,
+                **dataclasses.asdict(settings),
+            }
         )
         config = uvicorn.Config(
             "cnnclf.serve.server:app_from_environment", factory=True, workers=workers, **common
@@ -77,17 +135,73 @@ def serve(
     else:
         from cnnclf.serve.app import create_app
 
-        config = uvicorn.Config(create_app(bundle_loader(model_path), settings), **common)
+        bundle = bundle_loader(model_path)
+
+        def on_ready() -> None:
+            # uvicorn listens only after the app's startup, and a quick warm-up may end first:
+            # listening now, the line never names a port that refuses connections.
+            sock.listen(BACKLOG)
+            log.info(ready_line(model_path, settings.name, bundle.class_names, url))
+
+        app = create_app(bundle, settings, on_ready)
+        config = uvicorn.Config(_RequestLog(app, probes=verbose), **common)
     server = uvicorn.Server(config)
     with _signals_end_cleanly():
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            Multiprocess(config, sockets=[sock]).run()
         else:
-            server.run()
-            if not server.started:  # uvicorn logged why (the port is taken, ...)
-                raise CnnclfError(f"could not serve on {host}:{port} (see the message above)")
+            server.run(sockets=[sock])
+            if not server.started:  # uvicorn logged why
+                raise CnnclfError(f"could not serve on {url} (see the message above)")
+
+
+def ready_line(model_path, name: str, class_names: list[str], url: str, worker: str = "") -> str:
+    """`ready: serving runs/demo as "demo" (classes a, b) on http://127.0.0.1:8000 ...`."""
+    shown = ", ".join(class_names[:8])
+    if len(class_names) > 8:
+        shown += f" and {len(class_names) - 8} more"
+    return (
+        f'ready{worker}: serving {model_path} as "{name}" (classes {shown}) on {url} '
+        "(Ctrl-C stops it)"
+    )
+
+
+def _address(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _RequestLog:
+    """ASGI middleware: one console line per HTTP request, `POST /predict 200 12.3 ms`."""
+
+    def __init__(self, app, probes: bool):
+        self.app = app
+        self.probes = probes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or (not self.probes and scope["path"] in PROBES):
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500  # what uvicorn answers when the app fails before its response
+
+        async def send_noting_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            milliseconds = (time.perf_counter() - start) * 1000
+            log.info(f"{scope['method']} {_printable(scope)} {status} {milliseconds:.1f} ms")
+
+
+def _printable(scope) -> str:
+    """The request's path as sent (still %-encoded: no newline can forge a console line)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return "".join(c if c.isprintable() else "?" for c in raw.decode("latin-1"))
 
 
 def app_from_environment():
@@ -99,12 +213,27 @@ def app_from_environment():
 
     values = json.loads(os.environ[SETTINGS_VARIABLE])
     model = Path(values.pop("model"))
+    url, verbose = values.pop("url"), values.pop("verbose")
     values["cors_origins"] = tuple(values["cors_origins"])
     settings = ServeSettings(**values)
+    _console()
     if is_export(model):
-        return create_app(load_export(model), settings)
-    import_tensorflow()
-    return create_app(load_bundle(model), settings)
+        bundle = load_export(model)
+    else:
+        import_tensorflow()
+        bundle = load_bundle(model)
+    line = ready_line(model, settings.name, bundle.class_names, url, f" (worker {os.getpid()})")
+    return _RequestLog(create_app(bundle, settings, lambda: log.info(line)), probes=verbose)
+
+
+def _console() -> None:
+    """cnnclf's console lines in a worker process, as the CLI shows them (see cli/group.py)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 class _signals_end_cleanly:

@@ -8,7 +8,9 @@ the micro-batcher (`batcher.py`) for the model call.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from cnnclf.bundle import Bundle
@@ -22,9 +24,15 @@ from cnnclf.serve.uploads import RequestError
 class Service:
     """The loaded model and what serves it: decoding pool, batcher, readiness."""
 
-    def __init__(self, bundle: Bundle, settings: ServeSettings):
+    def __init__(
+        self,
+        bundle: Bundle,
+        settings: ServeSettings,
+        on_ready: Callable[[], None] | None = None,
+    ):
         self.bundle = bundle
         self.settings = settings
+        self.on_ready = on_ready  # called once, when the warm-up has run
         self.spec = bundle.preprocessing.spec
         self.explainable = not is_export(bundle)
         model: Any = bundle.model  # a keras.Model, or an export's runtime
@@ -55,9 +63,12 @@ class Service:
             await loop.run_in_executor(
                 self.batcher.model_thread, self.batcher.warm_up, self.spec.shape
             )
-            self.ready = True
         except Exception as exc:  # the model cannot run: /readyz says why, forever
             self.warm_up_error = f"{type(exc).__name__}: {exc}"
+            return
+        if self.on_ready is not None:
+            self.on_ready()  # first, so that whoever sees /readyz turn ready finds it done
+        self.ready = True
 
     async def stop(self) -> None:
         await self.batcher.stop()
@@ -100,6 +111,7 @@ def model_card(bundle: Bundle, name: str) -> dict:
     export = is_export(bundle)
     return {
         "name": name,
+        "bundle": Path(bundle.path).resolve().name,
         "kind": f"{manifest.get('format')} export" if export else "keras bundle",
         "classes": list(bundle.class_names),
         "class_mode": preprocessing.class_mode,

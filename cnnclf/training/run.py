@@ -23,7 +23,7 @@ from typing import Any
 from cnnclf.config import Config
 from cnnclf.data.layout import Dataset, discover
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
-from cnnclf.model.transfer import planned_epochs, prepare
+from cnnclf.model.transfer import planned_epochs, prepare, random_features_warning
 from cnnclf.training.record import TrainResult
 from cnnclf.training.rundir import DamagedRun, RunDir, completed_epochs
 from cnnclf.training.runs import check_destination, new_run_dir, usable_destination
@@ -106,6 +106,8 @@ def train(
     if resume:
         _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
     start = prepare(config)  # weights files and init_from: before TensorFlow trains anything
+    if warning := random_features_warning(config):
+        log.warning("%s", warning)
     setup = TrainSetup(
         config, dataset, loss, class_weight, start, config_path, verbose, device, progress, started
     )

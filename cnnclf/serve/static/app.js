@@ -54,6 +54,8 @@ async function loadCard() {
     ["Trained", card.trained ? card.trained.replace("T", " ").replace(/:\d\d([+-]\d\d)(\d\d)$/, " $1:$2") : "unknown"],
     ["Model", card.architecture ? `${card.architecture}, ${card.kind}` : card.kind],
   ];
+  // The header names the model by --name; say which bundle it is when that differs.
+  if (card.bundle && card.bundle !== card.name) facts.unshift(["Bundle", card.bundle]);
   $("card").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
   if (card.class_mode === "binary") {
     state.threshold = card.threshold ?? 0.5;

@@ -1,8 +1,8 @@
 """The private Keras and TensorFlow APIs cnnclf rests on, checked so an upgrade says so loudly.
 
-- model/backbones.py reads each backbone's ImageNet file hash and download folder from its
-  `keras.src.applications` module (Keras has no public API for them) and checks MD5 hashes with
-  `keras.src.utils.file_utils.validate_file`;
+- model/backbones.py reads each backbone's ImageNet file hash from its
+  `keras.src.applications` module (Keras has no public API for it) and downloads the file from
+  the folder that module names (written out in backbones.py, so no TensorFlow import comes first);
 - tf_loader.seed_everything turns op determinism off again through
   `tensorflow.python.framework.config` (TensorFlow exports only the switch on).
 """
@@ -38,6 +38,23 @@ def test_each_backbone_module_still_holds_its_weight_hash_and_url(name):
     assert len(hashes[spec.hash_key][1]) in (32, 64), changed  # MD5 or SHA-256, in hex
     base = getattr(module, "BASE_WEIGHT_PATH", None) or getattr(module, "BASE_WEIGHTS_PATH", None)
     assert isinstance(base, str) and base.startswith("https://"), changed
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_each_backbone_downloads_from_the_url_keras_would_use(name, monkeypatch):
+    pytest.importorskip("keras")
+    from cnnclf.model.backbones import WEIGHTS_URL_ENV, imagenet_url
+
+    monkeypatch.delenv(WEIGHTS_URL_ENV, raising=False)
+    spec = BACKBONES[name]
+    module = importlib.import_module(f"keras.src.applications.{spec.module}")
+    base = getattr(module, "BASE_WEIGHT_PATH", None) or module.BASE_WEIGHTS_PATH
+    assert imagenet_url(spec) == base + spec.imagenet_file, CHANGED.format(
+        what=f"keras.src.applications.{spec.module}'s weights URL",
+        library="Keras",
+        version=importlib.import_module("keras").__version__,
+        module="cnnclf/model/backbones.py",
+    )
 
 
 def test_keras_file_hash_check_is_still_there(tmp_path):
