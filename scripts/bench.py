@@ -386,7 +386,7 @@ def worker_load_model(a):
 
 
 def worker_list(a):
-    from cnnclf.data.layout import list_images
+    from cnnclf.data.listing import list_images
 
     start = time.perf_counter()
     n = len(list_images(a["folder"]))

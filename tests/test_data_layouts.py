@@ -8,7 +8,8 @@ import pytest
 import yaml
 from helpers import make_tree, read_json, run_cli, write_config
 
-from cnnclf.data.layout import find_splits, train_and_test_dirs
+from cnnclf.config import load_config
+from cnnclf.data.layout import discover, find_splits, train_and_test_dirs
 from cnnclf.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,3 +173,40 @@ def test_train_with_data_trains_on_the_folder(tmp_path, names, source):
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["data"]
     assert Path(saved["train_dir"]) == tmp_path / ("pets/train" if names != (".",) else "pets")
     assert (saved["test_dir"] is None) == (source == "validation_split")
+
+
+def test_check_data_without_a_test_set_says_what_validation_split_takes(tmp_path):
+    data = make_tree(tmp_path / "scans", n_train=9, with_test=False)
+    result = run_cli("check-data", data)
+    assert result.exit_code == 0, result.output
+    assert "  hstripes                 9  (2 to validation, 7 to train)" in result.stdout
+    assert (
+        "  no test set: data.validation_split 0.2 holds out 4 of these 18 images to validate on"
+    ) in result.stdout
+    # The config's share, and the same numbers the training split (discover) takes.
+    config = write_config(
+        tmp_path / "c.yaml", data, data={"test_dir": None, "validation_split": 0.5}
+    )
+    report = yaml.safe_load(run_cli("check-data", "--config", config, "--format", "json").stdout)
+    held_out = {"hstripes": 4, "vstripes": 4}  # round(9 * 0.5)
+    assert report["validation_split"] == {
+        "fraction": 0.5,
+        "from": "training_set",
+        "held_out": held_out,
+    }
+    dataset = discover(load_config(config).data, seed=7)
+    assert dataset.validation.counts(dataset.class_names) == held_out
+    # With a test set nothing is held out, so there is nothing to say.
+    both = make_tree(tmp_path / "both", n_train=9)
+    report = yaml.safe_load(run_cli("check-data", "--format", "json", both).stdout)
+    assert report["validation_split"] is None
+
+
+def test_check_data_stops_a_class_too_small_to_hold_any_out_as_train_does(tmp_path):
+    data = make_tree(tmp_path / "scans", n_train=1, with_test=False)
+    result = run_cli("check-data", data)
+    assert result.exit_code == 2
+    assert (
+        "fatal: data.validation_split: class hstripes has 1 image(s), too few to hold 20% out; "
+        "add images or set data.test_dir"
+    ) in result.stdout

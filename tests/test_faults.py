@@ -566,6 +566,8 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp
     # The writer sends the Ctrl-C once wait() joins it, and ends only after wait() has
     # caught it: the interrupt lands mid-write on any machine (no timer races the write).
     joining, caught = threading.Event(), threading.Event()
+    main = threading.main_thread().ident
+    assert main is not None
 
     class Writer(threading.Thread):
         def join(self, timeout=None):
@@ -578,7 +580,9 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_raised_once_it_is_on_disk(tmp
 
     def write():
         assert joining.wait(WAIT_S), "wait() never joined the writer"
-        os.kill(os.getpid(), signal.SIGINT)
+        # To the main thread itself: a process-wide signal may land on this thread, and the
+        # main thread's blocked join() would then not wake to handle it until the write ends.
+        signal.pthread_kill(main, signal.SIGINT)
         assert caught.wait(WAIT_S), "the Ctrl-C never reached wait()"
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

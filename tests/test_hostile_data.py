@@ -22,7 +22,8 @@ from helpers import HOSTILE, make_tree, run_cli, write_config, write_hostile_ent
 from PIL import Image
 
 from cnnclf.data.decode import ImageSpec, load_image
-from cnnclf.data.layout import discover, list_images
+from cnnclf.data.layout import discover
+from cnnclf.data.listing import list_images
 from cnnclf.errors import DataError, ImageError
 
 SPEC = ImageSpec((16, 16))

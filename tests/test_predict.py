@@ -1,13 +1,18 @@
 """`cnnclf predict`: inputs, formats, bundle discovery and per-file failures."""
 
+import contextlib
 import csv
 import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
-from helpers import run_cli
+from helpers import communicate, run_cli, wait_for
 
 # Every test here trains a model or uses a trained bundle.
 pytestmark = pytest.mark.slow
@@ -17,7 +22,8 @@ def test_single_file_prints_label_and_probability(binary_bundle, binary_tree):
     image = sorted((binary_tree / "training_set" / "vstripes").iterdir())[0]
     result = run_cli("predict", "--model", binary_bundle, image)
     assert result.exit_code == 0, result.output
-    header, row = result.stdout.splitlines()
+    heading, header, row = result.stdout.splitlines()
+    assert heading == f"# model {binary_bundle}: classes hstripes, vstripes"
     assert header.split() == ["path", "label", "probability"]
     path, label, probability = row.split()
     assert path == str(image) and label in {"hstripes", "vstripes"}
@@ -108,6 +114,12 @@ def test_default_model_is_the_newest_bundle_under_runs(
     assert result.exit_code == 0, result.output
     assert "using model runs/new" in result.stderr
     assert set(json.loads(result.stdout)[0]["probabilities"]) == {"checker", "hstripes", "vstripes"}
+    # The table, for people, opens with the model that answered and the classes it knows.
+    table = run_cli("predict", image, cwd=tmp_path)
+    assert table.exit_code == 0, table.output
+    heading, header, _ = table.stdout.splitlines()
+    assert heading == "# model runs/new (newest under runs/): classes checker, hstripes, vstripes"
+    assert header.split() == ["path", "label", "probability"]
 
 
 def test_bad_file_is_reported_and_the_rest_still_predicted(tmp_path, binary_bundle, binary_tree):
@@ -162,8 +174,9 @@ def test_top_k_lists_the_most_probable_classes(multi_bundle, multi_tree):
         )[:2]
         assert row["top_k"][0] == {"label": row["label"], "probability": row["probability"]}
     table = run_cli("predict", "--model", multi_bundle, "--top-k", "3", folder)
-    assert table.stdout.splitlines()[0].split() == ["path", "label", "probability", "top_k"]
-    assert table.stdout.splitlines()[1].count(",") == 2
+    lines = table.stdout.splitlines()[1:]  # after the model line
+    assert lines[0].split() == ["path", "label", "probability", "top_k"]
+    assert lines[1].count(",") == 2
 
 
 @pytest.mark.parametrize(
@@ -214,3 +227,111 @@ def test_a_short_batch_is_padded_to_a_power_of_two_not_to_the_batch_size(
     # Padding changes no answer: the first image alone and within a batch agree.
     assert one[0].probability == pytest.approx(eleven[0].probability, abs=1e-5)
     assert np.isfinite(eleven[-1].probability)
+
+
+def _held_inputs(folder, image, good: int, bad_bytes: int = 2 << 20) -> tuple[list, int]:
+    """`good` copies of `image`, then a folder of enough unreadable files that their error lines
+    overflow any pipe: a child whose stderr is not read is held after its good rows, without a
+    sleep. Returns (the paths to pass, how many images they are)."""
+    (folder / "bad").mkdir(parents=True)
+    paths = []
+    for i in range(good):
+        paths.append(folder / f"good_{i:03d}{image.suffix}")
+        shutil.copy(image, paths[-1])
+    # Long names make long error lines: fewer files for the same bytes of stderr.
+    n_bad = bad_bytes // 250
+    for i in range(n_bad):
+        (folder / "bad" / f"{'x' * 200}_{i:05d}.jpg").write_bytes(b"not an image")
+    return paths + [folder / "bad"], good + n_bad
+
+
+def _predict_process(*args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnclf", "predict", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_rows_stream_to_stdout_as_they_are_predicted(tmp_path, binary_bundle, binary_tree):
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    inputs, _ = _held_inputs(tmp_path / "in", image, good=2)
+    process = _predict_process("--model", binary_bundle, "--batch-size", "1", *inputs)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")))
+    reader.start()
+    try:
+        # stderr is not read yet, so the child cannot finish: rows seen now were streamed.
+        wait_for(lambda: len(lines) >= 4, "the model line, header and two good rows on stdout")
+        assert process.poll() is None
+    finally:
+        _, err = communicate(process, "cnnclf predict")
+        reader.join()
+    assert process.returncode == 1  # the unreadable files
+    assert lines[0].startswith(f"# model {binary_bundle}: classes ")
+    assert lines[1].split() == ["path", "label", "probability"]
+    assert [line.split()[0] for line in lines[2:]] == [str(p) for p in inputs[:2]]
+    assert "could not be predicted" in err
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.json"])
+def test_ctrl_c_keeps_a_complete_file_of_the_rows_written(
+    tmp_path, binary_bundle, binary_tree, name
+):
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    inputs, n_images = _held_inputs(tmp_path / "in", image, good=3)
+    out = tmp_path / name
+    process = _predict_process(
+        "--model", binary_bundle, "--batch-size", "1", "--output", out, *inputs
+    )
+    partial = tmp_path / f".{name}.partial"
+    # The three good rows are written, then the child is held on its full stderr pipe.
+    wait_for(
+        lambda: partial.exists() and partial.read_text().count(str(inputs[2])) == 1,
+        "the third row in the output's temporary file",
+    )
+    process.send_signal(signal.SIGINT)
+    _, err = communicate(process, "cnnclf predict after Ctrl-C")
+    assert process.returncode == 130, err
+    assert f"interrupted: wrote 3 of {n_images} predictions to {out}" in err
+    assert "Traceback" not in err and not partial.exists()
+    text = out.read_text()
+    csv_rows = name.endswith(".csv")
+    rows = list(csv.DictReader(io.StringIO(text))) if csv_rows else json.loads(text)
+    assert [row["path"] for row in rows] == [str(p) for p in inputs[:3]]
+
+
+def test_json_lines_one_object_per_line(tmp_path, binary_bundle, binary_tree):
+    images = sorted((binary_tree / "test_set" / "hstripes").iterdir())[:3]
+    result = run_cli("predict", "--model", binary_bundle, "--format", "jsonl", *images)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == list(
+        map(str, images)
+    )
+    out = tmp_path / "p.jsonl"  # the format from the extension
+    assert run_cli("predict", "--model", binary_bundle, "--output", out, *images).exit_code == 0
+    assert out.read_text() == result.stdout
+
+
+def test_on_a_terminal_it_says_what_loads(binary_bundle, binary_tree):
+    import pty
+
+    image = sorted((binary_tree / "test_set" / "hstripes").iterdir())[0]
+    terminal, child_end = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnclf", "predict", "--model", str(binary_bundle), str(image)],
+        stdout=subprocess.PIPE,
+        stderr=child_end,
+        text=True,
+    )
+    os.close(child_end)
+    out, _ = communicate(process, "cnnclf predict with stderr on a terminal")
+    said = b""
+    with contextlib.suppress(OSError):  # EIO once the child's end is closed
+        while chunk := os.read(terminal, 4096):
+            said += chunk
+    os.close(terminal)
+    assert process.returncode == 0, said
+    assert f"loading TensorFlow and the model {binary_bundle} ..." in said.decode()
+    assert "loading" not in out and out.splitlines()[2].startswith(str(image))  # model, header

@@ -439,3 +439,11 @@ def test_upload_names_never_reach_the_file_system(client, binary_tree, tmp_path,
         response = client.post("/predict", files=[("file", (name, buffer.getvalue(), "image/png"))])
         assert response.status_code == 200 and response.json()[0]["path"] == name
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_card_counts_the_validation_images(client):
+    # binary_bundle validated on its test_set: 4 images a class.
+    card = client.get("/v1/models/tiny/metadata").json()["metadata"]
+    assert card["validation_images"] == 8
+    assert "accuracy" in card["validation"]

@@ -292,3 +292,39 @@ def test_several_steps_per_execution_train_the_same_model(tmp_path, binary_tree)
         assert result.exit_code == 0, result.output
         losses.append(read_json(tmp_path / f"b{steps}" / "history.json")["loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_small_validation_split_is_reported_first_counted_and_warned_about(tmp_path):
+    import re
+
+    data = make_tree(tmp_path / "scans", n_train=9, with_test=False)  # 20% held out: 2 a class
+    config = write_config(tmp_path / "c.yaml", data, data={"test_dir": None})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    # The validation figure first, each set with its image count.
+    figure = r"\d\.\d{4}"
+    assert re.fullmatch(
+        rf"bundle: {re.escape(str(tmp_path / 'b'))}  \(val_accuracy {figure} on 4 images, "
+        rf"val_loss {figure}; accuracy {figure} on 14 training images, loss {figure}; "
+        r"[\d.]+ s\)",
+        result.stdout.splitlines()[-1],  # after Keras' epoch lines
+    ), result.stdout
+    lines = result.stderr.splitlines()
+    warning = (
+        "warning: only 4 validation images (2 per class): its accuracy moves by ±25 points "
+        "with one image; hold out more (data.validation_split) or add a test set "
+        "(data.test_dir)"
+    )
+    # Outside a terminal, the steps after the last epoch say what they are doing.
+    steps = [
+        "validating 4 images for metrics.json",
+        warning,
+        "writing the bundle (model, sidecars, plots, manifest)",
+    ]
+    assert [line for line in lines if line in steps] == steps, result.stderr
+    summary = run_cli("summary", "--model", tmp_path / "b")
+    assert summary.exit_code == 0, summary.output
+    assert "validation images: 4 from validation_split (2 hstripes, 2 vstripes)" in summary.stdout
+    assert warning in summary.stdout.splitlines()
+    assert re.search(r"weights of the last epoch: val_accuracy [\d.]+, val_loss", summary.stdout)

@@ -489,7 +489,8 @@ def test_backbone_defaults_follow_the_backbone(tmp_path):
 
 @pytest.mark.slow
 def test_a_small_from_scratch_run_suggests_a_backbone(tmp_path, binary_tree):
-    config = write_config(tmp_path / "c.yaml", binary_tree)
+    # 32x32 colour: the smallest images a backbone takes (smaller ones are advised init_from).
+    config = write_config(tmp_path / "c.yaml", binary_tree, data={"image_size": SMALL})
     result = run_cli("train", "--config", config, "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     assert "hint: 12 training images in the smallest class" in result.stderr
@@ -505,6 +506,21 @@ def test_check_data_suggests_a_backbone_unless_the_config_has_one(tmp_path, bina
     result = run_cli("check-data", "--config", config)
     assert result.exit_code == 0, result.output
     assert "pretrained backbone" not in result.stdout
+
+
+def test_check_data_advises_init_from_for_images_too_small_for_a_backbone(tmp_path, binary_tree):
+    tiny = write_config(
+        tmp_path / "tiny.yaml",
+        binary_tree,
+        data={"image_size": [28, 28], "color_mode": "grayscale"},
+    )
+    result = run_cli("check-data", "--config", tiny)
+    assert result.exit_code == 0, result.output
+    assert "28x28 images are too small for a pretrained ImageNet backbone" in result.stdout
+    assert "model.init_from" in result.stdout and "transfer.yaml" not in result.stdout
+    colour = write_config(tmp_path / "colour.yaml", binary_tree, data={"image_size": [64, 64]})
+    result = run_cli("check-data", "--config", colour)
+    assert "a pretrained backbone usually does much better" in result.stdout
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from cnnclf import __version__
 from cnnclf.bundle import CONFIG_FILE, Bundle
 from cnnclf.bundle.exported_models import load_runtime, sidecar_paths
 from cnnclf.data.decode import load_image
-from cnnclf.data.layout import list_images
+from cnnclf.data.listing import list_images
 from cnnclf.errors import CnnclfError, ConfigError
 
 FLOAT_TOLERANCE = 1e-4

@@ -64,13 +64,22 @@ def write_bundle(
     """
     from cnnclf.config import dump_config
     from cnnclf.inference import plots
+    from cnnclf.progress import Progress
 
-    contents.model.save(folder / MODEL_FILE)
-    after_model()
-    write_json(folder / CLASS_INDICES_FILE, contents.class_indices)
-    write_json(folder / PREPROCESSING_FILE, contents.preprocessing.to_json())
-    (folder / CONFIG_FILE).write_text(dump_config(contents.config), encoding="utf-8")
-    write_json(folder / HISTORY_FILE, contents.history)
-    write_json(folder / METRICS_FILE, contents.metrics)
-    plots.training_curves(contents.history, folder / CURVES_FILE, contents.record.fine_tune_from)
-    write_json(folder / MANIFEST_FILE, contents.record.stamped().to_json())
+    # Saving a large model takes a while after the last epoch: say so, step by step.
+    with Progress("writing the bundle (model, sidecars, plots, manifest)", 4, "steps") as progress:
+        contents.model.save(folder / MODEL_FILE)
+        after_model()
+        progress.advance(note=f"{MODEL_FILE} written")
+        write_json(folder / CLASS_INDICES_FILE, contents.class_indices)
+        write_json(folder / PREPROCESSING_FILE, contents.preprocessing.to_json())
+        (folder / CONFIG_FILE).write_text(dump_config(contents.config), encoding="utf-8")
+        write_json(folder / HISTORY_FILE, contents.history)
+        write_json(folder / METRICS_FILE, contents.metrics)
+        progress.advance(note="sidecars written")
+        plots.training_curves(
+            contents.history, folder / CURVES_FILE, contents.record.fine_tune_from
+        )
+        progress.advance(note=f"{CURVES_FILE} drawn")
+        write_json(folder / MANIFEST_FILE, contents.record.stamped().to_json())
+        progress.advance(note=f"{MANIFEST_FILE} written")

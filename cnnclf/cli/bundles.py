@@ -49,6 +49,7 @@ def load_model(
                 f"--model {model_dir}: {keras_only} needs a Keras bundle (the "
                 "folder the export was made from), not an export"
             )
+        say_loading(f"loading the model {model_dir} ...")
         bundle = _lazy.load_export(Path(model_dir))
         _check_model_options(
             model_dir, bundle.class_names, bundle.preprocessing.class_mode, threshold, top_k
@@ -56,7 +57,20 @@ def load_model(
         return bundle
     names, preprocessing, _ = read_metadata(Path(model_dir))
     _check_model_options(model_dir, names, preprocessing.class_mode, threshold, top_k)
+    say_loading(f"loading TensorFlow and the model {model_dir} ...")
     return _lazy.load_bundle(model_dir, flags()["verbose"])
+
+
+def say_loading(what: str) -> None:
+    """Says on stderr, when it is a terminal, what the seconds of silence that follow are for.
+
+    Only on a terminal: a log or a script reading stderr gets the lines it got before (an error
+    is still its one line).
+    """
+    import sys
+
+    if sys.stderr.isatty():
+        click.echo(what, err=True)
 
 
 def check_servable(model_dir: Path) -> None:

@@ -51,10 +51,11 @@ def check_data_command(data_dir, config_path, data_flag, image_size, fmt, fix_to
     that would stop training.
     """
     from cnnclf.cli.render import render_check
-    from cnnclf.config import load_config
+    from cnnclf.config import Config, load_config
     from cnnclf.data.check import check_data, write_fixed_copy
     from cnnclf.data.layout import find_splits
     from cnnclf.errors import ConfigError
+    from cnnclf.model.transfer import small_data_advice
 
     if data_dir and data_flag and data_dir != data_flag:
         raise ConfigError(f"--data {data_flag}: conflicts with DATA_DIR {data_dir}; give one")
@@ -66,9 +67,12 @@ def check_data_command(data_dir, config_path, data_flag, image_size, fmt, fix_to
     if config is not None:
         image_size = image_size or tuple(config.data.image_size)
         splits = splits or _config_splits(config.data)
-    report = check_data(splits, image_size)
-    if config is not None:
-        report.from_scratch = not (config.model.backbone or config.model.init_from)
+    # No test set: training holds data.validation_split out of the training images.
+    fraction = (config or Config()).data.validation_split if len(splits) == 1 else None
+    report = check_data(splits, image_size, validation_split=fraction)
+    if config is None or not (config.model.backbone or config.model.init_from):
+        color_mode = config.data.color_mode if config else "rgb"
+        report.small_data_advice = small_data_advice(image_size, color_mode)
     click.echo(render_check(report.to_json(), fmt))
     if fix_to:
         counts = write_fixed_copy(splits, report, Path(fix_to))

@@ -56,7 +56,8 @@ def common_options(command):
         except KeyboardInterrupt:
             if state["debug"]:
                 raise
-            click.echo("interrupted", err=True)
+            # On a terminal the line may hold a bar or the echoed ^C: start a new one.
+            click.echo(("\n" if sys.stderr.isatty() else "") + "interrupted", err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException):
             raise  # click prints usage errors itself, with exit code 2

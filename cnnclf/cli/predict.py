@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cnnclf.cli import _lazy
-from cnnclf.cli.bundles import load_model
+from cnnclf.cli.bundles import load_model, model_or_newest
 from cnnclf.cli.group import common_options
 
 _MODEL_HELP = "Bundle folder (default: the newest complete bundle under ./runs/)."
@@ -21,8 +21,9 @@ _THRESHOLD_HELP = "Binary models: override the bundle's decision threshold."
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    help="Output format (default: table, or from --output's extension).",
+    type=click.Choice(["table", "json", "jsonl", "csv"]),
+    help="Output format (default: table, or from --output's extension). JSON Lines: one "
+    "object per line.",
 )
 @click.option(
     "--batch-size",
@@ -47,36 +48,55 @@ _THRESHOLD_HELP = "Binary models: override the bundle's decision threshold."
     "output",
     type=click.Path(dir_okay=False),
     help="Write the results to this file (format from --format, else from the "
-    ".json/.csv extension), with a progress bar on stderr.",
+    ".json/.jsonl/.csv extension); Ctrl-C keeps the rows already written.",
 )
 @common_options
 def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
-    """Predict the class of images: files, folders (recursive) or globs."""
-    from cnnclf.cli.render import render
+    """Predict the class of images: files, folders (recursive) or globs.
+
+    Each row is printed (or written to --output) as soon as its batch is predicted.
+    """
+    from cnnclf.cli.render import PredictionRows, model_heading
     from cnnclf.data.layout import expand_inputs
 
     images = expand_inputs(paths)
-    bundle = load_model(model_dir, threshold=threshold, top_k=top_k)
+    used = model_or_newest(model_dir)
+    bundle = load_model(used, threshold=threshold, top_k=top_k)
     predicting = _lazy.predict()
     if output and fmt is None:
-        fmt = {".json": "json", ".csv": "csv"}.get(Path(output).suffix.lower(), "table")
+        fmt = _FORMAT_OF_EXTENSION.get(Path(output).suffix.lower(), "table")
+    heading = model_heading(used, bundle.class_names, newest=model_dir is None)
+    rows = PredictionRows(fmt or "table", bundle.class_names, images, heading)
     results = predicting.predict_paths(
         bundle, images, batch_size=batch_size, threshold=threshold, top_k=top_k
     )
-    predictions, failures = [], 0
-    with _progress(results, len(images), show=output is not None) as results:
-        for result in results:
-            if isinstance(result, predicting.Failure):
-                failures += 1
-                click.echo(f"error: {result.path}: {result.reason}", err=True)
-            else:
-                predictions.append(result)
-    text = render(predictions, fmt or "table", bundle.class_names)
+    failures = 0
+    with _Destination(output) as out, _progress(len(images), out) as progress:
+        try:
+            out.write(rows.begin())
+            for result in results:
+                if isinstance(result, predicting.Failure):
+                    failures += 1
+                    _clear_bar(progress)
+                    click.echo(f"error: {result.path}: {result.reason}", err=True)
+                else:
+                    out.write(rows.row(result))
+                if progress:
+                    progress.advance()
+        except KeyboardInterrupt:
+            out.write(rows.end())  # a complete file (a closed JSON array) of what was done
+            out.commit()
+            if progress:
+                progress.close()  # the message starts on its own line, not after the bar
+            done = f"wrote {rows.count} of {len(images)} predictions to {output}"
+            if not output:
+                done = f"printed {rows.count} of {len(images)} predictions"
+            click.echo(f"interrupted: {done}", err=True)
+            sys.exit(130)
+        out.write(rows.end())
+        out.commit()
     if output:
-        _write_atomically(Path(output), text + "\n" if text else "")
-        click.echo(f"wrote {len(predictions)} prediction(s) to {output}", err=True)
-    elif text:
-        click.echo(text)
+        click.echo(f"wrote {rows.count} prediction(s) to {output}", err=True)
     if failures:
         click.echo(f"error: {failures} of {len(images)} image(s) could not be predicted", err=True)
         sys.exit(1)
@@ -165,19 +185,71 @@ def explain(images, model_dir, out_dir):
         )
 
 
-def _progress(iterable, length: int, show: bool):
-    """A progress bar on stderr for long runs written to a file; a no-op otherwise."""
+class _Destination:
+    """Where predict's rows go: stdout, or `--output` FILE.
+
+    A file is written through a temporary sibling and renamed into place by `commit()`, so it
+    is never half-written: complete, or (a crash, an error) not there. Each write is flushed,
+    so rows appear as they are predicted.
+    """
+
+    def __init__(self, output: str | None):
+        self.path = Path(output) if output else None
+        self.file = None
+        if self.path is not None:
+            self.temporary = self.path.with_name(f".{self.path.name}.partial")
+            # Closed by commit() or __exit__: it outlives this method.
+            self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
+
+    def __enter__(self) -> _Destination:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:  # not committed: leave nothing behind
+            self.file.close()
+            self.temporary.unlink(missing_ok=True)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.file is None and sys.stdout.isatty()
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if self.file is None:
+            click.echo(text, nl=False)  # flushes
+        else:
+            self.file.write(text)
+            self.file.flush()
+
+    def commit(self) -> None:
+        import os
+
+        if self.file is not None and self.path is not None:
+            self.file.close()
+            self.file = None
+            os.replace(self.temporary, self.path)
+
+
+# Fewer images than this are predicted in a blink: no bar.
+_BAR_FROM = 100
+_FORMAT_OF_EXTENSION = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}
+
+
+def _progress(total: int, out: _Destination):
+    """A bar on stderr when it is a terminal, unless the rows themselves go to that terminal."""
     import contextlib
 
-    if not show or length < 100:
-        return contextlib.nullcontext(iterable)
-    return click.progressbar(iterable, length=length, label="predicting", file=sys.stderr)
+    from cnnclf.progress import Progress
+
+    if total < _BAR_FROM or out.is_terminal or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    return Progress(f"predicting {total} images", total, announce=False)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Writes via a temporary sibling and a rename, so a crash never leaves half a file."""
-    import os
-
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _clear_bar(progress) -> None:
+    """Erases the bar's line, so a message printed next is not glued to it."""
+    if progress and progress.drawn:
+        progress.stream.write("\r\033[K")
+        progress.stream.flush()
+        progress.drawn = False

@@ -1,5 +1,5 @@
-"""Rendering for the terminal or a file: predictions (table, JSON, CSV), evaluation reports
-(table, JSON, Markdown) and check-data reports (table, JSON)."""
+"""Rendering for the terminal or a file: predictions (table, JSON, JSON Lines, CSV), evaluation
+reports (table, JSON, Markdown) and check-data reports (table, JSON)."""
 
 from __future__ import annotations
 
@@ -13,32 +13,102 @@ if TYPE_CHECKING:
 
 
 def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> str:
-    if fmt == "json":
-        return json.dumps([p.to_json() for p in predictions], indent=2)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "label", "probability"] + [f"p_{c}" for c in class_names])
+    """All of `predictions` at once, as `PredictionRows` writes them, without the last newline."""
+    rows = PredictionRows(fmt, class_names, [p.path for p in predictions])
+    text = rows.begin() + "".join(rows.row(p) for p in predictions) + rows.end()
+    return text.rstrip("\n")
+
+
+class PredictionRows:
+    """Predictions rendered one at a time, so `predict` can print each as soon as it is ready.
+
+    Column widths are fixed from what is known before the first prediction: the table's path
+    column from every input path, its label column from the class names. A JSON array is
+    written element by element (the same text as `json.dumps(list, indent=2)`); `end()` closes
+    it, so an interrupted run still leaves a complete array of what was done.
+
+    Args:
+        fmt: "table", "json", "jsonl" or "csv".
+        class_names: the model's classes, in index order.
+        paths: every path that may get a row (sets the table's path column).
+        heading: the table's first line, above its header (`model_heading`); tables only.
+
+    Example:
+        rows = PredictionRows("csv", ["cat", "dog"], paths)
+        out.write(rows.begin())
         for p in predictions:
-            writer.writerow(
-                [p.path, p.label, f"{p.probability:.6f}"]
-                + [f"{p.probabilities[c]:.6f}" for c in class_names]
+            out.write(rows.row(p))
+        out.write(rows.end())
+    """
+
+    def __init__(self, fmt: str, class_names: list[str], paths: list[str], heading: str = ""):
+        self.fmt, self.class_names, self.heading = fmt, class_names, heading
+        self.count = 0
+        self._path_width = max([len("path"), *(len(p) for p in paths)])
+        self._label_width = max([len("label"), *(len(c) for c in class_names)])
+
+    def begin(self) -> str:
+        """What comes before the first row: the CSV header (the table's waits for a row)."""
+        if self.fmt == "csv":
+            return self._csv(
+                ["path", "label", "probability"] + [f"p_{c}" for c in self.class_names]
             )
-        return out.getvalue().rstrip("\n")
-    if not predictions:
         return ""
-    width = max(len("path"), *(len(p.path) for p in predictions))
-    label_width = max(len("label"), *(len(c) for c in class_names))
-    ranked = predictions[0].top_k is not None
-    lines = [
-        f"{'path':<{width}}  {'label':<{label_width}}  probability" + ("  top_k" if ranked else "")
-    ]
-    for p in predictions:
-        line = f"{p.path:<{width}}  {p.label:<{label_width}}  {p.probability:<11.2f}"
-        if ranked:
-            line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k or ())
-        lines.append(line.rstrip())
-    return "\n".join(lines)
+
+    def row(self, p: Prediction) -> str:
+        """One prediction, ending in a newline (with the table's header before the first)."""
+        first, self.count = self.count == 0, self.count + 1
+        if self.fmt == "json":
+            element = "\n".join(
+                "  " + line for line in json.dumps(p.to_json(), indent=2).split("\n")
+            )
+            return ("[\n" if first else ",\n") + element
+        if self.fmt == "jsonl":
+            return json.dumps(p.to_json()) + "\n"
+        if self.fmt == "csv":
+            return self._csv(
+                [p.path, p.label, f"{p.probability:.6f}"]
+                + [f"{p.probabilities[c]:.6f}" for c in self.class_names]
+            )
+        head = ""
+        if first:
+            head = self.heading + "\n" if self.heading else ""
+            head += f"{'path':<{self._path_width}}  {'label':<{self._label_width}}  probability"
+            head += ("  top_k" if p.top_k is not None else "") + "\n"
+        line = (
+            f"{p.path:<{self._path_width}}  {p.label:<{self._label_width}}  {p.probability:<11.2f}"
+        )
+        if p.top_k is not None:
+            line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k)
+        return head + line.rstrip() + "\n"
+
+    def end(self) -> str:
+        """What completes the output after the last row (closes the JSON array)."""
+        if self.fmt == "json":
+            return "[]\n" if self.count == 0 else "\n]\n"
+        return ""
+
+    @staticmethod
+    def _csv(values: list[str]) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow(values)
+        return out.getvalue()
+
+
+def model_heading(model_dir, class_names: list[str], newest: bool, shown: int = 8) -> str:
+    """The prediction table's first line: which model answered, and what it can answer.
+
+    A model trained on other images still answers with one of its own classes (a brain scan
+    labelled "shirt"), so the table opens with the model and its classes where a reader looks
+    first; JSON, JSON Lines and CSV stay as they are, for programs.
+
+    Example: `# model runs/demo-20261204-030332 (newest under runs/): classes ankle_boot, sneaker`
+    """
+    where = " (newest under runs/)" if newest else ""
+    names = ", ".join(class_names[:shown])
+    if len(class_names) > shown:
+        names += f" and {len(class_names) - shown} more"
+    return f"# model {model_dir}{where}: classes {names}"
 
 
 def render_report(report: dict, fmt: str) -> str:
@@ -139,6 +209,18 @@ def render_check(report: dict, fmt: str) -> str:
         ratio = report["imbalance_ratio"].get(split)
         total = sum(counts.values())
         lines.append(f"{split}: {total} images" + (f", imbalance {ratio:.2f}x" if ratio else ""))
+        held = report.get("validation_split") or {}
+        if held.get("from") == split:
+            out = held["held_out"]
+            lines += [
+                f"  {name:<24} {count}  ({out[name]} to validation, {count - out[name]} to train)"
+                for name, count in counts.items()
+            ]
+            lines.append(
+                f"  no test set: data.validation_split {held['fraction']:g} holds out "
+                f"{sum(out.values())} of these {total} images to validate on"
+            )
+            continue
         lines += [f"  {name:<24} {count}" for name, count in counts.items()]
     by_kind = report["problem_counts"]
     if by_kind:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cnnclf.cli import _lazy
-from cnnclf.cli.bundles import load_model
+from cnnclf.cli.bundles import load_model, say_loading
 from cnnclf.cli.group import common_options, flags
 from cnnclf.errors import ConfigError
 
@@ -53,6 +53,7 @@ def summary_command(model_dir, config_path, overrides, fmt):
         from cnnclf.config import load_config
 
         config = load_config(config_path, overrides)
+        say_loading("loading TensorFlow ...")
         _lazy.import_tensorflow(flags()["verbose"])
         summary = summarizing.summarize_config(config)
     else:

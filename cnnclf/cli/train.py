@@ -78,9 +78,27 @@ def train(config_path, overrides, data_dir, out_dir, overwrite, resume, device):
         sys.exit(exc.exit_code)
     if result.bundle_dir is None:
         return  # a non-chief multi_worker worker: the chief reports the bundle
+    click.echo(f"bundle: {result.bundle_dir}  ({_figures(result)}; {result.seconds:.1f} s)")
+
+
+def _figures(result) -> str:
+    """The saved weights' metrics, validation first (the figure that says how good the model
+    is), each set with the images it was measured on:
+    "val_accuracy 0.5000 on 4 images, val_loss 0.6931; accuracy 0.7692 on 13 training images, ...".
+    """
     final = {k: v for k, v in result.final_metrics.items() if k != "learning_rate"}
-    summary = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
-    click.echo(f"bundle: {result.bundle_dir}  ({summary}; {result.seconds:.1f} s)")
+    groups = []
+    for prefix, counts, what in (
+        ("val_", result.validation_images, "images"),
+        ("", result.train_images, "training images"),
+    ):
+        names = [k for k in final if k.startswith("val_") == bool(prefix)]
+        names.sort(key=lambda k: k != f"{prefix}accuracy")  # accuracy first, then as recorded
+        shown = [f"{k} {final[k]:.4f}" for k in names]
+        if shown and counts:
+            shown[0] += f" on {sum(counts.values())} {what}"
+        groups.append(", ".join(shown))
+    return "; ".join(group for group in groups if group)
 
 
 def _report_stopped(exc, config_path, overrides, data_dir) -> None:

@@ -20,14 +20,12 @@ from PIL import Image, ImageOps
 
 from cnnclf.data.decode import ImageSpec, convert_mode, load_image, open_regular, read_info
 from cnnclf.data.layout import (
-    ALREADY_LISTED,
-    SAME_FILE,
     class_folders,
-    is_image_name,
-    list_files,
+    held_out_counts,
     splits_instead_of_classes,
     two_classes_message,
 )
+from cnnclf.data.listing import ALREADY_LISTED, SAME_FILE, is_image_name, list_files
 from cnnclf.errors import ConfigError, DataError, ImageError
 
 _FORMATS = {
@@ -112,8 +110,12 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     leaked_images: int = 0
-    # False when the config named by --config starts from a backbone or another bundle.
-    from_scratch: bool = True
+    # What to start from when a class is small (transfer.small_data_advice, for the model's
+    # image size and colour); None when the config starts from a backbone or another bundle.
+    small_data_advice: str | None = None
+    # With no test set: {"fraction", "from" (the split), "held_out" (class -> images)}, what
+    # data.validation_split will hold out of the training images for validation.
+    validation_split: dict | None = None
 
     @property
     def imbalance(self) -> dict[str, float | None]:
@@ -134,11 +136,10 @@ class CheckReport:
         if self.leaked_images:
             out.append(f"{self.leaked_images} image(s) are in both training and test sets")
         counts = [c for c in self.splits.get(train, {}).values() if c] if train else []
-        if self.from_scratch and counts and min(counts) < SMALL_CLASS:
+        if self.small_data_advice and counts and min(counts) < SMALL_CLASS:
             out.append(
                 f"{train}: {min(counts)} images in the smallest class is few to train "
-                "a model from scratch; a pretrained backbone usually does much better "
-                "(configs/transfer.yaml, model.backbone)"
+                f"a model from scratch; {self.small_data_advice}"
             )
         return out
 
@@ -151,6 +152,7 @@ class CheckReport:
             "imbalance_ratio": self.imbalance,
             "problem_counts": dict(counts),
             "leaked_images": self.leaked_images,
+            "validation_split": self.validation_split,
             "fatal": self.fatal,
             "suggestions": self.suggestions(),
             "problems": [p.to_json() for p in self.problems],
@@ -158,7 +160,10 @@ class CheckReport:
 
 
 def check_data(
-    splits: dict[str, Path], image_size: tuple[int, int] | None = None, workers: int | None = None
+    splits: dict[str, Path],
+    image_size: tuple[int, int] | None = None,
+    workers: int | None = None,
+    validation_split: float | None = None,
 ) -> CheckReport:
     """Inspects every file of every split.
 
@@ -166,6 +171,8 @@ def check_data(
         splits: split name -> class-folder tree (the first is treated as the training set).
         image_size: (height, width) the model will use, to flag images smaller than it.
         workers: threads reading files (default: one per CPU core).
+        validation_split: with a single split (no test set), data.validation_split: the report
+            then says how many images of each class training will hold out to validate on.
     """
     report = CheckReport()
     class_lists = _class_lists(splits, report)
@@ -192,6 +199,8 @@ def check_data(
                     f"readable image (all {count} are unreadable or empty)"
                 )
     _report_copies(hashes, next(iter(splits), None), list(class_lists), report)
+    if validation_split is not None and len(splits) == 1:
+        _report_held_out(next(iter(splits)), validation_split, report)
     order = list(_SEVERITY)
     report.problems.sort(key=lambda p: (order.index(p.kind), p.path))
     return report
@@ -265,6 +274,20 @@ def _list_split(
             + (f"; {more} more file(s) like it" if more else "")
         )
     return jobs
+
+
+def _report_held_out(train_name: str, fraction: float, report: CheckReport) -> None:
+    """What data.validation_split takes from each class: `layout.held_out_counts`, the numbers
+    training splits by; a class too small to split is fatal, as it is for training."""
+    counts = report.splits.get(train_name)
+    if not counts or not all(counts.values()):
+        return  # no classes, or an empty class: already fatal
+    try:
+        held_out = held_out_counts(counts, fraction)
+    except DataError as exc:
+        report.fatal.append(str(exc))
+        return
+    report.validation_split = {"fraction": fraction, "from": train_name, "held_out": held_out}
 
 
 def _report_copies(hashes: dict, train_name: str | None, names: list[str], report) -> None:

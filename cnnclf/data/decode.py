@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnclf.data.layout import file_kind, not_regular_reason
+from cnnclf.data.listing import file_kind, not_regular_reason
 from cnnclf.errors import ImageError
 
 _RESAMPLE = {

@@ -10,165 +10,15 @@ from __future__ import annotations
 import glob
 import os
 import random
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnclf.data.listing import IMAGE_EXTENSIONS, is_image_name, list_files, list_images
 from cnnclf.errors import ConfigError, DataError
-
-# What Keras reads (bmp, gif, jpeg, jpg, png) plus the formats Pillow decodes just as well.
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-
-
-def is_image_name(name: str) -> bool:
-    # Dot-files include macOS AppleDouble `._x.jpg` companions, which are not images.
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-# Reasons `list_images` records for what it skipped; check-data sorts them by these openings.
-ALREADY_LISTED = "folder already listed as"
-SAME_FILE = "same file as"
 
 # Folder names that mark splits rather than classes (issue 15: train/ and val/ were two classes).
 TRAIN_SPLIT_NAMES = ("training_set", "train", "training")
 TEST_SPLIT_NAMES = ("test_set", "val", "valid", "validation", "test")
-
-
-def file_kind(mode: int) -> str:
-    """'a FIFO', 'a character device', ...: what an `st_mode` that is no regular file is."""
-    for test, kind in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a plain file"
-
-
-def not_regular_reason(path: str, status: os.stat_result) -> str | None:
-    """Why `path` (whose `os.stat` is `status`) cannot be an image file; None if it is regular."""
-    if stat.S_ISREG(status.st_mode):
-        return None
-    link = "a symbolic link to " if os.path.islink(path) else ""
-    return f"not a regular file ({link}{file_kind(status.st_mode)})"
-
-
-def list_images(folder: str | Path, skipped: dict[str, str] | None = None) -> list[str]:
-    """Image files under `folder`, recursively, sorted; dot-files and dot-folders are skipped.
-
-    Only regular files are listed: FIFOs, sockets, devices, dangling links, unlistable folders
-    and links back to a folder already listed are left out, and recorded in `skipped` (path ->
-    reason) when given. A file reached twice through links is listed once.
-    """
-    return [path for path, _ in _walk(folder, skipped, images_only=True)]
-
-
-def list_files(
-    folder: str | Path, skipped: dict[str, str] | None = None
-) -> list[tuple[str, tuple[int, int]]]:
-    """Like `list_images`, but every regular file whatever its name, each with its
-    (st_dev, st_ino): the identity of the real file, whichever link reached it."""
-    return _walk(folder, skipped, images_only=False)
-
-
-def _walk(folder, skipped, images_only: bool) -> list[tuple[str, tuple[int, int]]]:
-    skipped = {} if skipped is None else skipped
-    root = os.fspath(folder)
-    try:
-        top = os.stat(root)
-    except OSError as exc:
-        skipped[root] = _stat_failure(root, exc)
-        return []
-    # Folders by (st_dev, st_ino), so a link loop (a/loop -> ..) is followed once, not forever.
-    visited = {(top.st_dev, top.st_ino): root}
-    found = []
-    stack = [(root, top.st_dev)]
-    while stack:
-        current, device = stack.pop()
-        for entry in _entries(current, skipped):
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    # The common case, from the directory listing alone (no stat per file).
-                    if not images_only or is_image_name(entry.name):
-                        found.append((entry.path, (device, entry.inode())))
-                    continue
-                status = entry.stat()  # a folder or link: follow it, see what it really is
-            except OSError as exc:
-                skipped[entry.path] = _stat_failure(entry.path, exc)
-                continue
-            if stat.S_ISDIR(status.st_mode):
-                key = (status.st_dev, status.st_ino)
-                if key in visited:
-                    skipped[entry.path] = _listed_once(entry, visited[key])
-                    continue
-                visited[key] = entry.path
-                stack.append((entry.path, status.st_dev))
-            elif images_only and not is_image_name(entry.name):
-                continue
-            elif not stat.S_ISREG(status.st_mode):
-                skipped[entry.path] = not_regular_reason(entry.path, status)
-            else:
-                found.append((entry.path, (status.st_dev, status.st_ino)))
-    return _once_per_file(sorted(found), skipped)
-
-
-def _entries(folder: str, skipped: dict[str, str]) -> list[os.DirEntry]:
-    """`folder`'s entries in a stable order; none (and the reason in `skipped`) when it
-    cannot be listed."""
-    try:
-        with os.scandir(folder) as listing:
-            # Real folders before links to them, and by name: the same tree always lists
-            # the same paths, and a folder reached both ways is listed under its own name.
-            return sorted(listing, key=lambda e: (_is_link(e), e.name))
-    except PermissionError:
-        skipped[folder] = "permission denied: this folder cannot be listed (chmod a+rx it)"
-    except OSError as exc:
-        skipped[folder] = f"this folder cannot be listed ({exc.strerror or exc})"
-    return []
-
-
-def _listed_once(entry: os.DirEntry, first: str) -> str:
-    """Why a folder reached again (through `entry`) is not listed a second time."""
-    if entry.path.startswith(first + os.sep):
-        how = "a link loop"
-    elif _is_link(entry):
-        how = "a link"
-    else:
-        how = "reached through a link"
-    return f"{ALREADY_LISTED} {first} ({how}): listed once"
-
-
-def _once_per_file(found, skipped: dict[str, str]) -> list[tuple[str, tuple[int, int]]]:
-    """`found` (sorted) with each real file once, under its first path; the others skipped."""
-    first_path: dict[tuple[int, int], str] = {}
-    unique = []
-    for path, key in found:
-        if key in first_path:
-            skipped[path] = f"{SAME_FILE} {first_path[key]} (a link): kept once"
-        else:
-            first_path[key] = path
-            unique.append((path, key))
-    return unique
-
-
-def _is_link(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_symlink()
-    except OSError:
-        return False
-
-
-def _stat_failure(path: str, exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-        return f"dangling symbolic link (to {os.readlink(path)}, which does not exist)"
-    if isinstance(exc, PermissionError):
-        return "permission denied (chmod a+rx the folders above it)"
-    return f"cannot be read ({exc.strerror or exc})"
 
 
 @dataclass(frozen=True)
@@ -454,17 +304,17 @@ def _carve_validation(
 ) -> Dataset:
     """Stratified, seeded hold-out: every class keeps the same share in validation."""
     rng = random.Random(seed)
-    keep_paths, keep_labels, val_paths, val_labels = [], [], [], []
+    per_class = []
     for index in range(len(class_names)):
         paths = [p for p, label in zip(train.paths, train.labels) if label == index]
         rng.shuffle(paths)
-        n_val = max(1, round(len(paths) * fraction)) if len(paths) > 1 else 0
-        if n_val == 0 or n_val >= len(paths):
-            raise DataError(
-                f"data.validation_split: class {class_names[index]} has "
-                f"{len(paths)} image(s), too few to hold {fraction:.0%} out; "
-                "add images or set data.test_dir"
-            )
+        per_class.append(paths)
+    held_out = held_out_counts(
+        {name: len(paths) for name, paths in zip(class_names, per_class)}, fraction
+    )
+    keep_paths, keep_labels, val_paths, val_labels = [], [], [], []
+    for index, paths in enumerate(per_class):
+        n_val = held_out[class_names[index]]
         val_paths += sorted(paths[:n_val])
         val_labels += [index] * n_val
         keep_paths += sorted(paths[n_val:])
@@ -476,6 +326,32 @@ def _carve_validation(
         validation_source="validation_split",
         skipped=skipped,
     )
+
+
+def held_out_counts(counts: dict[str, int], fraction: float) -> dict[str, int]:
+    """How many images per class `data.validation_split` holds out of data.train_dir: the
+    numbers `discover` splits by (and `check-data` shows).
+
+    Args:
+        counts: class -> images listed in data.train_dir.
+        fraction: data.validation_split.
+
+    Returns:
+        class -> images held out for validation (the rest train).
+
+    Raises:
+        DataError: a class has too few images to hold any out and still train on some.
+    """
+    held_out = {}
+    for name, n in counts.items():
+        n_val = max(1, round(n * fraction)) if n > 1 else 0
+        if n_val == 0 or n_val >= n:
+            raise DataError(
+                f"data.validation_split: class {name} has {n} image(s), too few to hold "
+                f"{fraction:.0%} out; add images or set data.test_dir"
+            )
+        held_out[name] = n_val
+    return held_out
 
 
 def expand_inputs(inputs: list[str] | tuple[str, ...]) -> list[str]:

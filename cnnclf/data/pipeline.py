@@ -96,18 +96,20 @@ def open_store(
     return OpenedStore(store, np.asarray([split.labels[i] for i in order], np.int32))
 
 
-def decode_all(store, workers: int | None = None) -> None:
+def decode_all(store, workers: int | None = None, progress=None) -> None:
     """Reads every image of `store` once, on all cores (Pillow releases the GIL).
 
     Unreadable files are recorded by the store; a cache that cannot be written (a full disk)
     raises a `CnnclfError` naming the folder, instead of a TensorFlow op error mid-epoch.
+    `progress` (a `cnnclf.progress.Progress`, or None) counts each image read.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         for _ in pool.map(store.read, range(len(store)), chunksize=64):
-            pass
+            if progress is not None:
+                progress.advance()
 
 
 def make_dataset(

@@ -124,7 +124,8 @@ def score_paths(
         except ImageError as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         pending: deque = deque()
         ahead = 2
         for batch in batches[:ahead]:
@@ -142,6 +143,10 @@ def score_paths(
             outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape))
             for path, result in zip(batch, results):
                 yield path, (result if isinstance(result, ImageError) else next(outputs))
+    finally:
+        # Ctrl-C, or a caller that stops reading: the batches decoded ahead are dropped, not
+        # waited for (a `with` block would finish decoding them first).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def padded_size(n: int, batch_size: int) -> int:

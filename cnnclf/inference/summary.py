@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnclf.config import Config, ConvBlock, load_config
+from cnnclf.inference.metrics import small_validation_warning
 
 # A config does not say how many classes its data has; the model is built for the smallest
 # case, 2 classes (one sigmoid unit), and the output says so.
@@ -220,34 +221,45 @@ def format_summary(summary: dict, fmt: str = "table") -> str:
             for b in summary["blocks"]
         ]
         lines += _columns(rows)
-    metrics = summary["metrics"]
-    if metrics:
-        final = metrics["final_metrics"] or {}
-        shown = ", ".join(
-            f"{k} {v:.4f}"
-            for k, v in final.items()
-            if k != "learning_rate" and isinstance(v, (int, float))
-        )
-        best = metrics["best_epoch"]
-        lines += [
-            "",
-            f"trained {metrics['epochs']} epoch(s); weights of "
-            f"{'epoch ' + str(best) + ' (best)' if best else 'the last epoch'}: "
-            f"{shown or 'no metrics recorded'}",
-        ]
-        for name, key in (("training", "train_images"), ("validation", "validation_images")):
-            counts = metrics[key] or {}
-            where = (
-                f" from {metrics['validation_source']}"
-                if key == "validation_images" and metrics["validation_source"]
-                else ""
-            )
-            lines.append(
-                f"{name} images: {sum(counts.values())}{where} ("
-                + ", ".join(f"{n} {c}" for c, n in counts.items())
-                + ")"
-            )
+    if summary["metrics"]:
+        lines += _training_lines(summary["metrics"])
     return "\n".join(lines)
+
+
+def _training_lines(metrics: dict) -> list[str]:
+    """How it trained: epochs, the saved weights' figures (validation first) and image counts."""
+    lines: list[str] = []
+    final = metrics["final_metrics"] or {}
+    shown = ", ".join(
+        f"{k} {v:.4f}"
+        # The validation figures first: they say how good the model is.
+        for k, v in sorted(final.items(), key=lambda item: not item[0].startswith("val_"))
+        if k != "learning_rate" and isinstance(v, (int, float))
+    )
+    best = metrics["best_epoch"]
+    lines += [
+        "",
+        f"trained {metrics['epochs']} epoch(s); weights of "
+        f"{'epoch ' + str(best) + ' (best)' if best else 'the last epoch'}: "
+        f"{shown or 'no metrics recorded'}",
+    ]
+    for name, key in (("training", "train_images"), ("validation", "validation_images")):
+        counts = metrics[key] or {}
+        where = (
+            f" from {metrics['validation_source']}"
+            if key == "validation_images" and metrics["validation_source"]
+            else ""
+        )
+        lines.append(
+            f"{name} images: {sum(counts.values())}{where} ("
+            + ", ".join(f"{n} {c}" for c, n in counts.items())
+            + ")"
+        )
+    if warning := small_validation_warning(
+        metrics["validation_images"] or {}, metrics["validation_source"]
+    ):
+        lines.append(warning)
+    return lines
 
 
 def _channels(color_mode: str) -> int:

@@ -276,6 +276,44 @@ def suggest_backbone(config: Config, counts: dict[str, int]) -> str | None:
         return None
     return (
         f"hint: {smallest} training images in the smallest class is few for a model "
-        "trained from scratch; a pretrained backbone usually does much better: see "
-        "configs/transfer.yaml (model.backbone)"
+        f"trained from scratch; {small_data_advice(config.data.image_size, config.data.color_mode)}"
+    )
+
+
+def small_data_advice(image_size: list[int] | tuple[int, int] | None, color_mode: str) -> str:
+    """What to start from instead of random weights when classes are small, for these images.
+
+    A pretrained ImageNet backbone refuses images under its minimum size and learned from colour
+    photographs: tiny images cannot use one at all, and grayscale ones (the channel repeated as
+    RGB) gain less, so for those an earlier bundle trained on similar images comes first; on
+    28x28 grayscale Fashion-MNIST it was worth 8 points at 25 images a class
+    (docs/benchmarks/2026-11-25-transfer.md).
+
+    Args:
+        image_size: the model's [height, width]; None when unknown (the backbone advice).
+        color_mode: "rgb" or "grayscale".
+
+    Returns:
+        The advice, to follow "N images in the smallest class is few ...; ".
+
+    Example: `small_data_advice([28, 28], "grayscale")` starts "28x28 images are too small".
+    """
+    from cnnclf.model.backbones import BACKBONES
+
+    min_side = min(b.min_size for b in BACKBONES.values())
+    if image_size is not None and min(image_size) < min_side:
+        height, width = image_size
+        return (
+            f"{height}x{width} images are too small for a pretrained ImageNet backbone (at "
+            f"least {min_side} a side): start from a bundle trained on similar images "
+            "(model.init_from), or add images or augmentation"
+        )
+    if color_mode == "grayscale":
+        return (
+            "start from a bundle trained on similar images (model.init_from), or try a "
+            "pretrained backbone, which sees grayscale as repeated RGB and helps most on "
+            "photograph-like images: see configs/transfer.yaml (model.backbone)"
+        )
+    return (
+        "a pretrained backbone usually does much better: see configs/transfer.yaml (model.backbone)"
     )

@@ -120,6 +120,7 @@ def model_card(bundle: Bundle, name: str) -> dict:
         "interpolation": preprocessing.spec.interpolation,
         "threshold": preprocessing.threshold if preprocessing.class_mode == "binary" else None,
         "validation": validation,
+        "validation_images": _image_count(manifest.get("validation_images")),
         "trained": manifest.get("created"),
         "epochs": manifest.get("epochs"),
         "architecture": None if export else _architecture(manifest),
@@ -128,6 +129,14 @@ def model_card(bundle: Bundle, name: str) -> dict:
         if preprocessing.class_mode == "binary"
         else min(DEFAULT_TOP_K, len(bundle.class_names)),
     }
+
+
+def _image_count(per_class) -> int | None:
+    """The total of bundle.json's class -> images, or None when it is not recorded."""
+    if not isinstance(per_class, dict):
+        return None
+    counts = [n for n in per_class.values() if isinstance(n, int)]
+    return sum(counts) if counts else None
 
 
 def _architecture(manifest: dict) -> str:

@@ -67,14 +67,18 @@ def decode_stores(stores: dict, dataset: Dataset, skipped) -> dict:
     """
     from cnnclf.data.pipeline import decode_all
     from cnnclf.errors import DataError
+    from cnnclf.progress import Progress
 
     total = sum(len(s.store) for s in stores.values())
-    if total >= 2000:  # a pause worth explaining; small sets decode in a blink
-        log.info("decoding %d images once, on every core, before the first epoch", total)
     used = {}
-    for name, opened in stores.items():
-        decode_all(opened.store)
-        used[name] = opened.used_counts(dataset.class_names)
+    with Progress(
+        f"decoding {total} images once, on every core, before the first epoch",
+        total,
+        announce=total >= 2000,  # a pause worth explaining; small sets decode in a blink
+    ) as progress:
+        for name, opened in stores.items():
+            decode_all(opened.store, progress=progress)
+            used[name] = opened.used_counts(dataset.class_names)
     for name, key in (("train", "data.train_dir"), ("validation", _validation_key(dataset))):
         empty = [c for c, n in used[name].items() if n == 0]
         if name == "train" and empty:

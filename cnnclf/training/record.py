@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,8 @@ class TrainResult:
     skipped: dict
     seconds: float
     final_metrics: dict  # of the saved weights' epoch (the best one under keep_best)
+    train_images: dict = field(default_factory=dict)  # class -> images trained on
+    validation_images: dict = field(default_factory=dict)  # class -> images validated on
 
 
 def final_metrics(history: dict, best_epoch: int | None) -> dict:

@@ -28,6 +28,7 @@ from cnnclf.bundle.format import Preprocessing
 from cnnclf.config import Config
 from cnnclf.data.layout import Dataset
 from cnnclf.errors import CnnclfError
+from cnnclf.inference.metrics import small_validation_warning
 from cnnclf.model.transfer import Phase, Start, phases, planned_epochs, suggest_backbone
 from cnnclf.training.inputs import (
     decode_stores,
@@ -427,8 +428,16 @@ class Trainer:
 
     def validate(self) -> None:
         self.threshold, self.metrics = threshold_and_metrics(
-            self.saved, self.val_ds, self.config, self.dataset.class_names
+            self.saved,
+            self.val_ds,
+            self.config,
+            self.dataset.class_names,
+            sum(self.used["validation"].values()),
         )
+        if warning := small_validation_warning(
+            self.used["validation"], self.dataset.validation_source
+        ):
+            log.warning("%s", warning)
 
     @property
     def binary(self) -> bool:
@@ -455,7 +464,15 @@ class Trainer:
             log.info("worker done; the chief writes the bundle")
             return TrainResult(None, history, skipped, time.monotonic() - started, final)
         log.info("saved bundle to %s", bundle_dir)
-        return TrainResult(bundle_dir, history, skipped, seconds, final)
+        return TrainResult(
+            bundle_dir,
+            history,
+            skipped,
+            seconds,
+            final,
+            self.used["train"],
+            self.used["validation"],
+        )
 
     def bundle_contents(self, history: dict, final: dict, seconds: float):
         from cnnclf.bundle.writer import BundleContents

@@ -16,9 +16,12 @@ from cnnclf.training.inputs import validation_folder
 log = logging.getLogger("cnnclf")
 
 
-def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str]):
+def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str], images: int = 0):
     """(threshold or None, metrics): the threshold per train.threshold for a binary model, and
     `classification_metrics` on `val_ds`.
+
+    Args:
+        images: how many images `val_ds` holds, for the progress shown while it runs.
 
     Raises:
         DataError: the validation data cannot satisfy train.threshold's rule.
@@ -28,13 +31,16 @@ def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str])
     from cnnclf.errors import DataError
     from cnnclf.inference.metrics import classification_metrics
     from cnnclf.inference.thresholds import choose_threshold
+    from cnnclf.progress import Progress
 
     labels, scores = [], []
-    for images, batch_labels in val_ds:
-        # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
-        # whole batch on every replica and returns each replica's copy.
-        scores.append(np.asarray(model(images, training=False), dtype=np.float32))
-        labels.append(np.asarray(batch_labels))
+    with Progress(f"validating {images} images for metrics.json", images) as progress:
+        for batch, batch_labels in val_ds:
+            # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
+            # whole batch on every replica and returns each replica's copy.
+            scores.append(np.asarray(model(batch, training=False), dtype=np.float32))
+            labels.append(np.asarray(batch_labels))
+            progress.advance(len(labels[-1]))
     probs, y = np.concatenate(scores), np.concatenate(labels)
     rule = config.train.threshold
     if len(class_names) != 2:

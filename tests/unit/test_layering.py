@@ -33,6 +33,7 @@ TF_FREE_ROOMS = {
     "cnnclf.config.*": "the whole config is validated before any work starts",
     "cnnclf.errors": "every room raises these",
     "cnnclf.data.layout": "check-data and --help discover class folders without TensorFlow",
+    "cnnclf.data.listing": "the one walk over image files, for check-data, predict and the decoder",
     "cnnclf.data.decode": "the one decoder: predict from an export, serve, check-data",
     "cnnclf.data.store": "the decoded-image store is plain files and NumPy",
     "cnnclf.data.check": "`cnnclf check-data` runs without TensorFlow installed",

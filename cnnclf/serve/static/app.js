@@ -50,7 +50,9 @@ async function loadCard() {
   const facts = [
     ["Classes", card.classes.join(", ")],
     ["Image size", `${card.image_size[0]}×${card.image_size[1]} ${card.color_mode}`],
-    ["Validation accuracy", card.validation.accuracy != null ? percent(card.validation.accuracy) : "not recorded"],
+    ["Validation accuracy", card.validation.accuracy != null
+      ? percent(card.validation.accuracy) + (card.validation_images != null ? ` (${card.validation_images} images)` : "")
+      : "not recorded"],
     ["Trained", card.trained ? card.trained.replace("T", " ").replace(/:\d\d([+-]\d\d)(\d\d)$/, " $1:$2") : "unknown"],
     ["Model", card.architecture ? `${card.architecture}, ${card.kind}` : card.kind],
   ];

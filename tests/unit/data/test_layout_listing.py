@@ -4,13 +4,8 @@ import os
 
 import pytest
 
-from cnnclf.data.layout import (
-    class_difference,
-    class_folders,
-    expand_inputs,
-    is_image_name,
-    list_images,
-)
+from cnnclf.data.layout import class_difference, class_folders, expand_inputs
+from cnnclf.data.listing import is_image_name, list_images
 from cnnclf.errors import ConfigError, DataError
 
 
