@@ -15,6 +15,21 @@ _MODEL_HELP = "Bundle folder (default: the newest complete bundle under ./runs/)
 _THRESHOLD_HELP = "Binary models: override the bundle's decision threshold."
 
 
+# Shared by predict and evaluate, so the two cannot drift apart.
+_batch_size = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Images per model call.",
+)
+_threshold = click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help=_THRESHOLD_HELP,
+)
+
+
 @click.command("predict")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_dir", type=click.Path(), help=_MODEL_HELP)
@@ -25,18 +40,8 @@ _THRESHOLD_HELP = "Binary models: override the bundle's decision threshold."
     help="Output format (default: table, or from --output's extension). JSON Lines: one "
     "object per line.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Images per model call.",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help=_THRESHOLD_HELP,
-)
+@_batch_size
+@_threshold
 @click.option(
     "--top-k",
     "top_k",
@@ -120,18 +125,8 @@ def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
     help="Write confusion_matrix.png (and, for binary models, roc_curve.png and "
     "pr_curve.png) into this folder.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Images per model call.",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help=_THRESHOLD_HELP,
-)
+@_batch_size
+@_threshold
 @common_options
 def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
     """Report accuracy, per-class metrics, confusion matrix and ROC AUC on labelled folders.
