@@ -45,12 +45,23 @@ def can_skip_teardown(state: dict) -> bool:
     LiteRT export: their teardown is quick), not while a thread that is not a daemon still
     runs (the interpreter would wait for it to finish its work), and not for a command that
     owns its shutdown (`serve`: uvicorn's worker processes and signal handling).
+
+    An import that Ctrl-C cut short counts as imported: `tensorflow` itself is gone from
+    `sys.modules` then, but its submodules stay, and so may CPython's "unhandled
+    KeyboardInterrupt" flag, set when the interrupt escaped code TensorFlow runs through
+    `PyRun_String` (pybind11's exec). The interpreter's own exit honours that flag by killing
+    itself with SIGINT, the exit code 130 and its message notwithstanding; `os._exit` does not.
     """
     import threading
 
-    if "tensorflow" not in sys.modules or state.get("own_shutdown"):
+    if state.get("own_shutdown") or not _tensorflow_loaded():
         return False
     return not any(
         t is not threading.main_thread() and not t.daemon and t.is_alive()
         for t in threading.enumerate()
     )
+
+
+def _tensorflow_loaded() -> bool:
+    """Whether any part of TensorFlow was imported, even by an import that did not finish."""
+    return any(name == "tensorflow" or name.startswith("tensorflow.") for name in list(sys.modules))
