@@ -21,10 +21,12 @@ def data_option(dest: str = "data_dir"):
     return click.option(
         "--data",
         dest,
-        type=click.Path(file_okay=False),
+        type=click.Path(),
         help="Folder of images holding training_set/ and test_set/, train/ and val/, or the "
         "class folders themselves (then data.validation_split is held out). Sets "
-        "data.train_dir and data.test_dir, from the current folder.",
+        "data.train_dir and data.test_dir, from the current folder. Label files work too: a "
+        "folder holding train.csv (and val.csv or test.csv) or labels.csv, or the .csv or "
+        ".jsonl file itself.",
     )
 
 

@@ -186,6 +186,24 @@ def optional_path(key: str, value: Any) -> Any:
     return value
 
 
+# What data.train_dir and data.test_dir accept besides a folder (data/label_files.py reads
+# them; config may not import data, so the suffixes are repeated here).
+LABEL_FILE_SUFFIXES = (".csv", ".jsonl")
+
+
+def data_path(key: str, value: Any) -> Any:
+    """A folder of class folders, or a label file (.csv, .jsonl); refuses any other file."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        fail(key, "a folder or label file (.csv, .jsonl) path (string) or null", value)
+    if os.path.isfile(value) and not value.lower().endswith(LABEL_FILE_SUFFIXES):
+        raise ConfigError(
+            f"{key}: {value} is a file, not a folder; a label file ends in .csv or .jsonl"
+        )
+    return value
+
+
 # Upper bounds on sizes: past them a model cannot be built or trained on any machine we know of,
 # and without them the failure comes only after TensorFlow has loaded (MemoryError or
 # ResourceExhaustedError). The memory estimate (memory.py) catches what is fine alone but not

@@ -30,15 +30,17 @@ class DataConfig:
 
     train_dir: str | None = setting(
         None,
-        checks.optional_path,
-        "folder with one sub-folder per class (the tutorial's training_set); required",
+        checks.data_path,
+        "folder with one sub-folder per class (the tutorial's training_set), or a label file "
+        "(.csv or .jsonl listing each image's path and label; see docs/guide/label-files.md); "
+        "required",
         kind="path",
     )
     test_dir: str | None = setting(
         None,
-        checks.optional_path,
-        "folder with the same class sub-folders, used for validation each epoch; "
-        "null = carve data.validation_split out of train_dir",
+        checks.data_path,
+        "folder with the same class sub-folders, or a label file with the same classes, used "
+        "for validation each epoch; null = carve data.validation_split out of train_dir",
         kind="path",
     )
     validation_split: float = setting(
@@ -47,6 +49,14 @@ class DataConfig:
         "fraction of each class held out for validation when test_dir is null (seeded by "
         "train.seed)",
         kind="float",
+    )
+    multi_label: bool | str = setting(
+        "auto",
+        checks.auto_or_bool,
+        "auto (multi-label when a label file gives any image other than exactly one label), "
+        "true or false; this version trains single-label models only and stops on a "
+        "multi-label file or true",
+        kind="auto | bool",
     )
     image_size: list = setting(
         [64, 64],

@@ -2,17 +2,21 @@
 
 Classes are the sorted sub-folder names of a split's root, as Keras' `flow_from_directory` and
 `image_dataset_from_directory` define them, so `class_indices` match what tutorial users expect.
+A split can also be a label file (label_files.py): its classes are its sorted labels, and it
+becomes the same `Split`, so everything downstream works on either.
 Everything here is plain Python, so layout errors surface before TensorFlow's slow import.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnclf.data.label_files import is_label_file, read_label_file, single_label_rows
 from cnnclf.data.listing import IMAGE_EXTENSIONS, is_image_name, list_files, list_images
 from cnnclf.errors import ConfigError, DataError
 
@@ -49,6 +53,9 @@ class Dataset:
     # Entries listing left out: path -> reason (FIFOs, devices, dangling links, unlistable
     # folders, link loops, a file reached twice). Training reports them; they are not images.
     skipped: dict[str, str] = field(default_factory=dict)
+    # Splits read from label files: "train_dir"/"test_dir" -> `LabelFile.source()` (file,
+    # format, form); empty for class folders. The bundle records it.
+    labels_from: dict[str, dict] = field(default_factory=dict)
 
     @property
     def class_indices(self) -> dict[str, int]:
@@ -102,6 +109,8 @@ def find_splits(data_dir: str | Path, key: str = "DATA_DIR") -> dict[str, Path]:
         Split name -> folder, e.g. `{"train": pets/train, "val": pets/val}`.
     """
     root = Path(data_dir)
+    if is_label_file(root) and not root.is_dir():
+        return {root.stem: root}  # read_label_file says if it is missing
     if not root.is_dir():
         raise ConfigError(f"{key} {root}: no such folder{resolved_from(root)}")
     try:
@@ -113,7 +122,33 @@ def find_splits(data_dir: str | Path, key: str = "DATA_DIR") -> dict[str, Path]:
     tests = [folders[n] for n in TEST_SPLIT_NAMES if n in folders]
     if not train:
         tests = [folders[n] for n in ("test_set",) if n in folders]
+    if not train + tests:
+        files = label_files_in(root)
+        if files:
+            return files
     return {name: root / name for name in train + tests} or {root.name: root}
+
+
+def label_files_in(folder: Path) -> dict[str, Path]:
+    """The label files a folder without split folders holds: train.csv (or train.jsonl,
+    training.csv, ...) and each evaluation split's file beside it (val.csv, test.csv, ...), or
+    one labels.csv / labels.jsonl; {} when it holds neither.
+
+    Split names are the split folders' names, so `train_and_test_dirs` picks the same pair.
+    """
+    try:
+        with os.scandir(folder) as listing:
+            names = sorted(e.name for e in listing if is_label_file(e.name) and e.is_file())
+    except OSError:
+        return {}
+    by_stem: dict[str, str] = {}
+    for name in names:  # train.csv before train.jsonl
+        by_stem.setdefault(name.rsplit(".", 1)[0].lower(), name)
+    train = [by_stem[n] for n in TRAIN_SPLIT_NAMES if n in by_stem][:1]
+    if train:
+        tests = [by_stem[n] for n in TEST_SPLIT_NAMES if n in by_stem]
+        return {Path(name).stem: folder / name for name in train + tests}
+    return {"labels": folder / by_stem["labels"]} if "labels" in by_stem else {}
 
 
 def train_and_test_dirs(data_dir: str | Path, key: str = "--data") -> tuple[str, str | None]:
@@ -134,6 +169,8 @@ def train_and_test_dirs(data_dir: str | Path, key: str = "--data") -> tuple[str,
     """
     splits = find_splits(data_dir, key)
     (name, train), tests = next(iter(splits.items())), list(splits.values())[1:]
+    if is_label_file(train) and not tests:
+        return str(train), None  # --data FILE, or a folder holding labels.csv
     if train != Path(data_dir) and name.lower() not in TRAIN_SPLIT_NAMES:
         raise ConfigError(
             f"{key} {data_dir}: has {name}/ but no training split "
@@ -262,35 +299,59 @@ def discover(data_config, seed: int) -> Dataset:
     """Builds the training and validation splits that `data_config` describes.
 
     Args:
-        data_config: a `cnnclf.config.DataConfig`.
+        data_config: a `cnnclf.config.DataConfig`; train_dir and test_dir are each a folder of
+            class folders or a label file (.csv, .jsonl).
         seed: seeds the stratified `validation_split` when `test_dir` is null (train.seed).
 
     Returns:
-        A `Dataset`. Raises `DataError` naming the key and folder when the layout is unusable.
+        A `Dataset`. Raises `DataError` naming the key and folder (or the label file and row)
+        when the layout is unusable.
     """
     if data_config.train_dir is None:
-        raise ConfigError("data.train_dir: is required (a folder with one sub-folder per class)")
-    class_names = class_folders(data_config.train_dir, "data.train_dir")
-    _refuse_splits(data_config.train_dir, class_names, "data.train_dir")
-    if len(class_names) < 2:
-        raise DataError(
-            f"data.train_dir: {data_config.train_dir} has only one class folder "
-            f"({class_names[0]}); a classifier needs at least two"
+        raise ConfigError(
+            "data.train_dir: is required (a folder with one sub-folder per class, or a label "
+            "file: .csv or .jsonl)"
+        )
+    # getattr: callers (and tests) pass DataConfig-like objects written before the key existed.
+    multi_label = getattr(data_config, "multi_label", "auto")
+    if multi_label is True:
+        raise ConfigError(
+            "data.multi_label: true: multi-label training is not available yet in this "
+            "version; set data.multi_label: auto and give each image exactly one label"
         )
     skipped: dict[str, str] = {}
-    train = scan_split(data_config.train_dir, class_names, "data.train_dir", skipped)
+    labels_from: dict[str, dict] = {}
+    class_names, train = _read_split(data_config, "train_dir", None, skipped, labels_from)
     if data_config.test_dir is None:
-        return _carve_validation(class_names, train, data_config.validation_split, seed, skipped)
-    test_names = class_folders(data_config.test_dir, "data.test_dir")
-    _refuse_splits(data_config.test_dir, test_names, "data.test_dir")
-    if test_names != class_names:
-        raise DataError(
-            f"data.test_dir: classes differ from data.train_dir's "
-            f"({class_difference(class_names, test_names)}); both need the same "
-            "class sub-folders"
+        dataset = _carve_validation(class_names, train, data_config.validation_split, seed, skipped)
+        return dataclasses.replace(dataset, labels_from=labels_from)
+    _, validation = _read_split(data_config, "test_dir", class_names, skipped, labels_from)
+    return Dataset(class_names, train, validation, skipped=skipped, labels_from=labels_from)
+
+
+def _read_split(data_config, name: str, class_names, skipped, labels_from) -> tuple[list, Split]:
+    """(class names, split) of data.train_dir (`class_names` None) or data.test_dir (the
+    training classes, which it must have), from class folders or a label file."""
+    root, key = getattr(data_config, name), f"data.{name}"
+    if is_label_file(root):
+        labels = read_label_file(root, key)
+        labels_from[name] = labels.source()
+        names, paths, indices = single_label_rows(
+            labels, key, class_names, getattr(data_config, "multi_label", "auto"), skipped
         )
-    validation = scan_split(data_config.test_dir, class_names, "data.test_dir", skipped)
-    return Dataset(class_names, train, validation, skipped=skipped)
+        return names, Split(paths, indices)
+    names = class_folders(root, key)
+    _refuse_splits(root, names, key)
+    if class_names is None and len(names) < 2:
+        raise DataError(
+            f"{key}: {root} has only one class folder ({names[0]}); a classifier needs at least two"
+        )
+    if class_names is not None and names != class_names:
+        raise DataError(
+            f"{key}: classes differ from data.train_dir's "
+            f"({class_difference(class_names, names)}); both need the same class sub-folders"
+        )
+    return names, scan_split(root, names, key, skipped)
 
 
 def _refuse_splits(root, class_names: list[str], key: str) -> None:

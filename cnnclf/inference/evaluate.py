@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnclf.bundle import Bundle
+from cnnclf.data.label_files import is_label_file, read_label_file, unknown_classes
 from cnnclf.data.layout import Split, class_difference, class_folders, scan_split
 from cnnclf.errors import DataError, ImageError
 
@@ -21,7 +22,10 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
 
     DATA_DIR may hold only some of the model's classes (a test set of the rare ones, say); a
     folder the model has no class for is refused. Labels are the model's class indices.
+    DATA_DIR may also be a label file (.csv, .jsonl), read as data.test_dir is.
     """
+    if data_dir is not None and is_label_file(data_dir):
+        return _label_file_to_evaluate(bundle, data_dir)
     if data_dir is not None:
         names = class_folders(data_dir, "DATA_DIR")
         unknown = sorted(set(names) - set(bundle.class_names))
@@ -56,6 +60,32 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
         assert config.data.test_dir is not None
         return "data.test_dir", config.data.test_dir, dataset.validation
     return "validation_split", config.data.train_dir, dataset.validation
+
+
+def _label_file_to_evaluate(bundle: Bundle, data_file: str | Path) -> tuple[str, str, Split]:
+    """A label file as evaluate's data: any of the model's classes, none it lacks, one label
+    a row (single-label models only, in this version). A missing image stays in the split, so
+    `collect_scores` lists it with the unreadable ones in the report's skipped_files."""
+    labels = read_label_file(data_file, "DATA_DIR")
+    of = f"the model ({', '.join(bundle.class_names)})"
+    fatal = labels.fatal + unknown_classes(labels, bundle.class_names, of)
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problem(s))" if len(fatal) > 1 else ""
+        raise DataError(f"DATA_DIR: {fatal[0]}{more}; cnnclf check-data lists them all")
+    several = labels.multi_label_row()
+    if several is not None:
+        raise DataError(
+            f"DATA_DIR: {labels.file}: {labels.describe(several)}: this model gives each "
+            "image one class; give each image exactly one label"
+        )
+    if not labels.rows:
+        raise DataError(f"DATA_DIR: {labels.file} lists no image")
+    pairs = sorted((bundle.class_names.index(row.labels[0]), row.path) for row in labels.rows)
+    return (
+        "DATA_DIR",
+        str(Path(labels.file).resolve()),
+        Split([path for _, path in pairs], [label for label, _ in pairs]),
+    )
 
 
 def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):

@@ -37,6 +37,8 @@ TF_FREE_ROOMS = {
     "cnnclf.data.decode": "the one decoder: predict from an export, serve, check-data",
     "cnnclf.data.store": "the decoded-image store is plain files and NumPy",
     "cnnclf.data.check": "`cnnclf check-data` runs without TensorFlow installed",
+    "cnnclf.data.label_files": "a bad label file is one line before TensorFlow loads",
+    "cnnclf.data.check_labels": "check-data reports on label files without TensorFlow",
     "cnnclf.bundle": "reading a bundle's manifest needs no model",
     "cnnclf.bundle.format": "the bundle's format, in one place",
     "cnnclf.bundle.reader": "validating a bundle before loading its model",
