@@ -81,6 +81,33 @@ def test_check_data_finds_duplicates_leakage_and_imbalance(tmp_path, tree):
     assert again["leaked_images"] == 0 and again["problem_counts"] == {}
 
 
+@pytest.mark.parametrize(
+    "target", ["training_set/clean", "clean", "test_set/hstripes/x/y", "link/clean", "config"]
+)
+def test_fix_to_inside_the_data_is_refused_before_anything_is_read(tmp_path, tree, target):
+    """A copy inside a split became a new class (training_set/clean) for the next run."""
+    args = ["check-data", tree]
+    inside = tree
+    if target.startswith("link"):
+        (tmp_path / "link").symlink_to(tree / "training_set")  # resolves into the data
+        fix_to = tmp_path / target
+    elif target == "config":
+        config = write_config(tmp_path / "c.yaml", tree)
+        args = ["check-data", "--config", config]
+        inside = tree / "training_set"
+        fix_to = tree / "training_set" / "clean"
+    else:
+        fix_to = tree / target
+    result = run_cli(*args, "--fix-to", fix_to)
+    assert result.exit_code == 2, result.output
+    no_traceback(result)
+    assert result.stderr.splitlines() == [
+        f"error: --fix-to {fix_to}: is inside the data being checked ({inside}), where the "
+        "copy would be read as more data; choose a folder outside it"
+    ]
+    assert result.stdout == "" and not fix_to.exists()
+
+
 @pytest.mark.parametrize("case", ["single_class", "empty_class", "class_mismatch"])
 def test_check_data_exits_non_zero_for_what_stops_training(tree, case):
     if case == "single_class":

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from helpers import read_json, run_cli
+from hostile_bundles import declare_member_size
 
 # Every test here trains a model or uses a trained bundle.
 pytestmark = pytest.mark.slow
@@ -48,6 +49,33 @@ def both(*tampers):
             step(bundle)
 
     return tamper
+
+
+def older(tamper):
+    """`tamper` on a bundle as written before bundle.json recorded `params` and `sha256`: the
+    checks behind the digest (the model against its sidecars) still stand for those."""
+
+    def drop(data):
+        data.pop("params")
+        data.pop("sha256")
+
+    return both(tamper, edit_json(BJ, drop))
+
+
+def declare_size(member, size):
+    """model.keras's `member` declares `size` bytes in the zip's directory (nothing inflated)."""
+    return lambda bundle: declare_member_size(bundle / MK, member, size)
+
+
+def huge_sparse(name, size):
+    def tamper(bundle):
+        with open(bundle / name, "r+b") as f:
+            f.truncate(size)  # sparse: the test writes nothing like `size` bytes
+
+    return tamper
+
+
+SWAP = {"hstripes": 1, "vstripes": 0}
 
 
 def truncate_model(bundle):
@@ -99,7 +127,9 @@ CASES = [
     (
         "two_names_on_three_outputs",
         MULTI,
-        both(edit_json(CI, lambda d: {"a": 0, "b": 1}), set_key(BJ, "class_names", ["a", "b"])),
+        older(
+            both(edit_json(CI, lambda d: {"a": 0, "b": 1}), set_key(BJ, "class_names", ["a", "b"]))
+        ),
         CI,
         "3 output",
     ),
@@ -122,14 +152,14 @@ CASES = [
     (
         "image_size_not_the_models",
         BINARY,
-        set_key(PP, "image_size", [32, 32]),
+        older(set_key(PP, "image_size", [32, 32])),
         PP,
         "takes (16, 16, 3)",
     ),
     (
         "grayscale_on_rgb_model",
         BINARY,
-        set_key(PP, "color_mode", "grayscale"),
+        older(set_key(PP, "color_mode", "grayscale")),
         PP,
         "takes (16, 16, 3)",
     ),
@@ -160,7 +190,7 @@ CASES = [
     (
         "categorical_on_sigmoid_model",
         BINARY,
-        both(set_key(PP, "class_mode", "categorical"), set_key(PP, "threshold", None)),
+        older(both(set_key(PP, "class_mode", "categorical"), set_key(PP, "threshold", None))),
         PP,
         "one output unit per class",
     ),
@@ -185,7 +215,48 @@ CASES = [
         BJ,
         "differ",
     ),
+    # a swap of two classes, or any edit of what decides a label, is refused
+    (
+        "swap_with_class_names_deleted",
+        BINARY,
+        both(edit_json(CI, lambda d: SWAP), edit_json(BJ, lambda d: d.pop("class_names") and d)),
+        BJ,
+        "class_names: missing",
+    ),
+    (
+        "consistent_swap",
+        BINARY,
+        both(edit_json(CI, lambda d: SWAP), set_key(BJ, "class_names", ["vstripes", "hstripes"])),
+        CI,
+        "sha256 differs from the one bundle.json recorded",
+    ),
+    ("threshold_edited", BINARY, set_key(PP, "threshold", 0.01), PP, "not the file written"),
+    # sidecars too large or too deep to parse
+    ("class_indices_300_mb", BINARY, huge_sparse(CI, 300_000_000), CI, "larger than 4 MB"),
+    ("class_indices_deep", BINARY, write_text(CI, "[" * 100_000), CI, "nested too deeply"),
+    ("manifest_deep", BINARY, write_text(BJ, '{"a": ' * 100_000), BJ, "nested too deeply"),
     # model.keras
+    (
+        "config_declares_1_5_gb",
+        BINARY,
+        declare_size("config.json", 1_500_000_000),
+        MK,
+        "config.json inflates to 1.5 GB, more than the 16 MB",
+    ),
+    (
+        "weights_beyond_the_parameter_count",
+        BINARY,
+        declare_size("model.weights.h5", 100_000_000),
+        MK,
+        "parameters (bundle.json's params) needs",
+    ),
+    (
+        "weights_bomb_in_an_older_bundle",
+        BINARY,
+        older(declare_size("model.weights.h5", 3_000_000_000)),
+        MK,
+        "decompression bomb",
+    ),
     ("model_truncated", BINARY, truncate_model, MK, "damaged"),
     ("model_is_text", BINARY, write_text(MK, "not a model"), MK, "damaged"),
     ("model_empty", BINARY, write_text(MK, ""), MK, "damaged"),
@@ -228,6 +299,29 @@ def test_an_untouched_copy_still_predicts(tmp_path, binary_bundle):
     shutil.copytree(binary_bundle, bundle)
     pattern_image("hstripes", 20, 20, seed=1).save(tmp_path / "image.png")
     assert run_cli("predict", "--model", bundle, tmp_path / "image.png").exit_code == 0
+
+
+def test_an_older_bundle_without_params_or_digests_still_predicts(tmp_path, binary_bundle):
+    from helpers import pattern_image
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(binary_bundle, bundle)
+    older(lambda b: None)(bundle)
+    pattern_image("hstripes", 20, 20, seed=1).save(tmp_path / "image.png")
+    result = run_cli("predict", "--model", bundle, tmp_path / "image.png")
+    assert result.exit_code == 0, result.output
+
+
+def test_bundle_json_records_the_parameter_count_and_the_digests(binary_bundle):
+    import hashlib
+
+    manifest = read_json(binary_bundle / BJ)
+    from cnnclf.bundle import load_bundle
+
+    assert manifest["params"] == load_bundle(binary_bundle).model.count_params()
+    assert manifest["sha256"] == {
+        name: hashlib.sha256((binary_bundle / name).read_bytes()).hexdigest() for name in (CI, PP)
+    }
 
 
 @pytest.fixture(scope="module")

@@ -652,3 +652,26 @@ def test_an_old_style_path_relative_to_the_working_directory_still_works(tmp_pat
         logging.getLogger("cnnclf").removeHandler(handler)
     assert loaded.data.train_dir == "data/train"
     assert ["write ../data/train" in r.getMessage() for r in records] == [True]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_that_is_no_regular_file_is_refused_at_once(tmp_path, kind):
+    """A FIFO blocked `open()` until a writer came, forever in practice; the bound here only
+    keeps a regression from hanging the suite (the child is killed at the timeout)."""
+    import os
+
+    path = tmp_path / "config.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    child = run_process(
+        [sys.executable, "-m", "cnnclf.cli", "config", "--config", str(path)],
+        f"cnnclf config --config {kind}",
+        timeout=30,
+    )
+    what = "a FIFO" if kind == "fifo" else "a device"
+    assert child.returncode == 2, child.stderr
+    assert child.stderr.splitlines() == [
+        f"error: config file {path}: not a regular file ({what}); give a regular file"
+    ]

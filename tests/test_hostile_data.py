@@ -6,6 +6,7 @@ the suite.
 """
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -13,15 +14,29 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import HOSTILE, make_tree, run_cli, write_config, write_hostile_entry, write_large_png
+from crafted_images import eps, height_bomb, short_png
+from helpers import (
+    HOSTILE,
+    make_tree,
+    run_cli,
+    start_server,
+    write_config,
+    write_hostile_entry,
+    write_large_png,
+)
 from PIL import Image
 
-from cnnclf.data.decode import ImageSpec, load_image
+from cnnclf.data.decode import ImageSpec, load_image, read_info
 from cnnclf.data.layout import discover
 from cnnclf.data.listing import list_images
 from cnnclf.errors import DataError, ImageError
@@ -221,6 +236,70 @@ def test_large_images_decode_like_small_ones(tmp_path, mode, orientation):
     got = load_image(str(path), ImageSpec((48, 40)))
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected).max() <= 3
+
+
+def test_large_sixteen_bit_and_tall_images_decode_like_small_ones(tmp_path):
+    # Above 4 MP, 16-bit images are resized before they become 8-bit, and a tall image is
+    # resized along its height first (a small temporary image): equal up to rounding.
+    y, x = np.mgrid[0:6000, 0:800]
+    wide = ((x * 37 + y * 11) % 65536).astype(np.uint16)
+    path = tmp_path / "scan16.png"
+    Image.fromarray(wide).save(path)
+    with Image.open(path) as image:
+        small = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+        expected = np.asarray(small.resize((40, 48), Image.Resampling.BILINEAR), int)
+    got = load_image(str(path), ImageSpec((48, 40), "grayscale"))[..., 0]
+    assert np.abs(got.astype(int) - expected).max() <= 3
+    tall = tmp_path / "tall.png"
+    Image.fromarray((y // 500 % 2 * 200 + x % 50).astype(np.uint8)).convert("RGB").save(tall)
+    got = load_image(str(tall), ImageSpec((48, 40)))
+    assert np.abs(got - _reference_decode(tall, (48, 40))).max() <= 3
+
+
+def test_a_height_bomb_is_refused_before_any_memory_is_spent(tmp_path):
+    # The issue's 69-byte PNG, 1x80,000,000 pixels: decoded to 720 MB (and 2.5 GB in predict)
+    # before; now refused from its header, by file and as an upload.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(height_bomb())
+    script = textwrap.dedent(f"""
+        from cnnclf.data.decode import ImageSpec, decode_image_bytes, load_image, read_info
+        from cnnclf.errors import ImageError
+
+        def status(key):  # VmHWM, unlike ru_maxrss, starts afresh at exec
+            with open("/proc/self/status") as file:
+                line = next(line for line in file if line.startswith(key + ":"))
+            return int(line.split()[1]) // 1024
+
+        before = status("VmRSS")
+        data = open({str(path)!r}, "rb").read()
+        for decode in (lambda: load_image({str(path)!r}, ImageSpec((64, 64))),
+                       lambda: read_info({str(path)!r}),
+                       lambda: decode_image_bytes(data, ImageSpec((64, 64)), "bomb.png")):
+            try:
+                decode()
+            except ImageError as exc:
+                print(exc.reason)
+        print(status("VmHWM") - before)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    *reasons, grown_mb = done.stdout.splitlines()
+    side = "1x80000000 pixels: a side over 65,535, the longest cnnclf reads"
+    assert reasons == [f"{side} (a crafted or broken file)"] * 3
+    assert int(grown_mb) < 20
+
+
+def test_a_png_whose_rows_end_early_is_unreadable_everywhere(tmp_path):
+    # Pillow decodes it without an error, its last 24 rows black.
+    path = tmp_path / "crafted.png"
+    path.write_bytes(short_png(32, 32, rows=8))
+    assert Image.open(path).load() is not None
+    for decode in (lambda: load_image(str(path), SPEC), lambda: read_info(str(path))):
+        with pytest.raises(ImageError) as info:
+            decode()
+        assert "its pixel data ends early (264 of 1,056 bytes" in info.value.reason
 
 
 def _reference_decode(path, size):
@@ -478,3 +557,132 @@ def test_repeated_problems_are_grouped_in_the_table(tree):
         run_cli("check-data", "--format", "json", "--image-size", "64", "64", tree).stdout
     )
     assert sum(p["kind"] == "too_small" for p in report["problems"]) == 18
+
+
+# ------------------------------------------------------------------------------------------
+# 7. Crafted images (issue 30): a height bomb, rows that end early, an EPS named .png. Each is
+# one unreadable file, in one line, everywhere; the other images are used.
+
+
+def plant_crafted(folder: Path) -> dict[str, Path]:
+    """The three crafted files in `folder`; returns {case: path}."""
+    crafted = {"bomb": height_bomb(), "short": short_png(), "eps": eps()}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {case: folder / f"crafted_{case}.png" for case in crafted}
+    for case, data in crafted.items():
+        paths[case].write_bytes(data)
+    return paths
+
+
+CRAFTED_REASONS = {
+    "bomb": "a side over 65,535",
+    "short": "its pixel data ends early",
+    "eps": "not an image cnnclf reads (JPEG, PNG, BMP, GIF, TIFF or WebP)",
+}
+
+
+def test_check_data_reports_crafted_images_as_unreadable(tree):
+    paths = plant_crafted(tree / "training_set" / "vstripes")
+    result = within(60, run_cli, "check-data", "--format", "json", tree)
+    assert result.exit_code == 0, result.output
+    problems = {p["path"]: p for p in json.loads(result.stdout)["problems"]}
+    for case, path in paths.items():
+        assert problems[str(path)]["kind"] == "unreadable"
+        assert CRAFTED_REASONS[case] in problems[str(path)]["detail"]
+
+
+@pytest.mark.slow
+def test_predict_reports_crafted_images_and_predicts_the_rest(tmp_path, binary_bundle, binary_tree):
+    inbox = tmp_path / "inbox"
+    paths = plant_crafted(inbox)
+    good = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
+    shutil.copy(good, inbox / good.name)
+    result = within(120, run_cli, "predict", "--model", binary_bundle, "--format", "json", inbox)
+    assert result.exit_code == 1
+    assert [Path(r["path"]).name for r in json.loads(result.stdout)] == [good.name]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    for case, path in paths.items():
+        [line] = [line for line in errors if line.startswith(f"error: {path}: ")]
+        assert CRAFTED_REASONS[case] in line
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_training_skips_crafted_images(tmp_path, tree):
+    paths = plant_crafted(tree / "training_set" / "hstripes")
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = within(300, run_cli, "train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    skipped = json.loads((tmp_path / "b" / "bundle.json").read_text())["skipped_files"]
+    reasons = {entry["path"]: entry["reason"] for entry in skipped}
+    for case, path in paths.items():
+        assert CRAFTED_REASONS[case] in reasons[str(path)]
+
+
+def _post(url: str, data: bytes, name: str) -> tuple[int, float]:
+    """(status, seconds) of a /predict upload of `data` as `name`."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url + "/predict",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+            return response.status, time.monotonic() - start
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return exc.code, time.monotonic() - start
+
+
+def _memory_mb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith(key + ":"))
+
+
+@pytest.mark.slow
+def test_serve_answers_at_once_while_crafted_and_large_images_arrive(tmp_path, binary_bundle):
+    # Before: three height bombs made a normal request wait 4.6 s here (7.3 s in the issue),
+    # and large images 5.7 s, while the server grew from 675 MB to 2.6 GB. Now bombs and EPS
+    # are refused from their header, and large images wait for memory on threads of their
+    # own: a normal request is answered in milliseconds, the server stays under twice idle.
+    large = write_large_png(tmp_path / "large.png", 4800, 4800).read_bytes()
+    normal = _small_png()
+    attack = [large] * 6 + [height_bomb(), eps(), short_png()] * 2
+    process, url = start_server(binary_bundle, "--max-upload-mb", "20")
+    try:
+        for _ in range(3):
+            assert _post(url, normal, "warm.png")[0] == 200
+        idle_mb = _memory_mb(process.pid, "VmRSS")
+        with ThreadPoolExecutor(len(attack)) as pool:
+            attacks = [pool.submit(_post, url, data, "attack.png") for data in attack]
+            latencies = []
+            while not all(f.done() for f in attacks) and len(latencies) < 500:
+                status, seconds = _post(url, normal, "normal.png")
+                assert status == 200
+                latencies.append(seconds)
+            codes = sorted(f.result()[0] for f in attacks)
+        assert codes == [200] * 6 + [422] * 6
+        assert len(latencies) >= 3, "the attack ended before it could be measured"
+        assert max(latencies) < 1.0, f"a normal request waited {max(latencies):.2f} s"
+        assert _memory_mb(process.pid, "VmHWM") < 2 * idle_mb
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def _small_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 32), (30, 160, 90)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -4,9 +4,17 @@ import io
 
 import numpy as np
 import pytest
+from crafted_images import eps
 from PIL import Image
 
-from cnnclf.data.decode import ImageSpec, load_image
+from cnnclf.data.decode import (
+    ImageSpec,
+    decode_image_bytes,
+    is_large_upload,
+    load_image,
+    open_image,
+    read_info,
+)
 from cnnclf.errors import ImageError
 
 RGB = ImageSpec((8, 8), "rgb")
@@ -73,3 +81,63 @@ def test_broken_files_raise_image_error_with_path(tmp_path, content, reason):
     with pytest.raises(ImageError) as info:
         load_image(str(path), RGB)
     assert info.value.path == str(path) and reason in info.value.reason
+
+
+# ------------------------------------------------------------------------------------------
+# Formats: the documented six, and nothing else reaches a Pillow plugin.
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP"])
+def test_every_documented_format_decodes(tmp_path, fmt):
+    path = tmp_path / f"image.{fmt.lower()}"
+    Image.new("RGB", (20, 12), (0, 0, 230)).save(path, fmt)
+    assert load_image(str(path), RGB)[..., 2].mean() > 180
+    assert read_info(str(path)).format == fmt
+
+
+@pytest.fixture
+def eps_opened(monkeypatch):
+    """The images Pillow's EPS plugin was asked to open (it runs Ghostscript on load)."""
+    from PIL import EpsImagePlugin
+
+    opened = []
+
+    def record(self):
+        opened.append(self)
+        raise SyntaxError("the EPS plugin must not be reached")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", record)
+    return opened
+
+
+def test_an_eps_named_png_never_reaches_the_eps_plugin(tmp_path, eps_opened):
+    path = tmp_path / "logo.png"
+    path.write_bytes(eps())
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(path)  # unrestricted, Pillow does ask the EPS plugin: the check can fail
+    assert len(eps_opened) == 1
+    calls = [
+        lambda: load_image(str(path), RGB),
+        lambda: read_info(str(path)),
+        lambda: decode_image_bytes(eps(), RGB, "logo.png"),
+        lambda: is_large_upload(eps(), RGB, "logo.png"),
+    ]
+    for call in calls:
+        with pytest.raises(ImageError) as info:
+            call()
+        assert info.value.reason == (
+            "not an image cnnclf reads (JPEG, PNG, BMP, GIF, TIFF or WebP): "
+            "another format, or corrupt"
+        )
+    with pytest.raises(Image.UnidentifiedImageError):
+        open_image(path)
+    assert len(eps_opened) == 1
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX"])
+def test_formats_pillow_reads_but_cnnclf_does_not_are_unreadable(tmp_path, fmt):
+    path = tmp_path / "image.png"
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(path, fmt)
+    assert Image.open(path).format == fmt
+    with pytest.raises(ImageError, match="not an image cnnclf reads"):
+        load_image(str(path), RGB)

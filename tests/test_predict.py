@@ -335,3 +335,30 @@ def test_on_a_terminal_it_says_what_loads(binary_bundle, binary_tree):
     assert process.returncode == 0, said
     assert f"loading TensorFlow and the model {binary_bundle} ..." in said.decode()
     assert "loading" not in out and out.splitlines()[2].startswith(str(image))  # model, header
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_odd_file_names_keep_every_row_and_every_byte(tmp_path, binary_bundle, binary_tree, fmt):
+    """A name that is not UTF-8 (b"\\xff") lost every row with a UnicodeEncodeError; a CR in a
+    name went into the CSV unquoted and split its row."""
+    image = sorted((binary_tree / "test_set" / "hstripes").glob("*.png"))[0]
+    inbox = os.fsencode(tmp_path / "inbox")
+    os.mkdir(inbox)
+    names = [b"\xff.png", b"line\rbreak.png", b'quote"comma,.png', b"plain.png"]
+    for name in names:
+        shutil.copy(image, os.path.join(inbox, name))
+    out = tmp_path / f"out.{fmt}"
+    result = run_cli("predict", "--model", binary_bundle, "--output", out, os.fsdecode(inbox))
+    assert result.exit_code == 0, result.output
+    assert f"wrote 4 prediction(s) to {out}" in result.stderr
+    assert not (tmp_path / f".out.{fmt}.partial").exists()
+    if fmt == "csv":
+        with open(out, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(os.fsencode(row["path"]) for row in rows) == sorted(
+        os.path.join(inbox, name) for name in names
+    )
+    printed = run_cli("predict", "--model", binary_bundle, "--format", fmt, os.fsdecode(inbox))
+    assert printed.exit_code == 0 and printed.stdout_bytes == out.read_bytes()

@@ -18,10 +18,12 @@ from cnnclf.serve.batcher import MicroBatcher, padded_sizes
 from cnnclf.serve.server import exposure_warning
 
 TOKEN = "s3cret-token"
+BASE_URL = "http://127.0.0.1:8000"
 
 
 def _client(bundle, **settings):
-    client = TestClient(create_app(bundle, ServeSettings(**settings)))
+    # The address a browser would type: the Host guard refuses TestClient's "testserver".
+    client = TestClient(create_app(bundle, ServeSettings(**settings)), base_url=BASE_URL)
     client.__enter__()  # runs the lifespan: batcher started, warm-up scheduled
     wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz to answer 200", poll=0.05)
     return client
@@ -284,6 +286,7 @@ def test_the_token_is_required_on_every_api_route(token_client, binary_tree):
         lambda h: token_client.post("/v1/models/tiny:predict", json=body, headers=h),
         lambda h: token_client.get("/v1/models/tiny", headers=h),
         lambda h: token_client.get("/v1/models/tiny/metadata", headers=h),
+        lambda h: token_client.get("/card", headers=h),
     ]
     for call in calls:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -300,7 +303,7 @@ def test_the_token_is_required_on_every_api_route(token_client, binary_tree):
 def test_no_cors_unless_asked(client, binary_model):
     headers = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
     assert "access-control-allow-origin" not in client.get("/healthz", headers=headers).headers
-    assert client.options("/predict", headers=headers).status_code in (404, 405)
+    assert client.options("/predict", headers=headers).status_code == 403
     cors = _client(binary_model, cors_origins=("https://app.example",))
     try:
         response = cors.options("/predict", headers={**headers, "Origin": "https://app.example"})
@@ -314,7 +317,10 @@ def test_no_cors_unless_asked(client, binary_model):
 @pytest.mark.slow
 def test_page_static_files_health_and_openapi(client):
     page = client.get("/")
-    assert page.status_code == 200 and 'data-model="tiny"' in page.text
+    assert page.status_code == 200 and "<title>cnnclf · tiny</title>" in page.text
+    # The notice is in the page itself, before any script runs or a token is asked for.
+    assert '<p id="notice" role="note">Research use only' in page.text
+    assert client.get("/card").json() == client.get("/v1/models/tiny/metadata").json()["metadata"]
     assert "http://" not in page.text and "https://" not in page.text  # nothing external
     for name in ("app.js", "style.css"):
         response = client.get(f"/static/{name}")
@@ -330,6 +336,7 @@ def test_page_static_files_health_and_openapi(client):
         "/v1/models/{name}:predict",
         "/v1/models/{name}",
         "/v1/models/{name}/metadata",
+        "/card",
         "/healthz",
         "/readyz",
     ):
@@ -447,3 +454,97 @@ def test_the_card_counts_the_validation_images(client):
     card = client.get("/v1/models/tiny/metadata").json()["metadata"]
     assert card["validation_images"] == 8
     assert "accuracy" in card["validation"]
+
+
+def _one_line_error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error and "\n" not in error and "Traceback" not in error and "/tmp" not in error
+    return error
+
+
+@pytest.mark.slow
+def test_foreign_hosts_and_origins_are_refused(binary_model, client, binary_tree):
+    files = _files(_images(binary_tree, 1))
+    # DNS rebinding: the attacker's name in Host. Refused on every route, the page included.
+    for route in ("/", "/readyz", "/v1/models/tiny/metadata"):
+        error = _one_line_error(client.get(route, headers={"Host": "evil.example"}), 421)
+        assert "--allowed-host 'evil.example'" in error
+    # A cross-site page driving the model: its Origin. The page's own origin is answered.
+    response = client.post("/predict", files=files, headers={"Origin": "https://evil.example"})
+    assert "--cors-origin" in _one_line_error(response, 403)
+    assert client.post("/predict", files=files, headers={"Origin": BASE_URL}).status_code == 200
+    for host in ("localhost:8000", "[::1]:8000", "192.168.7.7:8000"):
+        assert client.get("/readyz", headers={"Host": host}).status_code == 200, host
+    named = _client(binary_model, host="0.0.0.0", allowed_hosts=("gpu-box.lan",))
+    try:
+        headers = {"Host": "gpu-box.lan:8000", "Origin": "http://gpu-box.lan:8000"}
+        assert named.post("/predict", files=files, headers=headers).status_code == 200
+        assert named.get("/readyz", headers={"Host": "other.lan"}).status_code == 421
+    finally:
+        named.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_hostile_bodies_get_one_line_4xx_never_500(client, binary_tree):
+    json_headers = {"Content-Type": "application/json"}
+    response = client.post("/v1/models/tiny:predict", content=b"[" * 5000, headers=json_headers)
+    assert "nested" in _one_line_error(response, 400)
+    many = b'{"instances": [' + b",".join([b'{"b64": ""}'] * 50_000) + b"]}"
+    response = client.post("/v1/models/tiny:predict", content=many, headers=json_headers)
+    assert "instances" in _one_line_error(response, 413)
+    long = "x" * 5000
+    response = client.post(
+        "/predict",
+        content=f"--{long}\r\n".encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={long}"},
+    )
+    assert "RFC 2046" in _one_line_error(response, 400)
+    empty = b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n\r\n' * 20_000
+    response = client.post(
+        "/predict",
+        content=empty + b"--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert "form fields" in _one_line_error(response, 413)
+    assert client.post("/predict", files=_files(_images(binary_tree, 1))).status_code == 200
+
+
+@pytest.mark.slow
+def test_with_a_token_nothing_public_names_the_model(binary_model):
+    secret = _client(binary_model, name="secret-model", token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        page = secret.get("/").text
+        assert "<title>cnnclf</title>" in page and "hstripes" not in page
+        assert "secret-model" not in page and "Research use only" in page
+        assert secret.get("/readyz").json() == {"status": "ready"}
+        assert secret.get("/readyz", headers=auth).json()["model"] == "secret-model"
+        assert secret.get("/openapi.json").status_code == 401
+        spec = secret.get("/openapi.json", headers=auth).json()
+        assert "hstripes" not in spec["info"]["description"] and "/predict" in spec["paths"]
+        for route in ("/docs", "/redoc"):
+            assert secret.get(route).status_code == 404
+    finally:
+        secret.__exit__(None, None, None)
+    documented = _client(binary_model, token=TOKEN, docs=True)
+    try:
+        assert documented.get("/openapi.json").status_code == 200
+        assert "swagger-ui" in documented.get("/docs").text
+        assert documented.get("/redoc").status_code == 200
+    finally:
+        documented.__exit__(None, None, None)
+
+
+def test_token_file_and_token_warnings(tmp_path, binary_tree):
+    result = run_cli("serve", "--model", binary_tree, "--token-file", tmp_path / "missing")
+    assert result.exit_code == 2 and "--token-file" in result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    result = run_cli("serve", "--model", binary_tree, "--token-file", empty)
+    assert result.exit_code == 2 and "empty" in result.output
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    result = run_cli("serve", "--model", binary_tree, "--token-file", token, "--token", "x")
+    assert result.exit_code == 2 and "not also --token" in result.output

@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -77,6 +78,45 @@ def test_serve_answers_and_drains_on_sigterm(binary_bundle, binary_tree):
     assert "Traceback" not in err
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "/healthz", timeout=2)
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_stalled_client_stops_within_the_grace(binary_bundle, binary_tree):
+    # A client that sends half its body and then nothing held the stop for uvicorn's 30 s,
+    # then a CancelledError traceback: now it gets a 503 when --shutdown-grace runs out.
+    image = sorted((binary_tree / "test_set" / "vstripes").iterdir())[0]
+    process, url = start_server(binary_bundle, "--shutdown-grace", "1", "--body-timeout", "60")
+    try:
+        content_type, body = multipart(image, "stalled.png")
+        client = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        client.settimeout(WAIT_S)
+        client.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        wait_for(lambda: readyz(url)["in_flight"] == 1, "/readyz to count the stalled request")
+        start = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        answered = time.monotonic() - start
+        client.close()
+        _, err = communicate(process, "the server to stop after SIGTERM")
+        stopped = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer[:500]
+    assert "stopping" in json.loads(payload)["error"]
+    assert answered < 1 + 2, answered  # the grace, less its margin, plus a loaded machine's
+    # The interpreter's teardown (TensorFlow's) comes on top: still well under docker's 10 s.
+    assert stopped < 10, stopped
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "CancelledError" not in err, err
 
 
 @pytest.mark.slow

@@ -554,7 +554,8 @@ def test_serve_predicts_explains_and_describes_a_backbone_bundle(scratch_bundle,
     from cnnclf.serve.app import ServeSettings, create_app
 
     image = next((tiny_tree / "test_set" / "checker").iterdir())
-    with TestClient(create_app(load_bundle(scratch_bundle), ServeSettings(name="bb"))) as client:
+    app = create_app(load_bundle(scratch_bundle), ServeSettings(name="bb"))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:  # a Host serve answers
         card = client.get("/v1/models/bb/metadata").json()["metadata"]
         assert card["architecture"] == "mobilenet_v3_small (none)"
         with image.open("rb") as f:

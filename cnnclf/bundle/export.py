@@ -26,6 +26,7 @@ from cnnclf import __version__
 from cnnclf.bundle import CONFIG_FILE, Bundle
 from cnnclf.bundle.exported_models import load_runtime, sidecar_paths
 from cnnclf.data.decode import load_image
+from cnnclf.data.label_files import existing_rows, is_label_file, read_label_file
 from cnnclf.data.listing import list_images
 from cnnclf.errors import CnnclfError, ConfigError
 
@@ -36,7 +37,7 @@ LABEL_AGREEMENT = 0.99
 def sample_images(bundle: Bundle, data_dir: str | Path | None, n: int, seed: int = 0):
     """Decoded images for parity checks and int8 calibration: DATA_DIR or the bundle's data."""
     folders = [Path(data_dir)] if data_dir else _bundle_data_folders(bundle)
-    paths = [p for folder in folders if folder.is_dir() for p in list_images(folder)]
+    paths = [p for folder in folders for p in _images_in(folder)]
     if not paths:
         where = data_dir or "the bundle's data.train_dir/test_dir"
         raise ConfigError(
@@ -53,6 +54,19 @@ def sample_images(bundle: Bundle, data_dir: str | Path | None, n: int, seed: int
         if len(arrays) == n:
             break
     return np.stack(arrays).astype(np.float32)
+
+
+def _images_in(source: Path) -> list[str]:
+    """The images of a class-folder tree, or those a label file lists (its problems are
+    check-data's business: a sample only needs some images that exist)."""
+    if source.is_dir():
+        return list_images(source)
+    if not is_label_file(source) or not source.is_file():
+        return []
+    try:
+        return [row.path for row in existing_rows(read_label_file(source, "--data"))[0]]
+    except CnnclfError:
+        return []
 
 
 def _bundle_data_folders(bundle: Bundle) -> list[Path]:

@@ -9,7 +9,8 @@ A bundle is a folder that `predict` needs nothing else to use:
     history.json           per-epoch training and validation metrics
     metrics.json           the final evaluation on the validation data (see metrics.py)
     training_curves.png    loss and accuracy by epoch, training against validation
-    bundle.json            versions, data counts, skipped files, timings; written last
+    bundle.json            versions, data counts, skipped files, timings, the model's
+                           parameter count and the sha256 of DIGESTED_FILES; written last
 
 `writer.py` writes these files and `reader.py` reads and checks them; both take the names and
 the schema from here, so the two cannot drift apart.
@@ -17,13 +18,16 @@ the schema from here, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnclf.data.decode import ImageSpec
+from cnnclf.regular_file import FileTooLarge, NotRegularFile, read_regular_file
 
 BUNDLE_FORMAT = 1
 MODEL_FILE = "model.keras"
@@ -35,12 +39,22 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "training_curves.png"
 MANIFEST_FILE = "bundle.json"
 REQUIRED_FILES = (MODEL_FILE, CLASS_INDICES_FILE, PREPROCESSING_FILE, MANIFEST_FILE)
+# The sidecars that decide what a prediction says: bundle.json records their sha256 when the
+# bundle is written, so an edit (a consistent swap of two class indices) is refused, not obeyed.
+DIGESTED_FILES = (CLASS_INDICES_FILE, PREPROCESSING_FILE)
+
+# The most bytes a sidecar may hold, read before parsing: JSON costs several times its size in
+# memory. class_indices.json for 50,000 classes is about 1.5 MB; bundle.json lists every skipped
+# file (about 200 bytes each), so it gets more room.
+SIDECAR_MAX_BYTES = 4_000_000
+SIDECAR_LIMITS = {MANIFEST_FILE: 64_000_000}
 
 # What a sidecar may hold; the same choices config.py offers for training.
 IMAGE_SIZE_RANGE = (8, 8192)  # beyond 8192 px a single decoded image is hundreds of MB
 COLOR_MODES = ("rgb", "grayscale")
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos")
 CLASS_MODES = ("binary", "categorical")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class SidecarError(ValueError):
@@ -159,8 +173,12 @@ def class_names_from_json(data: Any, class_mode: str) -> list[str]:
 def check_manifest(manifest: Any) -> None:
     """Checks what readers rely on in a bundle.json object.
 
+    `class_names` is required: every format-1 bundle has recorded it since the first, and it is
+    the cross-check of class_indices.json that no edit may switch off by deleting a key. `params`
+    and `sha256` came later: a bundle without them is older, not damaged, and still loads.
+
     Raises:
-        SidecarError: not an object, another bundle format, or a malformed `threshold`.
+        SidecarError: not an object, another bundle format, or a key of the wrong shape.
     """
     if not isinstance(manifest, dict):
         raise SidecarError(f"must be a JSON object, got {_json_type(manifest)}")
@@ -173,6 +191,25 @@ def check_manifest(manifest: Any) -> None:
         raise SidecarError(
             f"threshold: must be an object or null, got {_short(manifest['threshold'])}"
         )
+    names = manifest.get("class_names")
+    if "class_names" not in manifest:
+        raise SidecarError(
+            "class_names: missing; every cnnclf bundle records its classes here, so this file "
+            "was edited: restore the bundle from where it came from, or retrain"
+        )
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SidecarError(f"class_names: must be a list of names, got {_short(names)}")
+    params = manifest.get("params")
+    if params is not None and (not _is_int(params) or params < 1):
+        raise SidecarError(f"params: must be a positive integer or null, got {_short(params)}")
+    digests = manifest.get("sha256")
+    if digests is not None and (
+        not isinstance(digests, dict)
+        or not all(isinstance(d, str) and _SHA256.fullmatch(d) for d in digests.values())
+    ):
+        raise SidecarError(
+            f"sha256: must map file names to 64 hex digits, or be null, got {_short(digests)}"
+        )
 
 
 def check_recorded_classes(names: list[str], manifest: dict) -> None:
@@ -181,16 +218,58 @@ def check_recorded_classes(names: list[str], manifest: dict) -> None:
     Raises:
         SidecarError: the two lists differ.
     """
-    recorded = manifest.get("class_names")
-    if recorded is not None and recorded != names:
+    recorded = manifest["class_names"]
+    if recorded != names:
         raise SidecarError(
             f"classes {_short(names)} differ from those {MANIFEST_FILE} recorded at "
             f"training, {_short(recorded)}"
         )
 
 
-def read_json(path: Path) -> Any:
-    """Parses a sidecar; a key given twice is an error (json.loads would keep the last)."""
+def check_recorded_digest(name: str, data: bytes, manifest: dict) -> None:
+    """Refuses sidecar `name` when bundle.json recorded another sha256 for it at training.
+
+    This catches an edit or a damaged copy; it proves nothing about who made the bundle:
+    whoever can change the sidecar can change bundle.json too.
+
+    Raises:
+        SidecarError: the digests differ.
+    """
+    recorded = (manifest.get("sha256") or {}).get(name)
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded.lower():
+        raise SidecarError(
+            f"is not the file written at training (its sha256 differs from the one "
+            f"{MANIFEST_FILE} recorded): edited or damaged; restore the bundle or retrain"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, as bundle.json's `sha256` records it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_sidecar(path: Path, max_bytes: int | None = None) -> bytes:
+    """A sidecar's bytes, refused unread past its cap (`SIDECAR_LIMITS`) or when not a file.
+
+    Raises:
+        SidecarError: too large, a FIFO or device, or unreadable.
+    """
+    path = Path(path)
+    cap = max_bytes if max_bytes is not None else SIDECAR_LIMITS.get(path.name, SIDECAR_MAX_BYTES)
+    try:
+        return read_regular_file(path, cap)
+    except (FileTooLarge, NotRegularFile) as exc:
+        raise SidecarError(str(exc)) from None
+    except OSError as exc:
+        raise SidecarError(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def parse_json(data: bytes) -> Any:
+    """Parses a sidecar's bytes; a key given twice is an error (json.loads would keep the last).
+
+    Raises:
+        SidecarError: not UTF-8, not JSON, a repeated key, or nested too deeply to parse.
+    """
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         keys = [key for key, _ in pairs]
@@ -200,15 +279,21 @@ def read_json(path: Path) -> Any:
         return dict(pairs)
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique)
+        return json.loads(data.decode("utf-8"), object_pairs_hook=unique)
     except SidecarError:
         raise
     except UnicodeDecodeError:
         raise SidecarError("not UTF-8 text") from None
-    except OSError as exc:
-        raise SidecarError(f"cannot be read ({exc.strerror or exc})") from None
+    except RecursionError:
+        # `[` x 100,000 is 100 KB, well under the cap, and exhausts Python's recursion limit.
+        raise SidecarError("not valid JSON for a sidecar (nested too deeply)") from None
     except ValueError as exc:
         raise SidecarError(f"not valid JSON ({exc})") from None
+
+
+def read_json(path: Path, max_bytes: int | None = None) -> Any:
+    """A sidecar read with its byte cap and parsed (see `read_sidecar`, `parse_json`)."""
+    return parse_json(read_sidecar(path, max_bytes))
 
 
 def _choice(data: dict, key: str, allowed: tuple[str, ...]) -> str:

@@ -49,6 +49,12 @@ class RunRecord:
     skipped_files: list[dict]
     train_seconds: float
     run_id: str
+    # Filled in by the writer once the files exist; older bundles lack both keys (None here).
+    params: int | None = None  # the model's parameter count: bounds model.keras's weights
+    sha256: dict[str, str] | None = None  # format.DIGESTED_FILES -> hex digest
+    # Label files the splits were read from (`data.label_files.LabelFile.source`): train_dir /
+    # test_dir -> file, format, form, rows, sha256. None: class folders, or an older bundle.
+    labels_from: dict[str, dict] | None = None
 
     @classmethod
     def now(cls, **facts: Any) -> RunRecord:
@@ -69,6 +75,10 @@ class RunRecord:
     def stamped(self) -> RunRecord:
         """The record with `created` set to now: when the bundle is written, as the key says."""
         return dataclasses.replace(self, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def sealed(self, params: int, sha256: dict[str, str]) -> RunRecord:
+        """The record as written: stamped now, with the model's size and the sidecars' digests."""
+        return dataclasses.replace(self.stamped(), params=params, sha256=sha256)
 
     def to_json(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

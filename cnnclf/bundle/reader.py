@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnclf.bundle.archive import ArchiveError, check_model_archive
 from cnnclf.bundle.format import (
     CLASS_INDICES_FILE,
+    DIGESTED_FILES,
     MANIFEST_FILE,
     MODEL_FILE,
     PREPROCESSING_FILE,
@@ -24,8 +26,11 @@ from cnnclf.bundle.format import (
     SidecarError,
     check_manifest,
     check_recorded_classes,
+    check_recorded_digest,
     class_names_from_json,
+    parse_json,
     read_json,
+    read_sidecar,
 )
 from cnnclf.errors import BundleError
 
@@ -46,7 +51,9 @@ def is_bundle(path: Path) -> bool:
 
 
 def read_metadata(path: str | Path) -> tuple[list[str], Preprocessing, dict]:
-    """Reads and checks a bundle's JSON sidecars without loading the model (no TensorFlow).
+    """Reads and checks a bundle's JSON sidecars and model.keras's zip directory without
+    loading the model (no TensorFlow), so a hostile bundle is refused before TensorFlow's
+    seconds of import, and `serve` refuses it before binding anything.
 
     Raises:
         BundleError: one line, `--model PATH: FILE: what is wrong`.
@@ -66,13 +73,24 @@ def read_metadata(path: str | Path) -> tuple[list[str], Preprocessing, dict]:
     with _sidecar(path, MANIFEST_FILE):
         manifest = read_json(path / MANIFEST_FILE)
         check_manifest(manifest)
+    data = {}
     with _sidecar(path, PREPROCESSING_FILE):
-        preprocessing = Preprocessing.from_json(read_json(path / PREPROCESSING_FILE))
+        data[PREPROCESSING_FILE] = read_sidecar(path / PREPROCESSING_FILE)
+        preprocessing = Preprocessing.from_json(parse_json(data[PREPROCESSING_FILE]))
     with _sidecar(path, CLASS_INDICES_FILE):
+        data[CLASS_INDICES_FILE] = read_sidecar(path / CLASS_INDICES_FILE)
         names = class_names_from_json(
-            read_json(path / CLASS_INDICES_FILE), preprocessing.class_mode
+            parse_json(data[CLASS_INDICES_FILE]), preprocessing.class_mode
         )
         check_recorded_classes(names, manifest)
+    # Last, so that a malformed sidecar is named by what is wrong in it, not only as edited.
+    for name in DIGESTED_FILES:
+        with _sidecar(path, name):
+            check_recorded_digest(name, data[name], manifest)
+    try:
+        check_model_archive(path / MODEL_FILE, manifest.get("params"))
+    except ArchiveError as exc:
+        raise BundleError(f"--model {path}: {MODEL_FILE}: {exc}") from None
     return names, preprocessing, manifest
 
 
@@ -153,21 +171,9 @@ def check_model_shapes(
 
 
 def _load_keras_model(path: Path) -> Any:
-    """model.keras, with a damaged file or a safe-mode refusal said in one line."""
-    import zipfile
-
+    """model.keras, its zip already checked by `read_metadata`, with a safe-mode refusal or
+    any other failure to rebuild it said in one line."""
     model_file = path / MODEL_FILE
-    # Only the zip's directory is read here (a truncated file has none); Keras reads the rest.
-    try:
-        with zipfile.ZipFile(model_file) as archive:
-            damaged = None if "config.json" in archive.namelist() else "no config.json in it"
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        damaged = str(exc) or type(exc).__name__
-    if damaged:
-        raise BundleError(
-            f"--model {path}: {MODEL_FILE}: damaged or not a Keras model file "
-            f"({damaged}); copy the bundle again or retrain"
-        )
     from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow()

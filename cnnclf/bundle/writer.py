@@ -17,12 +17,14 @@ from cnnclf.bundle.format import (
     CLASS_INDICES_FILE,
     CONFIG_FILE,
     CURVES_FILE,
+    DIGESTED_FILES,
     HISTORY_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     MODEL_FILE,
     PREPROCESSING_FILE,
     Preprocessing,
+    file_sha256,
     write_json,
 )
 
@@ -81,5 +83,7 @@ def write_bundle(
             contents.history, folder / CURVES_FILE, contents.record.fine_tune_from
         )
         progress.advance(note=f"{CURVES_FILE} drawn")
-        write_json(folder / MANIFEST_FILE, contents.record.stamped().to_json())
+        digests = {name: file_sha256(folder / name) for name in DIGESTED_FILES}
+        record = contents.record.sealed(int(contents.model.count_params()), digests)
+        write_json(folder / MANIFEST_FILE, record.to_json())
         progress.advance(note=f"{MANIFEST_FILE} written")

@@ -39,20 +39,22 @@ from cnnclf.cli.group import common_options, flags
     "--fix-to",
     "fix_to",
     type=click.Path(file_okay=False),
-    help="Write a cleaned copy here: unreadable files, duplicates and leaked "
-    "training copies dropped; odd formats converted; extensions corrected.",
+    help="Write a cleaned copy here (a new or empty folder outside the data): unreadable "
+    "files, duplicates and leaked training copies dropped; odd formats converted; "
+    "extensions corrected.",
 )
 @common_options
 def check_data_command(data_dir, config_path, data_flag, image_size, fmt, fix_to):
     """Count images per split and class, and list every problem file with what to do.
 
     DATA_DIR (or --data DIR) holds training_set/ and test_set/, train/ and val/, or is itself
-    one class-folder tree, as for `train --data`. Exits 2, as train would, only for problems
-    that would stop training.
+    one class-folder tree, as for `train --data`; or it is a .csv/.jsonl label file, or a
+    folder holding train.csv (and val.csv or test.csv) or labels.csv. Exits 2, as train
+    would, only for problems that would stop training.
     """
     from cnnclf.cli.render import render_check
     from cnnclf.config import Config, load_config
-    from cnnclf.data.check import check_data, write_fixed_copy
+    from cnnclf.data.check import check_data, check_fix_target, write_fixed_copy
     from cnnclf.data.layout import find_splits
     from cnnclf.errors import ConfigError
     from cnnclf.model.transfer import small_data_advice
@@ -67,6 +69,9 @@ def check_data_command(data_dir, config_path, data_flag, image_size, fmt, fix_to
     if config is not None:
         image_size = image_size or tuple(config.data.image_size)
         splits = splits or _config_splits(config.data)
+    if fix_to:  # before the data is read: a wrong target is known at once
+        sources = ([Path(folder)] if folder else []) + list(splits.values())
+        check_fix_target(sources, Path(fix_to))
     # No test set: training holds data.validation_split out of the training images.
     fraction = (config or Config()).data.validation_split if len(splits) == 1 else None
     report = check_data(splits, image_size, validation_split=fraction)
@@ -91,7 +96,8 @@ def _config_splits(data) -> dict[str, Path]:
 
     if data.train_dir is None:
         raise ConfigError(
-            "data.train_dir: is required (a folder with one sub-folder per class); or give --data"
+            "data.train_dir: is required (a folder with one sub-folder per class, or a .csv/.jsonl "
+            "label file); or give --data"
         )
     splits = {"training_set": Path(data.train_dir)}
     if data.test_dir:

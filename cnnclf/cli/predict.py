@@ -129,10 +129,10 @@ def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
 @_threshold
 @common_options
 def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
-    """Report accuracy, per-class metrics, confusion matrix and ROC AUC on labelled folders.
+    """Report accuracy, per-class metrics, confusion matrix and ROC AUC on labelled images.
 
-    DATA_DIR has one sub-folder per class, like the training data (default: the data the
-    bundle was validated on).
+    DATA_DIR has one sub-folder per class, like the training data, or is a .csv/.jsonl label
+    file (default: the data the bundle was validated on).
     """
     from cnnclf.cli.render import render_report
 
@@ -142,7 +142,8 @@ def evaluate(data_dir, model_dir, fmt, plots_dir, batch_size, threshold):
     )
     if report.get("absent_classes"):
         click.echo(
-            f"note: {report['data_dir']} has no folder for class(es) "
+            f"note: {report['data_dir']} has "
+            f"{'no row' if Path(report['data_dir']).is_file() else 'no folder'} for class(es) "
             f"{', '.join(report['absent_classes'])}; the report covers the "
             f"{len(report['images_per_class'])} present",
             err=True,
@@ -186,6 +187,10 @@ class _Destination:
     A file is written through a temporary sibling and renamed into place by `commit()`, so it
     is never half-written: complete, or (a crash, an error) not there. Each write is flushed,
     so rows appear as they are predicted.
+
+    A file name that is not valid UTF-8 reaches Python with its odd bytes as surrogates
+    (PEP 383); they are written back as those same bytes ("surrogateescape"), so every row is
+    kept and names the file as the OS does, instead of one name failing the whole output.
     """
 
     def __init__(self, output: str | None):
@@ -194,7 +199,9 @@ class _Destination:
         if self.path is not None:
             self.temporary = self.path.with_name(f".{self.path.name}.partial")
             # Closed by commit() or __exit__: it outlives this method.
-            self.file = open(self.temporary, "w", encoding="utf-8")  # noqa: SIM115
+            self.file = open(  # noqa: SIM115
+                self.temporary, "w", encoding="utf-8", errors="surrogateescape", newline=""
+            )
 
     def __enter__(self) -> _Destination:
         return self
@@ -212,7 +219,9 @@ class _Destination:
         if not text:
             return
         if self.file is None:
-            click.echo(text, nl=False)  # flushes
+            # As bytes: a text stdout would refuse a surrogate (the OS's bytes of an odd name).
+            encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+            click.echo(text.encode(encoding, "surrogateescape"), nl=False)  # flushes
         else:
             self.file.write(text)
             self.file.flush()

@@ -8,6 +8,8 @@ import io
 import json
 from typing import TYPE_CHECKING
 
+from cnnclf.data.check_labels import label_file_lines
+
 if TYPE_CHECKING:
     from cnnclf.inference.predict import Prediction
 
@@ -90,9 +92,12 @@ class PredictionRows:
 
     @staticmethod
     def _csv(values: list[str]) -> str:
+        # The writer quotes a field holding a character of its line terminator, so with "\n"
+        # alone a file name with a CR went out bare and split the row for every CSV reader:
+        # write with "\r\n" (both quoted) and end the row with "\n" as before.
         out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerow(values)
-        return out.getvalue()
+        csv.writer(out, lineterminator="\r\n").writerow(values)
+        return out.getvalue()[: -len("\r\n")] + "\n"
 
 
 def model_heading(model_dir, class_names: list[str], newest: bool, shown: int = 8) -> str:
@@ -222,6 +227,7 @@ def render_check(report: dict, fmt: str) -> str:
             )
             continue
         lines += [f"  {name:<24} {count}" for name, count in counts.items()]
+    lines += label_file_lines(report)
     by_kind = report["problem_counts"]
     if by_kind:
         lines.append("problems: " + ", ".join(f"{n} {k}" for k, n in by_kind.items()))

@@ -50,7 +50,28 @@ from cnnclf.serve.settings import ServeSettings
     "--token",
     envvar="CNNCLF_TOKEN",
     show_envvar=True,
-    help="Require 'Authorization: Bearer TOKEN' on every API route.",
+    help="Require 'Authorization: Bearer TOKEN' on every API route. On the command "
+    "line every user of the machine can read it (ps): prefer CNNCLF_TOKEN or --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="Read the token from this file (its first line), instead of --token.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Answer requests for this host name too (the Host header; default: IP "
+    "addresses, localhost and --host). Repeatable; '*' answers any (behind a proxy that "
+    "checks it). Guards against DNS rebinding.",
+)
+@click.option(
+    "--docs",
+    is_flag=True,
+    help="Serve the API pages /docs and /redoc (they load their scripts from a CDN) "
+    "and a public /openapi.json (it names the model and its classes).",
 )
 @click.option(
     "--cors-origin",
@@ -68,6 +89,13 @@ from cnnclf.serve.settings import ServeSettings
     help="Largest request body accepted.",
 )
 @click.option(
+    "--max-bodies-mb",
+    type=click.FloatRange(0, 65536, min_open=True),
+    default=None,
+    help="Request bodies held in memory at once (default: 4 x --max-upload-mb); "
+    "requests beyond it wait, then get 503 with Retry-After.",
+)
+@click.option(
     "--max-batch-size",
     type=click.IntRange(1, 1024),
     default=32,
@@ -81,8 +109,68 @@ from cnnclf.serve.settings import ServeSettings
     show_default=True,
     help="How long the first waiting image waits for others to join its batch.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=ServeSettings.max_connections,
+    show_default=True,
+    help="Open connections per worker. Past it a new one closes the connection waiting "
+    "longest for a request (idle or slow); when all are in a request it gets 503. Lowered, "
+    "with a warning, to what the open-file limit (ulimit -n) allows.",
+)
+@click.option(
+    "--max-concurrent-requests",
+    type=click.IntRange(1, 100_000),
+    default=ServeSettings.max_concurrent_requests,
+    show_default=True,
+    help="Requests handled at once per worker; more get 503 with Retry-After at once. "
+    "/healthz and /readyz always answer.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=ServeSettings.header_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time for a request's line and headers, from connecting or from the previous "
+    "response; then the connection is closed (408).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=ServeSettings.body_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time for a request's body, plus one second per KiB received (a body slower "
+    "than 1 KiB/s on average gets 408).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=ServeSettings.keep_alive_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long an idle connection stays open after a response.",
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(0, 3600),
+    default=ServeSettings.shutdown_grace,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM or Ctrl-C, how long requests in flight may take to finish (a body "
+    "still arriving then gets 503); below docker stop's 10 s.",
+)
+@click.option(
+    "--notice",
+    default=ServeSettings.notice,
+    show_default=True,
+    metavar="TEXT",
+    help="The line the web page shows above everything (also the model card's "
+    "'notice'), e.g. your site's intended-use statement; --notice '' shows none.",
+)
 @common_options
-def serve_command(model_dir, host, port, workers, name, token, cors_origins, **limits):
+def serve_command(model_dir, host, port, workers, name, token, token_file, cors_origins, **limits):
     """Serve a model: a web page and a REST API on http://HOST:PORT (Ctrl-C stops it).
 
     \b
@@ -91,17 +179,21 @@ def serve_command(model_dir, host, port, workers, name, token, cors_origins, **l
     """
     if token is not None and not token.strip():
         raise ConfigError("--token: must not be empty (or unset CNNCLF_TOKEN)")
+    token = _token(token, token_file)
     model_dir = Path(model_or_newest(model_dir))
     check_servable(model_dir)
     settings = ServeSettings(
         name=name or model_dir.resolve().name,
         token=token,
         cors_origins=tuple(cors_origins),
-        **limits,  # max_upload_mb, max_batch_size, max_wait_ms
+        host=host,
+        **limits,  # max_upload_mb, max_batch_size, max_wait_ms, allowed_hosts, docs, ...
     )
     server = _lazy.serve_server()
     warning = server.exposure_warning(host, token)
     if warning:
+        click.echo(warning, err=True)
+    for warning in _security_warnings(host, settings):
         click.echo(warning, err=True)
     state = flags()
     state["own_shutdown"] = True  # `run` leaves the process's end to Python (see cli/entry.py)
@@ -115,3 +207,40 @@ def serve_command(model_dir, host, port, workers, name, token, cors_origins, **l
         verbose=state["verbose"],
     )
     click.echo("stopped", err=True)
+
+
+def _token(token: str | None, token_file: str | None) -> str | None:
+    """The token from --token / CNNCLF_TOKEN or from --token-file (not both)."""
+    if token_file is None:
+        return token
+    if token is not None:
+        raise ConfigError("--token-file: give the token one way, not also --token/CNNCLF_TOKEN")
+    try:
+        lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"--token-file {token_file}: cannot read it ({reason})") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"--token-file {token_file}: its first line is empty")
+    return lines[0].strip()
+
+
+def _security_warnings(host: str, settings: ServeSettings) -> list[str]:
+    """What the console says about --token on the command line, a wildcard --host, --docs."""
+    from cnnclf.serve.hosts import host_warning
+
+    warnings = []
+    source = click.get_current_context().get_parameter_source("token")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        warnings.append(
+            "warning: --token on the command line is visible to every user of this machine "
+            "(ps); pass it in CNNCLF_TOKEN or --token-file"
+        )
+    if (wildcard := host_warning(host, settings.allowed_hosts)) is not None:
+        warnings.append(wildcard)
+    if settings.docs:
+        warnings.append(
+            "warning: --docs: /docs and /redoc load their scripts from cdn.jsdelivr.net, "
+            "and /openapi.json names the model and its classes to anyone"
+        )
+    return warnings

@@ -18,6 +18,7 @@ import yaml
 from cnnclf.config.checks import key_name
 from cnnclf.config.schema import SECTIONS
 from cnnclf.errors import ConfigError
+from cnnclf.regular_file import FileTooLarge, NotRegularFile, read_regular_file
 
 # Bounds on what a config may be, so that no input keeps the pure-Python parser busy: it is
 # slow on large inputs, and nesting costs quadratically. The reference config is a few KB,
@@ -174,15 +175,17 @@ def _check_nodes(root: yaml.Node, source: str, key: str, lines: bool) -> None:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        # Read at most one byte past the cap: a huge file or a device is refused unread.
-        with path.open("rb") as stream:
-            data = stream.read(MAX_CONFIG_BYTES + 1)
+        # Read at most one byte past the cap: a huge file is refused unread, and a FIFO or a
+        # device by its type, before a read that would wait for a writer or never end.
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except FileTooLarge:
+        raise _too_large(f"config file {path}") from None
+    except NotRegularFile as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise _too_large(f"config file {path}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

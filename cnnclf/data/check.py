@@ -18,7 +18,23 @@ from typing import cast
 
 from PIL import Image, ImageOps
 
-from cnnclf.data.decode import ImageSpec, convert_mode, load_image, open_regular, read_info
+from cnnclf.data.check_labels import (
+    BAD_LABEL,
+    MISSING,
+    class_names_of,
+    label_file_jobs,
+    read_label_files,
+    unreadable_classes,
+)
+from cnnclf.data.decode import (
+    ImageSpec,
+    convert_mode,
+    load_image,
+    open_image,
+    open_regular,
+    read_info,
+)
+from cnnclf.data.label_files import is_label_file
 from cnnclf.data.layout import (
     class_folders,
     held_out_counts,
@@ -50,6 +66,8 @@ _EXTENSION_FOR = {
 # Severity: error = skipped by training; warning = used, but probably not what you want;
 # info = used after a conversion that training and predict both apply.
 _SEVERITY = {
+    BAD_LABEL: "error",
+    MISSING: "error",
     "unreadable": "error",
     "not_listed": "error",
     "format_mismatch": "warning",
@@ -65,6 +83,9 @@ _SEVERITY = {
     "exif_rotated": "info",
 }
 _ADVICE = {
+    BAD_LABEL: "training stops on this row of the label file; fix or remove it",
+    MISSING: "listed in the label file, but no image is there; training skips it: fix the "
+    "path or remove the row",
     "unreadable": "training skips it; re-export or delete the file",
     "not_listed": "training skips it (not a regular file, a dangling link or a folder it cannot "
     "list); remove it, or fix the link or permissions",
@@ -116,6 +137,9 @@ class CheckReport:
     # With no test set: {"fraction", "from" (the split), "held_out" (class -> images)}, what
     # data.validation_split will hold out of the training images for validation.
     validation_split: dict | None = None
+    # Splits read from label files: split -> {file, format, form, rows, missing_images,
+    # multi_label, first_multi_label_row, images_without_label, co_occurrence}.
+    label_files: dict[str, dict] = field(default_factory=dict)
 
     @property
     def imbalance(self) -> dict[str, float | None]:
@@ -153,6 +177,7 @@ class CheckReport:
             "problem_counts": dict(counts),
             "leaked_images": self.leaked_images,
             "validation_split": self.validation_split,
+            "label_files": self.label_files,
             "fatal": self.fatal,
             "suggestions": self.suggestions(),
             "problems": [p.to_json() for p in self.problems],
@@ -168,16 +193,22 @@ def check_data(
     """Inspects every file of every split.
 
     Args:
-        splits: split name -> class-folder tree (the first is treated as the training set).
+        splits: split name -> class-folder tree or label file (the first is treated as the
+            training set).
         image_size: (height, width) the model will use, to flag images smaller than it.
         workers: threads reading files (default: one per CPU core).
         validation_split: with a single split (no test set), data.validation_split: the report
             then says how many images of each class training will hold out to validate on.
     """
     report = CheckReport()
-    class_lists = _class_lists(splits, report)
+    labelled = read_label_files(splits, report)
+    class_lists = _class_lists({n: r for n, r in splits.items() if not is_label_file(r)}, report)
+    class_lists.update(class_names_of(labelled, splits))
     jobs = []
     for split, classes in class_lists.items():
+        if split in labelled:
+            jobs += label_file_jobs(split, labelled[split], classes, report)
+            continue
         jobs += _list_split(split, splits[split], classes, report)
     spec = ImageSpec(cast("tuple[int, int]", tuple(image_size)) if image_size else (32, 32))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
@@ -190,7 +221,12 @@ def check_data(
             assert digest is not None  # every readable file was hashed
             hashes[split][digest].append(path)
             readable_per_class[split, cls] += 1
+    unreadable = {p.path for p in report.problems if p.kind == "unreadable"}
+    for split, labels in labelled.items():
+        unreadable_classes(split, labels, unreadable, report)
     for split, classes in class_lists.items():
+        if split in labelled:
+            continue
         for cls in classes:
             count = report.splits[split][cls]
             if count and not readable_per_class[split, cls]:
@@ -279,6 +315,8 @@ def _list_split(
 def _report_held_out(train_name: str, fraction: float, report: CheckReport) -> None:
     """What data.validation_split takes from each class: `layout.held_out_counts`, the numbers
     training splits by; a class too small to split is fatal, as it is for training."""
+    if report.label_files.get(train_name, {}).get("multi_label"):
+        return  # split by label sets, not by class, once multi-label training exists
     counts = report.splits.get(train_name)
     if not counts or not all(counts.values()):
         return  # no classes, or an empty class: already fatal
@@ -372,12 +410,41 @@ def _inspect(path: str, spec: ImageSpec, image_size) -> tuple[str | None, list[P
     return digest, problems, True
 
 
+def check_fix_target(sources: list[Path], destination: Path) -> None:
+    """Refuses a --fix-to folder inside the data it copies, or one that already holds files.
+
+    Inside a split, the copy's folders would be read as another class by the next check or
+    training run (and copied again by the next --fix-to); a folder that holds the data holds
+    files, so the second rule covers it. Checked before the data is read, and again by
+    `write_fixed_copy`.
+
+    Raises:
+        ConfigError: one line naming --fix-to and the folder it is inside.
+    """
+    destination = Path(destination)
+    label_files = [source for source in sources if Path(source).is_file()]
+    if label_files:  # the copy is made class folder by class folder
+        raise ConfigError(
+            f"--fix-to {destination}: works on class folders only, and {label_files[0]} is a "
+            "label file; fix its rows instead (check-data names each one)"
+        )
+    target = destination.resolve()
+    for source in sources:
+        folder = Path(source).resolve()
+        if target == folder or folder in target.parents:
+            raise ConfigError(
+                f"--fix-to {destination}: is inside the data being checked ({source}), where "
+                "the copy would be read as more data; choose a folder outside it"
+            )
+    if destination.is_dir() and any(destination.iterdir()):
+        raise ConfigError(f"--fix-to {destination}: folder exists and is not empty")
+
+
 def write_fixed_copy(splits: dict[str, Path], report: CheckReport, destination: Path) -> dict:
     """Writes a cleaned copy: unreadable files, duplicates and leaked training copies dropped;
     EXIF, CMYK, transparency, palette and 16-bit images converted; extensions corrected."""
     destination = Path(destination)
-    if destination.exists() and any(destination.iterdir()):
-        raise ConfigError(f"--fix-to {destination}: folder exists and is not empty")
+    check_fix_target(list(splits.values()), destination)
     drop = {p.path for p in report.problems if p.kind in ("unreadable", "duplicate", "leakage")}
     convert = {
         p.path
@@ -397,12 +464,12 @@ def write_fixed_copy(splits: dict[str, Path], report: CheckReport, destination: 
                 target = destination / split / Path(path).relative_to(root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if path in convert:
-                    with Image.open(path) as image:
+                    with open_image(path) as image:
                         fixed = _normalised(image)
                     fixed.save(target.with_suffix(".png"))
                     converted += 1
                 elif path in rename:
-                    with Image.open(path) as image:
+                    with open_image(path) as image:
                         suffix = _EXTENSION_FOR.get(image.format or "", Path(path).suffix)
                     shutil.copyfile(path, target.with_suffix(suffix))
                 else:

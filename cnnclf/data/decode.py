@@ -11,9 +11,13 @@ the GIL while decoding and resizing, so a thread pool or a parallel `tf.data` ma
 Rescaling to [0, 1] is *not* done here: it lives inside the model, so no caller can forget it.
 
 Hostile files are refused before they can hurt: only regular files are opened (a FIFO named
-`x.png` would block `open` forever, `/dev/zero` would be read without end), and the pixels being
-decoded at once across all threads are capped (`_DECODE_BUDGET`), because a PNG of a few
-hundred kilobytes can decode to a thousand times that.
+`x.png` would block `open` forever, `/dev/zero` would be read without end); only the formats in
+`IMAGE_FORMATS` are read, by `open_image` (Pillow would otherwise try all of its plugins, and an
+EPS named `x.png` went to Ghostscript); a side over `MAX_SIDE` pixels, a PNG whose pixel data
+ends early (Pillow would leave its last rows black) and an image whose decode would need more
+memory than one image may use are refused as unreadable; and the memory being decoded at once
+across all threads is capped (`decode_budget.DECODE_BUDGET`), because a PNG of a few hundred
+kilobytes can decode to a thousand times that.
 
 Example:
     spec = ImageSpec(image_size=(64, 64), color_mode="rgb")
@@ -22,23 +26,32 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import ctypes
 import io
 import os
 import stat
-import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from cnnclf.data import png_data
+from cnnclf.data.decode_budget import (
+    DECODE_BUDGET,
+    MAX_SIDE,
+    MIB,
+    image_bytes,
+    load_cost,
+    resize_cost,
+)
 from cnnclf.data.listing import file_kind, not_regular_reason
 from cnnclf.errors import ImageError
+
+# The formats cnnclf reads, by Pillow's names (JPEG includes MPO, the multi-picture JPEG some
+# cameras write). Everything is opened with only these plugins: see `open_image`.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+_FORMAT_NAMES = "JPEG, PNG, BMP, GIF, TIFF or WebP"
 
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -101,71 +114,35 @@ def open_regular(path: str):
     return os.fdopen(fd, "rb")
 
 
-class _PixelBudget:
-    """Caps the pixels being decoded at once across threads, first come, first served.
+def open_image(file) -> Image.Image:
+    """`Image.open` with only the `IMAGE_FORMATS` plugins: the one way cnnclf opens an image.
 
-    An image larger than the whole budget waits until nothing else decodes, then decodes alone,
-    so it is slow but never refused. Callers are admitted in arrival order, so a large image is
-    not starved by a stream of small ones.
+    Why: by default Pillow tries every plugin it has, about forty, and some hand the file to
+    other programs (EPS to Ghostscript, with the upload written to /tmp). Training, prediction,
+    serving, check-data and explain all open images here, so they read the same formats.
+
+    Args:
+        file: a path, or a binary file object positioned anywhere.
+
+    Raises:
+        PIL.UnidentifiedImageError: not one of those formats (or no image at all).
     """
-
-    def __init__(self, pixels: int):
-        self.pixels = pixels
-        self._in_use = 0
-        self._waiting: collections.deque = collections.deque()
-        self._changed = threading.Condition()
-
-    @contextlib.contextmanager
-    def reserve(self, pixels: int):
-        pixels = min(pixels, self.pixels)
-        turn = object()
-        with self._changed:
-            self._waiting.append(turn)
-            try:
-                self._changed.wait_for(
-                    lambda: self._waiting[0] is turn and self._in_use + pixels <= self.pixels
-                )
-            finally:
-                # Admitted or interrupted (Ctrl-C while waiting): either way, out of the queue,
-                # so no later caller waits for a turn that will never be taken.
-                self._waiting.remove(turn)
-                self._changed.notify_all()
-            self._in_use += pixels
-        try:
-            yield
-        finally:
-            if pixels >= _FULL_SIZE_PATH_PIXELS:
-                _return_freed_memory()
-            with self._changed:
-                self._in_use -= pixels
-                self._changed.notify_all()
+    return Image.open(file, formats=IMAGE_FORMATS)
 
 
-def _return_freed_memory() -> None:
-    """Hands memory freed by a large decode back to the OS (glibc only; a no-op elsewhere).
+def header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image, without decoding its pixels.
 
-    Pillow allocates in 16 MB blocks, which glibc serves from the decoding thread's own arena
-    and keeps after they are freed: without this, large PNGs decoded one at a time by several
-    threads keep the process's peak as high as if they were all decoded at once, each thread's
-    arena keeping its last one.
+    Pillow decodes a whole PNG to look for EXIF after its pixels; such a (rare) EXIF is not
+    read here, so a header stays cheap to read whatever the image's size.
     """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return image.getexif().get(0x0112, 1)
 
 
-# libc's malloc_trim; False where there is none, None until looked up.
-_MALLOC_TRIM: Callable[[int], object] | Literal[False] | None = None
-
-
-# Process-wide on purpose: the memory it protects is the process's. 64 megapixels is about
-# 250-450 MB of decode buffers; ordinary images (well under a megapixel) never wait on it.
-_DECODE_BUDGET = _PixelBudget(64 * 2**20)
+class _Refused(Exception):
+    """A readable file refused by cnnclf's limits; its message is the reason `ImageError` gives."""
 
 
 @dataclass(frozen=True)
@@ -189,15 +166,15 @@ def load_image(path: str, spec: ImageSpec) -> np.ndarray:
     """Decodes, orients, converts and resizes one image file.
 
     Args:
-        path: an image file Pillow can read (JPEG, PNG, BMP, GIF, TIFF, WebP).
+        path: a JPEG, PNG, BMP, GIF, TIFF or WebP file (`IMAGE_FORMATS`).
         spec: the target size, color mode and resize filter.
 
     Returns:
         A uint8 array of shape `spec.shape`, pixel values 0-255.
 
     Raises:
-        ImageError: the file is not a regular file, unreadable, truncated, not an image, or
-            absurdly large.
+        ImageError: the file is not a regular file, unreadable, truncated, not an image in
+            one of those formats, of an absurd shape, or too costly to decode.
     """
     path = os.fspath(path)
     with _decoding(path) as image:
@@ -216,30 +193,96 @@ def decode_image_bytes(data: bytes, spec: ImageSpec, name: str = "upload") -> np
         A uint8 array of shape `spec.shape`, pixel values 0-255.
 
     Raises:
-        ImageError: empty, truncated, not an image, or absurdly large.
+        ImageError: empty, truncated, not an image in a format read, of an absurd shape, or
+            too costly to decode.
     """
     with _decoding(name, data) as image:
         return _fit(image, spec)
 
 
+def is_large_upload(data: bytes, spec: ImageSpec, name: str = "upload") -> bool:
+    """Whether decoding `data` takes the large lane of the decode budget, from its header only.
+
+    Why: a server decoding on a thread pool hands large images to threads of their own, so
+    that however many arrive, they never hold every thread while they wait for memory.
+
+    Raises:
+        ImageError: what `decode_image_bytes` would refuse by the header alone (format, size,
+            the memory it would need).
+    """
+    with _decoding(name, data) as image:
+        return DECODE_BUDGET.is_large(_fit_cost(image, spec, _draft(image, spec)))
+
+
 def _fit(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     """The decoded, oriented, converted and resized pixels of an opened image."""
-    if image.format == "JPEG":
-        # Decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size.
-        side = max(spec.image_size)
-        image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
-    # Image.open only read the header: the size is known before any pixel is.
-    width, height = image.size
-    with _DECODE_BUDGET.reserve(width * height):
+    cost = _fit_cost(image, spec, _draft(image, spec))
+    # Image.open only read the header: the cost is known before any pixel is decoded.
+    with DECODE_BUDGET.reserve(cost):
         try:
-            image.load()
-            fit = _fit_full_size if width * height <= _FULL_SIZE_PATH_PIXELS else _fit_large
-            array = np.asarray(fit(image, spec), dtype=np.uint8)
+            _load(image)
+            full_size = _takes_full_size_path(image)
+            array = np.asarray((_fit_full_size if full_size else _fit_large)(image, spec))
         finally:
             image.close()  # frees the full-size pixels before the next decode starts
     if array.ndim == 2:
         array = array[:, :, None]
-    return array
+    return array.astype(np.uint8, copy=False)
+
+
+def _draft(image: Image.Image, spec: ImageSpec) -> tuple[int, int]:
+    """Asks a JPEG to decode at the smallest 1/2, 1/4 or 1/8 scale still >= the target size;
+    returns the size stored in the file (a progressive JPEG's decoder holds that much)."""
+    stored_size = image.size
+    if image.format in ("JPEG", "MPO"):
+        side = max(spec.image_size)
+        image.draft("L" if spec.color_mode == "grayscale" else "RGB", (side, side))
+    return stored_size
+
+
+def _takes_full_size_path(image: Image.Image) -> bool:
+    width, height = image.size
+    return width * height <= _FULL_SIZE_PATH_PIXELS
+
+
+def _fit_cost(image: Image.Image, spec: ImageSpec, stored_size: tuple[int, int]) -> int:
+    """Peak bytes of `_fit` for an opened image: loading, then its path's copies and resize.
+
+    Raises `_Refused` over the most one image may cost.
+    """
+    height, width = spec.image_size
+    cost = load_cost(image, stored_size)
+    if _takes_full_size_path(image):
+        # Orienting makes a copy; converting one more, compositing on white (measured) three.
+        alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
+        copies = 1 + (3 if alpha else 0 if image.mode in ("L", "RGB") else 1)
+        cost += copies * image_bytes(image.size, "RGBA")
+        cost += resize_cost(image.size, (width, height), "RGBA", spec.interpolation)
+    else:
+        mode = _full_size_mode(image, spec) or image.mode
+        if mode != image.mode:
+            cost += image_bytes(image.size, mode)
+        if mode in ("RGBA", "LA") and spec.interpolation != "nearest":
+            cost += image_bytes(image.size, mode)  # Pillow resizes them premultiplied: a copy
+        # Either way round: EXIF orientation swaps the target's sides, and a PNG's EXIF may
+        # come after its pixels (Pillow decodes the whole image to read it).
+        cost += max(
+            resize_cost(image.size, target, mode, spec.interpolation)
+            for target in ((width, height), (height, width))
+        )
+    return _admitted(image, cost)
+
+
+def _admitted(image: Image.Image, cost: int) -> int:
+    """`cost`, if one image may cost that much; else `_Refused` saying what it would need."""
+    if cost > DECODE_BUDGET.most:
+        width, height = image.size
+        raise _Refused(
+            f"too large to decode: its {width}x{height} {image.mode} pixels would need about "
+            f"{cost // MIB:,} MB, over the {DECODE_BUDGET.most // MIB} MB one image may use; "
+            "downscale it"
+        )
+    return cost
 
 
 @dataclass(frozen=True)
@@ -257,20 +300,21 @@ def read_info(path: str) -> ImageInfo:
     """Format, mode, size and orientation of one image, read with `load_image`'s guards.
 
     The file is decoded (GIF transparency and some modes are only known then), under the same
-    regular-file check and decode budget as `load_image`. Raises `ImageError` like it.
+    regular-file check, limits and decode budget as `load_image`. Raises `ImageError` like it.
     """
     path = os.fspath(path)
-    with _decoding(path) as image:
-        width, height = image.size
-        with _DECODE_BUDGET.reserve(width * height):
-            try:
-                image.load()
-                orientation = image.getexif().get(0x0112, 1)
-                return ImageInfo(
-                    image.format, image.mode, image.size, orientation, "transparency" in image.info
-                )
-            finally:
-                image.close()
+    with (
+        _decoding(path) as image,
+        DECODE_BUDGET.reserve(_admitted(image, load_cost(image, image.size))),
+    ):
+        try:
+            _load(image)
+            orientation = image.getexif().get(0x0112, 1)
+            return ImageInfo(
+                image.format, image.mode, image.size, orientation, "transparency" in image.info
+            )
+        finally:
+            image.close()
 
 
 @contextlib.contextmanager
@@ -292,16 +336,51 @@ def _decoding(path: str, data: bytes | None = None):
                         "empty file (0 bytes): an interrupted copy or "
                         "download; re-copy or delete it",
                     )
-                with Image.open(file) as image:
+                with open_image(file) as image:
+                    _check_shape(image)
                     yield image
+    except _Refused as exc:
+        raise ImageError(path, str(exc)) from None
     except Image.UnidentifiedImageError:
-        raise ImageError(path, "not an image Pillow can read (wrong format or corrupt)") from None
+        raise ImageError(
+            path, f"not an image cnnclf reads ({_FORMAT_NAMES}): another format, or corrupt"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(path, f"refused as a possible decompression bomb ({exc})") from None
     except MemoryError:
         raise ImageError(path, "too large to decode in the memory available") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(path, f"cannot be decoded ({exc})") from None
+
+
+def _load(image: Image.Image) -> None:
+    """`image.load()`, refusing a PNG whose pixel data ends before its last row.
+
+    Pillow leaves the rows after an early end of the stream as it allocated them, all zero
+    bytes: only then (or for an interlaced PNG, whose last pass may be the one missing) is the
+    stream inflated a second time to count what it holds (`png_data`), about 40% of a PNG
+    decode's time, which ordinary images are spared.
+    """
+    file = getattr(image, "fp", None)  # Pillow lets go of it once loaded; the file stays open
+    image.load()
+    if image.format != "PNG" or file is None:
+        return
+    width, height = image.size
+    last_row = image.crop((0, height - 1, width, height)).tobytes()
+    if image.info.get("interlace") or last_row.count(0) == len(last_row):
+        missing = png_data.missing_data(file)
+        if missing:
+            raise _Refused(missing)
+
+
+def _check_shape(image: Image.Image) -> None:
+    """Refuses a side over MAX_SIDE: Pillow's pixel limit alone lets 1x80,000,000 through."""
+    width, height = image.size
+    if max(width, height) > MAX_SIDE:
+        raise _Refused(
+            f"{width}x{height} pixels: a side over {MAX_SIDE:,}, the longest cnnclf reads "
+            "(a crafted or broken file)"
+        )
 
 
 def _fit_full_size(image: Image.Image, spec: ImageSpec) -> Image.Image:
@@ -319,18 +398,44 @@ def _fit_large(image: Image.Image, spec: ImageSpec) -> Image.Image:
     height, width = spec.image_size
     orientation = image.getexif().get(0x0112, 1)
     size = (height, width) if orientation in _SWAPS_SIDES else (width, height)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in _ALPHA_MODES and image.mode != "RGBA":
-        image = image.convert("RGBA")
-    elif not (image.mode == "RGBA" or (image.mode == "L" and spec.color_mode == "rgb")):
-        image = convert_mode(image, spec.color_mode)  # to 'RGB' or 'L', never larger
+    mode = _full_size_mode(image, spec)
+    if mode:
+        image = image.convert(mode)
     if image.size != size:
-        image = image.resize(size, _RESAMPLE[spec.interpolation])
+        image = _resize(image, size, _RESAMPLE[spec.interpolation])
     image = convert_mode(image, spec.color_mode)  # composites RGBA on white, now small
     if orientation in _UPRIGHT:
         image = image.transpose(_UPRIGHT[orientation])
     return image
+
+
+def _full_size_mode(image: Image.Image, spec: ImageSpec) -> str | None:
+    """The mode a large image must be converted to before it can be resized; None: as it is.
+
+    A palette cannot be interpolated, alpha modes are resized as RGBA, and the rare modes
+    (CMYK, YCbCr, 1-bit ...) become RGB or L; L, RGB, RGBA and 16-bit and float images are
+    resized as they are and converted once small.
+    """
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    if image.mode in _ALPHA_MODES and image.mode != "RGBA":
+        return "RGBA"
+    if image.mode in ("L", "RGB", "RGBA", "F", *_SIXTEEN_BIT_MODES):
+        return None
+    return "L" if spec.color_mode == "grayscale" else "RGB"
+
+
+def _resize(image: Image.Image, size: tuple[int, int], resample) -> Image.Image:
+    """`image.resize(size)` with a small temporary image, for the large path.
+
+    Pillow resizes the width first, into a temporary image as tall as the source: 64 pixels
+    wide by 65,535 tall for a tall strip. Resizing first along the axis that leaves the
+    smaller temporary image keeps it small; the pixels are equal up to rounding.
+    """
+    (width, height), (out_width, out_height) = image.size, size
+    if width != out_width and height != out_height and out_width * height > width * out_height:
+        image = image.resize((width, out_height), resample)
+    return image.resize(size, resample)
 
 
 def convert_mode(image: Image.Image, color_mode: str) -> Image.Image:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cnnclf.bundle import Bundle
-from cnnclf.data.decode import load_image
+from cnnclf.data.decode import load_image, open_image
 from cnnclf.inference.predict import Prediction, interpret
 
 
@@ -141,7 +141,7 @@ def overlay(
     """
     from matplotlib import colormaps
 
-    with Image.open(path) as original:
+    with open_image(path) as original:
         image = ImageOps.exif_transpose(original).convert("RGB")
     scale = max(1.0, 224 / min(image.size))  # small inputs (28 px) become visible
     if scale > 1:

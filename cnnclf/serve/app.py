@@ -11,8 +11,10 @@ service.py    the loaded model, its decoding pool, batcher, warm-up and model ca
 requests.py   /predict's options and TF-Serving instances, checked
 errors.py     every error as {"error": ...} with its status; the bearer-token check
 heatmap.py    /explain's Grad-CAM overlay PNG
+hosts.py      the Host and Origin guard (DNS rebinding, cross-site requests)
+budget.py     the bound on request bodies in memory at once (--max-bodies-mb)
 
-Routes (the OpenAPI page at /docs lists them too):
+Routes (/openapi.json lists them too, and with --docs the pages /docs and /redoc):
     GET  /                              the web page
     POST /predict                       multipart image(s) -> [predict --format json objects]
     POST /explain                       one multipart image -> Grad-CAM overlay PNG (bundles)
@@ -22,8 +24,9 @@ Routes (the OpenAPI page at /docs lists them too):
     GET  /healthz, /readyz              alive; model loaded and warmed up
 
 Errors are 4xx with {"error": "..."}; no request field is ever used as a file path. With a
-token, every route but the page, its static files, /healthz, /readyz and the OpenAPI page
-needs `Authorization: Bearer <token>`.
+token, every route but the page, its static files, /healthz and /readyz needs
+`Authorization: Bearer <token>`, and those four name neither the model nor its classes
+(/readyz does with the token); /openapi.json is public only with --docs.
 
 Example:
     app = create_app(load_bundle("runs/demo"), ServeSettings(name="demo"))
@@ -39,19 +42,26 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from cnnclf.bundle import Bundle
 from cnnclf.inference.predict import interpret
-from cnnclf.serve.errors import add_error_handlers, token_check
+from cnnclf.serve import memory
+from cnnclf.serve.budget import BodyBudget
+from cnnclf.serve.errors import add_error_handlers, has_token, token_check
 from cnnclf.serve.heatmap import grad_cam_png, header_safe
+from cnnclf.serve.hosts import HostOriginGuard, allowed_hosts
 from cnnclf.serve.requests import instances, prediction_options
 from cnnclf.serve.service import Service
 from cnnclf.serve.settings import MAX_INSTANCES, ServeSettings
-from cnnclf.serve.uploads import RequestError, read_json, read_uploads
+from cnnclf.serve.uploads import RequestError, body_cost, read_json, read_uploads
 
 __all__ = ["ServeSettings", "create_app"]
+
+# A JSON body is held about three times while parsed: the raw body, its text, the base64.
+JSON_BODY_COPIES = 3
 
 # name -> media type; the only files the page routes can return (no path from a request).
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -122,18 +132,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app):
+        memory.keep_large_allocations_apart()
         await service.start()
         try:
             yield
         finally:
             await service.stop()
 
+    # Without --docs FastAPI's pages are off: they load Swagger UI and ReDoc from a CDN, on
+    # the origin whose page keeps the token. /openapi.json is served by `_add_docs_routes`.
     app = FastAPI(
         title="cnnclf serve",
         lifespan=lifespan,
-        description=f"Image classifier `{settings.name}` ({', '.join(bundle.class_names)}). "
-        'Errors are 4xx with `{"error": "..."}`.'
-        + (" Every API route needs `Authorization: Bearer <token>`." if settings.token else ""),
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        description=_description(bundle, settings),
     )
     app.state.service = service
 
@@ -146,12 +160,34 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Added last, so outermost: a request for another Host or from another Origin reaches
+    # nothing else, CORS included.
+    app.add_middleware(
+        HostOriginGuard,
+        allowed=allowed_hosts(settings.host, tuple(settings.allowed_hosts)),
+        cors_origins=tuple(settings.cors_origins),
+    )
     add_error_handlers(app)
     api = [Depends(token_check(settings.token))]
+    budget = BodyBudget(settings.max_bodies_bytes, on_idle=_return_freed_memory)
     _add_page_routes(app, service)
-    _add_prediction_routes(app, service, api)
-    _add_tf_serving_routes(app, service, api)
+    _add_docs_routes(app, settings, api)
+    _add_prediction_routes(app, service, api, budget)
+    _add_tf_serving_routes(app, service, api, budget)
     return app
+
+
+def _description(bundle: Bundle, settings: ServeSettings) -> str:
+    """The OpenAPI description: the model and its classes only when no token guards them."""
+    errors = 'Errors are 4xx with `{"error": "..."}`.'
+    if settings.token:
+        return f"Image classifier. {errors} Every API route needs `Authorization: Bearer <token>`."
+    return f"Image classifier `{settings.name}` ({', '.join(bundle.class_names)}). {errors}"
+
+
+def _return_freed_memory() -> None:
+    """After a burst of bodies: glibc's trim on a worker thread, off the event loop."""
+    asyncio.get_running_loop().run_in_executor(None, memory.return_freed_memory)
 
 
 def _read_static() -> dict[str, bytes]:
@@ -163,11 +199,7 @@ def _add_page_routes(app: FastAPI, service: Service) -> None:
     """The web page, its static files, and the liveness and readiness probes (no token)."""
     settings = service.settings
     static = _read_static()
-    page = (
-        static["index.html"]
-        .decode("utf-8")
-        .replace("{{name}}", html.escape(settings.name, quote=True))
-    )
+    page = _page(static["index.html"].decode("utf-8"), settings)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -187,18 +219,63 @@ def _add_page_routes(app: FastAPI, service: Service) -> None:
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: model loaded and one warm-up prediction done")
-    async def readyz():
+    @app.get(
+        "/readyz",
+        summary="Readiness: model loaded and one warm-up prediction done",
+        description="With a token, the model's name, in_flight and a failed warm-up's error "
+        "are shown only to requests that carry it.",
+    )
+    async def readyz(request: Request):
+        details = has_token(request, settings.token)
         if service.ready:
+            if not details:
+                return {"status": "ready"}
             return {"status": "ready", "model": settings.name, "in_flight": service.in_flight}
         if service.warm_up_error:
-            return JSONResponse(
-                {"status": "failed", "error": service.warm_up_error}, status_code=503
-            )
+            body = {"status": "failed"}
+            if details:
+                body["error"] = service.warm_up_error
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "warming up"}, status_code=503)
 
 
-def _add_prediction_routes(app: FastAPI, service: Service, api: list) -> None:
+def _page(template: str, settings: ServeSettings) -> str:
+    """The page with the notice and the model's name filled in.
+
+    The notice is in the page itself, not only in the card, so it shows before a token is
+    asked for. With a token the name is left out: the page gets it from the card, which needs
+    the token.
+    """
+    notice = html.escape(settings.notice or "")
+    template = template.replace("{{notice}}", notice)
+    template = template.replace("{{notice_hidden}}", "" if notice else " hidden")
+    if not settings.token:
+        return template.replace("{{name}}", html.escape(settings.name, quote=True))
+    return template.replace("cnnclf · {{name}}", "cnnclf").replace("{{name}}", "")
+
+
+def _add_docs_routes(app: FastAPI, settings: ServeSettings, api: list) -> None:
+    """/openapi.json (with a token, it needs the token unless --docs), and with --docs the
+    /docs and /redoc pages, which load their scripts from a CDN (jsdelivr)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[] if settings.docs else api)
+    async def openapi():
+        return JSONResponse(app.openapi())
+
+    if not settings.docs:
+        return
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="cnnclf serve")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title="cnnclf serve")
+
+
+def _add_prediction_routes(app: FastAPI, service: Service, api: list, budget: BodyBudget) -> None:
     """/predict (what `cnnclf predict --format json` prints) and /explain (Grad-CAM)."""
     bundle = service.bundle
     limit = service.settings.max_upload_bytes
@@ -218,8 +295,9 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list) -> None:
         threshold, top_k = prediction_options(bundle, threshold, top_k)
         service.in_flight += 1
         try:
-            uploads = await read_uploads(request, limit, MAX_INSTANCES)
-            rows = await service.scores([(u.data, u.filename or "upload") for u in uploads])
+            async with budget.hold(body_cost(request, limit)):
+                uploads = await read_uploads(request, limit, MAX_INSTANCES)
+                rows = await service.scores([(u.data, u.filename or "upload") for u in uploads])
         finally:
             service.in_flight -= 1
         return [
@@ -245,13 +323,14 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list) -> None:
                 f"{service.card['kind']} {Path(bundle.path).name} "
                 "(serve the bundle it was exported from)",
             )
-        uploads = await read_uploads(request, limit, 1)
-        upload = uploads[0]
-        name = upload.filename or "upload"
-        pixels = await service.decode(upload.data, name)
-        png, label, probability = await asyncio.get_running_loop().run_in_executor(
-            service.batcher.model_thread, grad_cam_png, bundle, pixels, upload.data, name
-        )
+        async with budget.hold(body_cost(request, limit)):
+            uploads = await read_uploads(request, limit, 1)
+            upload = uploads[0]
+            name = upload.filename or "upload"
+            pixels = await service.decode(upload.data, name)
+            png, label, probability = await asyncio.get_running_loop().run_in_executor(
+                service.batcher.model_thread, grad_cam_png, bundle, pixels, upload.data, name
+            )
         return Response(
             png,
             media_type="image/png",
@@ -259,7 +338,7 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list) -> None:
         )
 
 
-def _add_tf_serving_routes(app: FastAPI, service: Service, api: list) -> None:
+def _add_tf_serving_routes(app: FastAPI, service: Service, api: list, budget: BodyBudget) -> None:
     """TensorFlow Serving's REST routes: model status, metadata, and predict."""
     settings = service.settings
     limit = settings.max_upload_bytes
@@ -292,6 +371,12 @@ def _add_tf_serving_routes(app: FastAPI, service: Service, api: list) -> None:
             "model": service.card,
         }
 
+    @app.get("/card", dependencies=api, summary="The model card alone (what the page shows)")
+    async def card():
+        # The page asks here, not at /v1/models/<name>/metadata: it need not know the name,
+        # which a token keeps from anyone who has not got it.
+        return service.card
+
     @app.get(
         "/v1/models/{name}/metadata",
         dependencies=api,
@@ -312,7 +397,9 @@ def _add_tf_serving_routes(app: FastAPI, service: Service, api: list) -> None:
     )
     async def tf_serving_predict(name: str, request: Request):
         known(name)
-        body = await read_json(request, limit)
-        images = instances(body)
-        rows = await service.scores(images)
+        async with budget.hold(JSON_BODY_COPIES * body_cost(request, limit)):
+            body = await read_json(request, limit)
+            images = await anyio.to_thread.run_sync(instances, body)
+            del body  # the base64 text: the decoded images are all that is needed now
+            rows = await service.scores(images)
         return {"predictions": [[round(float(v), 6) for v in row] for row in rows]}

@@ -4,13 +4,17 @@ bearer-token check that API routes depend on."""
 from __future__ import annotations
 
 import hmac
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from cnnclf.serve.uploads import RequestError
+
+log = logging.getLogger("cnnclf")
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -18,7 +22,9 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def request_error(request, exc: RequestError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = dict(exc.headers or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -36,27 +42,41 @@ def add_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse({"error": problems or "invalid request"}, status_code=422)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request, exc: ClientDisconnect):
+        # Nobody reads this answer; the request log notes "(client gone)". 499 as nginx logs it.
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def unexpected(request, exc: Exception):
+        # The message of an unexpected error can hold a path, a command line or a temporary
+        # file's name: the client gets its type only, the console gets the rest.
+        log.error(f"internal error on {request.method} {request.url.path}: {exc!r}")
         return JSONResponse(
-            {"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500
+            {"error": f"internal error ({type(exc).__name__}); the server's console says more"},
+            status_code=500,
         )
+
+
+def has_token(request: Request, token: str | None) -> bool:
+    """Whether `request` carries `Authorization: Bearer <token>` (always, without a token)."""
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def token_check(token: str | None):
     """A FastAPI dependency refusing requests without `Authorization: Bearer <token>`."""
 
-    def authorised(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+    async def authorised(request: Request) -> None:  # async: no thread for a comparison
+        if not has_token(request, token):
             raise RequestError(
                 401,
                 "missing or wrong token: send the header "
-                "'Authorization: Bearer <token>' (--token / CNNCLF_TOKEN)",
+                "'Authorization: Bearer <token>' (CNNCLF_TOKEN, --token-file or --token)",
             )
 
     return authorised

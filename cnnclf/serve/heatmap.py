@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from cnnclf.bundle import Bundle
-from cnnclf.data.decode import ImageSpec, decode_image_bytes
+from cnnclf.data.decode import ImageSpec, decode_image_bytes, header_orientation, open_image
 
 
 def grad_cam_png(bundle: Bundle, pixels, data: bytes, name: str):
@@ -35,9 +35,9 @@ def _display_copy(data: bytes, name: str) -> io.BytesIO:
     """
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:  # reads the header only
+    with open_image(io.BytesIO(data)) as image:  # reads the header only
         width, height = image.size
-        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says: sides swap upright
+        if header_orientation(image) in (5, 6, 7, 8):  # EXIF says: sides swap upright
             width, height = height, width
     scale = min(1.0, DISPLAY_SIDE / max(width, height))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))

@@ -13,7 +13,13 @@ then one line per request, `POST /predict 200 12.3 ms` (the /healthz and /readyz
 with --verbose).
 
 SIGTERM and Ctrl-C make uvicorn stop accepting connections and finish the requests in flight
-(the micro-batcher runs its queued batches), then `serve` returns and the command exits 0.
+(the micro-batcher runs its queued batches) within `--shutdown-grace` seconds, then `serve`
+returns and the command exits 0. A client still sending its body by then gets a 503
+(connections.py), and a request the app is still working on is cancelled with one log line.
+
+Connections are capped and timed out by connections.py (`GuardedConfig`), requests in the app
+by admission.py (`RequestLimit`); the cap is fitted to the open-file limit first
+(`fit_open_files`), so that accepting never fails for want of a descriptor.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from cnnclf.errors import CnnclfError, ConfigError
 from cnnclf.serve.settings import ServeSettings
 
 SETTINGS_VARIABLE = "CNNCLF_SERVE_SETTINGS"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 PROBES = ("/healthz", "/readyz")  # polled every few seconds: logged only with --verbose
-BACKLOG = 2048  # uvicorn's default
 log = logging.getLogger("cnnclf")
 
 
@@ -111,12 +118,18 @@ def serve(
 def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> None:
     import uvicorn
 
+    from cnnclf.serve.connections import GuardedConfig, fit_open_files, install_log_filters
+
     url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
+    files = fit_open_files(settings.max_connections)
+    if files.warning:
+        log.warning(files.warning)
+    settings = dataclasses.replace(settings, max_connections=files.max_connections)
+    install_log_filters()
     common: dict[str, Any] = dict(
         log_level="info" if verbose else "warning",
         access_log=False,  # ours is `_RequestLog`
-        backlog=BACKLOG,
-        timeout_graceful_shutdown=30,
+        backlog=files.backlog,
         server_header=False,
     )
     log.info(f"loading {model_path} ...")
@@ -129,8 +142,12 @@ def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> No
                 **dataclasses.asdict(settings),
             }
         )
-        config = uvicorn.Config(
-            "cnnclf.serve.server:app_from_environment", factory=True, workers=workers, **common
+        config = GuardedConfig(
+            "cnnclf.serve.server:app_from_environment",
+            settings,
+            factory=True,
+            workers=workers,
+            **common,
         )
     else:
         from cnnclf.serve.app import create_app
@@ -140,11 +157,11 @@ def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> No
         def on_ready() -> None:
             # uvicorn listens only after the app's startup, and a quick warm-up may end first:
             # listening now, the line never names a port that refuses connections.
-            sock.listen(BACKLOG)
+            sock.listen(files.backlog)
             log.info(ready_line(model_path, settings.name, bundle.class_names, url))
 
-        app = create_app(bundle, settings, on_ready)
-        config = uvicorn.Config(_RequestLog(app, probes=verbose), **common)
+        app = _guarded(create_app(bundle, settings, on_ready), settings, verbose)
+        config = GuardedConfig(app, settings, **common)
     server = uvicorn.Server(config)
     with _signals_end_cleanly():
         if workers > 1:
@@ -166,6 +183,14 @@ def ready_line(model_path, name: str, class_names: list[str], url: str, worker: 
         f'ready{worker}: serving {model_path} as "{name}" (classes {shown}) on {url} '
         "(Ctrl-C stops it)"
     )
+
+
+def _guarded(app, settings: ServeSettings, verbose: bool):
+    """The app behind the request limit (probes exempt), behind the console's request lines."""
+    from cnnclf.serve.admission import RequestLimit
+
+    limited = RequestLimit(app, settings.max_concurrent_requests, exempt=PROBES)
+    return _RequestLog(limited, probes=verbose)
 
 
 def _address(host: str) -> str:
@@ -191,11 +216,16 @@ class _RequestLog:
                 status = message["status"]
             await send(message)
 
+        gone = ""
         try:
             await self.app(scope, receive, send_noting_status)
+        except ClientDisconnect:
+            # The client hung up, or connections.py closed it (too slow, or the server is
+            # stopping): no one to answer, and no traceback for uvicorn to log.
+            gone = " (client gone)"
         finally:
             milliseconds = (time.perf_counter() - start) * 1000
-            log.info(f"{scope['method']} {_printable(scope)} {status} {milliseconds:.1f} ms")
+            log.info(f"{scope['method']} {_printable(scope)} {status} {milliseconds:.1f} ms{gone}")
 
 
 def _printable(scope) -> str:
@@ -209,21 +239,24 @@ def app_from_environment():
     from cnnclf.bundle import load_bundle
     from cnnclf.bundle.exported_models import is_export, load_export
     from cnnclf.serve.app import create_app
+    from cnnclf.serve.connections import install_log_filters
     from cnnclf.tf_loader import import_tensorflow
 
     values = json.loads(os.environ[SETTINGS_VARIABLE])
     model = Path(values.pop("model"))
     url, verbose = values.pop("url"), values.pop("verbose")
-    values["cors_origins"] = tuple(values["cors_origins"])
+    # JSON has no tuples: the settings' tuples (cors_origins, ...) come back as lists.
+    values = {key: tuple(v) if isinstance(v, list) else v for key, v in values.items()}
     settings = ServeSettings(**values)
     _console()
+    install_log_filters()
     if is_export(model):
         bundle = load_export(model)
     else:
         import_tensorflow()
         bundle = load_bundle(model)
     line = ready_line(model, settings.name, bundle.class_names, url, f" (worker {os.getpid()})")
-    return _RequestLog(create_app(bundle, settings, lambda: log.info(line)), probes=verbose)
+    return _guarded(create_app(bundle, settings, lambda: log.info(line)), settings, verbose)
 
 
 def _console() -> None:

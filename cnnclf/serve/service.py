@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnclf.bundle import Bundle
-from cnnclf.data.decode import decode_image_bytes
+from cnnclf.data.decode import decode_image_bytes, is_large_upload
 from cnnclf.errors import ImageError
 from cnnclf.serve.batcher import MicroBatcher
 from cnnclf.serve.settings import DEFAULT_TOP_K, ServeSettings
@@ -44,13 +44,15 @@ class Service:
         self.decoders = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
+        # Uploads that take the decode budget's large lane queue here, not on `decoders`.
+        self.large_decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode-large")
         self.ready = False
         # /predict and /explain requests being handled now (reported by /readyz): what a
         # drain waits for, and what a test holding one open can wait on instead of a sleep.
         self.in_flight = 0
         self.warm_up_error: str | None = None
         self._warm_up_task: asyncio.Task | None = None
-        self.card = model_card(bundle, settings.name)
+        self.card = model_card(bundle, settings.name, settings.notice)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -73,12 +75,26 @@ class Service:
     async def stop(self) -> None:
         await self.batcher.stop()
         self.decoders.shutdown(wait=True)
+        self.large_decoders.shutdown(wait=True)
 
     async def decode(self, data: bytes, name: str):
-        """Pixels of one upload, decoded on the pool; 422 naming it when it is no image."""
+        """Pixels of one upload, decoded on the pool; 422 naming it when it is no image.
+
+        Its header decides the pool first: images large enough to wait for memory in the
+        decode budget's large lane wait on two threads of their own, so a flood of them never
+        holds every thread of `decoders` and ordinary uploads keep being decoded at once.
+        """
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.decoders, decode_image_bytes, data, self.spec, name
+            large = await loop.run_in_executor(
+                self.decoders, is_large_upload, data, self.spec, name
+            )
+            return await loop.run_in_executor(
+                self.large_decoders if large else self.decoders,
+                decode_image_bytes,
+                data,
+                self.spec,
+                name,
             )
         except ImageError as exc:
             raise RequestError(422, f"{exc.path}: {exc.reason}") from None
@@ -98,8 +114,12 @@ class Service:
         return await asyncio.gather(*(one(data, name) for data, name in images))
 
 
-def model_card(bundle: Bundle, name: str) -> dict:
-    """What the page's header and the metadata route show about the model."""
+def model_card(bundle: Bundle, name: str, notice: str = "") -> dict:
+    """What the page's header and the metadata route show about the model.
+
+    `notice` (`serve --notice`) travels in the card, not in the page, so that the page and
+    any other client show the same line; None when it is blank, and the page shows none.
+    """
     preprocessing = bundle.preprocessing
     manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
     metrics = manifest.get("final_metrics") or {}
@@ -125,6 +145,7 @@ def model_card(bundle: Bundle, name: str) -> dict:
         "epochs": manifest.get("epochs"),
         "architecture": None if export else _architecture(manifest),
         "explain": not export,
+        "notice": notice.strip() or None,
         "top_k": None
         if preprocessing.class_mode == "binary"
         else min(DEFAULT_TOP_K, len(bundle.class_names)),

@@ -107,4 +107,5 @@ def run_record(trainer: Trainer, history: dict, final: dict, seconds: float) -> 
         skipped_files=skipped_files(trainer.skipped.reasons),
         train_seconds=round(seconds, 2),
         run_id=trainer.run.run_id,
+        labels_from=dataset.labels_from or None,
     )

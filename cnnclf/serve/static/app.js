@@ -1,9 +1,8 @@
 // The cnnclf serve page: no libraries, no network beyond this server.
 "use strict";
 
-const model = document.body.dataset.model;
 const $ = (id) => document.getElementById(id);
-const state = { card: null, threshold: null, items: [] };
+const state = { card: null, threshold: null, items: [] };  // items: in upload order
 const PARALLEL = 4;
 
 function token() { return sessionStorage.getItem("cnnclf-token"); }
@@ -40,8 +39,8 @@ function percent(p) { return (100 * p).toFixed(1) + "%"; }
 
 async function loadCard() {
   try {
-    const response = await api(`/v1/models/${encodeURIComponent(model)}/metadata`);
-    state.card = (await response.json()).metadata;
+    const response = await api("/card");
+    state.card = await response.json();
   } catch (error) {
     $("status").textContent = error.message;
     return;
@@ -67,6 +66,9 @@ async function loadCard() {
       `${card.classes[1]} at or above it`;
     $("threshold-box").hidden = false;
   }
+  $("notice").textContent = card.notice || "";
+  $("notice").hidden = !card.notice;
+  $("rule").textContent = ruleText(card);
   if (!card.explain) {
     $("gradcam").disabled = true;
     $("gradcam-hint").textContent = "needs a Keras bundle (this is an export)";
@@ -74,16 +76,57 @@ async function loadCard() {
   $("status").textContent = "Ready: choose or drop images.";
 }
 
-function decide(probabilities) {
-  // Binary models: relabel at the page's threshold, as predict --threshold would.
-  const names = state.card.classes;
-  if (state.card.class_mode !== "binary") {
-    let best = names[0];
-    for (const n of names) if (probabilities[n] > probabilities[best]) best = n;
-    return best;
+// When a result is called uncertain: the one place this rule lives. The page's legend (ruleText)
+// and docs/guide/serve.md say the same. Binary models: P(second class) near the decision
+// threshold; the band shrinks to half the distance to 0 or 1 when the threshold is close to
+// either, so that a threshold of 0.05 does not make a confident 0.00 "uncertain".
+// Other models: the top class under FLOOR, or less than MARGIN ahead of the runner-up.
+const UNCERTAIN = { band: 0.1, floor: 0.5, margin: 0.2 };
+
+/**
+ * The page's verdict on one prediction: label, its probability, and whether it is uncertain.
+ *
+ * Pure, so that the browser test can call it: probabilities is {class: p}, classes the
+ * model's class order, threshold the page's threshold for binary models (null otherwise).
+ * Example: verdict({a: 0.3, b: 0.25, c: 0.45}, ["a", "b", "c"], null)
+ *   -> {label: "c", probability: 0.45, uncertain: true, reason: "top class 45.0% is under 50.0%"}
+ */
+function verdict(probabilities, classes, threshold) {
+  if (threshold != null) {
+    const p = probabilities[classes[1]];
+    const label = p >= threshold ? classes[1] : classes[0];
+    const low = threshold - Math.min(UNCERTAIN.band, threshold / 2);
+    const high = threshold + Math.min(UNCERTAIN.band, (1 - threshold) / 2);
+    const uncertain = p > low && p < high;
+    const reason = uncertain
+      ? `P(${classes[1]}) ${p.toFixed(3)} is near the threshold ${threshold.toFixed(2)} ` +
+        `(uncertain from ${low.toFixed(2)} to ${high.toFixed(2)})`
+      : "";
+    return { label, probability: probabilities[label], uncertain, reason };
   }
-  return probabilities[names[1]] >= state.threshold ? names[1] : names[0];
+  const ranked = [...classes].sort((a, b) => probabilities[b] - probabilities[a]);
+  const [top, second] = ranked;
+  const p = probabilities[top];
+  let reason = "";
+  if (p < UNCERTAIN.floor) {
+    reason = `top class ${percent(p)} is under ${percent(UNCERTAIN.floor)}`;
+  } else if (second !== undefined && p - probabilities[second] < UNCERTAIN.margin) {
+    reason = `only ${(100 * (p - probabilities[second])).toFixed(1)} points ahead of ` +
+      `${second} (${percent(probabilities[second])}); under ${100 * UNCERTAIN.margin} points`;
+  }
+  return { label: top, probability: p, uncertain: reason !== "", reason };
 }
+
+function ruleText(card) {
+  if (card.class_mode === "binary") {
+    return `"Uncertain": P(${card.classes[1]}) within ${UNCERTAIN.band.toFixed(2)} of the ` +
+      "decision threshold (less when the threshold is near 0 or 1).";
+  }
+  return `"Uncertain": the top class under ${percent(UNCERTAIN.floor)}, or less than ` +
+    `${100 * UNCERTAIN.margin} points ahead of the runner-up.`;
+}
+
+function pageThreshold() { return state.card.class_mode === "binary" ? state.threshold : null; }
 
 function render(item) {
   const { node, result } = item;
@@ -92,20 +135,26 @@ function render(item) {
   node.querySelector(".error")?.remove();
   if (item.error) {
     body.querySelector(".label").textContent = "not classified";
+    node.dataset.failed = "true";
     node.append(el("p", { class: "error", role: "alert", text: item.error }));
     return;
   }
   if (!result) return;
-  const label = decide(result.probabilities);
-  const labelNode = body.querySelector(".label");
-  labelNode.replaceChildren(label, el("span", { class: "p", text: percent(result.probabilities[label]) }));
-  node.dataset.label = label;
   const names = state.card.classes;
+  const v = verdict(result.probabilities, names, pageThreshold());
+  item.verdict = v;
+  body.querySelector(".label").replaceChildren(v.label, el("span", { class: "p", text: percent(v.probability) }));
+  node.dataset.label = v.label;
+  node.dataset.uncertain = String(v.uncertain);
+  node.classList.toggle("uncertain", v.uncertain);
+  body.querySelector(".verdict").replaceChildren(...(v.uncertain
+    ? [el("span", { class: "badge", title: ruleText(state.card), text: "uncertain" }), " " + v.reason]
+    : []));
   bars.replaceChildren();
   for (const name of names) {
     const p = result.probabilities[name];
     const bar = el("div", {
-      class: "bar" + (name === label ? " top" : ""), role: "meter", "aria-label": name,
+      class: "bar" + (name === v.label ? " top" : ""), role: "meter", "aria-label": name,
       "aria-valuemin": "0", "aria-valuemax": "1", "aria-valuenow": String(p), "data-class": name,
     }, el("div", { class: "fill", style: `width:${(100 * p).toFixed(2)}%` }));
     if (state.card.class_mode === "binary" && name === names[1]) {
@@ -118,8 +167,7 @@ function render(item) {
 
 async function showGradcam(item) {
   const want = $("gradcam").checked && item.result;
-  let image = item.node.querySelector("img.gradcam");
-  if (!want) { image?.remove(); return; }
+  if (!want) { item.node.querySelector(".zoom.gradcam-zoom")?.remove(); return; }
   if (!item.gradcam) {
     item.gradcam = api("/explain", { method: "POST", body: form(item.file) })
       .then((r) => r.blob()).then((blob) => URL.createObjectURL(blob));
@@ -127,16 +175,33 @@ async function showGradcam(item) {
   try {
     const url = await item.gradcam;
     if (!$("gradcam").checked) return;
-    image = item.node.querySelector("img.gradcam");
+    let image = item.node.querySelector("img.gradcam");
     if (!image) {
       image = el("img", { class: "gradcam", alt: `Grad-CAM heatmap for ${item.file.name}` });
-      item.node.append(image);
+      item.node.append(zoomButton(image, `Enlarge the Grad-CAM of ${item.file.name}`));
     }
     image.src = url;
   } catch (error) {
     item.gradcam = null;
     item.node.append(el("p", { class: "error", text: "Grad-CAM: " + error.message }));
   }
+}
+
+function zoomButton(image, label) {
+  const kind = image.classList.contains("gradcam") ? "gradcam-zoom" : "thumb-zoom";
+  return el("button", { type: "button", class: `zoom ${kind}`, "aria-label": label, title: "Click to enlarge" }, image);
+}
+
+function zoom(image, item) {
+  const gradcam = image.classList.contains("gradcam");
+  const v = item?.verdict;
+  $("zoom-image").src = image.src;
+  $("zoom-image").alt = image.alt;
+  $("zoom-image").classList.toggle("pixels", !gradcam);
+  $("zoom-caption").textContent = image.alt +
+    (v ? ` — ${v.label} ${percent(v.probability)}${v.uncertain ? ", uncertain: " + v.reason : ""}` : "");
+  $("zoom-legend").hidden = !gradcam;
+  $("zoom").showModal();
 }
 
 function form(file) {
@@ -153,6 +218,7 @@ async function classify(item) {
     item.error = error.message;
   }
   render(item);
+  updateDownloads();
 }
 
 async function addFiles(files) {
@@ -160,13 +226,19 @@ async function addFiles(files) {
   if (!state.card) return;
   const fresh = [];
   for (const file of files) {
+    // The card is placed now, in upload order; its answer fills it in whenever it comes.
+    const index = state.items.length + 1;
     const thumb = el("img", { class: "thumb", alt: file.name, src: URL.createObjectURL(file) });
-    const node = el("li", { class: "result", tabindex: "-1" }, thumb,
-      el("div", { class: "body" }, el("div", { class: "file", text: file.name }),
-        el("div", { class: "label", text: "classifying…" })),
+    const node = el("li", { class: "result", tabindex: "-1", "data-index": String(index) },
+      zoomButton(thumb, `Enlarge ${file.name}`),
+      el("div", { class: "body" },
+        el("div", { class: "meta" }, el("span", { class: "index", text: `#${index}` }),
+          el("span", { class: "file", text: file.name })),
+        el("div", { class: "label", text: "classifying…" }),
+        el("div", { class: "verdict" })),
       el("div", { class: "bars" }));
-    $("results").prepend(node);
-    const item = { file, node, result: null, error: null, gradcam: null };
+    $("results").append(node);
+    const item = { index, file, node, result: null, error: null, gradcam: null, verdict: null };
     state.items.push(item);
     fresh.push(item);
   }
@@ -175,8 +247,74 @@ async function addFiles(files) {
   await Promise.all(Array.from({ length: PARALLEL }, async () => {
     while (queue.length) await classify(queue.shift());
   }));
-  const failed = fresh.filter((i) => i.error).length;
-  $("status").textContent = `${fresh.length - failed} image(s) classified` + (failed ? `, ${failed} failed` : "") + ".";
+  summarize();
+}
+
+function summarize() {
+  const done = state.items.every((i) => i.result || i.error);  // no batch still running
+  if (!state.items.length || !done) return;
+  const failed = state.items.filter((i) => i.error).length;
+  const uncertain = state.items.filter((i) => i.result && i.verdict?.uncertain).length;
+  $("status").textContent = `${state.items.length - failed} image(s) classified` +
+    (uncertain ? `, ${uncertain} uncertain` : "") + (failed ? `, ${failed} failed` : "") + ".";
+}
+
+// Downloads: built here from what the page shows (its threshold included), never re-fetched.
+
+/** One object per image, in upload order: what the CSV and JSON downloads hold. */
+function resultRows() {
+  return state.items.filter((i) => i.result || i.error).map((item) => ({
+    index: item.index,
+    file: item.file.name,
+    label: item.verdict?.label ?? null,
+    probability: item.verdict?.probability ?? null,
+    uncertain: item.verdict ? item.verdict.uncertain : null,
+    uncertain_reason: item.verdict?.reason || null,
+    threshold: item.result ? pageThreshold() : null,
+    probabilities: item.result ? item.result.probabilities : null,
+    error: item.error,
+  }));
+}
+
+function csvField(value) {
+  let text = value == null ? "" : String(value);
+  // A file name like "=HYPERLINK(...)" would run as a formula in a spreadsheet.
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = "'" + text;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function resultsCsv() {
+  const classes = state.card.classes;
+  const header = ["index", "file", "label", "probability", "uncertain", "uncertain_reason", "threshold",
+    ...classes.map((c) => "p_" + c), "error"];
+  const lines = resultRows().map((r) => [r.index, r.file, r.label, r.probability, r.uncertain,
+    r.uncertain_reason, r.threshold, ...classes.map((c) => r.probabilities?.[c]), r.error]);
+  return [header, ...lines].map((row) => row.map(csvField).join(",")).join("\r\n") + "\r\n";
+}
+
+function resultsJson() {
+  const card = state.card;
+  return JSON.stringify({
+    model: card.name, bundle: card.bundle, classes: card.classes, notice: card.notice || null,
+    uncertain_rule: ruleText(card), exported: new Date().toISOString(), results: resultRows(),
+  }, null, 2) + "\n";
+}
+
+function download(text, type, extension) {
+  const stamp = new Date().toISOString().slice(0, 19).replace(/[-:]/g, "").replace("T", "-");
+  const name = `${(state.card?.name || "model").replace(/[^\w.-]+/g, "_")}-predictions-${stamp}.${extension}`;
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = el("a", { href: url, download: name, hidden: "" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function updateDownloads() {
+  const none = !state.items.some((i) => i.result || i.error);
+  $("download-csv").disabled = none;
+  $("download-json").disabled = none;
 }
 
 $("files").addEventListener("change", (event) => {
@@ -195,11 +333,24 @@ $("threshold").addEventListener("input", (e) => {
   state.threshold = Number(e.target.value);
   $("threshold-value").textContent = state.threshold.toFixed(2);
   state.items.forEach(render);
+  summarize();
 });
-$("gradcam").addEventListener("change", () => state.items.forEach(showGradcam));
+$("gradcam").addEventListener("change", () => {
+  $("gradcam-legend").hidden = !$("gradcam").checked;
+  state.items.forEach(showGradcam);
+});
+$("results").addEventListener("click", (e) => {
+  const button = e.target.closest("button.zoom");
+  if (button) zoom(button.querySelector("img"), state.items.find((i) => i.node.contains(button)));
+});
+// Esc closes the dialog natively; so does any click on it.
+$("zoom").addEventListener("click", () => $("zoom").close());
+$("download-csv").addEventListener("click", () => download(resultsCsv(), "text/csv;charset=utf-8", "csv"));
+$("download-json").addEventListener("click", () => download(resultsJson(), "application/json", "json"));
 $("clear").addEventListener("click", () => {
   state.items = [];
   $("results").replaceChildren();
+  updateDownloads();
   $("status").textContent = "Cleared.";
 });
 $("token-form").addEventListener("submit", (e) => {
