@@ -446,7 +446,7 @@ def test_long_bad_values_are_shortened_in_the_message():
             "augment.brightness_range=[0.5, .inf]",
             "augment.brightness_range: must be null or [low, high]",
         ),
-        ("train.learning_rate=.inf", "train.learning_rate: must be a number in (0, 10]"),
+        ("train.learning_rate=.inf", "train.learning_rate: must be auto or a number in (0, 10]"),
         ("train.threshold=.nan", "train.threshold: must be a number in (0, 1)"),
     ],
 )

@@ -89,7 +89,6 @@ def test_check_data_reports_a_multi_label_file_fully(labelled):
         labelled / "multi.csv", list(zip([p for p, _ in rows], labels)), "path,labels"
     )
     result = run_cli("check-data", multi, "--format", "json")
-    assert result.exit_code == 2
     report = json.loads(result.stdout)
     assert report["splits"]["multi"] == {"hstripes": 3, "vstripes": 4}
     facts = report["label_files"]["multi"]
@@ -97,7 +96,8 @@ def test_check_data_reports_a_multi_label_file_fully(labelled):
     assert facts["images_without_label"] == 1
     assert facts["co_occurrence"] == [{"labels": ["hstripes", "vstripes"], "images": 2}]
     assert report["validation_split"] is None  # no per-class split of a multi-label file
-    assert any("multi-label training is not available yet" in f for f in report["fatal"])
+    assert not report["fatal"]  # multi-label files train (tests/test_multilabel.py)
+    assert result.exit_code == 0
 
 
 def test_check_data_reads_a_folder_of_label_files_and_finds_leakage(labelled, tmp_path):
@@ -128,11 +128,6 @@ def test_fix_to_refuses_a_label_file_instead_of_writing_nothing(labelled, tmp_pa
 @pytest.mark.parametrize(
     "text, message",
     [
-        (
-            "path,labels\n{a},hstripes vstripes\n{b},vstripes\n",
-            "row 1 has 2 labels (hstripes, "
-            "vstripes): multi-label training is not available yet in this version",
-        ),
         ("path,label\n{a},hstripes\n{b},\n", "row 2: empty label cell (column label)"),
         ("path\n{a}\n", "header: no label column"),
     ],
@@ -152,11 +147,13 @@ def test_train_stops_on_bad_labels_before_tensorflow(labelled, tmp_path, text, m
     assert len(lines) == 1 and lines[0].startswith(f"error: data.train_dir: {bad}: {message}")
 
 
-def test_multi_label_true_stops_naming_the_key(labelled, tmp_path):
+def test_multi_label_true_on_class_folders_stops_naming_the_key(labelled, tmp_path):
     config = write_config(tmp_path / "c.yaml", labelled, data={"multi_label": True})
     code, stderr, tensorflow = _cli_without_tensorflow("train", "--config", config)
     assert (code, tensorflow) == (2, False)
-    assert stderr.startswith("error: data.multi_label: true: multi-label training is not available")
+    assert stderr.startswith(
+        "error: data.multi_label: true needs data.train_dir to be a label file (.csv or .jsonl)"
+    )
 
 
 @pytest.mark.slow

@@ -53,7 +53,9 @@ SIDECAR_LIMITS = {MANIFEST_FILE: 64_000_000}
 IMAGE_SIZE_RANGE = (8, 8192)  # beyond 8192 px a single decoded image is hundreds of MB
 COLOR_MODES = ("rgb", "grayscale")
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos")
-CLASS_MODES = ("binary", "categorical")
+# multi_label: one sigmoid per class. A cnnclf from before it refuses such a bundle (an unknown
+# class_mode) instead of reading its outputs as softmax probabilities.
+CLASS_MODES = ("binary", "categorical", "multi_label")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -70,10 +72,18 @@ class Preprocessing:
 
     spec: ImageSpec
     rescale: float
-    class_mode: str  # "binary" (1 sigmoid unit) | "categorical" (softmax)
+    class_mode: str  # "binary" (1 sigmoid unit) | "categorical" (softmax) | "multi_label"
     threshold: float | None  # binary models only
+    # multi_label models only: one decision threshold per class, in class index order.
+    thresholds: tuple[float, ...] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        """One sigmoid per class; false for every bundle written before multi-label existed."""
+        return self.class_mode == "multi_label"
 
     def to_json(self) -> dict:
+        extra = {"thresholds": list(self.thresholds or ())} if self.multi_label else {}
         return {
             "image_size": list(self.spec.image_size),
             "color_mode": self.spec.color_mode,
@@ -82,6 +92,7 @@ class Preprocessing:
             "rescale_in_model": True,
             "class_mode": self.class_mode,
             "threshold": self.threshold,
+            **extra,
         }
 
     @classmethod
@@ -130,16 +141,42 @@ class Preprocessing:
                 f"threshold: must be a number between 0 and 1 (exclusive) or "
                 f"null, got {_short(threshold)}"
             )
-        if class_mode == "categorical" and threshold is not None:
+        if class_mode != "binary" and threshold is not None:
             raise SidecarError(
-                f"threshold: must be null for class_mode 'categorical' (only "
+                f"threshold: must be null for class_mode '{class_mode}' (only "
                 f"binary models have a decision threshold), got "
                 f"{_short(threshold)}"
             )
+        thresholds = _thresholds(data, class_mode)
         spec = ImageSpec((size[0], size[1]), color_mode, interpolation)
         return cls(
-            spec, float(rescale), class_mode, None if threshold is None else float(threshold)
+            spec,
+            float(rescale),
+            class_mode,
+            None if threshold is None else float(threshold),
+            thresholds,
         )
+
+
+def _thresholds(data: dict, class_mode: str) -> tuple[float, ...] | None:
+    """A multi_label model's per-class `thresholds`, each in (0, 1]; absent otherwise."""
+    values = data.get("thresholds")
+    if class_mode != "multi_label":
+        if values is not None:
+            raise SidecarError(
+                f"thresholds: only multi_label models have per-class thresholds, got "
+                f"{_short(values)}"
+            )
+        return None
+    if (
+        not isinstance(values, list)
+        or not values
+        or any(not _is_number(v) or not 0 < v <= 1 for v in values)
+    ):
+        raise SidecarError(
+            f"thresholds: must be a list of numbers in (0, 1], one per class, got {_short(values)}"
+        )
+    return tuple(float(v) for v in values)
 
 
 def class_names_from_json(data: Any, class_mode: str) -> list[str]:

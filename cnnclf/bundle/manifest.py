@@ -45,7 +45,9 @@ class RunRecord:
     start: dict | None  # the starting weights (`transfer.prepare(...).to_json`)
     placement: dict
     final_metrics: dict
-    threshold: dict | None  # binary models: the rule, its value and the data it was chosen on
+    # binary models: the rule, its value and the data it was chosen on; multi-label models:
+    # the rule, `per_class` values and the data
+    threshold: dict | None
     skipped_files: list[dict]
     train_seconds: float
     run_id: str
@@ -55,6 +57,13 @@ class RunRecord:
     # Label files the splits were read from (`data.label_files.LabelFile.source`): train_dir /
     # test_dir -> file, format, form, rows, sha256. None: class folders, or an older bundle.
     labels_from: dict[str, dict] | None = None
+    # Multi-label runs: images per set ({"train": n, "validation": n}), since an image with two
+    # labels counts in two classes of train_images. None: single-label (or an older bundle),
+    # where the per-class counts add up to the images.
+    image_counts: dict[str, int] | None = None
+    # learning_rate: auto — each range test run (`training.lr_find.Curve.record`): phase,
+    # suggested rate, rule, steps, ... None: every rate was given in the config.
+    lr_find: list[dict] | None = None
 
     @classmethod
     def now(cls, **facts: Any) -> RunRecord:

@@ -163,7 +163,13 @@ def check_model_shapes(
             f"needs one output unit per class, but {model_name} has 1 (a binary "
             "model: class_mode 'binary')"
         )
-    if preprocessing.class_mode == "categorical" and output_units != len(class_names):
+    thresholds = preprocessing.thresholds
+    if preprocessing.multi_label and thresholds is not None and len(thresholds) != len(class_names):
+        raise BundleError(
+            f"--model {path}: {preprocessing_file}: {len(thresholds)} thresholds for "
+            f"{len(class_names)} classes; a multi-label model has one per class"
+        )
+    if preprocessing.class_mode != "binary" and output_units != len(class_names):
         raise BundleError(
             f"--model {path}: {class_indices_file}: lists {len(class_names)} "
             f"classes, but {model_name} has {output_units} output unit(s)"

@@ -18,10 +18,14 @@ from cnnclf.cli.data import check_data_command, preview_augment
 from cnnclf.cli.entry import run
 from cnnclf.cli.export import export
 from cnnclf.cli.group import main
+from cnnclf.cli.init import init_command
+from cnnclf.cli.lr_find import lr_find_command
 from cnnclf.cli.predict import evaluate, explain, predict
+from cnnclf.cli.review import review
 from cnnclf.cli.serve import serve_command
 from cnnclf.cli.summary import summary_command
 from cnnclf.cli.train import train
+from cnnclf.cli.tune import tune
 
 for _command in (
     train,
@@ -34,6 +38,10 @@ for _command in (
     config_command,
     summary_command,
     serve_command,
+    init_command,
+    lr_find_command,
+    review,
+    tune,
 ):
     main.add_command(_command)
 

@@ -38,6 +38,12 @@ def training_run():
     return run
 
 
+def lr_find():
+    from cnnclf.training import lr_find
+
+    return lr_find
+
+
 def predict():
     from cnnclf.inference import predict
 

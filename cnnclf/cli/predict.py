@@ -71,7 +71,9 @@ def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
     if output and fmt is None:
         fmt = _FORMAT_OF_EXTENSION.get(Path(output).suffix.lower(), "table")
     heading = model_heading(used, bundle.class_names, newest=model_dir is None)
-    rows = PredictionRows(fmt or "table", bundle.class_names, images, heading)
+    rows = PredictionRows(
+        fmt or "table", bundle.class_names, images, heading, bundle.preprocessing.multi_label
+    )
     results = predicting.predict_paths(
         bundle, images, batch_size=batch_size, threshold=threshold, top_k=top_k
     )
@@ -123,7 +125,8 @@ def predict(paths, model_dir, fmt, batch_size, threshold, top_k, output):
     "plots_dir",
     type=click.Path(file_okay=False),
     help="Write confusion_matrix.png (and, for binary models, roc_curve.png and "
-    "pr_curve.png) into this folder.",
+    "pr_curve.png) into this folder; for multi-label models, pr_curve_<class index>.png "
+    "per class.",
 )
 @_batch_size
 @_threshold

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def render(predictions: list[Prediction], fmt: str, class_names: list[str]) -> str:
     """All of `predictions` at once, as `PredictionRows` writes them, without the last newline."""
-    rows = PredictionRows(fmt, class_names, [p.path for p in predictions])
+    multi_label = any(p.labels is not None for p in predictions)
+    rows = PredictionRows(fmt, class_names, [p.path for p in predictions], "", multi_label)
     text = rows.begin() + "".join(rows.row(p) for p in predictions) + rows.end()
     return text.rstrip("\n")
 
@@ -34,6 +35,7 @@ class PredictionRows:
         class_names: the model's classes, in index order.
         paths: every path that may get a row (sets the table's path column).
         heading: the table's first line, above its header (`model_heading`); tables only.
+        multi_label: rows of a multi-label model: each lists its labels (possibly none).
 
     Example:
         rows = PredictionRows("csv", ["cat", "dog"], paths)
@@ -43,14 +45,25 @@ class PredictionRows:
         out.write(rows.end())
     """
 
-    def __init__(self, fmt: str, class_names: list[str], paths: list[str], heading: str = ""):
+    def __init__(
+        self,
+        fmt: str,
+        class_names: list[str],
+        paths: list[str],
+        heading: str = "",
+        multi_label: bool = False,
+    ):
         self.fmt, self.class_names, self.heading = fmt, class_names, heading
         self.count = 0
         self._path_width = max([len("path"), *(len(p) for p in paths)])
         self._label_width = max([len("label"), *(len(c) for c in class_names)])
+        self.multi_label = multi_label
 
     def begin(self) -> str:
         """What comes before the first row: the CSV header (the table's waits for a row)."""
+        if self.fmt == "csv" and self.multi_label:
+            # labels: space-separated, as a label file's `labels` column takes them back.
+            return self._csv(["path", "labels"] + [f"p_{c}" for c in self.class_names])
         if self.fmt == "csv":
             return self._csv(
                 ["path", "label", "probability"] + [f"p_{c}" for c in self.class_names]
@@ -67,6 +80,8 @@ class PredictionRows:
             return ("[\n" if first else ",\n") + element
         if self.fmt == "jsonl":
             return json.dumps(p.to_json()) + "\n"
+        if p.labels is not None:
+            return self._multi_label_row(p, first)
         if self.fmt == "csv":
             return self._csv(
                 [p.path, p.label, f"{p.probability:.6f}"]
@@ -83,6 +98,23 @@ class PredictionRows:
         if p.top_k is not None:
             line += "  " + ", ".join(f"{t['label']} {t['probability']:.2f}" for t in p.top_k)
         return head + line.rstrip() + "\n"
+
+    def _multi_label_row(self, p: Prediction, first: bool) -> str:
+        """CSV: path, labels, p_<class>...; table: path, then each label with its
+        probability ('effusion 0.91, atelectasis 0.64'), or '(none)' when no class reaches
+        its threshold."""
+        assert p.labels is not None  # only called for a multi-label prediction
+        if self.fmt == "csv":
+            return self._csv(
+                [p.path, " ".join(p.labels)]
+                + [f"{p.probabilities[c]:.6f}" for c in self.class_names]
+            )
+        head = ""
+        if first:
+            head = self.heading + "\n" if self.heading else ""
+            head += f"{'path':<{self._path_width}}  labels (probability; over threshold)\n"
+        shown = ", ".join(f"{name} {p.probabilities[name]:.2f}" for name in p.labels)
+        return head + f"{p.path:<{self._path_width}}  {shown or '(none)'}\n"
 
     def end(self) -> str:
         """What completes the output after the last row (closes the JSON array)."""
@@ -120,6 +152,8 @@ def render_report(report: dict, fmt: str) -> str:
     """An evaluation report as JSON, a terminal table, or Markdown to paste into a document."""
     if fmt == "json":
         return json.dumps(report, indent=2)
+    if report.get("multi_label"):
+        return _render_multi_label_report(report, fmt == "markdown")
     md = fmt == "markdown"
     names = report["confusion_matrix"]["labels"]
     lines = []
@@ -167,6 +201,58 @@ def render_report(report: dict, fmt: str) -> str:
     table(["class", "precision", "recall", "f1", "support"], rows)
     matrix = report["confusion_matrix"]["matrix"]
     table(["true \\ predicted"] + names, [[n] + row for n, row in zip(names, matrix)])
+    if report.get("note"):
+        lines.append(f"Note: {report['note']}")
+    if report.get("plots"):
+        lines.append("Plots: " + ", ".join(report["plots"]))
+    return "\n".join(lines).rstrip()
+
+
+def _render_multi_label_report(report: dict, md: bool) -> str:
+    """A multi-label report: the summary figures, then one row per class with its
+    threshold, precision, recall, F1, AP, AUC and confusion counts."""
+
+    def number(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lines = ["# Evaluation report" if md else "Evaluation report", ""]
+    facts = [
+        ("bundle", report["bundle"]),
+        ("data", f"{report['data_dir']} ({report['data_source']})"),
+        ("images", f"{report['n_images']} (multi-label)"),
+    ]
+    if report.get("skipped_files"):
+        facts.append(("skipped", f"{len(report['skipped_files'])} unreadable file(s)"))
+    lines += [f"- **{k}**: {v}" if md else f"{k + ':':<11}{v}" for k, v in facts] + [""]
+    cards = report["label_cardinality"]
+    summary = [
+        ["mAP (macro average precision)", number(report["mean_average_precision"])],
+        ["micro average precision", number(report["micro_average_precision"])],
+        ["ROC AUC (macro)", number(report["roc_auc"])],
+        ["micro F1", number(report["micro_avg"]["f1"])],
+        ["macro F1", number(report["macro_avg"]["f1"])],
+        ["subset accuracy", number(report["subset_accuracy"])],
+        ["Hamming loss", number(report["hamming_loss"])],
+        ["labels per image (true / predicted)", f"{cards['true']:.2f} / {cards['predicted']:.2f}"],
+    ]
+    header = ["class", "threshold", "precision", "recall", "f1", "AP", "AUC", "tp/fp/fn/tn"]
+    rows = [
+        [name, f"{m['threshold']:.3f}"]
+        + [number(m[k]) for k in ("precision", "recall", "f1", "average_precision", "roc_auc")]
+        + ["/".join(str(m["confusion"][k]) for k in ("tp", "fp", "fn", "tn"))]
+        for name, m in report["per_class"].items()
+    ]
+    for head, body in ((["metric", "value"], summary), (header, rows)):
+        if md:
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|" + "|".join(" --- " for _ in head) + "|")
+            lines.extend("| " + " | ".join(row) + " |" for row in body)
+        else:
+            widths = [max(len(x) for x in col) for col in zip(head, *body)]
+            lines += [
+                "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body]
+            ]
+        lines.append("")
     if report.get("note"):
         lines.append(f"Note: {report['note']}")
     if report.get("plots"):

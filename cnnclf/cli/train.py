@@ -88,15 +88,16 @@ def _figures(result) -> str:
     """
     final = {k: v for k, v in result.final_metrics.items() if k != "learning_rate"}
     groups = []
-    for prefix, counts, what in (
-        ("val_", result.validation_images, "images"),
-        ("", result.train_images, "training images"),
+    whole = result.image_counts or {}  # multi-label: class counts count an image per label
+    for prefix, counts, what, total in (
+        ("val_", result.validation_images, "images", whole.get("validation")),
+        ("", result.train_images, "training images", whole.get("train")),
     ):
         names = [k for k in final if k.startswith("val_") == bool(prefix)]
         names.sort(key=lambda k: k != f"{prefix}accuracy")  # accuracy first, then as recorded
         shown = [f"{k} {final[k]:.4f}" for k in names]
         if shown and counts:
-            shown[0] += f" on {sum(counts.values())} {what}"
+            shown[0] += f" on {total if total is not None else sum(counts.values())} {what}"
         groups.append(", ".join(shown))
     return "; ".join(group for group in groups if group)
 

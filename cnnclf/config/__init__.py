@@ -33,6 +33,7 @@ from cnnclf.config.schema import (
     DataConfig,
     ModelConfig,
     TrainConfig,
+    TuneConfig,
 )
 from cnnclf.config.subsections import (
     BackboneConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "Implied",
     "ModelConfig",
     "TrainConfig",
+    "TuneConfig",
     "apply_implied_defaults",
     "apply_override",
     "dump_config",

@@ -164,6 +164,16 @@ def auto_or_bool(key: str, value: Any) -> Any:
     return value
 
 
+def learning_rate(key: str, value: Any) -> Any:
+    """A rate in (0, 10], or auto: the learning-rate finder chooses it (training/lr_find.py)."""
+    if value == "auto":
+        return value
+    try:
+        return number(0, 10, open_min=True)(key, value)
+    except ConfigError:
+        fail(key, "auto or a number in (0, 10]", value)
+
+
 def optional_number(minimum: float) -> Checker:
     positive = number(minimum, None, open_min=True)
 
@@ -289,7 +299,8 @@ def threshold(key: str, value: Any) -> Any:
     return number(0, 1, open_min=True, open_max=True)(key, value)
 
 
-MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+# auc and val_auc: multi-label models only (training refuses them on a single-label run).
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy", "val_auc", "auc")
 
 
 def optional_monitor(key: str, value: Any) -> Any:
@@ -351,3 +362,45 @@ def unfreeze(key: str, value: Any) -> Any:
     if isinstance(value, str):
         fail(key, "all or a number of top layers (at least 1)", value)
     return integer(1)(key, value)
+
+
+# tune: search ranges and choices (cnnclf tune).
+
+
+def search_range(minimum: float, maximum: float, *, positive: bool = False) -> Checker:
+    """null (the key is not tuned) or [low, high] with minimum <= low <= high <= maximum."""
+    words = f"null or [low, high] with {'0 <' if positive else f'{minimum:g} <='} low <= high"
+    words += f" <= {maximum:g}"
+
+    def check(key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        pair = [finite(v) for v in value] if isinstance(value, (list, tuple)) else []
+        if len(pair) != 2 or pair[0] is None or pair[1] is None:
+            fail(key, words, value)
+        low, high = pair
+        if low > high or low < minimum or high > maximum or (positive and low <= 0):  # type: ignore[operator]
+            fail(key, words, value)
+        return pair
+
+    return check
+
+
+def int_choices(maximum: int) -> Checker:
+    """A list of distinct positive integers to choose among; [] = not tuned."""
+
+    def check(key: str, value: Any) -> Any:
+        if not isinstance(value, list):
+            fail(key, f"a list of distinct integers from 1 to {maximum} ([] = not tuned)", value)
+        items = [integer(1, maximum)(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if len(set(items)) != len(items):
+            fail(key, "a list of distinct integers ([] = not tuned)", value)
+        return items
+
+    return check
+
+
+def backbone_choices(key: str, value: Any) -> Any:
+    if not isinstance(value, list):
+        fail(key, "a list of backbone names ([] = keep model.backbone)", value)
+    return [backbone_name(f"{key}[{i}]", v) for i, v in enumerate(value)]

@@ -255,8 +255,12 @@ class TrainConfig:
         "adam", checks.choice("adam", "adamw", "sgd", "rmsprop"), "optimizer", kind="str"
     )
     learning_rate: float = setting(
-        0.001, checks.number(0, 10, open_min=True), "optimizer learning rate", kind="float"
-    )
+        0.001,
+        checks.learning_rate,
+        "optimizer learning rate; auto runs the learning-rate range test (cnnclf lr-find) "
+        "before training and uses its suggestion, recorded in bundle.json",
+        kind="float | auto",
+    )  # "auto" only until the Trainer resolves it (training/lr_find.py)
     loss: str = setting(
         "auto",
         checks.choice("auto", "binary_crossentropy", "categorical_crossentropy"),
@@ -292,7 +296,7 @@ class TrainConfig:
         None,
         checks.optional_monitor,
         "null keeps the last epoch's weights; a metric (val_loss, "
-        "val_accuracy) keeps the best epoch's weights by it in the bundle",
+        "val_accuracy; multi-label also val_auc) keeps the best epoch's weights in the bundle",
         kind="str | null",
     )
     lr_schedule: str = setting(
@@ -403,6 +407,73 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """cnnclf tune: the search space each trial draws from; train ignores this section."""
+
+    metric: str = setting(
+        "val_accuracy",
+        checks.choice("val_accuracy", "val_loss"),
+        "what a trial is judged by, each epoch (for pruning) and at its end: val_accuracy "
+        "(maximised) or val_loss (minimised)",
+        kind="str",
+    )
+    learning_rate: list | None = setting(
+        [1.0e-4, 1.0e-2],
+        checks.search_range(0, 10, positive=True),
+        "train.learning_rate drawn log-uniformly from [low, high]; null = not tuned",
+        kind="[float, float] | null",
+    )
+    dropout: list | None = setting(
+        [0.0, 0.5],
+        checks.search_range(0, 0.95),
+        "model.dropout drawn uniformly from [low, high] (acts only with model.dense_units); "
+        "null = not tuned",
+        kind="[float, float] | null",
+    )
+    dense_units: list = setting(
+        [64, 128, 256],
+        checks.int_choices(checks.MAX_UNITS),
+        "widths to choose among for every hidden Dense layer (one layer when "
+        "model.dense_units is []); [] = not tuned",
+        kind="list of int",
+    )
+    augment_strength: list | None = setting(
+        [0.0, 1.0],
+        checks.search_range(0, 1),
+        "s drawn uniformly from [low, high] sets rotation_range 30*s, width/height_shift_range "
+        "0.2*s, zoom_range 0.3*s and shear_range 20*s (flips stay as configured); "
+        "null = not tuned",
+        kind="[float, float] | null",
+    )
+    batch_size: list = setting(
+        [16, 32, 64],
+        checks.int_choices(checks.MAX_BATCH_SIZE),
+        "data.batch_size choices; [] = not tuned",
+        kind="list of int",
+    )
+    backbones: list = setting(
+        [],
+        checks.backbone_choices,
+        "backbone names to choose among when model.backbone is set (its weights and "
+        "trainable kept); [] = keep model.backbone; ignored without one",
+        kind="list of str",
+    )
+    heartbeat_interval: int = setting(
+        30,
+        checks.integer(1, 3600),
+        "seconds between a running trial's heartbeats in the study's storage",
+        kind="int",
+    )
+    grace_period: int = setting(
+        120,
+        checks.integer(2, 86400),
+        "seconds without a heartbeat after which a running trial's worker counts as dead: "
+        "the trial is marked failed and retried once with the same parameters",
+        kind="int",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated, fully resolved configuration."""
 
@@ -410,6 +481,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

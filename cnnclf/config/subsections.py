@@ -128,7 +128,7 @@ class EarlyStoppingConfig(SubSection):
     monitor: str = setting(
         "val_loss",
         checks.choice(*checks.MONITORS),
-        "the metric watched: val_loss, val_accuracy, loss or accuracy",
+        "the metric watched: val_loss, val_accuracy, loss, accuracy (multi-label: val_auc, auc)",
         kind="str",
     )
     patience: int = setting(
@@ -175,9 +175,10 @@ class FineTuneConfig(SubSection):
     )
     learning_rate: float = setting(
         1e-5,
-        checks.number(0, 10, open_min=True),
-        "the optimizer's learning rate while fine-tuning",
-        kind="float",
+        checks.learning_rate,
+        "the optimizer's learning rate while fine-tuning; auto runs the range test (cnnclf "
+        "lr-find) at the start of fine-tuning, from the first phase's best weights",
+        kind="float | auto",
     )
 
     @classmethod

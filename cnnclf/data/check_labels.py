@@ -94,12 +94,6 @@ def label_file_jobs(split: str, labels: LabelFile, classes: list[str], report):
         "images_without_label": sum(1 for row in kept if not row.labels),
         "co_occurrence": [{"labels": [a, b], "images": n} for a, b, n in co_occurrence(kept)],
     }
-    if several is not None:
-        report.fatal.append(
-            f"{split}: {labels.file}: {labels.describe(several)}: multi-label training is "
-            "not available yet in this version (label counts and co-occurrence are reported "
-            "above)"
-        )
     for name, count in report.splits[split].items():
         if not count:  # train stops: no image to train on, or to validate on
             report.fatal.append(f"{split}: class {name} has no image in {labels.file}")

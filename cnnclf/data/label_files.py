@@ -491,11 +491,58 @@ def single_label_rows(
     return names, [path for _, path in pairs], [label for label, _ in pairs]
 
 
+def is_multi_label(labels: LabelFile, multi_label) -> bool:
+    """Whether `labels` trains one sigmoid per class: data.multi_label true, or auto and some
+    row has other than exactly one label. A one-hot file with a single 1 per row stays
+    single-label under auto, as a `label` column would."""
+    if multi_label is True:
+        return True
+    return multi_label == "auto" and labels.multi_label_row() is not None
+
+
+def multi_label_rows(
+    labels: LabelFile, key: str, class_names: list[str] | None, skipped: dict
+) -> tuple[list[str], list[str], list[tuple[int, ...]]]:
+    """(class names, paths, class-index tuples) of a multi-label file, sorted by path.
+
+    An image may have no label (a scan with no finding); a class that no usable image carries
+    cannot be learnt, so the training file (`class_names` None) must give each class one.
+    Problems and missing images are handled as `single_label_rows` handles them.
+    """
+    fatal = labels.fatal
+    if class_names is not None:
+        fatal += unknown_classes(labels, class_names, "data.train_dir")
+    if fatal:
+        more = f" (and {len(fatal) - 1} more problem(s))" if len(fatal) > 1 else ""
+        raise DataError(f"{key}: {fatal[0]}{more}; cnnclf check-data lists them all")
+    names = class_names or labels.class_names
+    if len(names) < 2 and class_names is None:
+        raise DataError(
+            f"{key}: {labels.file} has only one class ({', '.join(names) or 'none'}); a "
+            "multi-label classifier needs at least two"
+        )
+    kept, missing = existing_rows(labels)
+    skipped.update(missing)
+    index = {name: i for i, name in enumerate(names)}
+    rows = sorted((row.path, tuple(sorted(index[n] for n in row.labels))) for row in kept)
+    if not rows:
+        raise DataError(f"{key}: {labels.file} lists no usable image; fix the paths")
+    if class_names is None:
+        carried = {i for path, sets in rows if _usable(path) for i in sets}
+        for i, name in enumerate(names):
+            if i not in carried:
+                raise DataError(
+                    f"{key}: class {name} is on no usable image in {labels.file}; fix the "
+                    "paths of its rows (cnnclf check-data lists them)"
+                )
+    return names, [path for path, _ in rows], [sets for _, sets in rows]
+
+
 def _multi_label_message(labels: LabelFile, row: LabelRow, key: str, multi_label) -> str:
     why = (
         "data.multi_label is false"
         if multi_label is False
-        else "multi-label training is not available yet in this version"
+        else "a test file is read as its training file is, and data.train_dir is single-label"
     )
     hint = (
         " (the labels column separates classes by spaces: a class name cannot contain one)"

@@ -16,26 +16,51 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnclf.data.label_files import is_label_file, read_label_file, single_label_rows
+from cnnclf.data.label_files import (
+    is_label_file,
+    is_multi_label,
+    multi_label_rows,
+    read_label_file,
+    single_label_rows,
+)
 from cnnclf.data.listing import IMAGE_EXTENSIONS, is_image_name, list_files, list_images
 from cnnclf.errors import ConfigError, DataError
 
 # Folder names that mark splits rather than classes (issue 15: train/ and val/ were two classes).
 TRAIN_SPLIT_NAMES = ("training_set", "train", "training")
 TEST_SPLIT_NAMES = ("test_set", "val", "valid", "validation", "test")
+# A multi-label image's entry in `Split.labels`: it has no single class.
+NO_SINGLE_LABEL = -1
+
+
+def multi_label_split(paths: list[str], label_sets: list[tuple[int, ...]]) -> Split:
+    """A multi-label `Split` of parallel paths and class-index tuples."""
+    return Split(list(paths), [NO_SINGLE_LABEL] * len(paths), [tuple(s) for s in label_sets])
 
 
 @dataclass(frozen=True)
 class Split:
-    """One set of labelled images: parallel lists of paths and class indices."""
+    """One set of labelled images: parallel lists of paths and class indices.
+
+    A multi-label split also has `label_sets`, each image's class indices (possibly none);
+    its `labels` are then `NO_SINGLE_LABEL` placeholders, kept so code that zips paths with
+    labels keeps lengths equal.
+    """
 
     paths: list[str]
     labels: list[int]
+    label_sets: list[tuple[int, ...]] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
 
     def counts(self, class_names: list[str]) -> dict[str, int]:
+        """Images per class; an image with two labels counts for both."""
         counts = {name: 0 for name in class_names}
-        for label in self.labels:
-            counts[class_names[label]] += 1
+        for labels in self.label_sets if self.label_sets is not None else self.labels:
+            for label in labels if isinstance(labels, tuple) else (labels,):
+                counts[class_names[label]] += 1
         return counts
 
     def __len__(self) -> int:
@@ -60,6 +85,11 @@ class Dataset:
     @property
     def class_indices(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.class_names)}
+
+    @property
+    def multi_label(self) -> bool:
+        """One sigmoid per class (several labels, or none, per image) rather than one class."""
+        return self.train.multi_label
 
 
 def class_folders(root: str | Path, key: str) -> list[str]:
@@ -313,32 +343,45 @@ def discover(data_config, seed: int) -> Dataset:
             "file: .csv or .jsonl)"
         )
     # getattr: callers (and tests) pass DataConfig-like objects written before the key existed.
-    multi_label = getattr(data_config, "multi_label", "auto")
-    if multi_label is True:
+    if getattr(data_config, "multi_label", "auto") is True and not is_label_file(
+        data_config.train_dir
+    ):
         raise ConfigError(
-            "data.multi_label: true: multi-label training is not available yet in this "
-            "version; set data.multi_label: auto and give each image exactly one label"
+            "data.multi_label: true needs data.train_dir to be a label file (.csv or .jsonl): "
+            "class folders give each image one class"
         )
     skipped: dict[str, str] = {}
     labels_from: dict[str, dict] = {}
     class_names, train = _read_split(data_config, "train_dir", None, skipped, labels_from)
     if data_config.test_dir is None:
-        dataset = _carve_validation(class_names, train, data_config.validation_split, seed, skipped)
+        carve = _carve_multi_label if train.multi_label else _carve_validation
+        dataset = carve(class_names, train, data_config.validation_split, seed, skipped)
         return dataclasses.replace(dataset, labels_from=labels_from)
-    _, validation = _read_split(data_config, "test_dir", class_names, skipped, labels_from)
+    # The test file is read as the training file was: one label per row as validation of a
+    # multi-label model is fine; several as validation of a single-label model are not.
+    multi = True if train.multi_label else "single"
+    _, validation = _read_split(data_config, "test_dir", class_names, skipped, labels_from, multi)
     return Dataset(class_names, train, validation, skipped=skipped, labels_from=labels_from)
 
 
-def _read_split(data_config, name: str, class_names, skipped, labels_from) -> tuple[list, Split]:
+def _read_split(
+    data_config, name: str, class_names, skipped, labels_from, multi_label=None
+) -> tuple[list, Split]:
     """(class names, split) of data.train_dir (`class_names` None) or data.test_dir (the
-    training classes, which it must have), from class folders or a label file."""
+    training classes, which it must have), from class folders or a label file.
+
+    `multi_label` True reads the file as multi-label whatever its rows hold (a test file of a
+    multi-label training file may have one label per row), "single" as single-label; None
+    follows data.multi_label."""
     root, key = getattr(data_config, name), f"data.{name}"
     if is_label_file(root):
         labels = read_label_file(root, key)
         labels_from[name] = labels.source()
-        names, paths, indices = single_label_rows(
-            labels, key, class_names, getattr(data_config, "multi_label", "auto"), skipped
-        )
+        wanted = getattr(data_config, "multi_label", "auto") if multi_label is None else multi_label
+        if is_multi_label(labels, wanted):
+            names, paths, sets = multi_label_rows(labels, key, class_names, skipped)
+            return names, multi_label_split(paths, sets)
+        names, paths, indices = single_label_rows(labels, key, class_names, wanted, skipped)
         return names, Split(paths, indices)
     names = class_folders(root, key)
     _refuse_splits(root, names, key)
@@ -384,6 +427,32 @@ def _carve_validation(
         class_names,
         Split(keep_paths, keep_labels),
         Split(val_paths, val_labels),
+        validation_source="validation_split",
+        skipped=skipped,
+    )
+
+
+def _carve_multi_label(
+    class_names, train: Split, fraction: float, seed: int, skipped: dict[str, str]
+) -> Dataset:
+    """Iterative stratification (stratify.py): every label keeps its share in validation."""
+    from cnnclf.data.stratify import iterative_hold_out
+
+    assert train.label_sets is not None  # only called for a multi-label split
+    held = iterative_hold_out(train.label_sets, len(class_names), fraction, seed)
+    parts: list[list[tuple[str, tuple[int, ...]]]] = [[], []]
+    for path, labels, out in zip(train.paths, train.label_sets, held):
+        parts[out].append((path, labels))
+    keep, val = (sorted(part) for part in parts)
+    if not keep or not val:
+        raise DataError(
+            f"data.validation_split: {len(train)} image(s) are too few to hold "
+            f"{fraction:.0%} out; add images or set data.test_dir"
+        )
+    return Dataset(
+        class_names,
+        multi_label_split([p for p, _ in keep], [s for _, s in keep]),
+        multi_label_split([p for p, _ in val], [s for _, s in val]),
         validation_source="validation_split",
         skipped=skipped,
     )

@@ -56,17 +56,32 @@ class OpenedStore:
     """One set's decoded-image store and its labels, in the order the store holds them."""
 
     store: DecodedStore
-    labels: np.ndarray  # int32 class indices
+    # int32 class indices [N], or for a multi-label split float32 multi-hot rows [N, classes]
+    labels: np.ndarray
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
 
     def used_counts(self, class_names: list[str]) -> dict[str, int]:
-        """Images per class that decoded (after `decode_all`), i.e. what training uses."""
+        """Images per class that decoded (after `decode_all`), i.e. what training uses; an
+        image with two labels counts for both."""
         import numpy as np
 
         from cnnclf.data.store import UNREADABLE
 
         ok = self.store.state != UNREADABLE
-        counts = np.bincount(self.labels[ok], minlength=len(class_names))
+        if self.multi_label:
+            counts = self.labels[ok].sum(axis=0).astype(np.int64)
+        else:
+            counts = np.bincount(self.labels[ok], minlength=len(class_names))
         return {name: int(counts[i]) for i, name in enumerate(class_names)}
+
+    def used_images(self) -> int:
+        """Images that decoded: with several labels per image, not the sum of the counts."""
+        from cnnclf.data.store import UNREADABLE
+
+        return int((self.store.state != UNREADABLE).sum())
 
 
 def open_store(
@@ -78,11 +93,13 @@ def open_store(
     cache: str = "memory",
     cache_path: str | None = None,
     skipped: SkippedFiles | None = None,
+    n_classes: int = 0,
 ) -> OpenedStore:
     """A decoded-image store for `split` (a `layout.Split`); no TensorFlow.
 
     Training files are shuffled once (seeded) here, so the bounded shuffle buffer later never
-    sees long runs of a single class.
+    sees long runs of a single class. A multi-label split's labels become multi-hot rows of
+    `n_classes` columns.
     """
     import numpy as np
 
@@ -93,6 +110,11 @@ def open_store(
     if training:
         random.Random(seed).shuffle(order)
     store = DecodedStore([split.paths[i] for i in order], spec, cache, cache_path, skipped.add)
+    if getattr(split, "label_sets", None) is not None:
+        multi_hot = np.zeros((len(order), n_classes), np.float32)
+        for row, i in enumerate(order):
+            multi_hot[row, list(split.label_sets[i])] = 1.0
+        return OpenedStore(store, multi_hot)
     return OpenedStore(store, np.asarray([split.labels[i] for i in order], np.int32))
 
 
@@ -132,7 +154,8 @@ def make_dataset(
     Args:
         opened: from `open_store`; images are read from its store, labels from it too.
         spec: how files become arrays (shared with prediction).
-        n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot.
+        n_classes: 2 gives float labels of shape [B, 1] for a sigmoid; more gives one-hot; a
+            multi-label store gives its multi-hot rows [B, classes] whatever the count.
         training: shuffle (and augment, with `augmenter`) when true.
         seed: seeds the shuffle and the augmentation.
         augmenter: from `augment.make_augmenter`, or None (none here: augment.where: step
@@ -231,9 +254,12 @@ def _batch(ds, store, spec: ImageSpec, batch_size: int, *, length, in_place, aug
 
 def _model_labels(labels, n_classes: int):
     """Class indices as the model's loss takes them: [N, 1] floats for a sigmoid, else
-    one-hot rows; made once in NumPy, so no pipeline stage converts them per batch."""
+    one-hot rows (multi-hot rows, as they are, for a multi-label store); made once in NumPy, so
+    no pipeline stage converts them per batch."""
     import numpy as np
 
+    if labels.ndim == 2:
+        return labels.astype(np.float32)
     if n_classes == 2:
         return labels.astype(np.float32)[:, None]
     return np.eye(n_classes, dtype=np.float32)[labels]

@@ -13,7 +13,13 @@ import numpy as np
 
 from cnnclf.bundle import Bundle
 from cnnclf.data.label_files import is_label_file, read_label_file, unknown_classes
-from cnnclf.data.layout import Split, class_difference, class_folders, scan_split
+from cnnclf.data.layout import (
+    Split,
+    class_difference,
+    class_folders,
+    multi_label_split,
+    scan_split,
+)
 from cnnclf.errors import DataError, ImageError
 
 
@@ -26,6 +32,17 @@ def data_to_evaluate(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, 
     """
     if data_dir is not None and is_label_file(data_dir):
         return _label_file_to_evaluate(bundle, data_dir)
+    if bundle.preprocessing.multi_label:
+        description, folder, split = _single_label_data(bundle, data_dir)
+        if split.multi_label:
+            return description, folder, split
+        # Class folders (or a file of one label a row): each image carries its one class.
+        return description, folder, multi_label_split(split.paths, [(i,) for i in split.labels])
+    return _single_label_data(bundle, data_dir)
+
+
+def _single_label_data(bundle: Bundle, data_dir: str | Path | None) -> tuple[str, str, Split]:
+    """`data_to_evaluate` for a class-folder tree, or the bundle's own validation data."""
     if data_dir is not None:
         names = class_folders(data_dir, "DATA_DIR")
         unknown = sorted(set(names) - set(bundle.class_names))
@@ -68,6 +85,20 @@ def _label_file_to_evaluate(bundle: Bundle, data_file: str | Path) -> tuple[str,
     `collect_scores` lists it with the unreadable ones in the report's skipped_files."""
     labels = read_label_file(data_file, "DATA_DIR")
     of = f"the model ({', '.join(bundle.class_names)})"
+    if bundle.preprocessing.multi_label:
+        fatal = labels.fatal + unknown_classes(labels, bundle.class_names, of)
+        if fatal:
+            more = f" (and {len(fatal) - 1} more problem(s))" if len(fatal) > 1 else ""
+            raise DataError(f"DATA_DIR: {fatal[0]}{more}; cnnclf check-data lists them all")
+        if not labels.rows:
+            raise DataError(f"DATA_DIR: {labels.file} lists no image")
+        index = {name: i for i, name in enumerate(bundle.class_names)}
+        rows = sorted((r.path, tuple(sorted(index[n] for n in r.labels))) for r in labels.rows)
+        return (
+            "DATA_DIR",
+            str(Path(labels.file).resolve()),
+            multi_label_split([p for p, _ in rows], [s for _, s in rows]),
+        )
     fatal = labels.fatal + unknown_classes(labels, bundle.class_names, of)
     if fatal:
         more = f" (and {len(fatal) - 1} more problem(s))" if len(fatal) > 1 else ""
@@ -89,12 +120,20 @@ def _label_file_to_evaluate(bundle: Bundle, data_file: str | Path) -> tuple[str,
 
 
 def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
-    """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1)."""
+    """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1).
+
+    A multi-label split's labels are multi-hot rows [N, classes]."""
     from cnnclf.inference.predict import score_paths
 
+    truth: list = split.labels
+    if split.label_sets is not None:
+        truth = [
+            [1 if c in labels else 0 for c in range(len(bundle.class_names))]
+            for labels in split.label_sets
+        ]
     labels, scores, skipped = [], [], {}
     for (path, result), label in zip(
-        score_paths(bundle, split.paths, batch_size=batch_size), split.labels
+        score_paths(bundle, split.paths, batch_size=batch_size), truth
     ):
         if isinstance(result, ImageError):
             skipped[path] = result.reason
@@ -131,6 +170,11 @@ def evaluate(
     labels, probs, skipped = collect_scores(bundle, split, batch_size)
     if not len(labels):
         raise DataError(f"{folder}: no image could be decoded")
+    if bundle.preprocessing.multi_label:
+        report = _multi_label_report(bundle, (source, folder), labels, probs, skipped)
+        if plots_dir is not None:
+            report["plots"] = _multi_label_plots(bundle, labels, probs, Path(plots_dir))
+        return report
     binary = bundle.preprocessing.class_mode == "binary"
     used = (
         (threshold if threshold is not None else bundle.preprocessing.threshold) if binary else None
@@ -163,6 +207,50 @@ def evaluate(
     if plots_dir is not None:
         report["plots"] = write_plots(report, labels, probs, bundle.class_names, plots_dir)
     return report
+
+
+def _multi_label_report(bundle: Bundle, where: tuple[str, str], labels, probs, skipped) -> dict:
+    """evaluate's report for a multi-label bundle, with the thresholds it keeps per class."""
+    from cnnclf.inference.metrics import multi_label_report
+
+    source, folder = where
+    metrics = multi_label_report(labels, probs, bundle.class_names, bundle.preprocessing.thresholds)
+    chosen = bundle.manifest.get("threshold") or {}
+    report = {
+        "bundle": str(Path(bundle.path).resolve()),
+        "data_dir": folder,
+        "data_source": source,
+        "images_per_class": {
+            name: int(labels[:, c].sum()) for c, name in enumerate(bundle.class_names)
+        },
+        "absent_classes": [
+            name for c, name in enumerate(bundle.class_names) if not labels[:, c].any()
+        ],
+        **metrics,
+        "threshold_rule": chosen.get("rule"),
+        "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+    }
+    if isinstance(chosen.get("rule"), str) and chosen.get("chosen_on") == folder:
+        report["note"] = (
+            "the thresholds were chosen on this same data: F1 here is optimistic; evaluate "
+            "on other data for an unbiased figure"
+        )
+    return report
+
+
+def _multi_label_plots(bundle: Bundle, labels, probs, plots_dir: Path) -> list[str]:
+    """pr_curve_<index>.png per class with a positive and a negative image, its threshold
+    marked (files by index: class names from a label file may not make file names)."""
+    from cnnclf.inference import plots
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    thresholds = bundle.preprocessing.thresholds or (0.5,) * len(bundle.class_names)
+    written = []
+    for c, name in enumerate(bundle.class_names):
+        if 0 < labels[:, c].sum() < len(labels):
+            path = plots_dir / f"pr_curve_{c}.png"
+            written.append(plots.pr_curve(labels[:, c], probs[:, c], thresholds[c], path, name))
+    return [str(p) for p in written]
 
 
 def write_plots(report: dict, labels, probs, class_names, plots_dir) -> list[str]:

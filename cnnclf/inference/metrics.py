@@ -150,3 +150,83 @@ def small_validation_warning(counts: dict[str, int], source: str | None) -> str 
         f"warning: only {total} validation image{'s' if total != 1 else ''} ({per_class}): "
         f"its accuracy moves by ±{round(100 / total, 1):g} points with one image; {advice}"
     )
+
+
+def multi_label_report(y_true, probs, class_names: list[str], thresholds=None) -> dict:
+    """The report for a multi-label model's predictions (one sigmoid per class).
+
+    Args:
+        y_true: multi-hot truth, shape [N, K].
+        probs: predicted probabilities, shape [N, K].
+        class_names: names in index order.
+        thresholds: one decision threshold per class (default 0.5 each).
+
+    Returns:
+        A JSON-ready dict: n_images, multi_label, thresholds, per_class (precision, recall,
+        f1, average_precision, roc_auc, support and a confusion summary tp/fp/fn/tn),
+        macro_avg and micro_avg (precision, recall, f1), mean_average_precision (macro AP over
+        the classes with a positive image), micro_average_precision, roc_auc (macro over the
+        classes where it is defined), subset_accuracy (every label right), hamming_loss,
+        label_cardinality (true and predicted labels per image), and `accuracy`, the
+        per-label accuracy (1 - hamming_loss) that training logs under that name. AP and AUC
+        are None for a class they are undefined for (no positive, or no negative, image).
+    """
+    from sklearn.metrics import (
+        average_precision_score,
+        hamming_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    cuts = np.asarray([0.5] * y.shape[1] if thresholds is None else thresholds, dtype=float)
+    pred = (p >= cuts).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, pred, average=None, zero_division=0
+    )
+    per_class, aps, aucs = {}, [], []
+    for c, name in enumerate(class_names):
+        positives, negatives = int(y[:, c].sum()), int(len(y) - y[:, c].sum())
+        ap = float(average_precision_score(y[:, c], p[:, c])) if positives else None
+        auc = float(roc_auc_score(y[:, c], p[:, c])) if positives and negatives else None
+        aps += [ap] if ap is not None else []
+        aucs += [auc] if auc is not None else []
+        tp = int(((pred[:, c] == 1) & (y[:, c] == 1)).sum())
+        fp = int(((pred[:, c] == 1) & (y[:, c] == 0)).sum())
+        per_class[name] = {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "average_precision": ap,
+            "roc_auc": auc,
+            "support": int(support[c]),
+            "threshold": float(cuts[c]),
+            "confusion": {"tp": tp, "fp": fp, "fn": positives - tp, "tn": negatives - fp},
+        }
+    report: dict = {"n_images": len(y), "multi_label": True, "per_class": per_class}
+    for average in ("macro", "micro"):
+        pr, rc, f, _ = precision_recall_fscore_support(y, pred, average=average, zero_division=0)
+        report[f"{average}_avg"] = {
+            "precision": float(pr),
+            "recall": float(rc),
+            "f1": float(f),
+            "support": int(y.sum()),
+        }
+    hamming = float(hamming_loss(y, pred)) if len(y) else 0.0
+    report |= {
+        "mean_average_precision": float(np.mean(aps)) if aps else None,
+        "micro_average_precision": (
+            float(average_precision_score(y, p, average="micro")) if y.sum() else None
+        ),
+        "roc_auc": float(np.mean(aucs)) if aucs else None,
+        "subset_accuracy": float((pred == y).all(axis=1).mean()) if len(y) else 0.0,
+        "hamming_loss": hamming,
+        "accuracy": 1.0 - hamming,
+        "label_cardinality": {
+            "true": float(y.sum(axis=1).mean()) if len(y) else 0.0,
+            "predicted": float(pred.sum(axis=1).mean()) if len(y) else 0.0,
+        },
+        "thresholds": {name: float(t) for name, t in zip(class_names, cuts)},
+    }
+    return report

@@ -28,8 +28,21 @@ class Prediction:
     probability: float  # of the predicted label
     probabilities: dict[str, float]
     top_k: list[dict] | None = None  # [{"label", "probability"}], most probable first
+    # Multi-label models: every class at or over its threshold (possibly none), most probable
+    # first, and the thresholds used. `label` is then the most probable class, for code that
+    # wants one name; JSON leaves it out, since it may be under its threshold.
+    labels: list[str] | None = None
+    thresholds: dict[str, float] | None = None
 
     def to_json(self) -> dict:
+        if self.labels is not None:
+            return {
+                "path": self.path,
+                "labels": self.labels,
+                "probabilities": self.probabilities,
+                "thresholds": self.thresholds,
+                **({"top_k": self.top_k} if self.top_k is not None else {}),
+            }
         row = {
             "path": self.path,
             "label": self.label,
@@ -80,6 +93,35 @@ def interpret(
     )
 
 
+def interpret_multi_label(
+    probs: np.ndarray,
+    class_names: list[str],
+    thresholds: tuple[float, ...] | None,
+    path: str,
+    top_k: int | None = None,
+) -> Prediction:
+    """One multi-label output row (a sigmoid per class) as a prediction: `labels` are the
+    classes at or over their own threshold (0.5 where the bundle has none), most probable
+    first; an image may have none."""
+    values = [float(v) for v in probs]
+    cuts = list(thresholds) if thresholds is not None else [0.5] * len(class_names)
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranked = None
+    if top_k is not None:
+        ranked = [
+            {"label": class_names[i], "probability": round(values[i], 6)} for i in order[:top_k]
+        ]
+    return Prediction(
+        path,
+        class_names[order[0]],
+        round(values[order[0]], 6),
+        {name: round(v, 6) for name, v in zip(class_names, values)},
+        ranked,
+        labels=[class_names[i] for i in order if values[i] >= cuts[i]],
+        thresholds={name: round(t, 6) for name, t in zip(class_names, cuts)},
+    )
+
+
 def predict_paths(
     bundle: Bundle,
     paths: list[str],
@@ -103,6 +145,9 @@ def predict_paths(
     for path, result in score_paths(bundle, paths, batch_size=batch_size, workers=workers):
         if isinstance(result, ImageError):
             yield Failure(path, result.reason)
+        elif bundle.preprocessing.multi_label:
+            cuts = bundle.preprocessing.thresholds
+            yield interpret_multi_label(result, bundle.class_names, cuts, path, top_k)
         else:
             yield interpret(result, bundle.class_names, threshold, path, top_k)
 

@@ -164,6 +164,7 @@ def summarize_bundle(bundle) -> dict:
                 "train_images",
                 "validation_images",
                 "validation_source",
+                "image_counts",
             )
         },
     }
@@ -243,15 +244,17 @@ def _training_lines(metrics: dict) -> list[str]:
         f"{'epoch ' + str(best) + ' (best)' if best else 'the last epoch'}: "
         f"{shown or 'no metrics recorded'}",
     ]
+    images = metrics.get("image_counts") or {}  # multi-label: per class counts overlap
     for name, key in (("training", "train_images"), ("validation", "validation_images")):
         counts = metrics[key] or {}
+        total = images.get("train" if key == "train_images" else "validation")
         where = (
             f" from {metrics['validation_source']}"
             if key == "validation_images" and metrics["validation_source"]
             else ""
         )
         lines.append(
-            f"{name} images: {sum(counts.values())}{where} ("
+            f"{name} images: {total if total is not None else sum(counts.values())}{where} ("
             + ", ".join(f"{n} {c}" for c, n in counts.items())
             + ")"
         )

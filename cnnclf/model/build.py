@@ -11,25 +11,72 @@ from __future__ import annotations
 from cnnclf.config import Config
 
 
-def output_layer_for(n_classes: int) -> tuple[int, str]:
-    """(units, activation): one sigmoid unit for 2 classes, N softmax units for 3+."""
+def output_layer_for(n_classes: int, multi_label: bool = False) -> tuple[int, str]:
+    """(units, activation): one sigmoid unit for 2 classes, N softmax units for 3+, and one
+    sigmoid per class for a multi-label model (each class is its own yes/no question, so
+    two classes need two units there)."""
+    if multi_label:
+        return n_classes, "sigmoid"
     return (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
 
 
-def loss_for(config: Config, n_classes: int) -> str:
+def loss_for(config: Config, n_classes: int, multi_label: bool = False) -> str:
+    """The Keras loss for the output layer: binary cross-entropy for one sigmoid (binary) or
+    one per class (multi-label), categorical cross-entropy for softmax."""
     loss = config.train.loss
+    binary = multi_label or n_classes == 2
+    wanted = "binary_crossentropy" if binary else "categorical_crossentropy"
     if loss == "auto":
-        return "binary_crossentropy" if n_classes == 2 else "categorical_crossentropy"
-    wanted = "binary_crossentropy" if n_classes == 2 else "categorical_crossentropy"
+        return wanted
     if loss != wanted:
         from cnnclf.errors import ConfigError
 
+        what = "a multi-label model" if multi_label else f"{n_classes} classes"
         raise ConfigError(
-            f"train.loss: {loss} does not fit {n_classes} classes "
-            f"(the output layer is {output_layer_for(n_classes)[1]}); use auto or "
+            f"train.loss: {loss} does not fit {what} "
+            f"(the output layer is {output_layer_for(n_classes, multi_label)[1]}); use auto or "
             f"{wanted}"
         )
     return loss
+
+
+def multi_label_loss(positive_weights: list[float] | None):
+    """Binary cross-entropy over every class, each class's positive term weighted.
+
+    Keras' `class_weight` weighs whole samples by their single class, which means nothing when
+    an image has several labels (or none); a per-class weight on the positive term instead
+    (PyTorch's `pos_weight`) says how much a missed label of that class costs against a false
+    alarm. None gives plain binary cross-entropy.
+    """
+    import keras
+    from keras import ops
+
+    if positive_weights is None:
+        return "binary_crossentropy"
+    weights = ops.convert_to_tensor(positive_weights, dtype="float32")
+
+    @keras.saving.register_keras_serializable(package="cnnclf")
+    def weighted_binary_crossentropy(y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1 - 1e-7)
+        per_class = -(weights * y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred))
+        return ops.mean(per_class, axis=-1)
+
+    return weighted_binary_crossentropy
+
+
+def multi_label_metrics() -> list:
+    """AUC over each class (averaged) and per-label accuracy, logged as `auc` and `accuracy`.
+
+    Naming the binary accuracy `accuracy` keeps history.json, the training curves and a
+    monitor of val_accuracy meaning "share of right yes/no answers" rather than failing.
+    """
+    import keras
+
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.AUC(multi_label=True, name="auc"),
+    ]
 
 
 def build_model(
@@ -38,12 +85,14 @@ def build_model(
     channels: int,
     precision: str = "float32",
     weights_path: str | None = None,
+    multi_label: bool = False,
 ):
     """Returns an uncompiled `keras.Sequential` for images of `config.data.image_size`.
 
     `precision` is a Keras dtype policy name ("mixed_float16", ...) given to each layer, not
     set globally, so building a model never changes Keras' state for other code.
     `weights_path` is the backbone's weights file (see backbones.resolve_weights).
+    `multi_label` ends it in one sigmoid per class (`output_layer_for`).
     """
     import keras
     from keras import layers
@@ -80,7 +129,7 @@ def build_model(
         stack.append(layers.Dense(units, activation="relu", name=f"dense{i}", dtype=dtype))
         if m.dropout:
             stack.append(layers.Dropout(m.dropout, name=f"dropout{i}", dtype=dtype))
-    units, activation = output_layer_for(n_classes)
+    units, activation = output_layer_for(n_classes, multi_label)
     # float32 output even under a mixed-precision policy: probabilities must stay accurate.
     stack.append(layers.Dense(units, activation=activation, dtype="float32", name="output"))
     return keras.Sequential(stack, name="cnnclf")

@@ -44,6 +44,7 @@ def open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
             cache=train_cache,
             cache_path=str(cache_dir / "train"),
             skipped=skipped,
+            n_classes=len(dataset.class_names),
         ),
         "validation": open_store(
             dataset.validation,
@@ -53,6 +54,7 @@ def open_stores(config: Config, dataset: Dataset, stack, skipped) -> dict:
             cache=val_cache,
             cache_path=str(cache_dir / "validation"),
             skipped=skipped,
+            n_classes=len(dataset.class_names),
         ),
     }
 
@@ -65,6 +67,8 @@ def decode_stores(stores: dict, dataset: Dataset, skipped) -> dict:
     must count the images the model saw, not the files that were listed. With a cache the
     first epoch reads what this pass decoded, so it costs no extra decoding.
     """
+    import numpy as np
+
     from cnnclf.data.pipeline import decode_all
     from cnnclf.errors import DataError
     from cnnclf.progress import Progress
@@ -83,12 +87,15 @@ def decode_stores(stores: dict, dataset: Dataset, skipped) -> dict:
         empty = [c for c, n in used[name].items() if n == 0]
         if name == "train" and empty:
             label = dataset.class_names.index(empty[0])
-            examples = _examples(stores[name].store, label, stores[name].labels, skipped)
+            labels = stores[name].labels
+            if labels.ndim == 2:  # multi-hot rows: the images carrying the class
+                labels = np.where(labels[:, label] > 0, label, -1)
+            examples = _examples(stores[name].store, label, labels, skipped)
             raise DataError(
                 f"{key}: class {empty[0]} has no readable image ({examples}); "
                 "run cnnclf check-data to see every problem"
             )
-        if name == "validation" and not sum(used[name].values()):
+        if name == "validation" and not stores[name].used_images():
             raise DataError(
                 f"{key}: no readable image to validate on "
                 f"({len(stores[name].store)} file(s), all unreadable); run cnnclf "

@@ -24,6 +24,16 @@ class TrainResult:
     final_metrics: dict  # of the saved weights' epoch (the best one under keep_best)
     train_images: dict = field(default_factory=dict)  # class -> images trained on
     validation_images: dict = field(default_factory=dict)  # class -> images validated on
+    # Multi-label: images per set ({"train": n, "validation": n}); the per-class counts above
+    # count an image with two labels twice. None: single-label, where they add up.
+    image_counts: dict | None = None
+
+
+def image_counts(trainer: Trainer) -> dict[str, int] | None:
+    """Images per set of a multi-label run (None for single-label: the class counts add up)."""
+    if not trainer.multi_label:
+        return None
+    return {name: trainer.stores[name].used_images() for name in ("train", "validation")}
 
 
 def final_metrics(history: dict, best_epoch: int | None) -> dict:
@@ -90,7 +100,12 @@ def run_record(trainer: Trainer, history: dict, final: dict, seconds: float) -> 
         best_epoch=trainer.best_epoch,
         stopped_early=trainer.controls.state["stopped_early"],
         resumed_after_epoch=(trainer.previous or {}).get("completed_epochs") or None,
-        class_weight=trainer.setup.class_weight,
+        # Multi-label: the per-class positive weights the loss used (validation.positive_weights).
+        class_weight=(
+            dict(enumerate(trainer.positive_weights))
+            if trainer.positive_weights is not None
+            else trainer.class_weight
+        ),
         phases=phases_record(
             trainer.plan, trainer.controls.state.get("phase_starts", [0]), history, trainer.saved
         ),
@@ -108,4 +123,6 @@ def run_record(trainer: Trainer, history: dict, final: dict, seconds: float) -> 
         train_seconds=round(seconds, 2),
         run_id=trainer.run.run_id,
         labels_from=dataset.labels_from or None,
+        image_counts=image_counts(trainer),
+        lr_find=trainer.lr_find or None,
     )

@@ -69,6 +69,7 @@ def train(
     verbose: bool = False,
     device: str = "auto",
     progress: int | str = "auto",
+    callbacks: tuple = (),
 ) -> TrainResult:
     """Trains a model as `config` says and writes its bundle.
 
@@ -86,6 +87,7 @@ def train(
         verbose: let TensorFlow's own logging through.
         progress: Keras `fit` verbosity (`auto`: a progress bar on a terminal, a line per epoch
             otherwise).
+        callbacks: extra Keras callbacks (`TrainSetup.callbacks`), e.g. `cnnclf tune`'s pruning.
 
     Returns:
         A `TrainResult` with the published bundle's path and the history.
@@ -109,7 +111,17 @@ def train(
     if warning := random_features_warning(config):
         log.warning("%s", warning)
     setup = TrainSetup(
-        config, dataset, loss, class_weight, start, config_path, verbose, device, progress, started
+        config,
+        dataset,
+        loss,
+        class_weight,
+        start,
+        config_path,
+        verbose,
+        device,
+        progress,
+        started,
+        tuple(callbacks),
     )
     # Only the chief of a multi_worker cluster writes the bundle; that is known once the
     # cluster is up (the Trainer locks it then), so other runs lock their folder now, before
@@ -139,7 +151,7 @@ def _check_data(config: Config) -> tuple[Dataset, str, dict[int, float] | None]:
     dataset = discover(config.data, config.train.seed)
     from cnnclf.model.build import loss_for
 
-    loss = loss_for(config, len(dataset.class_names))
+    loss = loss_for(config, len(dataset.class_names), dataset.multi_label)
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(
             "train.tensorboard: needs the tensorboard package: pip install "

@@ -30,6 +30,7 @@ from cnnclf.data.layout import Dataset
 from cnnclf.errors import CnnclfError
 from cnnclf.inference.metrics import small_validation_warning
 from cnnclf.model.transfer import Phase, Start, phases, planned_epochs, suggest_backbone
+from cnnclf.training import lr_find
 from cnnclf.training.inputs import (
     decode_stores,
     describe,
@@ -38,9 +39,14 @@ from cnnclf.training.inputs import (
     open_stores,
     warn_skipped,
 )
-from cnnclf.training.record import TrainResult, final_metrics, run_record
+from cnnclf.training.record import TrainResult, final_metrics, image_counts, run_record
 from cnnclf.training.rundir import RunDir, fault_point
-from cnnclf.training.validation import metrics_json, threshold_and_metrics
+from cnnclf.training.validation import (
+    check_monitors,
+    metrics_json,
+    positive_weights,
+    threshold_and_metrics,
+)
 
 if TYPE_CHECKING:
     from cnnclf.training.callbacks import TrainingControls
@@ -63,6 +69,9 @@ class TrainSetup:
         device: cpu | gpu | auto.
         progress: Keras `fit` verbosity, or "auto".
         started: `time.monotonic()` when the run started.
+        callbacks: extra Keras callbacks for every `fit` after cnnclf's own (e.g. `cnnclf
+            tune`'s pruning callback, which reads each epoch's validation metrics and may set
+            `model.stop_training`); the run stays an ordinary one, published as usual.
     """
 
     config: Config
@@ -75,6 +84,7 @@ class TrainSetup:
     device: str
     progress: int | str
     started: float
+    callbacks: tuple = ()
 
 
 class Trainer:
@@ -112,6 +122,7 @@ class Trainer:
     extra_callbacks: list  # fit
     threshold: Any  # validate: a binary model's decision threshold
     metrics: Any  # validate: the report for metrics.json
+    lr_find: list  # build: the range tests of learning_rate: auto (training/lr_find.py)
 
     def __init__(self, setup: TrainSetup, run: RunDir, stack: contextlib.ExitStack):
         self.setup = setup
@@ -124,12 +135,19 @@ class Trainer:
         self.previous: dict | None = None  # the committed progress of a resumed run
         self.done = 0  # epochs completed, including those before a resume
         self.best_epoch: int | None = None
+        # getattr: tests hand in Dataset-like objects written before multi-label existed.
+        self.multi_label = bool(getattr(self.dataset, "multi_label", False))
+        check_monitors(self.config, self.multi_label)
+        self.positive_weights = (
+            positive_weights(self.config, self.dataset) if self.multi_label else None
+        )
 
     def train(self) -> TrainResult:
         self.prepare()
         self.start_tensorflow()
         self.claim_run_dir()
         try:
+            lr_find.resolve_first_phase(self)  # learning_rate: auto, before the model is built
             self.build()
             self.fit()
         except self.tf.errors.OpError as exc:
@@ -207,7 +225,7 @@ class Trainer:
         )
         self.current = len(self.controls.state.get("phase_starts", [0])) - 1  # to go on with
         self._build_model()
-        batches = sum(self.stores["train"].used_counts(self.dataset.class_names).values())
+        batches = self.stores["train"].used_images()
         self.executions = steps_per_execution(
             self.config.train.steps_per_execution,
             self.placement.devices,
@@ -239,6 +257,7 @@ class Trainer:
                 self.spec.channels,
                 placement.precision,
                 start.weights.path if start.weights else None,
+                multi_label=self.multi_label,
             )
             if start.init_from and not self.previous:
                 copy_features(model, start.init_from)
@@ -262,7 +281,7 @@ class Trainer:
     def compile_for(self, phase: Phase) -> str | None:
         """Freezes or unfreezes what `phase` says and compiles again, as Keras needs after a
         change of `trainable`; returns what the phase trains, to log."""
-        from cnnclf.model.build import make_optimizer
+        from cnnclf.model.build import make_optimizer, multi_label_metrics
         from cnnclf.model.transfer import apply_phase
 
         placement = self.placement
@@ -272,12 +291,24 @@ class Trainer:
                 optimizer=make_optimizer(
                     self.config, placement.precision, placement.replicas, phase.learning_rate
                 ),
-                loss=self.setup.loss,
-                metrics=["accuracy"],
+                loss=self._loss(),
+                metrics=multi_label_metrics() if self.multi_label else ["accuracy"],
                 steps_per_execution=self.executions,
                 jit_compile=self.keras_jit,
             )
         return note
+
+    def _loss(self):
+        """The compiled loss: the configured one, or for a multi-label model binary
+        cross-entropy with each class's positive weight (`build.multi_label_loss`)."""
+        from cnnclf.model.build import multi_label_loss
+
+        return multi_label_loss(self.positive_weights) if self.multi_label else self.setup.loss
+
+    @property
+    def class_weight(self) -> dict[int, float] | None:
+        """Keras' `class_weight` for fit; a multi-label model weighs classes in its loss."""
+        return None if self.multi_label else self.setup.class_weight
 
     def _restore(self) -> None:
         from cnnclf.training.checkpoint import restore
@@ -356,6 +387,7 @@ class Trainer:
     def begin_next_phase(self, phase: Phase) -> None:
         if self.controls.best_weights is not None:
             self.model.set_weights(self.controls.best_weights)
+        phase = lr_find.resolve_phase(self, phase)  # fine_tune.learning_rate: auto
         log.info("%s", self.compile_for(phase))
 
     def fit_phase(self, index: int) -> None:
@@ -389,7 +421,7 @@ class Trainer:
             )
 
     def _fit_until(self, end: int) -> None:
-        callbacks = [*self.controls.callbacks, self.checkpoint]
+        callbacks = [*self.controls.callbacks, self.checkpoint, *self.setup.callbacks]
         if self.placement.strategy == "multi_worker":
             from cnnclf.training.multiworker import MultiWorkerLoop
 
@@ -398,7 +430,7 @@ class Trainer:
                 self.strategy,
                 loss=self.setup.loss,
                 global_batch_size=self.config.data.batch_size,
-                class_weight=self.setup.class_weight,
+                class_weight=self.class_weight,
             ).fit(
                 self.train_ds,
                 self.val_ds,
@@ -415,7 +447,7 @@ class Trainer:
             initial_epoch=self.done,
             shuffle=False,
             verbose=self.verbosity,
-            class_weight=self.setup.class_weight,
+            class_weight=self.class_weight,
             callbacks=[*callbacks, *self.extra_callbacks],
         )
 
@@ -432,7 +464,8 @@ class Trainer:
             self.val_ds,
             self.config,
             self.dataset.class_names,
-            sum(self.used["validation"].values()),
+            self.stores["validation"].used_images(),
+            self.multi_label,
         )
         if warning := small_validation_warning(
             self.used["validation"], self.dataset.validation_source
@@ -441,7 +474,7 @@ class Trainer:
 
     @property
     def binary(self) -> bool:
-        return len(self.dataset.class_names) == 2
+        return len(self.dataset.class_names) == 2 and not self.multi_label
 
     def publish(self) -> TrainResult:
         """Writes the bundle in the run's staging folder, then renames it into place."""
@@ -472,6 +505,7 @@ class Trainer:
             final,
             self.used["train"],
             self.used["validation"],
+            image_counts(self),
         )
 
     def bundle_contents(self, history: dict, final: dict, seconds: float):
@@ -480,8 +514,9 @@ class Trainer:
         preprocessing = Preprocessing(
             self.spec,
             self.config.augment.rescale,
-            "binary" if self.binary else "categorical",
+            "multi_label" if self.multi_label else "binary" if self.binary else "categorical",
             self.threshold if self.binary else None,
+            tuple(self.threshold) if self.multi_label else None,
         )
         return BundleContents(
             model=self.saved,

@@ -16,12 +16,16 @@ from cnnclf.training.inputs import validation_folder
 log = logging.getLogger("cnnclf")
 
 
-def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str], images: int = 0):
-    """(threshold or None, metrics): the threshold per train.threshold for a binary model, and
-    `classification_metrics` on `val_ds`.
+def threshold_and_metrics(
+    model, val_ds, config: Config, class_names: list[str], images: int = 0, multi_label=False
+):
+    """(threshold or None, metrics): the threshold per train.threshold for a binary model (a
+    list of one per class for a multi-label model), and the metrics on `val_ds`.
 
     Args:
         images: how many images `val_ds` holds, for the progress shown while it runs.
+        multi_label: one sigmoid per class (`multi_label_report` instead of
+            `classification_metrics`).
 
     Raises:
         DataError: the validation data cannot satisfy train.threshold's rule.
@@ -43,6 +47,8 @@ def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str],
             progress.advance(len(labels[-1]))
     probs, y = np.concatenate(scores), np.concatenate(labels)
     rule = config.train.threshold
+    if multi_label:
+        return _multi_label_thresholds(y, probs, rule, class_names)
     if len(class_names) != 2:
         return None, classification_metrics(y.argmax(axis=1), probs, class_names, None)
     probs, y = probs[:, 0], y[:, 0].astype(int)
@@ -55,13 +61,84 @@ def threshold_and_metrics(model, val_ds, config: Config, class_names: list[str],
     return threshold, classification_metrics(y, probs, class_names, threshold)
 
 
+def _multi_label_thresholds(y, probs, rule, class_names: list[str]):
+    """(per-class thresholds, report): train.threshold's rule applied to each class alone.
+
+    A class whose validation images are all positive or all negative gives a rule nothing to
+    choose from; it keeps 0.5, said in the log, rather than stopping a finished training.
+    """
+    from cnnclf.inference.metrics import multi_label_report
+    from cnnclf.inference.thresholds import choose_threshold
+
+    thresholds, kept = [], []
+    for c, name in enumerate(class_names):
+        try:
+            thresholds.append(choose_threshold(y[:, c].astype(int), probs[:, c], rule))
+        except ValueError:
+            thresholds.append(0.5)
+            kept.append(name)
+    if isinstance(rule, str):
+        log.info(
+            "thresholds chosen by %s on the validation data: %s",
+            rule,
+            ", ".join(f"{n} {t:.3f}" for n, t in zip(class_names, thresholds)),
+        )
+    if kept and isinstance(rule, str):
+        log.warning(
+            "warning: train.threshold: %s has no positive or no negative validation image; "
+            "its threshold stays 0.5",
+            ", ".join(kept),
+        )
+    return thresholds, multi_label_report(y, probs, class_names, thresholds)
+
+
+def check_monitors(config: Config, multi_label: bool) -> None:
+    """val_auc is logged for multi-label models only: a single-label run monitoring it would
+    never improve, so it is refused before any training."""
+    from cnnclf.errors import ConfigError
+
+    train = config.train
+    stopping = train.early_stopping
+    for key, monitor in (
+        ("train.keep_best", train.keep_best),
+        ("train.early_stopping.monitor", stopping.monitor if stopping else None),
+    ):
+        if monitor in ("auc", "val_auc") and not multi_label:
+            raise ConfigError(
+                f"{key}: {monitor} is logged for multi-label models only; use val_loss or "
+                "val_accuracy"
+            )
+
+
+def positive_weights(config: Config, dataset: Dataset) -> list[float] | None:
+    """A multi-label model's train.class_weight, as one weight per class on its positive term.
+
+    balanced: negatives / positives of each class in the training data (PyTorch's `pos_weight`
+    advice), so a rare label's misses cost as much in all as the common "no" answers; a
+    mapping: its weights as given (1.0 for classes it leaves out); none: None.
+    """
+    choice = config.train.class_weight
+    names = dataset.class_names
+    if choice == "none":
+        return None
+    if choice == "balanced":
+        counts, total = dataset.train.counts(names), len(dataset.train)
+        return [(total - counts[n]) / max(counts[n], 1) for n in names]
+    assert isinstance(choice, dict)  # run.class_weights checked its class names
+    return [float(choice.get(name, 1.0)) for name in names]
+
+
 def metrics_json(config: Config, dataset: Dataset, metrics: dict) -> dict:
     """metrics.json: the metrics, with the data they were measured on."""
-    binary = len(dataset.class_names) == 2
+    binary = len(dataset.class_names) == 2 and not getattr(dataset, "multi_label", False)
+    tuned = getattr(dataset, "multi_label", False) and isinstance(config.train.threshold, str)
     note = (
         "the threshold was chosen on this same validation data, so sensitivity and "
         "specificity are optimistic; run cnnclf evaluate on other data for unbiased figures"
         if binary and isinstance(config.train.threshold, str)
+        else "the per-class thresholds were chosen on this same validation data, so F1 is "
+        "optimistic; run cnnclf evaluate on other data for unbiased figures"
+        if tuned
         else None
     )
     return {
@@ -72,8 +149,15 @@ def metrics_json(config: Config, dataset: Dataset, metrics: dict) -> dict:
     }
 
 
-def threshold_record(config: Config, dataset: Dataset, threshold: float | None) -> dict | None:
-    """bundle.json's `threshold`: the rule, the value it gave and the data it was chosen on."""
+def threshold_record(config: Config, dataset: Dataset, threshold) -> dict | None:
+    """bundle.json's `threshold`: the rule, the value it gave (per class, by name, for a
+    multi-label model) and the data it was chosen on."""
+    if getattr(dataset, "multi_label", False):
+        return {
+            "rule": config.train.threshold,
+            "per_class": dict(zip(dataset.class_names, threshold)),
+            "chosen_on": validation_folder(config, dataset),
+        }
     if len(dataset.class_names) != 2:
         return None
     return {

@@ -22,6 +22,8 @@ ORDER = [
     ("model", "building, backbones, transfer (init_from reads a bundle)"),
     ("inference", "predict, evaluate, explain, metrics, plots, summaries"),
     ("training", "the run, the Trainer, callbacks, the run directory"),
+    ("tuning", "cnnclf tune: sweeps of training runs shared through an Optuna study"),
+    ("review", "K-fold review: label issues, duplicates, the gallery, decisions"),
     ("serve", "the web page and REST API"),
     ("cli", "the command line, over all of them"),
 ]

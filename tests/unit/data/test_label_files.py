@@ -254,22 +254,38 @@ def test_discover_refuses_what_would_train_the_wrong_thing(tmp_path, rows, test_
         discover(config(train, test), seed=1)
 
 
-def test_multi_label_stops_before_training_naming_the_row_or_key(tmp_path):
-    images(tmp_path, "a.png", "b.png")
-    file = write(tmp_path / "l.csv", "path,labels\na.png,x\nb.png,x y\n")
-    with pytest.raises(DataError) as error:
-        discover(config(file), seed=1)
-    assert str(error.value) == (
-        f"data.train_dir: {file}: row 2 has 2 labels (x, y): multi-label training is not "
-        "available yet in this version; give each image exactly one label (the labels column "
-        "separates classes by spaces: a class name cannot contain one)"
-    )
+def test_multi_label_is_chosen_by_auto_refused_by_false_and_needs_a_label_file(tmp_path):
+    images(tmp_path, "a.png", "b.png", "c.png", "d.png", "cat/e.png", "dog/f.png")
+    file = write(tmp_path / "l.csv", "path,labels\na.png,x\nb.png,x y\nc.png,y\nd.png,\n")
+    dataset = discover(config(file, file), seed=1)
+    assert dataset.multi_label and dataset.class_names == ["x", "y"]
+    assert dataset.train.label_sets == [(0,), (0, 1), (1,), ()]  # d.png: no label, kept
+    assert dataset.train.counts(["x", "y"]) == {"x": 2, "y": 2}
     with pytest.raises(
         DataError, match=re.escape("row 2 has 2 labels (x, y): data.multi_label is false")
     ):
         discover(config(file, multi_label=False), seed=1)
-    with pytest.raises(ConfigError, match=r"^data\.multi_label: true: multi-label training is not"):
-        discover(config(file, multi_label=True), seed=1)
+    with pytest.raises(ConfigError, match=r"^data\.multi_label: true needs data\.train_dir to be"):
+        discover(config(tmp_path, multi_label=True), seed=1)
+
+
+def test_a_multi_label_test_file_of_a_single_label_training_file_names_the_row(tmp_path):
+    images(tmp_path, "a.png", "b.png")
+    train = write(tmp_path / "train.csv", "path,label\na.png,x\nb.png,y\n")
+    test = write(tmp_path / "test.csv", "path,labels\na.png,x\nb.png,x y\n")
+    with pytest.raises(DataError) as error:
+        discover(config(train, test), seed=1)
+    assert str(error.value).startswith(
+        f"data.test_dir: {test}: row 2 has 2 labels (x, y): a test file is read as its "
+        "training file is, and data.train_dir is single-label"
+    )
+
+
+def test_data_multi_label_true_reads_one_label_per_row_as_multi_label(tmp_path):
+    images(tmp_path, "a.png", "b.png")
+    file = write(tmp_path / "l.csv", "path,label\na.png,x\nb.png,y\n")
+    dataset = discover(config(file, file, multi_label=True), seed=1)
+    assert dataset.multi_label and dataset.validation.label_sets == [(0,), (1,)]
 
 
 def test_single_label_rows_needs_a_usable_image_per_class(tmp_path):

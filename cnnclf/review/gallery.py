@@ -1,0 +1,217 @@
+"""index.html: the review as one self-contained, offline page a person decides from.
+
+Thumbnails are inlined as data: URIs (no server, no network, nothing else to copy), grouped by
+issue, each with its given and suggested label, its score and a keep / relabel to X / remove
+control. The page builds decisions.csv (`path,action,label`) in the browser and downloads it;
+`cnnclf review --apply decisions.csv --review FOLDER` applies it.
+
+At most MAX_PER_GROUP images are shown per issue kind, so the page stays a few megabytes
+whatever the data set; issues.csv lists every one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cnnclf.review.issues import Issue
+from cnnclf.review.ranking import confusion
+from cnnclf.training.filesystem import write_atomically
+
+MAX_PER_GROUP = 200
+THUMBNAIL = 96
+TITLES = {
+    "label": "Likely mislabeled",
+    "ambiguous": "Ambiguous: no class is confident",
+    "near_duplicate": "Near duplicates",
+    "outlier": "Outliers: far from every class",
+}
+
+
+def thumbnail(path: str) -> str:
+    """A small PNG of the image as a data: URI ('' when it cannot be read)."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            if max(image.size) < THUMBNAIL:  # tiny images: scaled up, pixels kept sharp
+                factor = THUMBNAIL // max(image.size)
+                image = image.resize(
+                    (image.width * factor, image.height * factor), Image.Resampling.NEAREST
+                )
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return ""
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_gallery(folder: Path, scored, issues: list[Issue]) -> None:
+    """Writes folder/index.html by one rename."""
+    page = render(scored, issues)
+    data = page.encode("utf-8")
+    write_atomically(folder / "index.html", lambda f: f.write(data))
+
+
+def render(scored, issues: list[Issue]) -> str:
+    names = scored.class_names
+    train = np.array([s == "train" for s in scored.splits])
+    matrix = confusion(scored.labels[train], scored.probabilities[train].argmax(axis=1), len(names))
+    groups: dict[str, list[Issue]] = defaultdict(list)
+    for issue in issues:
+        groups[issue.issue].append(issue)
+    sections = [
+        _section(kind, groups[kind], names)
+        for kind in [*TITLES, *sorted(set(groups) - set(TITLES))]
+        if groups.get(kind)
+    ]
+    summary = ", ".join(f"{len(v)} {k}" for k, v in groups.items()) or "no issues found"
+    return _PAGE.format(
+        summary=html.escape(f"{len(scored.paths)} images, {len(names)} classes: {summary}"),
+        pairs=_pairs(matrix, names),
+        matrix=_matrix(matrix, names),
+        sections="\n".join(sections) or "<p>Nothing to review.</p>",
+    )
+
+
+def _pairs(matrix: np.ndarray, names: list[str]) -> str:
+    pairs = [
+        (int(matrix[i, j]), names[i], names[j])
+        for i in range(len(names))
+        for j in range(len(names))
+        if i != j and matrix[i, j]
+    ]
+    pairs.sort(key=lambda p: -p[0])
+    items = "".join(
+        f"<li>labelled <b>{html.escape(a)}</b>, predicted <b>{html.escape(b)}</b>: {n}</li>"
+        for n, a, b in pairs[:10]
+    )
+    return f"<ol id='pairs'>{items}</ol>" if items else "<p id='pairs'>No confusions.</p>"
+
+
+def _matrix(matrix: np.ndarray, names: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th>"
+        + "".join(
+            f"<td class='{'diag' if i == j else 'off' if matrix[i, j] else ''}'>{matrix[i, j]}</td>"
+            for j in range(len(names))
+        )
+        + "</tr>"
+        for i, name in enumerate(names)
+    )
+    return f"<table id='confusion'><tr><th>given \\ predicted</th>{head}</tr>{rows}</table>"
+
+
+def _section(kind: str, issues: list[Issue], names: list[str]) -> str:
+    title = TITLES.get(kind, f"check-data: {kind}")
+    shown = issues[:MAX_PER_GROUP]
+    more = (
+        f"<p>{len(issues) - len(shown)} more in issues.csv.</p>" if len(issues) > len(shown) else ""
+    )
+    cards = "\n".join(_card(issue, names) for issue in shown)
+    return (
+        f"<section id='{html.escape(kind)}'><h2>{html.escape(title)} ({len(issues)})</h2>"
+        f"<div class='grid'>{cards}</div>{more}</section>"
+    )
+
+
+def _card(issue: Issue, names: list[str]) -> str:
+    source = thumbnail(issue.path)
+    image = f"<img src='{source}' alt=''>" if source else "<div class='noimg'>unreadable</div>"
+    options = ["<option value='keep'>keep</option>"]
+    options += [
+        f"<option value='relabel:{html.escape(n)}'>relabel to {html.escape(n)}</option>"
+        for n in names
+        if n != issue.label
+    ]
+    options.append("<option value='remove'>remove</option>")
+    suggested = f" → <b>{html.escape(issue.suggested)}</b>" if issue.suggested else ""
+    detail = f"<div class='detail'>{html.escape(issue.detail)}</div>" if issue.detail else ""
+    name = Path(issue.path).name
+    return (
+        f"<figure class='card' data-path='{html.escape(issue.path)}' "
+        f"data-suggested='{html.escape(issue.suggested)}'>{image}"
+        f"<figcaption title='{html.escape(issue.path)}'>{html.escape(name)}"
+        f"<div>{html.escape(issue.label or '?')}{suggested} · {issue.score:.2f}"
+        f" · {html.escape(issue.split)}</div>{detail}"
+        f"<select class='decision'>{''.join(options)}</select></figcaption></figure>"
+    )
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>cnnclf review</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+h1 {{ margin: 0 0 .2em; }} h2 {{ border-bottom: 1px solid #ccc; margin-top: 1.5em; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+.card {{ margin: 0; width: 150px; border: 1px solid #ddd; border-radius: 6px; padding: 6px;
+  font-size: 12px; background: #fafafa; }}
+.card img, .noimg {{ display: block; width: 96px; height: 96px; object-fit: contain;
+  margin: 0 auto 4px; image-rendering: pixelated; background: #eee; }}
+.card.changed {{ border-color: #d35400; background: #fff4e6; }}
+.card figcaption {{ overflow-wrap: anywhere; }}
+.detail {{ color: #666; }}
+select {{ width: 100%; margin-top: 4px; }}
+#confusion td, #confusion th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
+#confusion {{ border-collapse: collapse; }} td.off {{ background: #fde2e2; }}
+td.diag {{ background: #e2f5e2; }}
+.bar {{ position: sticky; top: 0; background: white; padding: 6px 0; z-index: 1; }}
+.facts {{ display: flex; gap: 3em; flex-wrap: wrap; }}
+</style></head>
+<body>
+<h1>cnnclf review</h1>
+<p id="summary">{summary}</p>
+<div class="bar"><button id="download">Download decisions.csv</button>
+<button id="accept">Relabel all to suggested</button> <span id="count">0 decisions</span></div>
+<div class="facts"><div><h3>Most confused pairs</h3>{pairs}</div>
+<div><h3>Confusion matrix (training images, out-of-fold)</h3>{matrix}</div></div>
+{sections}
+<script>
+function decisions() {{
+  return [...document.querySelectorAll(".card")].map((card) => {{
+    const value = card.querySelector("select").value;
+    if (value === "keep") return null;
+    const relabel = value.startsWith("relabel:");
+    const [action, label] = relabel ? ["relabel", value.slice(8)] : [value, ""];
+    return [card.dataset.path, action, label];
+  }}).filter(Boolean);
+}}
+function refresh() {{
+  document.querySelectorAll(".card").forEach((card) =>
+    card.classList.toggle("changed", card.querySelector("select").value !== "keep"));
+  const n = decisions().length;
+  document.getElementById("count").textContent = n + (n === 1 ? " decision" : " decisions");
+}}
+function quote(field) {{
+  return /[",\\n\\r]/.test(field) ? '"' + field.replace(/"/g, '""') + '"' : field;
+}}
+document.addEventListener("change", refresh);
+document.getElementById("accept").addEventListener("click", () => {{
+  document.querySelectorAll("#label .card").forEach((card) => {{
+    const suggested = card.dataset.suggested;
+    if (suggested) card.querySelector("select").value = "relabel:" + suggested;
+  }});
+  refresh();
+}});
+document.getElementById("download").addEventListener("click", () => {{
+  const lines = [["path", "action", "label"], ...decisions()].map((r) => r.map(quote).join(","));
+  const blob = new Blob([lines.join("\\n") + "\\n"], {{ type: "text/csv" }});
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = "decisions.csv";
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+}});
+refresh();
+</script>
+</body></html>
+"""

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""`train.learning_rate: auto` and `cnnclf init`'s config, side by side in one run (issue 28).
+
+On the demo set (data/demo: ankle boot vs sneaker, 600 + 150 a class, 28x28 grayscale), for
+each seed and with the same epoch budget:
+  - configs/recommended.yaml at its default learning rate, at a 5-point grid (1e-4 .. 1e-2), and
+    at learning_rate: auto (the range test before training; its cost is the wall-time
+    difference against the default run, and the finder's own seconds from its log line);
+  - the config `cnnclf init data/demo` writes, against configs/recommended.yaml.
+Held-out accuracy is the validation accuracy of the saved weights on data/demo/test_set (the
+set each run validates on; init's config keeps the best epoch by val_loss, so its figure is a
+little optimistic). Each run is a fresh `python -m cnnclf train` process; runs alternate.
+
+Example:
+    python scripts/bench_lr_init.py --seeds 1 2 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demo"
+GRID = [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+
+
+def train(config: Path, out: Path, seed: int, epochs: int, *overrides: str) -> dict:
+    """One training run: held-out accuracy, wall seconds, the finder's line if any."""
+    command = [
+        sys.executable, "-m", "cnnclf", "train", "--config", str(config), "--out", str(out),
+        "--data", str(DEMO), "--device", "cpu",
+        "--set", f"train.epochs={epochs}", "--set", f"train.seed={seed}",
+    ]  # fmt: skip
+    for override in overrides:
+        command += ["--set", override]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    seconds = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    record = json.loads((out / "bundle.json").read_text())
+    pattern = r"learning_rate: auto -> (\S+) \(lr-find: (\d+) steps, ([\d.]+) s\)"
+    found = re.search(pattern, done.stderr)
+    return {
+        "accuracy": record["final_metrics"]["val_accuracy"],
+        "seconds": seconds,
+        "rate": float(found.group(1)) if found else None,
+        "finder_s": float(found.group(3)) if found else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("CNNCLF_OFFLINE", "1")  # never download in a benchmark
+    recommended = ROOT / "configs" / "recommended.yaml"
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-lr-init-") as work:
+        work_dir = Path(work)
+        init_config = work_dir / "init.yaml"
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "cnnclf", "init", str(DEMO), "--out", str(init_config)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        init_seconds = time.monotonic() - started
+        runs = [("default 0.001", recommended, ())]
+        runs += [(f"grid {rate:g}", recommended, (f"train.learning_rate={rate}",)) for rate in GRID]
+        runs += [("auto", recommended, ("train.learning_rate=auto",))]
+        runs += [("init config", init_config, ())]
+        for seed in args.seeds:
+            for name, config, overrides in runs:
+                if name == "grid 0.001":
+                    continue  # the default run is this grid point
+                out = work_dir / f"{name.replace(' ', '_')}-{seed}"
+                result = train(config, out, seed, args.epochs, *overrides)
+                results.setdefault(name, []).append(result)
+                print(f"seed {seed} {name:<14} {json.dumps(result)}", flush=True)
+    results["grid 0.001"] = results["default 0.001"]
+    print(f"\ninit wrote its config in {init_seconds:.2f} s (process start included)")
+    print(f"{'run':<15} {'accuracy (mean)':>16} {'per seed':>22} {'wall s (mean)':>14}  extra")
+    for name, rows in results.items():
+        accuracy = [r["accuracy"] for r in rows]
+        extra = ""
+        if rows[0]["rate"] is not None:
+            rates = ", ".join(f"{r['rate']:.3g}" for r in rows)
+            extra = f"found {rates}; finder {statistics.mean(r['finder_s'] for r in rows):.1f} s"
+        print(
+            f"{name:<15} {statistics.mean(accuracy):>16.4f} "
+            f"{' '.join(f'{a:.4f}' for a in accuracy):>22} "
+            f"{statistics.mean(r['seconds'] for r in rows):>14.1f}  {extra}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Benchmark `cnnclf review` on Fashion-MNIST with injected label flips (issue 27).
+
+For each flip rate: writes a class-folder set of confusable classes (default pullover/coat,
+PER_CLASS images each, 28x28 grayscale) with that share of labels flipped (files moved to
+another class's folder), runs `cnnclf review`, and ranks the flips three ways on the same run:
+
+- cnnclf: the review's label issues (issues.json), then the rest by self-confidence;
+- cleanlab: `cleanlab.filter.find_label_issues` on the review's out-of-fold probabilities
+  (ranked by self-confidence), padded the same way; cleanlab is a bench-only dependency;
+- naive: one model trained on all the (noisy) images, sorted by in-sample loss.
+
+Reports precision@k (k = the number of flips; with k flips it is also recall@k), how many
+each method flags and the recall of those flagged, and the time each took.
+
+    python scripts/bench_review.py --rates 0.05            # ~10 min on 2 cores
+    python scripts/bench_review.py --rates 0.02,0.05,0.10 --classes pullover,coat,shirt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fashion_set import CLASSES, SOURCE, read_idx
+
+from cnnclf.review.ranking import ranking
+
+
+def write_noisy_set(root: Path, names: list[str], per_class: int, rate: float, seed: int):
+    """Class folders with `rate` of the images moved to a wrong class; returns the flipped paths."""
+    images = read_idx(SOURCE / "train-images-idx3-ubyte.gz")
+    labels = read_idx(SOURCE / "train-labels-idx1-ubyte.gz")
+    rng = random.Random(seed)
+    entries = []
+    for name in names:
+        for i in np.flatnonzero(labels == CLASSES.index(name))[:per_class]:
+            entries.append((int(i), name))
+    flipped = set(rng.sample(range(len(entries)), round(rate * len(entries))))
+    truth = set()
+    for n, (i, name) in enumerate(entries):
+        given = rng.choice([c for c in names if c != name]) if n in flipped else name
+        folder = root / given
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}_{i:05d}.png"
+        Image.fromarray(images[i], mode="L").save(path)
+        if n in flipped:
+            truth.add(str(path.resolve()))
+    return truth
+
+
+def write_config(path: Path, train_dir: Path, epochs: int, test_dir: Path | None = None) -> Path:
+    config = {
+        "data": {
+            "train_dir": str(train_dir),
+            "test_dir": str(test_dir) if test_dir else None,
+            "image_size": [28, 28],
+            "color_mode": "grayscale",
+            "batch_size": 32,
+        },
+        "augment": {"rescale": "1/255"},
+        "model": {
+            "conv_blocks": [
+                {"filters": 16, "kernel_size": 3, "pool_size": 2},
+                {"filters": 32, "kernel_size": 3, "pool_size": 2},
+            ],
+            "dense_units": [32],
+        },
+        "train": {"epochs": epochs, "seed": 1},
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def scores(order: list[str], flagged: int, truth: set[str]) -> dict:
+    k = len(truth)
+    hits = sum(p in truth for p in order[:k])
+    found = sum(p in truth for p in order[:flagged])
+    return {
+        "precision_at_k": hits / k if k else float("nan"),
+        "flagged": flagged,
+        "recall_flagged": found / k if k else float("nan"),
+    }
+
+
+def bench_rate(work: Path, args, rate: float) -> list[dict]:
+    folder = work / f"rate-{rate:g}"
+    data = folder / "training_set"
+    truth = write_noisy_set(data, args.classes, args.per_class, rate, args.seed)
+    config = write_config(folder / "review.yaml", data, args.epochs)
+    started = time.monotonic()
+    out = folder / "review"
+    command = [sys.executable, "-m", "cnnclf", "review", "--config", str(config)]
+    command += ["--folds", str(args.folds), "--out", str(out), "--format", "json"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    review_s = time.monotonic() - started
+    with open(out / "oof_probabilities.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    names = sorted(args.classes)
+    paths = [r["path"] for r in rows]
+    given = np.array([names.index(r["label"]) for r in rows])
+    probs = np.array([[float(r[n]) for n in names] for r in rows])
+    issues = json.loads((out / "issues.json").read_text())
+    mine = [i["path"] for i in issues if i["issue"] == "label"]
+    rest = [paths[i] for i in ranking(probs, given) if paths[i] not in set(mine)]
+    results = [
+        {"method": "cnnclf review", "seconds": review_s, **scores(mine + rest, len(mine), truth)}
+    ]
+
+    from cleanlab.filter import find_label_issues
+
+    started = time.monotonic()
+    found = list(find_label_issues(given, probs, return_indices_ranked_by="self_confidence"))
+    order = found + [
+        i for i in np.argsort(probs[np.arange(len(given)), given]) if i not in set(found)
+    ]
+    results.append(
+        {
+            "method": "cleanlab find_label_issues",
+            "seconds": time.monotonic() - started,
+            **scores([paths[i] for i in order], len(found), truth),
+        }
+    )
+    results.append(naive(folder, data, args, truth))
+    for r in results:
+        r["rate"] = rate
+        r["flips"] = len(truth)
+    return results
+
+
+def naive(folder: Path, data: Path, args, truth: set[str]) -> dict:
+    """Train once on every image (validating on them too), sort by in-sample loss."""
+    from cnnclf.bundle import load_bundle
+    from cnnclf.inference.predict import score_paths
+    from cnnclf.tf_loader import import_tensorflow
+
+    started = time.monotonic()
+    config = write_config(folder / "naive.yaml", data, args.epochs, test_dir=data)
+    bundle_dir = folder / "naive"
+    command = [
+        sys.executable,
+        "-m",
+        "cnnclf",
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(bundle_dir),
+        "--overwrite",
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import_tensorflow(False)
+    bundle = load_bundle(bundle_dir)
+    paths = sorted(str(p.resolve()) for p in data.glob("*/*.png"))
+    losses = []
+    for path, row in score_paths(bundle, paths):
+        p = np.asarray(row, float)
+        if p.shape[-1] == 1:
+            p = np.array([1 - p[0], p[0]])
+        losses.append(-np.log(max(p[bundle.class_names.index(Path(path).parent.name)], 1e-12)))
+    order = [paths[i] for i in np.argsort(-np.array(losses))]
+    return {
+        "method": "naive in-sample loss",
+        "seconds": time.monotonic() - started,
+        **scores(order, 0, truth),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="0.02,0.05,0.10")
+    parser.add_argument("--classes", default="pullover,coat")
+    parser.add_argument("--per-class", type=int, default=300)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-review"))
+    args = parser.parse_args()
+    args.classes = args.classes.split(",")
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rate in (float(r) for r in args.rates.split(",")):
+        results += bench_rate(args.work, args, rate)
+    print(
+        f"{'rate':>5} {'flips':>5}  {'method':<28} {'P@k':>6} {'flagged':>7} {'recall':>6} {'s':>7}"
+    )
+    for r in results:
+        print(
+            f"{r['rate']:>5.2f} {r['flips']:>5}  {r['method']:<28} {r['precision_at_k']:>6.3f} "
+            f"{r['flagged']:>7} {r['recall_flagged']:>6.3f} {r['seconds']:>7.1f}"
+        )
+    (args.work / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

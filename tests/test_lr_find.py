@@ -1,0 +1,59 @@
+"""`cnnclf lr-find` and `train.learning_rate: auto` through the CLI."""
+
+import json
+
+import pytest
+from helpers import make_tree, read_json, run_cli, write_config
+
+
+@pytest.fixture
+def config(tmp_path):
+    tree = make_tree(tmp_path / "data", n_train=16)
+    return write_config(tmp_path / "tiny.yaml", tree)
+
+
+@pytest.mark.slow
+def test_lr_find_prints_a_suggestion_and_draws_the_curve(tmp_path, config):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "finder"
+    result = run_cli("lr-find", "--config", config, "--out", out, "--steps", "60")
+    assert result.exit_code == 0, result.output
+    assert "suggested" in result.output and "steepest descent" in result.output
+    assert (out / "lr_find.png").stat().st_size > 1000
+    found = read_json(out / "lr_find.json")
+    assert 1e-7 <= found["suggested"] <= found["minimum"] / 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "finder"])  # no run dir
+
+
+@pytest.mark.slow
+def test_lr_find_json(config):
+    result = run_cli("lr-find", "--config", config, "--format", "json", "--steps", "40")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output.strip().splitlines()[-1])
+    assert found["phase"] == "train" and len(found["rates"]) == found["steps"]
+
+
+def test_lr_find_refuses_a_bad_steps_count(config):
+    result = run_cli("lr-find", "--config", config, "--steps", "1")
+    assert result.exit_code == 2
+    assert "--steps: must be an integer in [2, 1000], got 1" in result.output
+
+
+@pytest.mark.slow
+def test_a_curve_too_short_to_show_a_decrease_is_one_line(config):
+    # Two steps cannot show a decrease: the degenerate "no decrease" case, exit 2.
+    result = run_cli("lr-find", "--config", config, "--steps", "2")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: learning_rate: auto / lr-find")
+
+
+@pytest.mark.slow
+def test_learning_rate_auto_trains_at_the_found_rate(tmp_path, config):
+    result = run_cli(
+        "train", "--config", config, "--out", tmp_path / "bundle",
+        "--set", "train.learning_rate=auto",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bundle" / "config.yaml").read_text().count("learning_rate: auto") == 1
+    [found] = read_json(tmp_path / "bundle" / "bundle.json")["lr_find"]
+    assert found["phase"] == "train" and 1e-7 <= found["suggested"] <= found["minimum"] / 10

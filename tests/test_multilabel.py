@@ -1,0 +1,159 @@
+"""Multi-label classification through the CLI (issue 26, second part): a label file with
+several labels per image trains one sigmoid per class, and predict, evaluate and the bundle
+carry per-class labels, probabilities and thresholds. Single-label runs are untouched (their
+own tests keep passing)."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import read_json, run_cli, write_config
+from PIL import Image
+
+CLASSES = ("left", "right", "top")
+
+
+def _mosaic(labels: set[str], seed: int) -> Image.Image:
+    """A 24x24 image: a bright block in each labelled region, noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, size=(24, 24)).astype(np.uint8)
+    if "left" in labels:
+        pixels[12:, :8] = 230
+    if "right" in labels:
+        pixels[12:, 16:] = 230
+    if "top" in labels:
+        pixels[:8, 6:18] = 230
+    return Image.fromarray(pixels, "L").convert("RGB")
+
+
+def _write_set(folder, name: str, n: int, offset: int) -> None:
+    rows = ["path,labels"]
+    for i in range(n):
+        labels = {c for j, c in enumerate(CLASSES) if (i + offset) >> j & 1}
+        path = folder / "img" / f"{name}_{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _mosaic(labels, i + offset).save(path)
+        rows.append(f"img/{path.name},{' '.join(sorted(labels))}")
+    (folder / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """train.csv (24 images, every combination of 3 labels, one with none) and test.csv."""
+    folder = tmp_path_factory.mktemp("multilabel")
+    _write_set(folder, "train", 24, 0)
+    _write_set(folder, "test", 8, 100)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(labelled, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    config = write_config(
+        work / "c.yaml",
+        labelled,
+        data={
+            "train_dir": str(labelled / "train.csv"),
+            "test_dir": str(labelled / "test.csv"),
+            "image_size": [16, 16],
+            "batch_size": 8,
+        },
+        augment={"rescale": "1/255"},
+        train={"epochs": 2, "seed": 3, "threshold": "f1", "class_weight": "balanced"},
+    )
+    result = run_cli("train", "--config", config, "--out", work / "bundle")
+    assert result.exit_code == 0, result.output
+    (work / "train_output.txt").write_text(result.output)
+    return work / "bundle"
+
+
+@pytest.mark.slow
+def test_train_writes_a_multi_label_bundle(bundle):
+    preprocessing = read_json(bundle / "preprocessing.json")
+    assert preprocessing["class_mode"] == "multi_label"
+    assert len(preprocessing["thresholds"]) == 3
+    assert all(0 < t <= 1 for t in preprocessing["thresholds"])
+    manifest = read_json(bundle / "bundle.json")
+    assert manifest["threshold"]["rule"] == "f1"
+    assert set(manifest["threshold"]["per_class"]) == set(CLASSES)
+    assert manifest["image_counts"] == {"train": 24, "validation": 8}  # not labels per class
+    [closing] = [
+        line
+        for line in (bundle.parent / "train_output.txt").read_text().splitlines()
+        if line.startswith("bundle: ")
+    ]
+    assert " on 8 images" in closing and " on 24 training images" in closing, closing
+    history = read_json(bundle / "history.json")
+    assert {"auc", "val_auc", "accuracy", "val_accuracy"} <= set(history)
+    metrics = read_json(bundle / "metrics.json")
+    assert metrics["multi_label"] and "mean_average_precision" in metrics
+    assert "thresholds were chosen on this same validation data" in metrics["note"]
+
+
+@pytest.mark.slow
+def test_predict_lists_the_labels_over_threshold_in_every_format(bundle, labelled):
+    image = labelled / "img" / "test_000.png"
+    result = run_cli("predict", image, "--model", bundle, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert set(row) == {"path", "labels", "probabilities", "thresholds"}
+    assert set(row["probabilities"]) == set(CLASSES) == set(row["thresholds"])
+    expected = [c for c in CLASSES if row["probabilities"][c] >= row["thresholds"][c]]
+    assert sorted(row["labels"]) == sorted(expected)
+    csv = run_cli("predict", image, "--model", bundle, "--format", "csv").stdout.splitlines()
+    assert csv[0] == "path,labels,p_left,p_right,p_top"
+    assert csv[1].split(",")[1] == " ".join(row["labels"])
+    table = run_cli("predict", image, "--model", bundle).stdout.splitlines()
+    assert table[1].startswith("path") and "labels" in table[1]
+    shown = ", ".join(f"{c} {row['probabilities'][c]:.2f}" for c in row["labels"])
+    assert table[2].endswith(shown or "(none)")
+
+
+@pytest.mark.slow
+def test_evaluate_reports_multi_label_metrics(bundle, labelled):
+    result = run_cli("evaluate", labelled / "test.csv", "--model", bundle, "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n_images"] == 8 and report["multi_label"]
+    for key in ("mean_average_precision", "subset_accuracy", "hamming_loss", "micro_avg"):
+        assert key in report
+    assert report["label_cardinality"]["true"] == pytest.approx(12 / 8)
+    per_class = report["per_class"]["top"]
+    assert {"precision", "recall", "f1", "average_precision", "roc_auc"} <= set(per_class)
+    assert sum(per_class["confusion"].values()) == 8
+    plots = labelled.parent / "plots"
+    table = run_cli("evaluate", labelled / "test.csv", "--model", bundle, "--plots", plots)
+    assert "mAP (macro average precision)" in table.stdout and "Hamming loss" in table.stdout
+    assert sorted(p.name for p in plots.iterdir()) == [f"pr_curve_{c}.png" for c in range(3)]
+
+
+@pytest.mark.slow
+def test_a_validation_split_of_a_multi_label_file_trains(labelled, tmp_path):
+    config = write_config(
+        tmp_path / "c.yaml",
+        labelled,
+        data={
+            "train_dir": str(labelled / "train.csv"),
+            "test_dir": None,
+            "validation_split": 0.25,
+            "image_size": [16, 16],
+        },
+        augment={"rescale": "1/255"},
+        train={"epochs": 1, "seed": 3, "keep_best": "val_auc"},
+    )
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert read_json(tmp_path / "b" / "preprocessing.json")["thresholds"] == [0.5] * 3
+
+
+def test_val_auc_on_a_single_label_run_is_one_line_before_training(tmp_path):
+    from helpers import make_tree
+
+    tree = make_tree(tmp_path / "tree", n_train=4, n_test=2)
+    config = write_config(tmp_path / "c.yaml", tree, train={"epochs": 1, "keep_best": "val_auc"})
+    result = run_cli("train", "--config", config, "--out", tmp_path / "b")
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: train.keep_best: val_auc is logged for multi-label models only; use val_loss "
+        "or val_accuracy"
+    )

@@ -1,0 +1,117 @@
+"""`cnnclf review` through the CLI on a tiny made-by-code set with known flipped labels, and
+`--apply` with its undo log, dry run and refusal to apply twice."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import make_tree, run_cli, write_config
+
+pytestmark = pytest.mark.slow  # trains 3 fold models
+
+# (class folder, file, the class folder it is wrongly filed in)
+FLIPS = [
+    ("hstripes", "hstripes_002.bmp", "vstripes"),
+    ("vstripes", "vstripes_005.png", "checker"),
+    ("checker", "checker_010.bmp", "hstripes"),
+]
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory):
+    """A 3-class set with three labels flipped, reviewed with 3 folds."""
+    work = tmp_path_factory.mktemp("review")
+    root = make_tree(work / "data", n_classes=3, n_train=20, with_test=False)
+    train = root / "training_set"
+    for source, name, wrong in FLIPS:
+        shutil.move(train / source / name, train / wrong / name)
+    config = write_config(
+        work / "review.yaml",
+        root,
+        data={"train_dir": str(train), "test_dir": None, "image_size": [16, 16], "batch_size": 8},
+        augment={"rescale": "1/255"},
+        model={
+            "conv_blocks": [{"filters": 8, "kernel_size": 3, "pool_size": 2}],
+            "dense_units": [16],
+        },
+        train={"epochs": 6, "seed": 7, "learning_rate": 0.01},
+    )
+    out = work / "out"
+    result = run_cli("review", "--config", config, "--folds", 3, "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return work, config, out, train
+
+
+def test_flipped_labels_rank_first(reviewed):
+    _, _, out, train = reviewed
+    issues = json.loads((out / "issues.json").read_text())
+    labels = [i for i in issues if i["issue"] == "label"]
+    assert issues[: len(labels)] == labels  # label issues first, in rank order
+    flipped = {str((train / wrong / name).resolve()) for _, name, wrong in FLIPS}
+    assert {i["path"] for i in labels[:3]} == flipped
+    by_path = {i["path"]: i for i in labels}
+    for source, name, wrong in FLIPS:
+        assert by_path[str((train / wrong / name).resolve())]["suggested"] == source
+    for name in ("issues.csv", "oof_probabilities.npy", "oof_probabilities.csv", "index.html"):
+        assert (out / name).is_file()
+
+
+def test_a_second_run_reuses_the_folds(reviewed):
+    _, config, out, _ = reviewed
+    result = run_cli("review", "--config", config, "--folds", 3, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("reusing the fold's bundle") == 3
+
+
+def test_apply_dry_run_refusal_and_undo(reviewed):
+    work, _, out, train = reviewed
+    issues = json.loads((out / "issues.json").read_text())
+    top = [i for i in issues if i["issue"] == "label"][:3]
+    decisions = out / "decisions.csv"
+    with open(decisions, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "action", "label"])
+        writer.writerows([(i["path"], "relabel", i["suggested"]) for i in top[:2]])
+        writer.writerow([top[2]["path"], "remove", ""])
+    before = sorted(str(p.relative_to(work)) for p in work.joinpath("data").rglob("*.*"))
+
+    dry = run_cli("review", "--apply", decisions, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.count("would ") == 3 and "nothing changed" in dry.output
+    assert sorted(str(p.relative_to(work)) for p in work.joinpath("data").rglob("*.*")) == before
+
+    applied = run_cli("review", "--apply", decisions)
+    assert applied.exit_code == 0, applied.output
+    for i in top[:2]:
+        assert (train / i["suggested"] / Path(i["path"]).name).is_file()
+    assert (
+        train.parent / "_removed" / "training_set" / top[2]["label"] / Path(top[2]["path"]).name
+    ).is_file()
+    log = next((out / "applied").glob("*.json"))
+    assert json.loads(log.read_text())["state"] == "done"
+
+    again = run_cli("review", "--apply", decisions)
+    assert again.exit_code == 2
+    assert "already applied" in again.output and len(again.output.strip().splitlines()) == 1
+
+    undone = run_cli("review", "--undo", log)
+    assert undone.exit_code == 0, undone.output
+    assert sorted(str(p.relative_to(work)) for p in work.joinpath("data").rglob("*.*")) == before
+
+
+def test_a_bad_decision_row_is_one_line(reviewed):
+    work, _, out, train = reviewed
+    bad = out / "bad.csv"
+    some = next(train.glob("hstripes/*"))
+    cases = [
+        ((str(some), "relabel", "zebra"), "row 1: 'zebra' is not a class"),
+        ((str(work / "elsewhere.png"), "remove", ""), "is not an image of this review"),
+        ((str(train / "hstripes" / "gone.png"), "remove", ""), "does not exist"),
+    ]
+    for row, message in cases:
+        bad.write_text("path,action,label\n" + ",".join(row) + "\n")
+        result = run_cli("review", "--apply", bad)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,64 @@
+"""The range test's pure parts: the rate schedule, smoothing, divergence and the suggestion."""
+
+import itertools
+import math
+
+import pytest
+
+from cnnclf.errors import ConfigError
+from cnnclf.training.lr_find import DIVERGENCE, diverged, rates, smooth, suggest
+
+
+def test_rates_grow_geometrically_from_start_to_end():
+    tried = rates(5, 1e-4, 1.0)
+    assert tried[0] == pytest.approx(1e-4) and tried[-1] == pytest.approx(1.0)
+    assert [b / a for a, b in itertools.pairwise(tried)] == pytest.approx([10.0] * 4)
+
+
+def test_smoothing_is_debiased_so_a_constant_stays_constant():
+    assert smooth([2.0] * 10) == pytest.approx([2.0] * 10)
+    noisy = smooth([1.0, 3.0] * 50)
+    assert abs(noisy[-1] - 2.0) < 0.1  # the average, without the zig-zag
+
+
+def test_divergence_is_four_times_the_best_or_nan():
+    assert not diverged(DIVERGENCE * 1.0, 1.0)
+    assert diverged(DIVERGENCE * 1.0 + 1e-9, 1.0)
+    assert diverged(math.nan, 1.0)
+
+
+def _valley(n=100):
+    """A loss flat at 1 for small rates, falling fastest at 1e-3, lowest at 1e-1, then rising."""
+    tried = rates(n, 1e-7, 10.0)
+    losses = []
+    for rate in tried:
+        x = math.log10(rate)
+        losses.append(1.0 - 0.8 / (1 + math.exp(-3 * (x + 3))) + (max(0.0, x + 1)) ** 2)
+    return tried, losses
+
+
+def test_suggestion_is_the_steepest_descent_capped_at_the_minimum_over_ten():
+    tried, losses = _valley()
+    found = suggest(tried, losses)
+    assert 3e-4 < found.steepest < 3e-3  # where the sigmoid falls fastest
+    assert 3e-2 < found.minimum < 3e-1
+    assert found.rate == min(found.steepest, found.minimum / 10)
+
+
+def test_the_cap_applies_when_the_steepest_point_is_near_the_minimum():
+    tried = rates(50, 1e-5, 1.0)
+    losses = [1.0 - 0.5 * i / 40 if i <= 40 else 0.5 + (i - 40) for i in range(50)]
+    losses[39] = 0.55  # the steepest step is right before the minimum
+    found = suggest(tried, losses)
+    assert found.rate == pytest.approx(found.minimum / 10)
+
+
+def test_a_loss_that_never_decreases_is_one_clear_error():
+    tried = rates(50)
+    with pytest.raises(ConfigError, match=r"the loss did not decrease.*set train.learning_rate"):
+        suggest(tried, [1.0 + i * 1e-3 for i in range(50)])
+
+
+def test_nan_from_the_start_is_one_clear_error():
+    with pytest.raises(ConfigError, match="NaN"):
+        suggest(rates(10), [math.nan] * 10)
