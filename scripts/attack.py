@@ -428,19 +428,34 @@ def timed_predict(tree: Path, model: Path, image: Path, work: Path, timeout: flo
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    timer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
+    # The child's high-water mark, read while it runs: its rusage would also count what this
+    # process held when it forked (Linux carries that over exec).
+    peak = 0.0
+    reader = threading.Thread(target=lambda: setattr(process, "err", process.stderr.read()))
+    reader.start()
+    while process.poll() is None and time.perf_counter() - start < timeout:
+        peak = max(peak, high_water_mb(process.pid))
+        time.sleep(0.02)
+    killed = process.poll() is None
+    if killed:
+        process.kill()
+    process.wait()
+    reader.join()
     seconds = time.perf_counter() - start
-    last = stderr.strip().splitlines()[-1][:140] if stderr.strip() else ""
-    killed = " (killed at the time limit)" if seconds >= timeout else ""
-    return (
-        f"rc {process.returncode}{killed}, {seconds:.1f} s, peak {usage.ru_maxrss / 1024:.0f} MB;"
-        f" {last!r}"
-    )
+    stderr = getattr(process, "err", b"").decode("utf-8", "replace").strip()
+    last = stderr.splitlines()[-1][:140] if stderr else ""
+    note = " (killed at the time limit)" if killed else ""
+    return f"rc {process.returncode}{note}, {seconds:.1f} s, peak {peak:.0f} MB; {last!r}"
+
+
+def high_water_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 # --- running it all -----------------------------------------------------------------------
