@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_tree, run_cli, write_config
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # trains 3 fold models
 
@@ -16,6 +17,12 @@ FLIPS = [
     ("hstripes", "hstripes_002.bmp", "vstripes"),
     ("vstripes", "vstripes_005.png", "checker"),
     ("checker", "checker_010.bmp", "hstripes"),
+]
+# (a training image, its copy in the test split): re-encoded, resized, brightened.
+COPIES = [
+    ("hstripes/hstripes_005.png", "hstripes/reencoded_005.jpg"),
+    ("checker/checker_007.gif", "checker/resized_007.png"),
+    ("vstripes/vstripes_003.gif", "vstripes/brighter_003.png"),
 ]
 
 
@@ -27,10 +34,25 @@ def reviewed(tmp_path_factory):
     train = root / "training_set"
     for source, name, wrong in FLIPS:
         shutil.move(train / source / name, train / wrong / name)
+    test = root / "test_set"
+    for original, copy in COPIES:  # near duplicates that exact hashes miss, in the test split
+        image = Image.open(train / original).convert("RGB")
+        (test / copy).parent.mkdir(parents=True, exist_ok=True)
+        if copy.endswith(".jpg"):
+            image.save(test / copy, quality=70)
+        elif "resized" in copy:
+            image.resize((image.width * 3 // 2, image.height * 3 // 2)).save(test / copy)
+        else:
+            image.point(lambda v: min(255, int(v * 0.8) + 30)).save(test / copy)
     config = write_config(
         work / "review.yaml",
         root,
-        data={"train_dir": str(train), "test_dir": None, "image_size": [16, 16], "batch_size": 8},
+        data={
+            "train_dir": str(train),
+            "test_dir": str(root / "test_set"),
+            "image_size": [16, 16],
+            "batch_size": 8,
+        },
         augment={"rescale": "1/255"},
         model={
             "conv_blocks": [{"filters": 8, "kernel_size": 3, "pool_size": 2}],
@@ -56,6 +78,23 @@ def test_flipped_labels_rank_first(reviewed):
         assert by_path[str((train / wrong / name).resolve())]["suggested"] == source
     for name in ("issues.csv", "oof_probabilities.npy", "oof_probabilities.csv", "index.html"):
         assert (out / name).is_file()
+
+
+def test_copies_across_splits_are_near_duplicates(reviewed):
+    _, _, out, train = reviewed
+    issues = json.loads((out / "issues.json").read_text())
+    found = {
+        (Path(i["detail"].split(" (")[0].removeprefix("a copy of ")), Path(i["path"]))
+        for i in issues
+        if i["issue"] == "near_duplicate"
+    }
+    test = train.parent / "test_set"
+    for original, copy in COPIES:
+        assert ((train / original).resolve(), (test / copy).resolve()) in found
+    # The fixture's stripes are one pattern per class, rescaled, with 10% noise: some of its
+    # same-class pairs are copies by any pixel measure, but far fewer than before the pixel
+    # check (44 of 60 images then).
+    assert len(found) <= 25
 
 
 def test_a_second_run_reuses_the_folds(reviewed):

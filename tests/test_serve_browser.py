@@ -319,6 +319,128 @@ def test_uncertain_rule_and_a_hidden_notice(demo_bundle, browser):
     assert process.returncode == 0
 
 
+@pytest.fixture(scope="module")
+def multi_label_data(tmp_path_factory):
+    from multilabel_data import write_label_file
+
+    folder = tmp_path_factory.mktemp("multilabel")
+    write_label_file(folder, "train", 24, 0)
+    write_label_file(folder, "test", 8, 100)
+    return folder
+
+
+def test_page_shows_every_label_of_a_multi_label_model(
+    multi_label_data, browser, downloads, tmp_path
+):
+    """Every class's bar with its own threshold tick, the labels as chips, "(no label)", the
+    uncertainty per class, and labels in the downloads."""
+    from multilabel_data import CLASSES, train_multi_label
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    bundle = train_multi_label(multi_label_data, tmp_path)
+    images = sorted((multi_label_data / "img").glob("test_*.png"))
+    expected = {
+        row["path"].rsplit("/", 1)[-1]: row
+        for row in json.loads(
+            run_cli("predict", "--model", bundle, "--format", "json", *images).stdout
+        )
+    }
+    process, url = start_server(bundle, "--name", "tags")
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, WAIT_S)
+        wait.until(lambda d: "Classes" in d.find_element(By.ID, "card").text)
+        assert "each at or over its own threshold" in browser.find_element(By.ID, "card").text
+        assert not browser.find_element(By.ID, "threshold-box").is_displayed()
+        assert "of its own threshold" in browser.find_element(By.ID, "rule").text
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in images))
+        done = "li.result[data-label], li.result[data-failed]"
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, done)) == len(images))
+        for item in browser.find_elements(By.CSS_SELECTOR, "li.result"):
+            row = expected[item.find_element(By.CSS_SELECTOR, ".file").text]
+            chips = item.find_elements(By.CSS_SELECTOR, ".chip")
+            assert [c.get_attribute("data-class") for c in chips] == row["labels"]
+            if not row["labels"]:
+                assert item.find_element(By.CSS_SELECTOR, ".label").text == "(no label)"
+            bars = item.find_elements(By.CSS_SELECTOR, ".bar[role=meter]")
+            assert [b.get_attribute("data-class") for b in bars] == list(CLASSES)
+            for bar in bars:
+                name = bar.get_attribute("data-class")
+                mark = bar.find_element(By.CSS_SELECTOR, ".mark")
+                assert mark.get_attribute("title") == f"threshold {row['thresholds'][name]:.2f}"
+                assert ("top" in bar.get_attribute("class")) == (name in row["labels"])
+            near = [c for c in CLASSES if _near(row["probabilities"][c], row["thresholds"][c])]
+            assert item.get_attribute("data-uncertain") == str(bool(near)).lower(), (row, near)
+        assert any(not r["labels"] for r in expected.values())  # "(no label)" was on show
+        assert any(len(r["labels"]) > 1 for r in expected.values())
+        _screenshot(browser, tmp_path, "multilabel")
+        shot = tmp_path / "page_multilabel.png"
+        if Path("/tmp/h").is_dir():
+            shutil.copy(shot, "/tmp/h/page_multilabel.png")
+
+        browser.find_element(By.ID, "download-csv").click()
+        saved = wait_for(lambda: sorted(downloads.glob("tags-predictions-*.csv")), "the CSV file")
+        rows = list(csv.DictReader(io.StringIO(saved[0].read_text(encoding="utf-8"))))
+        assert [r["file"] for r in rows] == [p.name for p in images]
+        for r in rows:
+            assert r["labels"].split() == expected[r["file"]]["labels"]
+            assert float(r["threshold_left"]) == pytest.approx(
+                expected[r["file"]]["thresholds"]["left"]
+            )
+        browser.find_element(By.ID, "download-json").click()
+        saved = wait_for(lambda: sorted(downloads.glob("tags-predictions-*.json")), "the JSON")
+        results = json.loads(saved[0].read_text(encoding="utf-8"))["results"]
+        assert [r["labels"] for r in results] == [expected[p.name]["labels"] for p in images]
+        assert all(set(r["thresholds"]) == set(CLASSES) for r in results)
+        assert _console_errors(browser) == []
+    finally:
+        process.terminate()
+        communicate(process, "the server to exit after SIGTERM")
+    assert process.returncode == 0
+
+
+def _near(p: float, t: float) -> bool:
+    """The page's band around a threshold (app.js UNCERTAIN.band, shrunk near 0 and 1)."""
+    return t - min(0.1, t / 2) < p < t + min(0.1, (1 - t) / 2)
+
+
+# (probabilities, thresholds, labels, uncertain classes)
+MULTI_LABEL_VERDICTS = [
+    ((0.9, 0.05), (0.5, 0.5), ["a"], []),
+    ((0.55, 0.45), (0.5, 0.5), ["a"], ["a", "b"]),  # b may be a missing label
+    ((0.2, 0.1), (0.5, 0.5), [], []),
+    ((0.04, 0.9), (0.05, 0.5), ["b"], ["a"]),  # the band shrinks near 0: 0.04 is near 0.05
+    ((0.0, 0.69), (0.05, 0.6), ["b"], ["b"]),
+]
+
+
+def test_multi_label_uncertain_rule(demo_bundle, browser):
+    """The page's multi-label rule, case by case (a pure function, any model's page)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    process, url = start_server(demo_bundle, "--name", "demo")
+    try:
+        browser.get(url)
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d: "Classes" in d.find_element(By.ID, "card").text
+        )
+        for probabilities, thresholds, labels, unsure in MULTI_LABEL_VERDICTS:
+            got = browser.execute_script(
+                "return multiLabelVerdict(arguments[0], ['a', 'b'], arguments[1])",
+                dict(zip("ab", probabilities)),
+                dict(zip("ab", thresholds)),
+            )
+            assert got["labels"] == labels and got["uncertainClasses"] == unsure, got
+            assert got["uncertain"] == bool(unsure) and bool(got["reason"]) == bool(unsure)
+            assert got["label"] == (", ".join(labels) or "(no label)")
+    finally:
+        process.terminate()
+        communicate(process, "the server to exit after SIGTERM")
+    assert process.returncode == 0
+
+
 def test_page_asks_for_the_token_once(demo_bundle, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -257,8 +257,13 @@ def check_parity(bundle: Bundle, runtime, sample: np.ndarray, quantize: str) -> 
         )
     a, b = np.concatenate(keras_out), np.concatenate(export_out)
     threshold = bundle.preprocessing.threshold or 0.5
+    cuts = np.asarray(bundle.preprocessing.thresholds or [0.5] * len(bundle.class_names))
 
     def labels(p):
+        # Multi-label: every (image, class) decision against its own threshold counts once,
+        # so label_agreement is the share of those decisions the export makes the same.
+        if bundle.preprocessing.multi_label:
+            return (p >= cuts).astype(int).reshape(-1)
         return (p[:, 0] >= threshold).astype(int) if p.shape[1] == 1 else p.argmax(axis=1)
 
     figures: dict[str, Any] = {

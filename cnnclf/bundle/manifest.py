@@ -64,6 +64,10 @@ class RunRecord:
     # learning_rate: auto — each range test run (`training.lr_find.Curve.record`): phase,
     # suggested rate, rule, steps, ... None: every rate was given in the config.
     lr_find: list[dict] | None = None
+    # train.calibrate: the temperature folded into the output layer (one per class for
+    # multi-label), the validation NLL before and after, the images it was fitted on; or why
+    # it was skipped (`temperature` null). None: train.calibrate false, or an older bundle.
+    calibration: dict | None = None
 
     @classmethod
     def now(cls, **facts: Any) -> RunRecord:

@@ -16,9 +16,12 @@ from cnnclf.errors import ConfigError
 
 
 def model_or_newest(model_dir):
-    """`--model` as given, or the newest complete bundle under ./runs/ (said on stderr)."""
+    """`--model` as given (a URL: the bundle downloaded into the cache, once), or the newest
+    complete bundle under ./runs/ (said on stderr)."""
     if model_dir is not None:
-        return model_dir
+        from cnnclf.storage import is_url, local_bundle
+
+        return local_bundle(model_dir, "--model") if is_url(model_dir) else model_dir
     from cnnclf.training.runs import newest_bundle
 
     model_dir = newest_bundle()
@@ -54,11 +57,28 @@ def load_model(
         _check_model_options(
             model_dir, bundle.class_names, bundle.preprocessing.class_mode, threshold, top_k
         )
-        return bundle
+        return with_threshold(bundle, threshold)
     names, preprocessing, _ = read_metadata(Path(model_dir))
     _check_model_options(model_dir, names, preprocessing.class_mode, threshold, top_k)
     say_loading(f"loading TensorFlow and the model {model_dir} ...")
-    return _lazy.load_bundle(model_dir, flags()["verbose"])
+    return with_threshold(_lazy.load_bundle(model_dir, flags()["verbose"]), threshold)
+
+
+def with_threshold(bundle, threshold: float | None):
+    """`bundle`, or for a multi-label one with `--threshold`, a copy deciding every class at it.
+
+    One number for every class, not per class: per-class cuts are what training tunes and
+    the bundle keeps; a single override is for trying a stricter or looser cut at once
+    everywhere. Binary bundles keep theirs: predict and evaluate apply `threshold` themselves.
+    """
+    import dataclasses
+
+    if threshold is None or not bundle.preprocessing.multi_label:
+        return bundle
+    cuts = (threshold,) * len(bundle.class_names)
+    return dataclasses.replace(
+        bundle, preprocessing=dataclasses.replace(bundle.preprocessing, thresholds=cuts)
+    )
 
 
 def say_loading(what: str) -> None:
@@ -85,11 +105,11 @@ def check_servable(model_dir: Path) -> None:
 
 def _check_model_options(model_dir, class_names, class_mode, threshold, top_k) -> None:
     """Refuses options that the model at `model_dir` would otherwise silently ignore."""
-    if threshold is not None and class_mode != "binary":
+    if threshold is not None and class_mode == "categorical":
         raise ConfigError(
-            f"--threshold {threshold:g}: only binary models have a decision "
-            f"threshold; {model_dir} has {len(class_names)} classes and predicts "
-            "the most probable one"
+            f"--threshold {threshold:g}: only binary models have a decision threshold "
+            f"(multi-label ones one per class); {model_dir} has {len(class_names)} classes "
+            "and predicts the most probable one"
         )
     if top_k is not None and class_mode == "binary":
         raise ConfigError(

@@ -55,8 +55,8 @@ TABLE_ROWS = 20
     type=click.FloatRange(0.0, 1.0),
     default=0.98,
     show_default=True,
-    help="Embedding similarity (mean centred cosine over the fold models) at which two images "
-    "are near duplicates.",
+    help="Embedding similarity (centred cosine, in every fold model) at which two images are "
+    "candidate near duplicates; the pixels must confirm them (see the review guide).",
 )
 @click.option(
     "--apply",

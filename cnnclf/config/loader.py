@@ -48,6 +48,13 @@ def load_config_explained(
     return parse_config_explained(raw)
 
 
+def _is_url(value: str) -> bool:
+    """A URL (s3://bucket/key, gs://...) is not a path: it is never made relative to a folder.
+    (cnnclf.storage.is_url says the same; config sits below storage in the rooms' order.)"""
+    scheme, sep, _ = value.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.isalnum() and scheme != "file"
+
+
 def _resolve_from_config_folder(raw: dict, path: Path) -> None:
     """Relative folder paths in a config file are relative to that file, as in every tool that
     reads a config: the same config works from any working directory. (`--set` values stay
@@ -60,7 +67,8 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
     model = raw.get("model")
     if isinstance(model, dict):
         # model.init_from and a backbone's weights file: beside the config, no fallback.
-        if isinstance(model.get("init_from"), str) and model["init_from"].strip():
+        init_from = model.get("init_from")
+        if isinstance(init_from, str) and init_from.strip() and not _is_url(init_from):
             model["init_from"] = os.path.normpath(base / os.path.expanduser(model["init_from"]))
         backbone = model.get("backbone")
         if (
@@ -77,6 +85,8 @@ def _resolve_from_config_folder(raw: dict, path: Path) -> None:
         value = section.get(f.name)
         if f.metadata.get("kind") != "path" or not isinstance(value, str) or not value.strip():
             continue
+        if _is_url(value):
+            continue  # s3://, gs://: cnnclf/storage reads it
         expanded = os.path.expanduser(value)
         if os.path.isabs(expanded):
             section[f.name] = expanded

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from cnnclf.config import checks
 from cnnclf.config.checks import setting
@@ -22,6 +23,17 @@ from cnnclf.config.subsections import (
     EarlyStoppingConfig,
     FineTuneConfig,
 )
+
+
+def _storage_options(key: str, value: Any) -> dict:
+    """fsspec keyword arguments: names, and plain values a YAML file can hold."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (str, int, float, bool)) for v in value.values()
+    ):
+        checks.fail(key, "a mapping {option name: string, number or true/false}", value)
+    return {str(name): option for name, option in value.items()}
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,15 @@ class DataConfig:
         "it costs almost no memory (files are also fully shuffled "
         "once before decoding)",
         kind="int",
+    )
+    storage_options: dict = setting(
+        {},
+        _storage_options,
+        "{name: value} for the fsspec file system of every s3:// or gs:// URL the run reads "
+        "or writes (data, model.init_from, --out), on top of the provider's own sources "
+        "(AWS_* variables, profiles, GOOGLE_APPLICATION_CREDENTIALS), e.g. {profile: dev}; "
+        "see docs/guide/storage.md",
+        kind="{str: str | int | float | bool}",
     )
 
 
@@ -276,6 +297,15 @@ class TrainConfig:
         "youden, f1, recall>=0.95 (highest threshold keeping that sensitivity), "
         "specificity>=0.9; the chosen value is saved in the bundle",
         kind="float | str",
+    )
+    calibrate: bool = setting(
+        True,
+        checks.boolean,
+        "after training, fit a temperature on the validation data so the probabilities mean "
+        "what they say (one per class for multi-label), folded into the saved model's output "
+        "layer before train.threshold's rule runs; skipped, with a warning, under 30 "
+        "validation images",
+        kind="bool",
     )
     class_weight: str | dict = setting(
         "none",

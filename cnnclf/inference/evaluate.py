@@ -119,10 +119,11 @@ def _label_file_to_evaluate(bundle: Bundle, data_file: str | Path) -> tuple[str,
     )
 
 
-def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
+def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32, tta: bool = False):
     """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1).
 
-    A multi-label split's labels are multi-hot rows [N, classes]."""
+    A multi-label split's labels are multi-hot rows [N, classes]; `tta` averages each image's
+    outputs over `tta.views`."""
     from cnnclf.inference.predict import score_paths
 
     truth: list = split.labels
@@ -133,7 +134,7 @@ def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32):
         ]
     labels, scores, skipped = [], [], {}
     for (path, result), label in zip(
-        score_paths(bundle, split.paths, batch_size=batch_size), truth
+        score_paths(bundle, split.paths, batch_size=batch_size, tta=tta), truth
     ):
         if isinstance(result, ImageError):
             skipped[path] = result.reason
@@ -153,6 +154,7 @@ def evaluate(
     threshold: float | None = None,
     batch_size: int = 32,
     plots_dir: str | Path | None = None,
+    tta: bool = False,
 ) -> dict:
     """Evaluates `bundle` and returns the JSON-ready report.
 
@@ -162,16 +164,19 @@ def evaluate(
             was validated on (its test_dir, or its validation split of train_dir).
         threshold: overrides the bundle's binary threshold.
         plots_dir: when given, confusion_matrix.png (and for binary models roc_curve.png and
-            pr_curve.png) are written there.
+            pr_curve.png) are written there, and for single-label models
+            reliability_diagram.png.
+        tta: average each image's outputs over `tta.views` (2-6 forward passes an image).
     """
     from cnnclf.inference.metrics import classification_metrics
 
     source, folder, split = data_to_evaluate(bundle, data_dir)
-    labels, probs, skipped = collect_scores(bundle, split, batch_size)
+    labels, probs, skipped = collect_scores(bundle, split, batch_size, tta)
     if not len(labels):
         raise DataError(f"{folder}: no image could be decoded")
     if bundle.preprocessing.multi_label:
         report = _multi_label_report(bundle, (source, folder), labels, probs, skipped)
+        report.update(calibration_fields(bundle, labels, probs, tta))
         if plots_dir is not None:
             report["plots"] = _multi_label_plots(bundle, labels, probs, Path(plots_dir))
         return report
@@ -191,6 +196,7 @@ def evaluate(
         "images_per_class": {bundle.class_names[i]: int((labels == i).sum()) for i in present},
         "absent_classes": [n for n in bundle.class_names if n not in present_names],
         **metrics,
+        **calibration_fields(bundle, labels, probs, tta),
         "skipped_files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
     }
     if binary:
@@ -206,7 +212,56 @@ def evaluate(
             )
     if plots_dir is not None:
         report["plots"] = write_plots(report, labels, probs, bundle.class_names, plots_dir)
+        report["plots"].append(_reliability_plot(bundle, labels, probs, Path(plots_dir)))
     return report
+
+
+def calibration_fields(bundle: Bundle, labels, probs, tta: bool) -> dict:
+    """The report's `calibration` (ECE, Brier; before and after for a calibrated bundle) and,
+    with TTA, `tta` (the views each image cost).
+
+    The uncalibrated figures are recovered from the bundle's temperature; under TTA they are
+    left out, since the average of calibrated views does not map back to one uncalibrated
+    output.
+    """
+    from cnnclf.inference.calibration_metrics import calibration_report
+    from cnnclf.inference.tta import trained_flips, view_count
+
+    temperature = recorded_temperature(bundle)
+    report = calibration_report(
+        probs, labels, bundle.preprocessing.class_mode, None if tta else temperature
+    )
+    report["calibrated"] = temperature is not None
+    fields: dict = {"calibration": report}
+    if tta:
+        fields["tta"] = {"views": view_count(*trained_flips(bundle))}
+    return fields
+
+
+def recorded_temperature(bundle: Bundle) -> float | list[float] | None:
+    """bundle.json's fitted temperature, or None (uncalibrated, skipped, an older bundle, or a
+    value that is not one positive number, or one a class for multi-label)."""
+    record = bundle.manifest.get("calibration")
+    value = record.get("temperature") if isinstance(record, dict) else None
+    units = len(bundle.class_names) if bundle.preprocessing.multi_label else None
+    values = value if isinstance(value, list) and units is not None else [value]
+    ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+        for v in values
+    )
+    if not ok or (units is not None and len(values) != units):
+        return None
+    numbers = [float(v) for v in values if v is not None]
+    return numbers if units is not None else numbers[0]
+
+
+def _reliability_plot(bundle: Bundle, labels, probs, plots_dir: Path) -> str:
+    from cnnclf.inference import plots
+    from cnnclf.inference.calibration_metrics import reliability
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    curve = reliability(probs, labels, bundle.preprocessing.class_mode)
+    return str(plots.reliability_diagram(curve, plots_dir / "reliability_diagram.png"))
 
 
 def _multi_label_report(bundle: Bundle, where: tuple[str, str], labels, probs, skipped) -> dict:

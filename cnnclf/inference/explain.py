@@ -8,6 +8,7 @@ input (resized, as in training) and drawn over the original image at its own siz
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from cnnclf.bundle import Bundle
 from cnnclf.data.decode import load_image, open_image
-from cnnclf.inference.predict import Prediction, interpret
+from cnnclf.inference.predict import Prediction, interpret, interpret_multi_label
 
 
 def last_conv_activation(model) -> str:
@@ -73,26 +74,55 @@ def normalise_cam(cam: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.clip(cam / peak, 0.0, 1.0), None
 
 
-def grad_cam(bundle: Bundle, path: str) -> tuple[np.ndarray, Prediction, str | None]:
+def grad_cam(
+    bundle: Bundle, path: str, class_name: str | None = None
+) -> tuple[np.ndarray, Prediction, str | None]:
     """(heatmap in [0, 1] at the model's input size, Prediction, note) for one image.
 
-    `note` is None for a usable map; otherwise it says why the heatmap is all zero (see
-    `normalise_cam`).
+    The map is for `class_name`, or for the predicted label. `note` is None for a usable map;
+    otherwise it says why the heatmap is all zero (see `normalise_cam`).
     """
-    return grad_cam_pixels(bundle, load_image(path, bundle.preprocessing.spec), path)
+    return grad_cam_pixels(bundle, load_image(path, bundle.preprocessing.spec), path, class_name)
 
 
 def grad_cam_pixels(
-    bundle: Bundle, pixels: np.ndarray, path: str
+    bundle: Bundle, pixels: np.ndarray, path: str, class_name: str | None = None
 ) -> tuple[np.ndarray, Prediction, str | None]:
     """`grad_cam` for an image already decoded by `data.decode.load_image` or `decode_image_bytes`.
 
     `path` only names the image in the Prediction.
     """
+    prediction = predict_pixels(bundle, pixels, path)
+    heatmap, note = class_map(bundle, pixels, class_name or prediction.label)
+    return heatmap, prediction, note
+
+
+def predict_pixels(bundle: Bundle, pixels: np.ndarray, path: str) -> Prediction:
+    """The Prediction `cnnclf predict` makes for one decoded image (multi-label: `labels`)."""
+    model: Any = bundle.model  # a keras.Model
+    probs = np.asarray(model.predict_on_batch(np.asarray(pixels, np.float32)[None]))[0]
+    if bundle.preprocessing.multi_label:
+        return interpret_multi_label(
+            probs, bundle.class_names, bundle.preprocessing.thresholds, path
+        )
+    return interpret(probs, bundle.class_names, bundle.preprocessing.threshold, path)
+
+
+def explained_classes(prediction: Prediction, class_name: str | None) -> list[str]:
+    """The classes to draw a map for: `class_name`; else each label of a multi-label
+    prediction (the most probable class when none is over its threshold); else the label."""
+    if class_name is not None:
+        return [class_name]
+    return list(prediction.labels or [prediction.label])
+
+
+def class_map(bundle: Bundle, pixels: np.ndarray, class_name: str) -> tuple[np.ndarray, str | None]:
+    """(heatmap in [0, 1] at the model's input size, note): Grad-CAM for `class_name`'s score."""
     import tensorflow as tf
 
     model: Any = bundle.model  # a keras.Model
     target = last_conv_activation(model)
+    index = bundle.class_names.index(class_name)
     x = tf.constant(np.asarray(pixels, np.float32)[None])
     with tf.GradientTape() as tape:
         # The model is a plain stack: run it layer by layer and keep the target activation.
@@ -103,20 +133,28 @@ def grad_cam_pixels(
             if layer.name == target:
                 features = h
         probs = h
-        prediction = interpret(
-            np.asarray(probs)[0], bundle.class_names, bundle.preprocessing.threshold, path
-        )
-        index = bundle.class_names.index(prediction.label)
         if probs.shape[-1] == 1:  # sigmoid: P(class 1); class 0's score is 1 - p
             score = probs[:, 0] if index == 1 else 1.0 - probs[:, 0]
-        else:
+        else:  # softmax, or one sigmoid per class (multi-label)
             score = probs[:, index]
     grads = tape.gradient(score, features)[0]
     weights = tf.reduce_mean(grads, axis=(0, 1))
     cam, note = normalise_cam(tf.nn.relu(tf.reduce_sum(features[0] * weights, axis=-1)).numpy())
     height, width = bundle.preprocessing.spec.image_size
     heat = Image.fromarray(np.uint8(cam * 255)).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(heat, np.float32) / 255.0, prediction, note
+    return np.asarray(heat, np.float32) / 255.0, note
+
+
+def caption(prediction: Prediction, class_name: str) -> str:
+    """ "cat 0.93", and for a multi-label class under its threshold, says so."""
+    p = prediction.probabilities[class_name]
+    if prediction.labels is None or class_name in prediction.labels:
+        return f"{class_name} {p:.2f}"
+    thresholds = prediction.thresholds or {}
+    under = f"under its threshold {thresholds.get(class_name, 0.5):.2f}"
+    return f"{class_name} {p:.2f} ({under}; " + (
+        f"labels: {', '.join(prediction.labels)})" if prediction.labels else "no label)"
+    )
 
 
 def caption_font_size(panel_size: tuple[int, int]) -> int:
@@ -209,27 +247,46 @@ def _draw_centred(image: Image.Image, lines: list[str], font) -> None:
         draw.text((left, top + i * line_height), line, fill="black", font=font)
 
 
-def explain(bundle: Bundle, paths: list[str], out_dir: str | Path) -> list[dict]:
-    """Writes `<image stem>_gradcam.png` per image into `out_dir`; returns what was written.
+def explain(
+    bundle: Bundle, paths: list[str], out_dir: str | Path, class_name: str | None = None
+) -> list[dict]:
+    """Writes Grad-CAM overlays into `out_dir`; returns one row per overlay written.
 
-    Each row: path, label, probability, heatmap (the PNG) and note (None, or why the image
-    has no heatmap: see `normalise_cam`).
+    `<image stem>_gradcam.png` for a single-label bundle (the predicted label, or
+    `class_name`); for a multi-label one `<image stem>_gradcam_<class>.png` per predicted label
+    (or for `class_name` alone). Each row: path, label (the class the map is for),
+    probability (of that class), heatmap (the PNG) and note (None, or why the image has no
+    heatmap: see `normalise_cam`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        heatmap, prediction, note = grad_cam(bundle, path)
-        target = out_dir / f"{Path(path).stem}_gradcam.png"
-        caption = f"{prediction.label} {prediction.probability:.2f}  ({Path(path).name})"
-        overlay(path, heatmap, caption, target, note=note)
-        written.append(
-            {
-                "path": path,
-                "label": prediction.label,
-                "probability": prediction.probability,
-                "heatmap": str(target),
-                "note": note,
-            }
-        )
+        pixels = load_image(path, bundle.preprocessing.spec)
+        prediction = predict_pixels(bundle, pixels, path)
+        for name in explained_classes(prediction, class_name):
+            heatmap, note = class_map(bundle, pixels, name)
+            suffix = f"_{_file_part(name)}" if bundle.preprocessing.multi_label else ""
+            target = out_dir / f"{Path(path).stem}_gradcam{suffix}.png"
+            overlay(
+                path,
+                heatmap,
+                f"{caption(prediction, name)}  ({Path(path).name})",
+                target,
+                note=note,
+            )
+            written.append(
+                {
+                    "path": path,
+                    "label": name,
+                    "probability": prediction.probabilities[name],
+                    "heatmap": str(target),
+                    "note": note,
+                }
+            )
     return written
+
+
+def _file_part(class_name: str) -> str:
+    """A class name as it can appear in a file name (label files allow `/` or `:` in one)."""
+    return re.sub(r"[^\w.-]", "_", class_name)

@@ -119,6 +119,38 @@ def pr_curve(y_true, p1, threshold: float, path: Path, positive: str) -> Path:
     )
 
 
+def reliability_diagram(curve, path: Path) -> Path:
+    """Accuracy against confidence per bin (`calibration_metrics.reliability`), with the
+    diagonal a calibrated model follows and each bin's share of the images below it."""
+    mean_conf, accuracy, counts = curve
+    bins = len(counts)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    used = counts > 0
+    fig = _figure(6.4, 6.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    top.bar(
+        centres[used],
+        accuracy[used],
+        width=1.0 / bins,
+        alpha=0.6,
+        edgecolor="black",
+        label="accuracy in the bin",
+    )
+    top.plot(mean_conf[used], accuracy[used], "o", color="black", label="mean confidence")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title("reliability diagram (top label)")
+    top.legend(loc="upper left")
+    bottom.bar(centres, counts / max(int(counts.sum()), 1), width=1.0 / bins, color="grey")
+    bottom.set_xlabel("confidence (probability of the predicted class)")
+    bottom.set_ylabel("share of images")
+    bottom.set_xlim(0, 1)
+    fig.savefig(path)
+    return path
+
+
 def _curve(
     xs,
     ys,

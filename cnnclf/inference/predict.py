@@ -130,6 +130,7 @@ def predict_paths(
     threshold: float | None = None,
     top_k: int | None = None,
     workers: int | None = None,
+    tta: bool = False,
 ) -> Iterator[Prediction | Failure]:
     """Yields one `Prediction` or `Failure` per path, in input order.
 
@@ -140,9 +141,11 @@ def predict_paths(
         threshold: overrides the bundle's binary decision threshold.
         top_k: also list the K most probable classes in each Prediction.
         workers: decoding threads (default: one per CPU core).
+        tta: average the outputs over `tta.views` of each image (2-6 forward passes).
     """
     threshold = bundle.preprocessing.threshold if threshold is None else threshold
-    for path, result in score_paths(bundle, paths, batch_size=batch_size, workers=workers):
+    scored = score_paths(bundle, paths, batch_size=batch_size, workers=workers, tta=tta)
+    for path, result in scored:
         if isinstance(result, ImageError):
             yield Failure(path, result.reason)
         elif bundle.preprocessing.multi_label:
@@ -153,12 +156,21 @@ def predict_paths(
 
 
 def score_paths(
-    bundle: Bundle, paths: list[str], *, batch_size: int = 32, workers: int | None = None
+    bundle: Bundle,
+    paths: list[str],
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    tta: bool = False,
 ) -> Iterator[tuple[str, np.ndarray | ImageError]]:
     """Yields (path, raw model output row) or (path, ImageError) per path, in input order.
 
     Streams: only a few batches of decoded images exist at any time, whatever len(paths) is.
+    With `tta`, each row is the mean over the views of `tta.views` (flips as in training).
     """
+    from cnnclf.inference.tta import trained_flips
+
+    flips = trained_flips(bundle) if tta else None
     spec = bundle.preprocessing.spec
     workers = workers or os.cpu_count() or 2
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -185,7 +197,7 @@ def score_paths(
                 next_batch += 1
             results = [f.result() for f in futures]
             good = [r for r in results if not isinstance(r, ImageError)]
-            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape))
+            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape, flips))
             for path, result in zip(batch, results):
                 yield path, (result if isinstance(result, ImageError) else next(outputs))
     finally:
@@ -204,9 +216,17 @@ def padded_size(n: int, batch_size: int) -> int:
     return min(batch_size, 1 << max(0, n - 1).bit_length())
 
 
-def _run_model(model, arrays: list[np.ndarray], batch_size: int, shape) -> np.ndarray:
+def _run_model(
+    model, arrays: list[np.ndarray], batch_size: int, shape, flips: tuple[bool, bool] | None = None
+) -> np.ndarray:
+    """The model's outputs for `arrays`; with `flips` (TTA), averaged over the views."""
+    from cnnclf.inference import tta
+
     if not arrays:
         return np.zeros((0, 1), np.float32)
     x = np.zeros((padded_size(len(arrays), batch_size), *shape), np.float32)
     x[: len(arrays)] = np.stack(arrays)
-    return np.asarray(model.predict_on_batch(x))[: len(arrays)]
+    if flips is None:
+        return np.asarray(model.predict_on_batch(x))[: len(arrays)]
+    outputs = [np.asarray(model.predict_on_batch(v)) for v in tta.views(x, *flips)]
+    return tta.average(outputs)[: len(arrays)]

@@ -6,8 +6,10 @@ decisions.csv (what the gallery downloads): a header `path,action,label`, one ro
 - class folders: a relabelled image moves to its new class folder; a removed one moves to
   `_removed/<split folder>/<class>/` beside the split's folder (inside it, `_removed` would be
   read as a class). Nothing is deleted; a name already taken gets a `-2`, `-3`... suffix.
-- label files (CSV, JSON Lines, one `label` per row): a corrected copy is written beside the
-  file (`train.reviewed.csv`); the original is untouched. Point data.train_dir at the copy.
+- label files (CSV or JSON Lines; a `label` column or key, a `labels` column or list, or one
+  0/1 column per class): a corrected copy is written beside the file (`train.reviewed.csv`),
+  in the file's own form; the original is untouched. Point data.train_dir at the copy. A
+  relabel of a row that gives several labels is refused (one line naming the row).
 
 The undo log, REVIEW/applied/<digest>.json, is the state machine (rundir.py's pattern):
 
@@ -15,10 +17,18 @@ The undo log, REVIEW/applied/<digest>.json, is the state machine (rundir.py's pa
     DONE      every move made; the log says so (rewritten by one rename)
     UNDONE    --undo moved everything back; the log is renamed <digest>.undone-<time>.json
 
-A kill between PLANNED and DONE leaves some files moved: `--undo LOG` moves back those that
-were (each move is one rename). A decisions file whose digest has a log is refused: the same
-decisions are never applied twice. Every bad row is reported as one line naming it, and nothing
-moves unless every row is good.
+The invariant, whenever the process dies (tests/test_review_faults.py kills it at each
+APPLY_FAULT_POINTS instant): every file the log lists is at exactly one of its two places, old
+or new (each move is one rename), so the log plus the file system say which moves happened;
+no file is lost or duplicated; a corrected copy exists whole or not at all (one rename; a
+leftover `.NAME.tmp` is the log's too). Before the log exists nothing has moved. After a kill
+the same --apply is refused (the log exists, PLANNED); `--undo LOG` puts every file back and
+removes what was written, after which the decisions can be applied again. A kill during
+--undo leaves the log in place: running --undo again finishes it.
+
+A decisions file whose digest has a log is refused: the same decisions are never applied
+twice. Every bad row is reported as one line naming it, and nothing moves unless every row is
+good.
 """
 
 from __future__ import annotations
@@ -34,9 +44,18 @@ from pathlib import Path
 
 from cnnclf.errors import ConfigError, DataError
 from cnnclf.training.filesystem import fsync_dir, write_atomically, write_json_atomically
+from cnnclf.training.rundir import fault_point
 
 ACTIONS = ("keep", "relabel", "remove")
 APPLIED_DIR = "applied"
+# Where CNNCLF_FAULT="point[@n]=action" (rundir.fault_point) can stop an --apply or --undo.
+APPLY_FAULT_POINTS = (
+    "apply.logged",  # the PLANNED log in place, nothing moved yet
+    "apply.moved",  # @n: the n-th move made
+    "apply.copy_written",  # @n: the n-th corrected copy in place
+    "apply.done",  # the log says DONE
+    "undo.moved",  # @n: the n-th file moved back
+)
 
 
 @dataclass(frozen=True)
@@ -140,19 +159,16 @@ def _free_name(target: Path, taken: set[str]) -> Path:
 
 
 def _plan_label_file(file: Path, decisions: list[Decision], result: Plan) -> None:
-    """A corrected copy of a `label`-form CSV or JSON Lines file."""
+    """A corrected copy of a CSV or JSON Lines label file, in the file's own form."""
     from cnnclf.data.label_files import read_label_file
 
     labels = read_label_file(file, str(file))
-    if labels.form != "label":
-        raise DataError(
-            f"{file}: --apply corrects label files with one `label` column; this one is "
-            f"{labels.form!r}: apply the decisions in issues.csv by hand"
-        )
     by_path = {d.path: d for d in decisions}
-    folder = file.parent
     text = file.read_text(encoding="utf-8-sig")
-    out, used = _corrected(file, text, folder, by_path)
+    if file.suffix.lower() == ".jsonl":
+        out, used = _corrected_jsonl(file, text, by_path)
+    else:
+        out, used = _corrected_csv(file, text, by_path, labels.form)
     for d in decisions:
         if d.path in used:
             result.handled.add(d.where)
@@ -164,45 +180,88 @@ def _plan_label_file(file: Path, decisions: list[Decision], result: Plan) -> Non
         result.lines.append(f"write {copy} (the corrected copy of {file})")
 
 
-def _corrected(file: Path, text: str, folder: Path, by_path: dict) -> tuple[str, set[str]]:
+def _full(file: Path, entry: str) -> str:
+    """An entry's absolute path: label files name images relative to their own folder."""
+    return os.path.abspath(os.path.join(file.parent, os.path.expanduser(entry.strip())))
+
+
+def _single(file: Path, where: str, labels: list[str], d: Decision) -> None:
+    """Relabelling replaces the one label a row has; a row with several is a person's call."""
+    if d.action == "relabel" and len(labels) > 1:
+        raise DataError(
+            f"{d.where}: {file} {where} gives {d.path} several labels ({' '.join(labels)}); "
+            "--apply relabels single-label rows only: edit that row by hand"
+        )
+
+
+def _corrected_jsonl(file: Path, text: str, by_path: dict) -> tuple[str, set[str]]:
+    """JSON Lines: a relabelled record gets `label` (or a one-element `labels`) = the class."""
+    from cnnclf.data.label_files import PATH_COLUMNS
+
     used: set[str] = set()
+    lines = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        record = json.loads(line) if line.strip() else None
+        key = next((k for k in PATH_COLUMNS if isinstance(record, dict) and k in record), None)
+        d = by_path.get(_full(file, str(record[key]))) if key and record else None
+        if d is None or record is None:
+            lines.append(line)
+            continue
+        used.add(d.path)
+        if d.action == "remove":
+            continue
+        if "labels" in record:
+            given = record["labels"] if isinstance(record["labels"], list) else []
+            _single(file, f"line {number}", [str(label) for label in given], d)
+            record["labels"] = [d.label]
+        else:
+            record["label"] = d.label
+        lines.append(json.dumps(record))
+    return "\n".join(lines) + "\n", used
 
-    def full(entry: str) -> str:
-        return os.path.abspath(os.path.join(folder, os.path.expanduser(entry)))
 
-    if file.suffix.lower() == ".jsonl":
-        lines = []
-        for line in text.splitlines():
-            record = json.loads(line) if line.strip() else None
-            key = next(
-                (k for k in ("path", "image", "file", "filename") if record and k in record), None
-            )
-            d = by_path.get(full(str(record[key]))) if key and record else None
-            if d is None:
-                lines.append(line)
-                continue
-            used.add(d.path)
-            if d.action == "relabel" and record is not None:
-                record["label"] = d.label
-                lines.append(json.dumps(record))
-        return "\n".join(lines) + "\n", used
+def _corrected_csv(file: Path, text: str, by_path: dict, form: str) -> tuple[str, set[str]]:
+    """CSV: a relabelled row's `label` or `labels` cell becomes the class; one-hot rows get a
+    1 in the class's column and 0 in the others."""
+    from cnnclf.data.label_files import PATH_COLUMNS
+
+    used: set[str] = set()
     rows = list(csv.reader(io.StringIO(text)))
     header = [h.strip().lower() for h in rows[0]]
-    column = next(header.index(k) for k in ("path", "image", "file", "filename") if k in header)
-    label_column = header.index("label")
+    column = next(header.index(k) for k in PATH_COLUMNS if k in header)
+    label_columns = {
+        name: i for i, name in enumerate(rows[0]) if i != column and name.strip()
+    }  # one-hot: class -> column
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(rows[0])
-    for row in rows[1:]:
-        d = by_path.get(full(row[column].strip())) if len(row) > column else None
-        if d is not None:
-            used.add(d.path)
-            if d.action == "remove":
-                continue
-            row = list(row)
-            row[label_column] = d.label
+    for number, row in enumerate(rows[1:], start=1):
+        d = by_path.get(_full(file, row[column])) if len(row) > column else None
+        if d is None:
+            writer.writerow(row)
+            continue
+        used.add(d.path)
+        if d.action == "remove":
+            continue
+        row = list(row)
+        if form == "one-hot":
+            given = [name for name, i in label_columns.items() if _is_one(row[i])]
+            _single(file, f"row {number}", given, d)
+            for name, i in label_columns.items():
+                row[i] = "1" if name == d.label else "0"
+        else:
+            cell = header.index(form)
+            _single(file, f"row {number}", row[cell].split(), d)
+            row[cell] = d.label
         writer.writerow(row)
     return buffer.getvalue(), used
+
+
+def _is_one(cell: str) -> bool:
+    try:
+        return float(cell) == 1.0
+    except ValueError:
+        return False
 
 
 def log_path(review_folder: Path, decisions_file: Path) -> Path:
@@ -238,12 +297,16 @@ def apply(review_folder: Path, decisions_file: Path, the_plan: Plan) -> Path:
     }
     write_json_atomically(log, record)
     fsync_dir(log.parent)
+    fault_point("apply.logged")
     for source, target in the_plan.moves:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+        fault_point("apply.moved")
     for copy, data in the_plan.copies.items():
         write_atomically(Path(copy), lambda f, data=data: f.write(data))
+        fault_point("apply.copy_written")
     write_json_atomically(log, {**record, "state": "done"})
+    fault_point("apply.done")
     return log
 
 
@@ -267,10 +330,13 @@ def undo(log: Path) -> list[str]:
             Path(source).parent.mkdir(parents=True, exist_ok=True)
             os.replace(target, source)
             done.append(f"move {target} -> {source}")
+            fault_point("undo.moved")
     for copy in created:
-        if Path(copy).exists():
-            os.unlink(copy)
-            done.append(f"remove {copy}")
+        # The copy, or what a kill left of it under write_atomically's temporary name.
+        for path in (Path(copy), Path(copy).with_name(f".{Path(copy).name}.tmp")):
+            if path.exists():
+                os.unlink(path)
+                done.append(f"remove {path}")
     Path(log).rename(
         Path(log).with_name(f"{Path(log).stem}.undone-{time.strftime('%Y%m%d-%H%M%S')}.json")
     )

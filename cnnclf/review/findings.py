@@ -26,6 +26,7 @@ class Scored:
     splits: list[str]  # "train" or "test" per row
     probabilities: np.ndarray  # (N, C): out-of-fold for training rows, fold mean for test rows
     features: list[np.ndarray]  # per fold model: (N, D) penultimate-layer embeddings
+    thumbnails: np.ndarray | None = None  # (N, s, s) pixels.thumbnails: confirms duplicates
 
 
 def find_issues(scored: Scored, duplicate_threshold: float) -> list[Issue]:
@@ -46,7 +47,8 @@ def find_issues(scored: Scored, duplicate_threshold: float) -> list[Issue]:
     for row in ranking.ambiguous(probs, labels):
         if row not in flagged_set:
             found.append(_issue(scored, row, "", scores[row], "ambiguous"))
-    for i, j, similarity in neighbours.near_duplicates(scored.features, duplicate_threshold):
+    pairs = neighbours.near_duplicates(scored.features, scored.thumbnails, duplicate_threshold)
+    for i, j, similarity in pairs:
         found.append(
             _issue(
                 scored,
@@ -54,7 +56,7 @@ def find_issues(scored: Scored, duplicate_threshold: float) -> list[Issue]:
                 "",
                 similarity,
                 "near_duplicate",
-                f"similar to {scored.paths[i]} ({scored.splits[i]})",
+                f"a copy of {scored.paths[i]} ({scored.splits[i]})",
             )
         )
     train = np.array([split == "train" for split in scored.splits])

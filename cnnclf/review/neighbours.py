@@ -7,20 +7,23 @@ such vectors is the mean over the fold models of their centred cosine similarity
 quirk cannot make or break a pair on its own.
 
 - near duplicate: a pair whose centred cosine reaches DUPLICATE_SIMILARITY (0.98) in every
-  fold model, within a split or across train and test (a resized or re-encoded copy, which
-  exact hashes miss); each image is reported once, with its most similar partner;
+  fold model (a candidate) and whose pixels confirm it (pixels.py: a resized, re-encoded or
+  slightly shifted copy, which exact hashes miss), within a split or across train and test;
+  each image is reported once, with its most similar partner;
 - outlier: an image far from every class: its distance 1 - cos to the nearest class mean (of
   the training images given that label) exceeds the median distance by more than
   OUTLIER_MADS robust standard deviations (1.4826 x the median absolute deviation), and
   OUTLIER_DISTANCE (1.0: it points away from every class mean).
 
 Example:
-    pairs = near_duplicates([features_fold1, features_fold2], threshold=0.98)  # [(i, j, sim)]
+    pairs = near_duplicates([features_fold1, features_fold2], thumbs)  # [(i, j, similarity)]
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from cnnclf.review import pixels
 
 DUPLICATE_SIMILARITY = 0.98
 OUTLIER_MADS = 4.0
@@ -43,22 +46,36 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
 
 
 def near_duplicates(
-    features: list[np.ndarray], threshold: float = DUPLICATE_SIMILARITY
+    features: list[np.ndarray],
+    thumbs: np.ndarray | None = None,
+    threshold: float = DUPLICATE_SIMILARITY,
 ) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, similarity), i < j, whose centred cosine reaches `threshold` in every fold
-    model (the similarity reported is the smallest), each image in one pair at most (with its
-    most similar partner), most similar first."""
+    """Pairs (i, j, similarity), i < j: copies of one picture, most similar first.
+
+    A candidate pair's centred cosine reaches `threshold` in every fold model; with `thumbs`
+    (pixels.thumbnails of the same rows) it must also pass pixels.confirmed, and the
+    similarity reported is the thumbnails' correlation, else the smallest cosine. Each image
+    is reported once at most, with its most similar partner.
+    """
     units = [unit_rows(f) for f in features]
     n = len(units[0]) if units else 0
     best: dict[int, tuple[int, float]] = {}
     for start in range(0, n, BLOCK):
         block = np.min([u[start : start + BLOCK] @ u.T for u in units], axis=0)
-        for row in range(len(block)):
-            block[row, start + row] = -1.0  # not a duplicate of itself
-        rows, cols = np.nonzero(block >= threshold)
-        for r, c in zip(rows, cols):
-            i, j, value = start + int(r), int(c), float(block[r, c])
-            if j > i and value > best.get(j, (0, -2.0))[1]:
+        candidate = block >= threshold
+        if thumbs is not None:
+            picture = pixels.picture_block(thumbs, start, start + len(block))
+            candidate &= picture >= pixels.PICTURE_CORRELATION - 1e-4  # float32 rounding
+        rows, cols = np.nonzero(candidate)
+        rows = rows + start
+        keep = cols > rows  # each pair once, never an image with itself
+        rows, cols = rows[keep], cols[keep]
+        values = block[rows - start, cols]
+        if thumbs is not None:
+            copies, values = pixels.confirmed(thumbs, rows, cols)
+            rows, cols, values = rows[copies], cols[copies], values[copies]
+        for i, j, value in zip(rows.tolist(), cols.tolist(), values.tolist()):
+            if value > best.get(j, (0, -2.0))[1]:
                 best[j] = (i, value)
     pairs = [(i, j, value) for j, (i, value) in best.items()]
     pairs.sort(key=lambda p: -p[2])

@@ -35,7 +35,7 @@ import numpy as np
 
 from cnnclf.config import Config
 from cnnclf.errors import BundleError, ConfigError
-from cnnclf.review import neighbours
+from cnnclf.review import neighbours, pixels
 from cnnclf.review.findings import Scored, check_issues, find_issues
 from cnnclf.review.folds import check_fold_counts, stratified_folds, write_fold_files
 from cnnclf.review.issues import Issue, write_issues
@@ -104,7 +104,8 @@ def review(
         out_dir: the review folder; an existing review of the same data there is resumed.
         config_path: names the default folder.
         verbose: let TensorFlow's own logging through.
-        duplicate_threshold: the similarity at which two images are near duplicates.
+        duplicate_threshold: the embedding similarity at which two images are candidate
+            near duplicates (pixels.py then confirms them).
 
     Raises:
         RunStopped: a fold's training stopped; the same command resumes it.
@@ -242,6 +243,7 @@ def _score_folds(
         [s for s, k in zip(splits, keep) if k],
         probabilities[keep],
         [f[keep] for f in features],
+        pixels.thumbnails([p for p, k in zip(paths, keep) if k]),
     )
     failed_issues = [Issue(p, "", "", 1.0, "unreadable", "", reason) for p, reason in bad.items()]
     return scored, failed_issues

@@ -43,17 +43,17 @@ from importlib import resources
 from pathlib import Path
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from cnnclf.bundle import Bundle
-from cnnclf.inference.predict import interpret
+from cnnclf.inference.predict import interpret, interpret_multi_label
 from cnnclf.serve import memory
 from cnnclf.serve.budget import BodyBudget
 from cnnclf.serve.errors import add_error_handlers, has_token, token_check
 from cnnclf.serve.heatmap import grad_cam_png, header_safe
 from cnnclf.serve.hosts import HostOriginGuard, allowed_hosts
-from cnnclf.serve.requests import instances, prediction_options
+from cnnclf.serve.requests import explained_class, instances, prediction_options
 from cnnclf.serve.service import Service
 from cnnclf.serve.settings import MAX_INSTANCES, ServeSettings
 from cnnclf.serve.uploads import RequestError, body_cost, read_json, read_uploads
@@ -288,20 +288,31 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list, budget: Bo
         description="Multipart file field(s), any field name. Returns a list of the "
         "objects `cnnclf predict --format json` prints: path (the upload's "
         "file name), label, probability, probabilities, and top_k for "
-        "models with 3+ classes. `threshold` (binary models) and `top_k` "
-        "(3+ classes) act like predict's options.",
+        "models with 3+ classes; for multi-label models path, labels (every class "
+        "at or over its threshold, possibly none), probabilities and thresholds. "
+        "`threshold` (binary models; multi-label: one value for every class) and "
+        "`top_k` (3+ classes) act like predict's options; `tta=true` averages each "
+        "image's outputs over 2-6 fixed views, as predict's --tta (2-6x the model time).",
     )
-    async def predict(request: Request, threshold: float | None = None, top_k: int | None = None):
+    async def predict(
+        request: Request,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        tta: bool = False,
+    ):
+        from cnnclf.serve.tta import tta_scores
+
         threshold, top_k = prediction_options(bundle, threshold, top_k)
         service.in_flight += 1
         try:
             async with budget.hold(body_cost(request, limit)):
                 uploads = await read_uploads(request, limit, MAX_INSTANCES)
-                rows = await service.scores([(u.data, u.filename or "upload") for u in uploads])
+                named = [(u.data, u.filename or "upload") for u in uploads]
+                rows = await (tta_scores(service, named) if tta else service.scores(named))
         finally:
             service.in_flight -= 1
         return [
-            interpret(row, bundle.class_names, threshold, u.filename or "upload", top_k).to_json()
+            _interpret(bundle, row, threshold, u.filename or "upload", top_k).to_json()
             for u, row in zip(uploads, rows)
         ]
 
@@ -313,9 +324,12 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list, budget: Bo
         summary="Grad-CAM overlay PNG for one uploaded image",
         description="Keras bundles only (exports have no gradients). The PNG shows "
         "the image and its heatmap side by side, captioned with the label; "
-        "the headers X-Label and X-Probability repeat them.",
+        "the headers X-Label and X-Probability repeat them. `class` names the class "
+        "to explain (default: the predicted label). Multi-label models: one overlay "
+        "per predicted label, stacked in one PNG (the most probable class when none is "
+        "over its threshold); X-Label and X-Probability list them, comma-separated.",
     )
-    async def explain(request: Request):
+    async def explain(request: Request, class_name: str | None = Query(None, alias="class")):
         if not service.explainable:
             raise RequestError(
                 400,
@@ -323,19 +337,40 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list, budget: Bo
                 f"{service.card['kind']} {Path(bundle.path).name} "
                 "(serve the bundle it was exported from)",
             )
+        class_name = explained_class(bundle, class_name)
         async with budget.hold(body_cost(request, limit)):
             uploads = await read_uploads(request, limit, 1)
             upload = uploads[0]
             name = upload.filename or "upload"
             pixels = await service.decode(upload.data, name)
-            png, label, probability = await asyncio.get_running_loop().run_in_executor(
-                service.batcher.model_thread, grad_cam_png, bundle, pixels, upload.data, name
+            png, labels, probabilities = await asyncio.get_running_loop().run_in_executor(
+                service.batcher.model_thread,
+                grad_cam_png,
+                bundle,
+                pixels,
+                upload.data,
+                name,
+                class_name,
             )
         return Response(
             png,
             media_type="image/png",
-            headers={"X-Label": header_safe(label), "X-Probability": f"{probability:.6f}"},
+            headers={
+                "X-Label": header_safe(",".join(labels)),
+                "X-Probability": ",".join(f"{p:.6f}" for p in probabilities),
+            },
         )
+
+
+def _interpret(bundle: Bundle, row, threshold: float | None, name: str, top_k: int | None):
+    """`predict`'s Prediction for one output row; a multi-label `threshold` applies to every
+    class, as predict's --threshold does."""
+    if not bundle.preprocessing.multi_label:
+        return interpret(row, bundle.class_names, threshold, name, top_k)
+    cuts = bundle.preprocessing.thresholds
+    if threshold is not None:
+        cuts = (threshold,) * len(bundle.class_names)
+    return interpret_multi_label(row, bundle.class_names, cuts, name, top_k)
 
 
 def _add_tf_serving_routes(app: FastAPI, service: Service, api: list, budget: BodyBudget) -> None:

@@ -8,20 +8,44 @@ from cnnclf.bundle import Bundle
 from cnnclf.data.decode import ImageSpec, decode_image_bytes, header_orientation, open_image
 
 
-def grad_cam_png(bundle: Bundle, pixels, data: bytes, name: str):
-    """(PNG bytes, label, probability): the Grad-CAM overlay `cnnclf explain` draws."""
-    from cnnclf.inference.explain import grad_cam_pixels, overlay
+def grad_cam_png(bundle: Bundle, pixels, data: bytes, name: str, class_name: str | None = None):
+    """(PNG bytes, classes, probabilities): the Grad-CAM overlay `cnnclf explain` draws.
 
-    heatmap, prediction, note = grad_cam_pixels(bundle, pixels, name)
-    out = io.BytesIO()
-    overlay(
-        _display_copy(data, name),
-        heatmap,
-        f"{prediction.label} {prediction.probability:.2f}",
-        out,
-        note=note,
+    For `class_name`, else the predicted label; for a multi-label bundle, one overlay per
+    predicted label (the most probable class when none is over its threshold), stacked top to
+    bottom in one PNG, so that one request still answers with one image.
+    """
+    from PIL import Image
+
+    from cnnclf.inference.explain import (
+        caption,
+        class_map,
+        explained_classes,
+        overlay,
+        predict_pixels,
     )
-    return out.getvalue(), prediction.label, prediction.probability
+
+    prediction = predict_pixels(bundle, pixels, name)
+    classes = explained_classes(prediction, class_name)
+    display = _display_copy(data, name).getvalue()
+    panels = []
+    for target in classes:
+        heatmap, note = class_map(bundle, pixels, target)
+        out = io.BytesIO()
+        overlay(io.BytesIO(display), heatmap, caption(prediction, target), out, note=note)
+        out.seek(0)
+        with Image.open(out) as drawn:
+            panels.append(drawn.convert("RGB"))
+    canvas = Image.new(
+        "RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white"
+    )
+    top = 0
+    for panel in panels:
+        canvas.paste(panel, (0, top))
+        top += panel.height
+    png = io.BytesIO()
+    canvas.save(png, format="PNG")
+    return png.getvalue(), classes, [prediction.probabilities[c] for c in classes]
 
 
 DISPLAY_SIDE = 448  # longest side of the picture under a served heatmap

@@ -11,8 +11,22 @@ from cnnclf.serve.uploads import RequestError
 
 
 def prediction_options(bundle: Bundle, threshold, top_k):
-    """(threshold, top_k) for one /predict request, refused where predict would refuse them."""
+    """(threshold, top_k) for one /predict request, refused where predict would refuse them.
+
+    A multi-label bundle takes one `threshold` for every class, like predict's --threshold;
+    its answers list every class's probability, so `top_k` is only there when asked for.
+    """
     n = len(bundle.class_names)
+    if bundle.preprocessing.multi_label:
+        if threshold is not None and not 0 < threshold < 1:
+            raise RequestError(
+                400, f"threshold: must be between 0 and 1 (exclusive), got {threshold:g}"
+            )
+        if top_k is not None and not 1 <= top_k <= n:
+            raise RequestError(
+                400, f"top_k: must be from 1 to {n} (the number of classes), got {top_k}"
+            )
+        return threshold, top_k
     if bundle.preprocessing.class_mode == "binary":
         if top_k is not None:
             raise RequestError(
@@ -64,3 +78,13 @@ def instances(body) -> list[tuple[bytes, str]]:
             raise RequestError(400, f"instances[{i}].b64: not valid base64") from None
         images.append((data, f"instances[{i}]"))
     return images
+
+
+def explained_class(bundle: Bundle, class_name: str | None) -> str | None:
+    """/explain's `class`, checked against the model's classes (400 naming them)."""
+    if class_name is None or class_name in bundle.class_names:
+        return class_name
+    shown = class_name if len(class_name) <= 80 else class_name[:80] + "..."
+    raise RequestError(
+        400, f"class: {shown!r} is not one of this model's classes: {', '.join(bundle.class_names)}"
+    )

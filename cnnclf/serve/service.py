@@ -139,6 +139,7 @@ def model_card(bundle: Bundle, name: str, notice: str = "") -> dict:
         "color_mode": preprocessing.spec.color_mode,
         "interpolation": preprocessing.spec.interpolation,
         "threshold": preprocessing.threshold if preprocessing.class_mode == "binary" else None,
+        "thresholds": _thresholds(bundle) if preprocessing.class_mode == "multi_label" else None,
         "validation": validation,
         "validation_images": _image_count(manifest.get("validation_images")),
         "trained": manifest.get("created"),
@@ -147,9 +148,15 @@ def model_card(bundle: Bundle, name: str, notice: str = "") -> dict:
         "explain": not export,
         "notice": notice.strip() or None,
         "top_k": None
-        if preprocessing.class_mode == "binary"
+        if preprocessing.class_mode != "categorical"
         else min(DEFAULT_TOP_K, len(bundle.class_names)),
     }
+
+
+def _thresholds(bundle: Bundle) -> dict[str, float]:
+    """class -> the threshold a multi-label bundle decides it at (0.5 where it keeps none)."""
+    cuts = bundle.preprocessing.thresholds or (0.5,) * len(bundle.class_names)
+    return {name: round(float(t), 6) for name, t in zip(bundle.class_names, cuts)}
 
 
 def _image_count(per_class) -> int | None:

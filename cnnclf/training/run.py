@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnclf import storage
 from cnnclf.config import Config
 from cnnclf.data.layout import Dataset, discover
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.model.transfer import planned_epochs, prepare, random_features_warning
+from cnnclf.storage.config_paths import local_data, local_init_from
 from cnnclf.training.record import TrainResult
 from cnnclf.training.rundir import DamagedRun, RunDir, completed_epochs
 from cnnclf.training.runs import check_destination, new_run_dir, usable_destination
@@ -43,10 +45,10 @@ def resolve_paths(config: Config) -> Config:
     absolute: dict[str, Any] = {
         k: str(Path(v).resolve())
         for k in ("train_dir", "test_dir")
-        if (v := getattr(data, k)) is not None
+        if (v := getattr(data, k)) is not None and not storage.is_url(v)
     }
     changes: dict[str, Any] = {}
-    if model.init_from:
+    if model.init_from and not storage.is_url(model.init_from):
         changes["init_from"] = str(Path(model.init_from).resolve())
     if model.backbone and model.backbone.weights not in ("imagenet", "none"):
         changes["backbone"] = dataclasses.replace(
@@ -97,6 +99,21 @@ def train(
         `--resume` continues it.
     """
     started = time.monotonic()
+    if storage.is_url(out_dir):
+        from cnnclf.training.remote import train_to_url
+
+        return train_to_url(
+            train,
+            config,
+            str(out_dir),
+            overwrite=overwrite,
+            resume=resume,
+            config_path=config_path,
+            verbose=verbose,
+            device=device,
+            progress=progress,
+            callbacks=callbacks,
+        )
     config = resolve_paths(config)
     if resume and out_dir is None:
         raise ConfigError(
@@ -107,7 +124,8 @@ def train(
     destination, label = _destination(out_dir, config_path, overwrite, resume)
     if resume:
         _check_resumable(destination, config)  # a config mismatch costs no TensorFlow import
-    start = prepare(config)  # weights files and init_from: before TensorFlow trains anything
+    # weights files and init_from (a URL downloaded first): before TensorFlow trains anything
+    start = prepare(local_init_from(config))
     if warning := random_features_warning(config):
         log.warning("%s", warning)
     setup = TrainSetup(
@@ -148,7 +166,7 @@ def train(
 def _check_data(config: Config) -> tuple[Dataset, str, dict[int, float] | None]:
     """The data set, the loss and the class weights: the config errors they can raise come
     before TensorFlow loads."""
-    dataset = discover(config.data, config.train.seed)
+    dataset = discover(local_data(config.data), config.train.seed)
     from cnnclf.model.build import loss_for
 
     loss = loss_for(config, len(dataset.class_names), dataset.multi_label)

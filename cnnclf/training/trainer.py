@@ -8,13 +8,15 @@ Trainer, so each step is a method that reads what the steps before it left:
     start_tensorflow()  devices, strategy, precision, seeds
     build()             datasets, the model compiled for its first phase (restored on --resume)
     fit()               phase by phase: the head first, then fine-tuning from the best weights
-    validate()          the binary threshold and the metrics on the validation data
+    validate()          the temperature (train.calibrate) folded into the model, then the
+                        binary threshold and the metrics on the validation data
     publish()           the bundle written into the run's staging folder, then renamed into place
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -42,6 +44,7 @@ from cnnclf.training.inputs import (
 from cnnclf.training.record import TrainResult, final_metrics, image_counts, run_record
 from cnnclf.training.rundir import RunDir, fault_point
 from cnnclf.training.validation import (
+    calibrate,
     check_monitors,
     metrics_json,
     positive_weights,
@@ -123,6 +126,7 @@ class Trainer:
     threshold: Any  # validate: a binary model's decision threshold
     metrics: Any  # validate: the report for metrics.json
     lr_find: list  # build: the range tests of learning_rate: auto (training/lr_find.py)
+    calibration: dict | None  # validate: bundle.json's `calibration` (validation.calibrate)
 
     def __init__(self, setup: TrainSetup, run: RunDir, stack: contextlib.ExitStack):
         self.setup = setup
@@ -459,6 +463,14 @@ class Trainer:
     # -- after training --------------------------------------------------------------------------
 
     def validate(self) -> None:
+        # Calibration first: the threshold rule and the metrics see calibrated probabilities.
+        self.calibration = calibrate(
+            self.saved,
+            self.val_ds,
+            self.config,
+            self.stores["validation"].used_images(),
+            "multi_label" if self.multi_label else "binary" if self.binary else "categorical",
+        )
         self.threshold, self.metrics = threshold_and_metrics(
             self.saved,
             self.val_ds,
@@ -466,6 +478,7 @@ class Trainer:
             self.dataset.class_names,
             self.stores["validation"].used_images(),
             self.multi_label,
+            calibration=self.calibration,
         )
         if warning := small_validation_warning(
             self.used["validation"], self.dataset.validation_source
@@ -525,5 +538,7 @@ class Trainer:
             preprocessing=preprocessing,
             history=history,
             metrics=metrics_json(self.config, self.dataset, self.metrics),
-            record=run_record(self, history, final, seconds),
+            record=dataclasses.replace(
+                run_record(self, history, final, seconds), calibration=self.calibration
+            ),
         )

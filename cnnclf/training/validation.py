@@ -17,40 +17,43 @@ log = logging.getLogger("cnnclf")
 
 
 def threshold_and_metrics(
-    model, val_ds, config: Config, class_names: list[str], images: int = 0, multi_label=False
+    model,
+    val_ds,
+    config: Config,
+    class_names: list[str],
+    images: int = 0,
+    multi_label=False,
+    calibration: dict | None = None,
 ):
     """(threshold or None, metrics): the threshold per train.threshold for a binary model (a
     list of one per class for a multi-label model), and the metrics on `val_ds`.
+
+    Runs after `calibrate`, on the model with T folded in: a threshold rule is chosen on the
+    probabilities predict will give.
 
     Args:
         images: how many images `val_ds` holds, for the progress shown while it runs.
         multi_label: one sigmoid per class (`multi_label_report` instead of
             `classification_metrics`).
+        calibration: `calibrate`'s record; its temperature adds ECE and Brier before and after
+            to the metrics.
 
     Raises:
         DataError: the validation data cannot satisfy train.threshold's rule.
     """
-    import numpy as np
-
     from cnnclf.errors import DataError
     from cnnclf.inference.metrics import classification_metrics
     from cnnclf.inference.thresholds import choose_threshold
-    from cnnclf.progress import Progress
 
-    labels, scores = [], []
-    with Progress(f"validating {images} images for metrics.json", images) as progress:
-        for batch, batch_labels in val_ds:
-            # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
-            # whole batch on every replica and returns each replica's copy.
-            scores.append(np.asarray(model(batch, training=False), dtype=np.float32))
-            labels.append(np.asarray(batch_labels))
-            progress.advance(len(labels[-1]))
-    probs, y = np.concatenate(scores), np.concatenate(labels)
+    y, probs = validation_scores(model, val_ds, images, "validating {} images for metrics.json")
     rule = config.train.threshold
     if multi_label:
-        return _multi_label_thresholds(y, probs, rule, class_names)
+        threshold, report = _multi_label_thresholds(y, probs, rule, class_names)
+        return threshold, {**report, **_calibration_metrics(probs, y, "multi_label", calibration)}
     if len(class_names) != 2:
-        return None, classification_metrics(y.argmax(axis=1), probs, class_names, None)
+        report = classification_metrics(y.argmax(axis=1), probs, class_names, None)
+        extra = _calibration_metrics(probs, y.argmax(axis=1), "categorical", calibration)
+        return None, {**report, **extra}
     probs, y = probs[:, 0], y[:, 0].astype(int)
     try:
         threshold = choose_threshold(y, probs, rule)
@@ -58,7 +61,76 @@ def threshold_and_metrics(
         raise DataError(f"train.threshold: {exc}") from None
     if isinstance(rule, str):
         log.info("threshold: %.4f chosen by %s on the validation data", threshold, rule)
-    return threshold, classification_metrics(y, probs, class_names, threshold)
+    report = classification_metrics(y, probs, class_names, threshold)
+    return threshold, {**report, **_calibration_metrics(probs, y, "binary", calibration)}
+
+
+def validation_scores(model, val_ds, images: int, what: str):
+    """(labels, outputs) of `model` on every batch of `val_ds`, as NumPy arrays."""
+    import numpy as np
+
+    from cnnclf.progress import Progress
+
+    labels, scores = [], []
+    with Progress(what.format(images), images) as progress:
+        for batch, batch_labels in val_ds:
+            # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
+            # whole batch on every replica and returns each replica's copy.
+            scores.append(np.asarray(model(batch, training=False), dtype=np.float32))
+            labels.append(np.asarray(batch_labels))
+            progress.advance(len(labels[-1]))
+    return np.concatenate(labels), np.concatenate(scores)
+
+
+def calibrate(model, val_ds, config: Config, images: int, class_mode: str) -> dict | None:
+    """Fits a temperature on the validation data and folds it into `model`'s output layer
+    (model/calibration.py says why there); returns bundle.json's `calibration` record.
+
+    None when train.calibrate is false. Under `MIN_CALIBRATION_IMAGES` validation images the
+    model is kept as trained and the record says why, after one warning line: a finished
+    training is worth more than a refusal, and the uncalibrated bundle works as before.
+    """
+    from cnnclf.model.calibration import MIN_CALIBRATION_IMAGES, fit_temperature, fold_into_output
+
+    if not config.train.calibrate:
+        return None
+    if images < MIN_CALIBRATION_IMAGES:
+        reason = (
+            f"only {images} validation image{'s' if images != 1 else ''}; calibration needs "
+            f"at least {MIN_CALIBRATION_IMAGES}"
+        )
+        log.warning(
+            "warning: train.calibrate: %s (raise data.validation_split or add a test set, or "
+            "set train.calibrate: false); the probabilities are left uncalibrated",
+            reason,
+        )
+        return {"method": None, "temperature": None, "skipped": reason}
+    y, probs = validation_scores(model, val_ds, images, "calibrating on {} validation images")
+    if class_mode == "categorical":
+        y = y.argmax(axis=1)
+    elif class_mode == "binary":
+        probs, y = probs[:, 0], y[:, 0]
+    fit = fit_temperature(probs, y, class_mode)
+    fold_into_output(model, fit.temperature)
+    shown = fit.temperature if isinstance(fit.temperature, float) else max(fit.temperature)
+    log.info(
+        "calibration: temperature %s%s fitted on the validation data (NLL %.4f -> %.4f)",
+        f"{shown:.3f}",
+        "" if isinstance(fit.temperature, float) else " (largest of the per-class ones)",
+        fit.nll_before,
+        fit.nll_after,
+    )
+    return fit.to_json(len(y))
+
+
+def _calibration_metrics(probs, labels, class_mode: str, calibration: dict | None) -> dict:
+    """metrics.json's `calibration`: ECE and Brier, before and after when T was fitted."""
+    from cnnclf.inference.calibration_metrics import calibration_report
+
+    temperature = (calibration or {}).get("temperature")
+    if calibration is None or temperature is None:
+        return {}
+    return {"calibration": calibration_report(probs, labels, class_mode, temperature)}
 
 
 def _multi_label_thresholds(y, probs, rule, class_names: list[str]):

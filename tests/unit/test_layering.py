@@ -31,6 +31,7 @@ HEAVY = ("tensorflow", "keras", "tf_keras")
 # not exist (yet) is skipped, so the table can name a room before it is written.
 TF_FREE_ROOMS = {
     "cnnclf.config.*": "the whole config is validated before any work starts",
+    "cnnclf.storage.*": "a bucket's errors come before TensorFlow loads; fsspec only when used",
     "cnnclf.errors": "every room raises these",
     "cnnclf.data.layout": "check-data and --help discover class folders without TensorFlow",
     "cnnclf.data.listing": "the one walk over image files, for check-data, predict and the decoder",

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "cnnclf"
 ORDER = [
     ("", "the package root: __version__, errors, tf_loader (used everywhere)"),
     ("config", "the schema and its checks"),
+    ("storage", "s3://, gs:// URLs turned into local paths; bundles uploaded marker last"),
     ("data", "files, decoding, the store, the pipeline"),
     ("bundle", "the bundle's format: read, write, export"),
     ("model", "building, backbones, transfer (init_from reads a bundle)"),

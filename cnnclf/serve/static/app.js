@@ -55,6 +55,14 @@ async function loadCard() {
     ["Trained", card.trained ? card.trained.replace("T", " ").replace(/:\d\d([+-]\d\d)(\d\d)$/, " $1:$2") : "unknown"],
     ["Model", card.architecture ? `${card.architecture}, ${card.kind}` : card.kind],
   ];
+  if (card.class_mode === "multi_label") {
+    facts.splice(1, 0, ["Labels", "several per image, each at or over its own threshold: " +
+      card.classes.map((c) => `${c} ${(card.thresholds?.[c] ?? 0.5).toFixed(2)}`).join(", ")]);
+    if (card.validation.accuracy == null && card.validation.auc != null) {
+      facts.splice(3, 1, ["Validation AUC", card.validation.auc.toFixed(3) +
+        (card.validation_images != null ? ` (${card.validation_images} images)` : "")]);
+    }
+  }
   // The header names the model by --name; say which bundle it is when that differs.
   if (card.bundle && card.bundle !== card.name) facts.unshift(["Bundle", card.bundle]);
   $("card").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
@@ -117,7 +125,40 @@ function verdict(probabilities, classes, threshold) {
   return { label: top, probability: p, uncertain: reason !== "", reason };
 }
 
+/**
+ * verdict() for a multi-label model: every class at or over its own threshold is a label
+ * (possibly none), and a label is uncertain when its class's probability is within the binary
+ * band of its threshold, on either side (a class just under it is a label that may be missing).
+ * Example: multiLabelVerdict({a: 0.9, b: 0.45}, ["a", "b"], {a: 0.5, b: 0.5})
+ *   -> {labels: ["a"], label: "a", uncertain: true, uncertainClasses: ["b"], reason: "..."}
+ */
+function multiLabelVerdict(probabilities, classes, thresholds) {
+  const labels = classes.filter((c) => probabilities[c] >= (thresholds?.[c] ?? 0.5))
+    .sort((a, b) => probabilities[b] - probabilities[a]);
+  const uncertainClasses = [], near = [];
+  for (const c of classes) {
+    const t = thresholds?.[c] ?? 0.5;
+    const low = t - Math.min(UNCERTAIN.band, t / 2);
+    const high = t + Math.min(UNCERTAIN.band, (1 - t) / 2);
+    if (probabilities[c] > low && probabilities[c] < high) {
+      uncertainClasses.push(c);
+      near.push(`P(${c}) ${probabilities[c].toFixed(3)} is near its threshold ${t.toFixed(2)}`);
+    }
+  }
+  return {
+    labels, label: labels.length ? labels.join(", ") : "(no label)",
+    probability: labels.length ? probabilities[labels[0]] : null,
+    uncertain: near.length > 0, uncertainClasses, reason: near.join("; "),
+  };
+}
+
+function multiLabel() { return state.card?.class_mode === "multi_label"; }
+
 function ruleText(card) {
+  if (card.class_mode === "multi_label") {
+    return `"Uncertain": some class's probability within ${UNCERTAIN.band.toFixed(2)} of its ` +
+      "own threshold (less when the threshold is near 0 or 1), over it or under it.";
+  }
   if (card.class_mode === "binary") {
     return `"Uncertain": P(${card.classes[1]}) within ${UNCERTAIN.band.toFixed(2)} of the ` +
       "decision threshold (less when the threshold is near 0 or 1).";
@@ -141,24 +182,43 @@ function render(item) {
   }
   if (!result) return;
   const names = state.card.classes;
-  const v = verdict(result.probabilities, names, pageThreshold());
+  const thresholds = result.thresholds ?? state.card.thresholds;
+  const v = multiLabel()
+    ? multiLabelVerdict(result.probabilities, names, thresholds)
+    : verdict(result.probabilities, names, pageThreshold());
   item.verdict = v;
-  body.querySelector(".label").replaceChildren(v.label, el("span", { class: "p", text: percent(v.probability) }));
+  if (multiLabel()) {
+    body.querySelector(".label").replaceChildren(...(v.labels.length
+      ? v.labels.map((c) => el("span", {
+        class: "chip" + (v.uncertainClasses.includes(c) ? " unsure" : ""), "data-class": c,
+      }, c, el("span", { class: "p", text: percent(result.probabilities[c]) })))
+      : [el("span", { class: "none", text: "(no label)" })]));
+  } else {
+    body.querySelector(".label").replaceChildren(v.label, el("span", { class: "p", text: percent(v.probability) }));
+  }
   node.dataset.label = v.label;
+  if (v.labels) node.dataset.labels = v.labels.join(" ");
   node.dataset.uncertain = String(v.uncertain);
   node.classList.toggle("uncertain", v.uncertain);
+  node.classList.toggle("multi", multiLabel());
   body.querySelector(".verdict").replaceChildren(...(v.uncertain
     ? [el("span", { class: "badge", title: ruleText(state.card), text: "uncertain" }), " " + v.reason]
     : []));
   bars.replaceChildren();
   for (const name of names) {
     const p = result.probabilities[name];
+    const chosen = multiLabel() ? v.labels.includes(name) : name === v.label;
+    const unsure = multiLabel() && v.uncertainClasses.includes(name);
     const bar = el("div", {
-      class: "bar" + (name === v.label ? " top" : ""), role: "meter", "aria-label": name,
+      class: "bar" + (chosen ? " top" : "") + (unsure ? " unsure" : ""), role: "meter", "aria-label": name,
       "aria-valuemin": "0", "aria-valuemax": "1", "aria-valuenow": String(p), "data-class": name,
     }, el("div", { class: "fill", style: `width:${(100 * p).toFixed(2)}%` }));
     if (state.card.class_mode === "binary" && name === names[1]) {
       bar.append(el("div", { class: "mark", title: "threshold", style: `left:calc(${(100 * state.threshold).toFixed(2)}% - 1px)` }));
+    }
+    if (multiLabel()) {
+      const t = thresholds?.[name] ?? 0.5;
+      bar.append(el("div", { class: "mark", title: `threshold ${t.toFixed(2)}`, style: `left:calc(${(100 * t).toFixed(2)}% - 1px)` }));
     }
     bars.append(el("span", { class: "name", text: name }), bar, el("span", { class: "value", text: percent(p) }));
   }
@@ -199,7 +259,8 @@ function zoom(image, item) {
   $("zoom-image").alt = image.alt;
   $("zoom-image").classList.toggle("pixels", !gradcam);
   $("zoom-caption").textContent = image.alt +
-    (v ? ` — ${v.label} ${percent(v.probability)}${v.uncertain ? ", uncertain: " + v.reason : ""}` : "");
+    (v ? ` — ${v.label}${v.probability != null && !v.labels ? " " + percent(v.probability) : ""}` +
+      `${v.uncertain ? ", uncertain: " + v.reason : ""}` : "");
   $("zoom-legend").hidden = !gradcam;
   $("zoom").showModal();
 }
@@ -263,6 +324,7 @@ function summarize() {
 
 /** One object per image, in upload order: what the CSV and JSON downloads hold. */
 function resultRows() {
+  if (multiLabel()) return multiLabelRows();
   return state.items.filter((i) => i.result || i.error).map((item) => ({
     index: item.index,
     file: item.file.name,
@@ -271,6 +333,20 @@ function resultRows() {
     uncertain: item.verdict ? item.verdict.uncertain : null,
     uncertain_reason: item.verdict?.reason || null,
     threshold: item.result ? pageThreshold() : null,
+    probabilities: item.result ? item.result.probabilities : null,
+    error: item.error,
+  }));
+}
+
+/** resultRows() for a multi-label model: labels (a list) instead of label and probability. */
+function multiLabelRows() {
+  return state.items.filter((i) => i.result || i.error).map((item) => ({
+    index: item.index,
+    file: item.file.name,
+    labels: item.verdict?.labels ?? null,
+    uncertain: item.verdict ? item.verdict.uncertain : null,
+    uncertain_reason: item.verdict?.reason || null,
+    thresholds: item.result ? (item.result.thresholds ?? state.card.thresholds) : null,
     probabilities: item.result ? item.result.probabilities : null,
     error: item.error,
   }));
@@ -285,6 +361,15 @@ function csvField(value) {
 
 function resultsCsv() {
   const classes = state.card.classes;
+  if (multiLabel()) {
+    // labels: space-separated, as in predict's CSV and the label files training reads.
+    const header = ["index", "file", "labels", "uncertain", "uncertain_reason",
+      ...classes.map((c) => "p_" + c), ...classes.map((c) => "threshold_" + c), "error"];
+    const lines = resultRows().map((r) => [r.index, r.file, r.labels?.join(" "), r.uncertain,
+      r.uncertain_reason, ...classes.map((c) => r.probabilities?.[c]),
+      ...classes.map((c) => r.thresholds?.[c]), r.error]);
+    return [header, ...lines].map((row) => row.map(csvField).join(",")).join("\r\n") + "\r\n";
+  }
   const header = ["index", "file", "label", "probability", "uncertain", "uncertain_reason", "threshold",
     ...classes.map((c) => "p_" + c), "error"];
   const lines = resultRows().map((r) => [r.index, r.file, r.label, r.probability, r.uncertain,

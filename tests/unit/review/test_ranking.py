@@ -54,8 +54,8 @@ def test_near_duplicates_need_every_model_to_agree():
     a = np.array([[1.0, 0.0], [0.99, 0.01], [0.0, 1.0], [-1.0, 0.3]])
     b = a.copy()
     b[1] = [-1.0, 0.0]  # the second model disagrees about row 1
-    assert [p[:2] for p in neighbours.near_duplicates([a, a], 0.98)] == [(0, 1)]
-    assert neighbours.near_duplicates([a, b], 0.98) == []
+    assert [p[:2] for p in neighbours.near_duplicates([a, a], threshold=0.98)] == [(0, 1)]
+    assert neighbours.near_duplicates([a, b], threshold=0.98) == []
 
 
 def test_an_image_far_from_every_class_is_an_outlier():

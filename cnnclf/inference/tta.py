@@ -1,0 +1,106 @@
+"""Test-time augmentation: the model's outputs averaged over a few fixed views of each image.
+
+One function, `views`, makes the views of a decoded batch; `predict --tta`, `evaluate --tta`
+and serve's `?tta=true` all call it, so the three cannot disagree. The views are deterministic
+(no random draw: the same image always gives the same answer), and only ones the model saw in
+training:
+
+    the original, and a centre crop of 95% of the height and width resized back (a 1.05x
+    zoom, within what zoom_range augmentation produces)
+    each of those mirrored left-right    only if training used augment.horizontal_flip
+    each of those mirrored top-bottom    only if training used augment.vertical_flip
+
+So 2, 4 or 6 views, and N views cost N forward passes (decoding is done once). It is never on
+by default; docs/guide/calibration.md gives measured gains and costs. Corner crops (a zoom
+shifted towards each corner) were tried and dropped: at 90% on 28x28 Fashion-MNIST pullover
+against coat, the two bottom crops alone fell to 53-59% accuracy from the original's 78%, and
+the average with them lost 5 points (docs/benchmarks/2026-12-04-calibration-tta.md).
+
+The probabilities are averaged (not the logits): the average of calibrated probabilities stays
+a probability, and for a binary model P(class 0) = 1 - P(class 1) still holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CROP = 0.95  # the zoomed view keeps this share of the height and the width, centred
+
+
+def views(batch: np.ndarray, horizontal_flip: bool, vertical_flip: bool) -> list[np.ndarray]:
+    """The views of `batch` ([N, H, W, C], any dtype), each float32 of the same shape.
+
+    Example: `views(x, True, False)` gives 4 arrays: x, the zoom, x mirrored, the zoom mirrored.
+    """
+    x = np.asarray(batch, dtype=np.float32)
+    height, width = x.shape[1:3]
+    h, w = max(1, round(height * CROP)), max(1, round(width * CROP))
+    top, left = (height - h) // 2, (width - w) // 2
+    base = [x, _resize(x[:, top : top + h, left : left + w, :], height, width)]
+    out = list(base)
+    if horizontal_flip:
+        out += [v[:, :, ::-1, :] for v in base]
+    if vertical_flip:
+        out += [v[:, ::-1, :, :] for v in base]
+    return out
+
+
+def average(outputs: list[np.ndarray]) -> np.ndarray:
+    """The mean of the views' model outputs ([N, K] each): the TTA prediction."""
+    return np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in outputs]), axis=0).astype(
+        np.float32
+    )
+
+
+def view_count(horizontal_flip: bool, vertical_flip: bool) -> int:
+    """How many forward passes one image costs with TTA."""
+    return 2 * (1 + int(horizontal_flip) + int(vertical_flip))
+
+
+def trained_flips(bundle) -> tuple[bool, bool]:
+    """(horizontal_flip, vertical_flip) as the bundle's training config set them.
+
+    Read from config.yaml of the bundle (an export's: of the bundle it came from); without
+    one, no flip: a view the model never saw in training could only cost accuracy.
+    """
+    import yaml
+
+    from cnnclf.bundle import CONFIG_FILE
+
+    source = Path(bundle.manifest.get("source_bundle") or bundle.path)
+    try:
+        augment = (yaml.safe_load((source / CONFIG_FILE).read_text()) or {}).get("augment") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False, False
+    return augment.get("horizontal_flip") is True, augment.get("vertical_flip") is True
+
+
+def _resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of [N, h, w, C] to [N, height, width, C], half-pixel centres (as
+    tf.image.resize and Pillow do); NumPy only, so serve and predict need no TensorFlow op."""
+    ys = _sample_points(x.shape[1], height)
+    xs = _sample_points(x.shape[2], width)
+    y0, y1, fy = ys
+    x0, x1, fx = xs
+    top = (
+        x[:, y0][:, :, x0] * (1 - fx)[None, None, :, None]
+        + x[:, y0][:, :, x1] * fx[None, None, :, None]
+    )
+    bottom = (
+        x[:, y1][:, :, x0] * (1 - fx)[None, None, :, None]
+        + x[:, y1][:, :, x1] * fx[None, None, :, None]
+    )
+    return (top * (1 - fy)[None, :, None, None] + bottom * fy[None, :, None, None]).astype(
+        np.float32
+    )
+
+
+def _sample_points(source: int, target: int):
+    """(lower index, upper index, weight of the upper) for each of `target` output pixels."""
+    centres = (np.arange(target) + 0.5) * source / target - 0.5
+    centres = np.clip(centres, 0, source - 1)
+    lower = np.floor(centres).astype(int)
+    upper = np.minimum(lower + 1, source - 1)
+    return lower, upper, (centres - lower).astype(np.float32)

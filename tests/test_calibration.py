@@ -1,0 +1,159 @@
+"""Calibration through the CLI: the temperature in the bundle, ECE/Brier before and after in
+metrics.json and evaluate, train.calibrate false, a validation set too small, an older bundle,
+threshold rules on calibrated probabilities, and export parity."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import make_tree, read_json, run_cli, write_config
+
+# Every test here trains a model or uses a trained bundle.
+pytestmark = pytest.mark.slow
+
+
+def _train(work, tree, name, **train):
+    config = write_config(
+        work / f"{name}.yaml",
+        tree,
+        train={"epochs": 3, "seed": 7, "deterministic": True, "learning_rate": 0.01, **train},
+    )
+    result = run_cli("train", "--config", config, "--out", work / name)
+    assert result.exit_code == 0, result.output
+    return work / name, result
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """Three classes, 12 test images each: 36 validation images, over the minimum of 30."""
+    return make_tree(tmp_path_factory.mktemp("cal-tree"), n_classes=3, n_train=20, n_test=12)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, tree):
+    return _train(tmp_path_factory.mktemp("cal"), tree, "calibrated")[0]
+
+
+@pytest.fixture(scope="module")
+def uncalibrated_twin(tmp_path_factory, tree):
+    return _train(tmp_path_factory.mktemp("uncal"), tree, "plain", calibrate=False)[0]
+
+
+def _evaluate(bundle, data, *extra):
+    result = run_cli("evaluate", "--model", bundle, "--format", "json", data, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _predict(bundle, data, *extra):
+    result = run_cli("predict", "--model", bundle, "--format", "json", data, *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_calibrated_bundle_reports_ece_and_brier_before_and_after(calibrated, tree, tmp_path):
+    record = read_json(calibrated / "bundle.json")["calibration"]
+    assert record["method"] == "temperature" and record["temperature"] > 0
+    assert record["images"] == 36 and record["nll_after"] <= record["nll_before"]
+    metrics = read_json(calibrated / "metrics.json")["calibration"]
+    assert metrics["temperature"] == record["temperature"] and metrics["bins"] == 15
+    assert {"ece", "brier", "ece_uncalibrated", "brier_uncalibrated"} <= set(metrics)
+    report = _evaluate(calibrated, tree / "test_set", "--plots", tmp_path / "plots")
+    cal = report["calibration"]
+    assert cal["calibrated"] is True and cal["temperature"] == record["temperature"]
+    # evaluate's data is the validation data here: the same figures as metrics.json.
+    for key in ("ece", "brier", "ece_uncalibrated", "brier_uncalibrated"):
+        assert cal[key] == pytest.approx(metrics[key], abs=1e-4)
+    assert (tmp_path / "plots" / "reliability_diagram.png").is_file()
+    assert str(tmp_path / "plots" / "reliability_diagram.png") in report["plots"]
+
+
+def test_calibrate_false_is_the_old_model_and_calibration_changes_no_label(
+    calibrated, uncalibrated_twin, tree
+):
+    from cnnclf.bundle import load_bundle
+
+    assert read_json(uncalibrated_twin / "bundle.json")["calibration"] is None
+    assert "calibration" not in read_json(uncalibrated_twin / "metrics.json")
+    # The same deterministic run: the calibrated model's output layer is the plain one / T.
+    t = read_json(calibrated / "bundle.json")["calibration"]["temperature"]
+    assert t != 1.0
+    plain = load_bundle(uncalibrated_twin).model.layers[-1].get_weights()
+    folded = load_bundle(calibrated).model.layers[-1].get_weights()
+    for a, b in zip(plain, folded):
+        np.testing.assert_allclose(a, b * t, rtol=1e-4, atol=1e-6)
+    labels = [r["label"] for r in _predict(calibrated, tree / "test_set")]
+    assert labels == [r["label"] for r in _predict(uncalibrated_twin, tree / "test_set")]
+    report = _evaluate(uncalibrated_twin, tree / "test_set")
+    assert report["calibration"]["calibrated"] is False
+    assert "ece_uncalibrated" not in report["calibration"]
+
+
+def test_a_validation_set_too_small_to_calibrate_warns_and_keeps_the_model(tmp_path, binary_tree):
+    bundle, result = _train(tmp_path, binary_tree, "small")
+    assert (
+        "warning: train.calibrate: only 8 validation images; calibration needs at least 30"
+        in result.stderr
+    )
+    assert result.stderr.count("warning: train.calibrate") == 1
+    record = read_json(bundle / "bundle.json")["calibration"]
+    assert record["temperature"] is None and "at least 30" in record["skipped"]
+    assert "calibration" not in read_json(bundle / "metrics.json")
+
+
+def test_an_older_bundle_without_calibration_predicts_unchanged(
+    tmp_path, binary_bundle, binary_tree
+):
+    older = tmp_path / "older"
+    shutil.copytree(binary_bundle, older)
+    manifest = read_json(older / "bundle.json")
+    manifest.pop("calibration", None)
+    (older / "bundle.json").write_text(json.dumps(manifest))
+    data = binary_tree / "test_set"
+    assert _predict(older, data) == _predict(binary_bundle, data)
+    report = _evaluate(older, data)
+    assert report["calibration"]["calibrated"] is False
+    assert report["accuracy"] == _evaluate(binary_bundle, data)["accuracy"]
+
+
+def test_a_threshold_rule_runs_on_calibrated_probabilities(tmp_path):
+    from cnnclf.inference.thresholds import choose_threshold
+
+    tree = make_tree(tmp_path / "tree", n_classes=2, n_train=20, n_test=16)
+    bundle, _ = _train(tmp_path, tree, "youden", threshold="youden", learning_rate=0.003)
+    assert read_json(bundle / "bundle.json")["calibration"]["temperature"] != 1.0
+    rows = _predict(bundle, tree / "test_set")  # test_dir is the validation data here
+    positive = read_json(bundle / "class_indices.json")
+    second = min(positive, key=lambda n: -positive[n])
+    p1 = [r["probabilities"][second] for r in rows]
+    y = [int(f"/{second}/" in r["path"]) for r in rows]
+    threshold = read_json(bundle / "preprocessing.json")["threshold"]
+    assert threshold == pytest.approx(choose_threshold(y, p1, "youden"), abs=1e-5)
+
+
+@pytest.mark.parametrize("fmt, name", [("savedmodel", "exported"), ("onnx", "model.onnx")])
+def test_an_export_of_a_calibrated_bundle_passes_parity(calibrated, tree, tmp_path, fmt, name):
+    out = tmp_path / name
+    result = run_cli("export", "--model", calibrated, "--format", fmt, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "parity on" in result.stdout
+    exported = {r["path"]: r["probabilities"] for r in _predict(out, tree / "test_set")}
+    for row in _predict(calibrated, tree / "test_set"):
+        for name_, p in row["probabilities"].items():
+            assert exported[row["path"]][name_] == pytest.approx(p, abs=1e-4)
+
+
+def test_a_multi_label_bundle_gets_one_temperature_per_class(tmp_path):
+    from multilabel_data import CLASSES, train_multi_label, write_label_file
+
+    write_label_file(tmp_path, "train", 40, 0)
+    write_label_file(tmp_path, "test", 32, 100)
+    (tmp_path / "run").mkdir()
+    bundle = train_multi_label(tmp_path, tmp_path / "run", epochs=3)
+    record = read_json(bundle / "bundle.json")["calibration"]
+    assert len(record["temperature"]) == len(CLASSES) and record["images"] == 32
+    assert record["nll_after"] <= record["nll_before"]
+    assert "ece_uncalibrated" in read_json(bundle / "metrics.json")["calibration"]
+    report = _evaluate(bundle, tmp_path / "test.csv")
+    assert report["calibration"]["temperature"] == record["temperature"]

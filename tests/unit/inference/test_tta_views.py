@@ -1,0 +1,40 @@
+"""The TTA views: how many, in which order, deterministic, and what each one is."""
+
+import numpy as np
+
+from cnnclf.inference.tta import average, view_count, views
+
+
+def _batch(seed=0):
+    return np.random.default_rng(seed).integers(0, 255, size=(2, 20, 24, 3)).astype(np.uint8)
+
+
+def test_the_flips_training_used_decide_the_count():
+    x = _batch()
+    for h, v, n in ((False, False, 2), (True, False, 4), (True, True, 6)):
+        out = views(x, h, v)
+        assert len(out) == n == view_count(h, v)
+        assert all(o.shape == x.shape and o.dtype == np.float32 for o in out)
+    np.testing.assert_array_equal(views(x, True, True)[0], x)  # the original first
+    _, zoom, mirrored, zoom_mirrored = views(x, True, False)
+    np.testing.assert_array_equal(mirrored, x[:, :, ::-1, :])
+    np.testing.assert_array_equal(zoom_mirrored, zoom[:, :, ::-1, :])
+    np.testing.assert_array_equal(views(x, False, True)[2], x[:, ::-1, :, :])
+
+
+def test_views_are_deterministic_and_the_zoom_is_centred():
+    x = _batch(1)
+    for a, b in zip(views(x, True, False), views(x, True, False)):
+        np.testing.assert_array_equal(a, b)
+    flat = np.full((1, 40, 40, 1), 77, np.uint8)
+    assert all(np.allclose(v, 77) for v in views(flat, False, False))
+    # A bright frame 1 px wide around a dark image: the 1.05x zoom crops it away.
+    framed = np.zeros((1, 40, 40, 1), np.uint8)
+    framed[:, [0, -1], :] = framed[:, :, [0, -1]] = 200
+    zoom = views(framed, False, False)[1]
+    assert zoom[:, 3:-3, 3:-3].max() == 0 and zoom.mean() < framed.mean()
+
+
+def test_average_is_the_mean_of_the_outputs():
+    a, b = np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])
+    np.testing.assert_allclose(average([a, b]), [[0.4, 0.6]])
