@@ -26,6 +26,9 @@ class MultiWorkerLoop:
         loss: the Keras loss name (`model.build.loss_for`).
         global_batch_size: data.batch_size, which losses are averaged over across replicas.
         class_weight: Keras `class_weight`, or None.
+        multi_label_loss: for a multi-label model, its loss (`build.multi_label_loss`: the
+            function with each class's positive weight, or the name of plain binary
+            cross-entropy); accuracy is then per label, as Keras' binary accuracy counts it.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class MultiWorkerLoop:
         loss: str,
         global_batch_size: int,
         class_weight: dict | None = None,
+        multi_label_loss=None,
     ):
         import keras
         import tensorflow as tf
@@ -47,6 +51,9 @@ class MultiWorkerLoop:
         self.loss_fn = (
             keras.losses.BinaryCrossentropy if self.binary else keras.losses.CategoricalCrossentropy
         )(reduction=None)
+        self.multi_label = multi_label_loss is not None
+        if callable(multi_label_loss):  # per example: the mean over classes, as Keras' own
+            self.loss_fn = multi_label_loss
         self.weights = None
         if class_weight:
             self.weights = tf.constant([class_weight[i] for i in sorted(class_weight)], tf.float32)
@@ -86,7 +93,10 @@ class MultiWorkerLoop:
     def _correct(self, y, pred):
         import tensorflow as tf
 
-        if self.binary:
+        if self.multi_label:  # each image counts the share of its labels that are right
+            right = tf.equal(tf.cast(pred >= 0.5, tf.float32), tf.cast(y, tf.float32))
+            hits = tf.reduce_mean(tf.cast(right, tf.float32), axis=-1)
+        elif self.binary:
             hits = tf.equal(tf.cast(pred[:, 0] >= 0.5, tf.float32), y[:, 0])
         else:
             hits = tf.equal(tf.argmax(pred, axis=-1), tf.argmax(y, axis=-1))

@@ -435,6 +435,7 @@ class Trainer:
                 loss=self.setup.loss,
                 global_batch_size=self.config.data.batch_size,
                 class_weight=self.class_weight,
+                multi_label_loss=self._loss() if self.multi_label else None,
             ).fit(
                 self.train_ds,
                 self.val_ds,
