@@ -157,3 +157,17 @@ def test_val_auc_on_a_single_label_run_is_one_line_before_training(tmp_path):
         "error: train.keep_best: val_auc is logged for multi-label models only; use val_loss "
         "or val_accuracy"
     )
+
+
+@pytest.mark.slow
+def test_preview_augment_captions_a_multi_label_image_with_its_labels(labelled, tmp_path):
+    config = write_config(
+        tmp_path / "c.yaml",
+        labelled,
+        data={"train_dir": str(labelled / "train.csv"), "test_dir": None, "image_size": [16, 16]},
+        augment={"rescale": "1/255", "horizontal_flip": True},
+    )
+    out = tmp_path / "grid.png"
+    result = run_cli("preview-augment", "--config", config, "--n", "4", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] > 0

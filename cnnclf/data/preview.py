@@ -34,7 +34,7 @@ def preview_grid(
     )
     picks = random.Random(seed).sample(range(len(dataset.train)), min(n, len(dataset.train)))
     paths = [dataset.train.paths[i] for i in picks]
-    names = [dataset.class_names[dataset.train.labels[i]] for i in picks]
+    names = [_caption(dataset, i) for i in picks]
     originals = np.stack([load_image(p, spec) for p in paths]).astype(np.float32)
     augmented = originals
     if is_active(config.augment):
@@ -62,3 +62,11 @@ def preview_grid(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return {"out": str(out), "images": len(paths), "size": list(grid.size)}
+
+
+def _caption(dataset, index: int) -> str:
+    """The image's class, or for a multi-label set its labels joined ("(none)" for none)."""
+    split = dataset.train
+    if split.label_sets is not None:
+        return " ".join(dataset.class_names[c] for c in split.label_sets[index]) or "(none)"
+    return dataset.class_names[split.labels[index]]
