@@ -257,9 +257,9 @@ def test_full_disk_at_each_step_stops_with_one_line_and_resumes(
 ):
     out = tmp_path / "bundle"
     monkeypatch.setenv(FAULT_ENV, f"{point}=enospc")
-    from cnnclf.training import rundir
+    from cnnclf import faults
 
-    monkeypatch.setattr(rundir, "_fault_counts", {})
+    monkeypatch.setattr(faults, "_counts", {})
     result = run_cli("train", "--config", config, "--out", out)
     monkeypatch.delenv(FAULT_ENV)
     assert result.exit_code == 1, result.output
@@ -456,10 +456,10 @@ def test_a_full_cache_folder_is_one_line_and_a_prompt_exit(tmp_path, tree, small
 @pytest.mark.slow
 def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
     out = tmp_path / "bundle"
-    from cnnclf.training import rundir
+    from cnnclf import faults
 
     monkeypatch.setenv(FAULT_ENV, "bundle.model_written=enospc")
-    monkeypatch.setattr(rundir, "_fault_counts", {})
+    monkeypatch.setattr(faults, "_counts", {})
     assert run_cli("train", "--config", config, "--out", out).exit_code == 1
     monkeypatch.delenv(FAULT_ENV)
     staging = staging_dir(out)
@@ -481,10 +481,10 @@ def test_a_damaged_checkpoint_says_to_start_over(tmp_path, config, monkeypatch):
 
 def stopped_before_publishing(config: Path, out: Path, *args: str):
     """A run stopped by a (simulated) full disk after its last epoch: resumable."""
-    from cnnclf.training import rundir
+    from cnnclf import faults
 
     os.environ[FAULT_ENV] = "bundle.model_written=enospc"
-    rundir._fault_counts.clear()
+    faults._counts.clear()
     try:
         result = run_cli("train", "--config", config, "--out", out, *args)
     finally:

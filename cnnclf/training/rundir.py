@@ -49,7 +49,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import threading
 import time
 import uuid
@@ -58,6 +57,8 @@ from pathlib import Path
 
 from cnnclf.bundle import MANIFEST_FILE, is_bundle  # bundle.json: written last, marks it complete
 from cnnclf.errors import BundleError, CnnclfError
+from cnnclf.faults import FAULT_ENV as FAULT_ENV  # tests set it
+from cnnclf.faults import fault_point as fault_point  # the trainer and review --apply call it
 from cnnclf.training.filesystem import NO_EXCHANGE_ENV as NO_EXCHANGE_ENV  # tests set it
 from cnnclf.training.filesystem import (
     LockHeld,
@@ -81,7 +82,6 @@ LOGS_SUBDIR = "logs"
 # Fault injection: CNNCLF_FAULT="point[@n]=action" acts at the n-th time (default 1st) `point` is
 # reached; action is kill (SIGKILL), interrupt (SIGINT, as Ctrl-C) or enospc (a full disk).
 
-FAULT_ENV = "CNNCLF_FAULT"
 FAULT_POINTS = (
     "run.started",  # .D.partial and run.json exist
     "checkpoint.data_written",  # checkpoint-N.npz complete under its temporary name
@@ -95,30 +95,6 @@ FAULT_POINTS = (
     "publish.previous_moved",  # (no atomic exchange) the old D moved into .D.partial/previous
     "publish.renamed",  # D is the new bundle; .D.partial still there
 )
-_fault_counts: dict[str, int] = {}
-
-
-def fault_point(name: str) -> None:
-    """Acts out the fault CNNCLF_FAULT asks for at this point; does nothing otherwise."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    where, _, action = spec.partition("=")
-    point, _, nth = where.partition("@")
-    if point != name:
-        return
-    _fault_counts[name] = _fault_counts.get(name, 0) + 1
-    if _fault_counts[name] != int(nth or 1):
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "interrupt":
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)  # let the main thread take it here, as a real Ctrl-C would
-    elif action == "enospc":
-        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
-    else:
-        raise ValueError(f"{FAULT_ENV}: unknown action {action!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,9 +39,13 @@ def logged(monkeypatch):
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(message)s"))
     monkeypatch.setattr(logger, "handlers", [handler])
-    monkeypatch.setattr(logger, "level", logging.INFO)
     monkeypatch.setattr(logger, "propagate", False)
-    return out
+    # setLevel, not the attribute: it also clears the cache isEnabledFor keeps, where an
+    # earlier test's INFO line under WARNING would leave INFO disabled.
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    yield out
+    logger.setLevel(previous)
 
 
 def test_in_a_log_it_says_what_starts_then_a_line_every_few_seconds(clock, logged):
