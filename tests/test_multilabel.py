@@ -5,44 +5,18 @@ own tests keep passing)."""
 
 import json
 
-import numpy as np
 import pytest
 from helpers import read_json, run_cli, write_config
+from multilabel_data import CLASSES, write_label_file
 from PIL import Image
-
-CLASSES = ("left", "right", "top")
-
-
-def _mosaic(labels: set[str], seed: int) -> Image.Image:
-    """A 24x24 image: a bright block in each labelled region, noise elsewhere."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 60, size=(24, 24)).astype(np.uint8)
-    if "left" in labels:
-        pixels[12:, :8] = 230
-    if "right" in labels:
-        pixels[12:, 16:] = 230
-    if "top" in labels:
-        pixels[:8, 6:18] = 230
-    return Image.fromarray(pixels, "L").convert("RGB")
-
-
-def _write_set(folder, name: str, n: int, offset: int) -> None:
-    rows = ["path,labels"]
-    for i in range(n):
-        labels = {c for j, c in enumerate(CLASSES) if (i + offset) >> j & 1}
-        path = folder / "img" / f"{name}_{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _mosaic(labels, i + offset).save(path)
-        rows.append(f"img/{path.name},{' '.join(sorted(labels))}")
-    (folder / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory):
     """train.csv (24 images, every combination of 3 labels, one with none) and test.csv."""
     folder = tmp_path_factory.mktemp("multilabel")
-    _write_set(folder, "train", 24, 0)
-    _write_set(folder, "test", 8, 100)
+    write_label_file(folder, "train", 24, 0)
+    write_label_file(folder, "test", 8, 100)
     return folder
 
 
