@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cnnclf.cli.group import common_options
+from cnnclf.cli.group import common_options, set_option
 
 
 @click.command("config")
@@ -14,13 +14,7 @@ from cnnclf.cli.group import common_options
     type=click.Path(dir_okay=False),
     help="YAML config to resolve (default: the built-in defaults).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key by dotted path. Repeatable.",
-)
+@set_option()
 @click.option("--reference", is_flag=True, help="Print the fully commented reference config.")
 @common_options
 def config_command(config_path, overrides, reference):

@@ -9,7 +9,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 
 
 @click.command("check-data")
@@ -113,13 +113,7 @@ def _config_splits(data) -> dict[str, Path]:
     type=click.Path(dir_okay=False),
     help="YAML config whose data and augmentation to preview.",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key by dotted path. Repeatable.",
-)
+@set_option()
 @click.option(
     "--n",
     "n",

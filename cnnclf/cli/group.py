@@ -94,3 +94,9 @@ def main(ctx, debug, verbose):
       cnnclf predict path/to/image.png
     """
     flags(ctx).update(debug=debug, verbose=verbose)
+
+
+def set_option(help: str = "Override a config key by dotted path. Repeatable."):
+    """`--set KEY=VALUE`, repeatable, into the `overrides` parameter: every command that reads
+    a config takes it the same way."""
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)

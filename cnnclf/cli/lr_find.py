@@ -8,7 +8,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option, with_data_folders
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 
 
 @click.command("lr-find")
@@ -19,13 +19,7 @@ from cnnclf.cli.group import common_options, flags
     type=click.Path(dir_okay=False),
     help="YAML config whose first phase is tested (model, data, optimizer, loss).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key by dotted path. Repeatable.",
-)
+@set_option()
 @data_option()
 @click.option(
     "--out",

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from cnnclf.cli.data_option import data_option, with_data_folders
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 
 TABLE_ROWS = 20
 
@@ -24,9 +24,7 @@ TABLE_ROWS = 20
     type=click.Path(dir_okay=False),
     help="YAML config: each fold trains with it, as `cnnclf train` would.",
 )
-@click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key."
-)
+@set_option()
 @data_option()
 @click.option(
     "--folds",

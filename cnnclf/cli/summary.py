@@ -6,7 +6,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.bundles import load_model, say_loading
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 from cnnclf.errors import ConfigError
 
 
@@ -23,13 +23,7 @@ from cnnclf.errors import ConfigError
     type=click.Path(dir_okay=False),
     help="YAML config whose model to describe (built for 2 classes).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="With --config: override a config key by dotted path. Repeatable.",
-)
+@set_option("With --config: override a config key by dotted path. Repeatable.")
 @click.option(
     "--format",
     "fmt",

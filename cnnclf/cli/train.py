@@ -8,7 +8,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option, with_data_folders
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 
 
 @click.command("train")
@@ -19,13 +19,9 @@ from cnnclf.cli.group import common_options, flags
     type=click.Path(dir_okay=False),
     help="YAML config (see configs/reference.yaml for every key).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key by dotted path, e.g. --set train.epochs=3 "
-    "--set data.image_size=[96,96]. Repeatable.",
+@set_option(
+    "Override a config key by dotted path, e.g. --set train.epochs=3 "
+    "--set data.image_size=[96,96]. Repeatable."
 )
 @data_option()
 @click.option(

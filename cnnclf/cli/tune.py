@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cnnclf.cli.group import common_options, flags
+from cnnclf.cli.group import common_options, flags, set_option
 
 
 @click.command("tune")
@@ -18,13 +18,7 @@ from cnnclf.cli.group import common_options, flags
     type=click.Path(dir_okay=False),
     help="YAML config to tune; its tune: section is the search space (configs/reference.yaml).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key by dotted path before each trial's own values. Repeatable.",
-)
+@set_option("Override a config key by dotted path before each trial's own values. Repeatable.")
 @click.option(
     "--trials",
     "n_trials",
