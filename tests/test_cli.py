@@ -201,3 +201,13 @@ def test_teardown_is_skipped_only_after_tensorflow_with_no_thread_left(monkeypat
     without = {k: v for k, v in sys.modules.items() if not k.startswith("tensorflow.")}
     monkeypatch.setattr(sys, "modules", without)
     assert not _can_skip_teardown({})
+
+
+def test_serve_refuses_an_allowed_host_that_is_not_a_host_name(tmp_path):
+    for name in ("bad host/x", "gpu-box.lan:8000", ""):
+        result = run_cli("serve", "--allowed-host", name, "--model", tmp_path / "nowhere")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: --allowed-host {name!r}: not a host name (letters, digits, dots and "
+            "hyphens, without a port or a path; or '*')"
+        ]

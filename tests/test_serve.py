@@ -527,6 +527,11 @@ def test_with_a_token_nothing_public_names_the_model(binary_model):
             assert secret.get(route).status_code == 404
     finally:
         secret.__exit__(None, None, None)
+    plain = _client(binary_model)  # no token: the API pages as they always were
+    try:
+        assert plain.get("/docs").status_code == 200 and plain.get("/redoc").status_code == 200
+    finally:
+        plain.__exit__(None, None, None)
     documented = _client(binary_model, token=TOKEN, docs=True)
     try:
         assert documented.get("/openapi.json").status_code == 200

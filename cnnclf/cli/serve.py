@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -70,8 +71,9 @@ from cnnclf.serve.settings import ServeSettings
 @click.option(
     "--docs",
     is_flag=True,
-    help="Serve the API pages /docs and /redoc (they load their scripts from a CDN) "
-    "and a public /openapi.json (it names the model and its classes).",
+    help="With --token: serve the API pages /docs and /redoc too (they load their scripts "
+    "from a CDN) and a public /openapi.json (it names the model and its classes). Without a "
+    "token they are served anyway, as before.",
 )
 @click.option(
     "--cors-origin",
@@ -180,6 +182,8 @@ def serve_command(model_dir, host, port, workers, name, token, token_file, cors_
     if token is not None and not token.strip():
         raise ConfigError("--token: must not be empty (or unset CNNCLF_TOKEN)")
     token = _token(token, token_file)
+    for allowed in limits["allowed_hosts"]:
+        _host_name(allowed)
     model_dir = Path(model_or_newest(model_dir))
     check_servable(model_dir)
     settings = ServeSettings(
@@ -238,9 +242,19 @@ def _security_warnings(host: str, settings: ServeSettings) -> list[str]:
         )
     if (wildcard := host_warning(host, settings.allowed_hosts)) is not None:
         warnings.append(wildcard)
-    if settings.docs:
+    if settings.docs and settings.token:
         warnings.append(
             "warning: --docs: /docs and /redoc load their scripts from cdn.jsdelivr.net, "
             "and /openapi.json names the model and its classes to anyone"
         )
     return warnings
+
+
+def _host_name(name: str) -> str:
+    """An --allowed-host value as the Host header could carry it: a DNS name, or '*'."""
+    if name == "*" or re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", name):
+        return name
+    raise ConfigError(
+        f"--allowed-host {name!r}: not a host name (letters, digits, dots and hyphens, "
+        "without a port or a path; or '*')"
+    )

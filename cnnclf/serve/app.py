@@ -255,14 +255,16 @@ def _page(template: str, settings: ServeSettings) -> str:
 
 
 def _add_docs_routes(app: FastAPI, settings: ServeSettings, api: list) -> None:
-    """/openapi.json (with a token, it needs the token unless --docs), and with --docs the
-    /docs and /redoc pages, which load their scripts from a CDN (jsdelivr)."""
+    """/openapi.json (with a token, it needs the token unless --docs), and the /docs and
+    /redoc pages, which load their scripts from a CDN (jsdelivr): served as they always were
+    without a token; with one, only with --docs, since those scripts run on the origin that
+    holds the token."""
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[] if settings.docs else api)
     async def openapi():
         return JSONResponse(app.openapi())
 
-    if not settings.docs:
+    if settings.token and not settings.docs:
         return
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 

@@ -36,7 +36,7 @@ class ServeSettings:
     notice: str = DEFAULT_NOTICE  # shown on the page and carried in the card; "" shows none
     host: str = "127.0.0.1"  # the --host bound: a Host header may name it (serve/hosts.py)
     allowed_hosts: tuple[str, ...] = ()  # --allowed-host: more names the Host may give
-    docs: bool = False  # --docs: /docs and /redoc (scripts from a CDN), /openapi.json public
+    docs: bool = False  # --docs: with a token, /docs and /redoc too and /openapi.json public
     max_bodies_mb: float | None = None  # request bodies in memory at once; None: 4 x upload
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS

@@ -49,7 +49,8 @@ def pruning_callback(trial: Any, metric: str) -> Any:
             if value is None:
                 return
             trial.report(float(value), step=epoch + 1)
-            if trial.should_prune():
+            last = epoch + 1 >= (self.params or {}).get("epochs", float("inf"))
+            if not last and trial.should_prune():  # a trial that has finished is not pruned
                 self.pruned_at = epoch + 1
                 self.model.stop_training = True
 

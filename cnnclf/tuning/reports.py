@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,9 @@ def write_plots(study: Any, out: Path) -> dict[str, str]:
     ):
         path = out / f"{name}.png"
         try:
-            draw(study)
+            with warnings.catch_warnings():  # Optuna's experimental and few-trials notices
+                warnings.simplefilter("ignore")
+                draw(study)
             figure = plt.gcf()
             figure.set_size_inches(8, 5)
             figure.tight_layout()

@@ -82,3 +82,16 @@ def test_storage_options_and_urls_in_the_config(tmp_path):
     assert config.data.storage_options == {"profile": "dev", "anon": False}
     with pytest.raises(ConfigError, match=r"data\.storage_options"):
         load_config(config_file, ["data.storage_options=[1, 2]"])
+
+
+def test_gs_without_any_google_credentials_is_one_line_at_once(tmp_path, monkeypatch):
+    pytest.importorskip("gcsfs")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no application-default file here
+    monkeypatch.setenv("GCE_METADATA_HOST", "metadata.invalid")  # no metadata server either
+    with pytest.raises(StorageError) as info:
+        urls.filesystem("gs://a-bucket/runs/b1")
+    assert str(info.value).startswith("gs://a-bucket/runs/b1: no Google Cloud credentials found")
+    assert urls._google_credentials({"token": "anon"})  # a public bucket needs none
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "key.json"))
+    assert urls._google_credentials({})
