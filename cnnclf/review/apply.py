@@ -86,12 +86,18 @@ def read_decisions(path: Path, class_names: list[str]) -> list[Decision]:
     if not reader.fieldnames or not {"path", "action"} <= set(reader.fieldnames):
         raise DataError(f"{path}: header must be path,action,label (got {reader.fieldnames})")
     decisions = []
+    first_row: dict[str, int] = {}  # image -> the row that decides it
     for number, row in enumerate(reader, start=1):
         where = f"{path}: row {number}"
         image, action = (row.get("path") or "").strip(), (row.get("action") or "").strip()
         label = (row.get("label") or "").strip()
         if not image:
             raise DataError(f"{where}: empty path")
+        earlier = first_row.setdefault(os.path.abspath(image), number)
+        if earlier != number:  # two decisions for one image: which one is meant is a person's call
+            raise DataError(
+                f"{where}: {image} is decided on row {earlier} already; keep one row per image"
+            )
         if action not in ACTIONS:
             raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
         if action == "relabel" and label not in class_names:
@@ -298,9 +304,15 @@ def apply(review_folder: Path, decisions_file: Path, the_plan: Plan) -> Path:
     write_json_atomically(log, record)
     fsync_dir(log.parent)
     fault_point("apply.logged")
-    for source, target in the_plan.moves:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+    for done, (source, target) in enumerate(the_plan.moves):
+        try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        except OSError as exc:  # the log already names every move: --undo takes back the done
+            raise DataError(
+                f"--apply {decisions_file}: moving {source} failed ({exc.strerror or exc}) after "
+                f"{done} of {len(the_plan.moves)} moves; undo them with --undo {log}"
+            ) from None
         fault_point("apply.moved")
     for copy, data in the_plan.copies.items():
         write_atomically(Path(copy), lambda f, data=data: f.write(data))
@@ -317,8 +329,9 @@ def undo(log: Path) -> list[str]:
         moves, created = record["moves"], record["created"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--undo {log}: not a review undo log ({exc})") from None
+    partial = record.get("state") == "planned"  # stopped midway: some moves never ran
     for source, target in moves:
-        if not Path(target).exists() and not Path(source).exists():
+        if not Path(target).exists() and not Path(source).exists() and not partial:
             raise DataError(
                 f"--undo {log}: {target} is gone and {source} is not back; nothing moved"
             )
