@@ -140,13 +140,13 @@ def test_resume_with_nothing_to_resume(tmp_path, config):
 @pytest.mark.slow
 def test_a_resume_config_mismatch_is_found_before_tensorflow_loads(tmp_path, config, monkeypatch):
     out = tmp_path / "bundle"
-    from cnnclf.training import rundir
+    from cnnclf import faults
 
     # A run stopped by a full disk just before its bundle: every epoch is resumable.
-    monkeypatch.setenv(rundir.FAULT_ENV, "bundle.model_written=enospc")
-    monkeypatch.setattr(rundir, "_fault_counts", {})
+    monkeypatch.setenv(faults.FAULT_ENV, "bundle.model_written=enospc")
+    monkeypatch.setattr(faults, "_counts", {})
     stopped = run_cli("train", "--config", config, "--out", out, "--set", "train.epochs=2")
-    monkeypatch.delenv(rundir.FAULT_ENV)
+    monkeypatch.delenv(faults.FAULT_ENV)
     assert stopped.exit_code == 1 and "--resume" in stopped.stderr, stopped.output
     probe = (
         "import sys\nfrom cnnclf.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
