@@ -11,8 +11,15 @@ Held-out accuracy is the validation accuracy of the saved weights on data/demo/t
 set each run validates on; init's config keeps the best epoch by val_loss, so its figure is a
 little optimistic). Each run is a fresh `python -m cnnclf train` process; runs alternate.
 
-Example:
+With --rules, the rules themselves are compared instead: per seed the range test runs once
+(`cnnclf lr-find`, the same test `learning_rate: auto` runs), and the same config is trained at
+the rate each rule reads off that one curve (steepest descent capped at minimum/10, minimum/10,
+fastai's valley) beside the 5-point grid; --data picks the set (a folder `--data` takes).
+
+Examples:
     python scripts/bench_lr_init.py --seeds 1 2 --epochs 3
+    python scripts/bench_lr_init.py --rules --seeds 1 2 3 --epochs 3
+    python scripts/bench_lr_init.py --rules --seeds 1 2 3 --data /tmp/coats
 """
 
 from __future__ import annotations
@@ -33,11 +40,13 @@ DEMO = ROOT / "data" / "demo"
 GRID = [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
 
 
-def train(config: Path, out: Path, seed: int, epochs: int, *overrides: str) -> dict:
+def train(
+    config: Path, out: Path, seed: int, epochs: int, *overrides: str, data: Path = DEMO
+) -> dict:
     """One training run: held-out accuracy, wall seconds, the finder's line if any."""
     command = [
         sys.executable, "-m", "cnnclf", "train", "--config", str(config), "--out", str(out),
-        "--data", str(DEMO), "--device", "cpu",
+        "--data", str(data), "--device", "cpu",
         "--set", f"train.epochs={epochs}", "--set", f"train.seed={seed}",
     ]  # fmt: skip
     for override in overrides:
@@ -58,12 +67,73 @@ def train(config: Path, out: Path, seed: int, epochs: int, *overrides: str) -> d
     }
 
 
+RULES = ("steepest", "minimum/10", "valley")
+
+
+def curve_rates(config: Path, data: Path, seed: int, out: Path) -> dict:
+    """One range test (as `learning_rate: auto` runs it): each rule's rate off its curve."""
+    command = [
+        sys.executable, "-m", "cnnclf", "lr-find", "--config", str(config), "--data", str(data),
+        "--set", f"train.seed={seed}", "--out", str(out), "--format", "json", "--device", "cpu",
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, text=True, timeout=900, check=True)
+    found = json.loads((out / "lr_find.json").read_text())
+    return {
+        "steepest": min(found["steepest"], found["minimum"] / 10),
+        "minimum/10": found["minimum"] / 10,
+        "valley": found["valley"],
+    }
+
+
+def compare_rules(args: argparse.Namespace) -> None:
+    """Each rule's rate, read off one curve per seed, against the grid: the same training."""
+    recommended = ROOT / "configs" / "recommended.yaml"
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-lr-rules-") as work:
+        work_dir = Path(work)
+        for seed in args.seeds:
+            found = curve_rates(recommended, args.data, seed, work_dir / f"curve-{seed}")
+            print(f"seed {seed} rates {json.dumps(found)}", flush=True)
+            runs = [(f"grid {rate:g}", rate) for rate in GRID]
+            runs += [(rule, found[rule]) for rule in RULES]
+            for name, rate in runs:
+                out = work_dir / f"{name.replace(' ', '_').replace('/', '_')}-{seed}"
+                result = train(
+                    recommended, out, seed, args.epochs, f"train.learning_rate={rate}",
+                    data=args.data,
+                )  # fmt: skip
+                result["rate"] = rate
+                results.setdefault(name, []).append(result)
+                print(f"seed {seed} {name:<14} {json.dumps(result)}", flush=True)
+    best = max(
+        (name for name in results if name.startswith("grid")),
+        key=lambda name: statistics.mean(r["accuracy"] for r in results[name]),
+    )
+    print(f"\n{'run':<15} {'accuracy (mean)':>16} {'per seed':>22} {'vs grid best':>13}  rates")
+    for name, rows in results.items():
+        accuracy = [r["accuracy"] for r in rows]
+        # per seed, against the grid's best point on the same seed: the seed's noise cancels
+        gap = statistics.mean(
+            a - b["accuracy"] for a, b in zip(accuracy, results[best], strict=True)
+        )
+        rates = ", ".join(f"{r['rate']:.3g}" for r in rows)
+        print(
+            f"{name:<15} {statistics.mean(accuracy):>16.4f} "
+            f"{' '.join(f'{a:.4f}' for a in accuracy):>22} {gap:>+13.4f}  {rates}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rules", action="store_true", help="compare the suggestion rules")
+    parser.add_argument("--data", type=Path, default=DEMO, help="with --rules: the data set")
     args = parser.parse_args()
     os.environ.setdefault("CNNCLF_OFFLINE", "1")  # never download in a benchmark
+    if args.rules:
+        compare_rules(args)
+        return
     recommended = ROOT / "configs" / "recommended.yaml"
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-lr-init-") as work:

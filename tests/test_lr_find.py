@@ -18,10 +18,11 @@ def test_lr_find_prints_a_suggestion_and_draws_the_curve(tmp_path, config):
     out = tmp_path / "finder"
     result = run_cli("lr-find", "--config", config, "--out", out, "--steps", "60")
     assert result.exit_code == 0, result.output
-    assert "suggested" in result.output and "steepest descent" in result.output
+    assert "suggested" in result.output and "minimum / 10" in result.output
     assert (out / "lr_find.png").stat().st_size > 1000
     found = read_json(out / "lr_find.json")
-    assert 1e-7 <= found["suggested"] <= found["minimum"] / 10
+    assert found["suggested"] == pytest.approx(found["minimum"] / 10)
+    assert 1e-7 <= found["valley"] <= found["minimum"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "finder"])  # no run dir
 
 

@@ -55,8 +55,9 @@ def lr_find_command(config_path, overrides, data_dir, out_dir, fmt, steps, devic
 
     Trains a throw-away copy of the config's first-phase model for up to --steps batches at an
     exponentially growing rate, stops when the smoothed loss exceeds 4x its best, and suggests
-    the rate where the smoothed loss falls fastest (at most a tenth of the rate at its
-    minimum). No bundle or run folder is written; train.learning_rate: auto runs the same test.
+    a tenth of the rate at the smoothed loss's minimum (the steepest descent and fastai's
+    valley are shown beside it). No bundle or run folder is written; train.learning_rate: auto
+    runs the same test.
     """
     from cnnclf.config import load_config
     from cnnclf.errors import ConfigError
@@ -74,7 +75,7 @@ def lr_find_command(config_path, overrides, data_dir, out_dir, fmt, steps, devic
     if fmt == "json":
         click.echo(json.dumps(dict(record, rates=curve.rates, smoothed=curve.smoothed)))
         return
-    for name in ("suggested", "steepest", "minimum"):
+    for name in ("suggested", "steepest", "minimum", "valley"):
         click.echo(f"{name:<10} {record[name]:.3g}")
     click.echo(f"{'rule':<10} {record['rule']}")
     click.echo(

@@ -5,8 +5,11 @@ The rate grows exponentially from `START_RATE` to `END_RATE` over at most `steps
 steps, one batch each, from the phase's starting weights (phase 1: the start weights with the
 backbone frozen as in training; fine-tuning: the best weights of phase 1, unfrozen as the phase
 says). The loss is smoothed (`smooth`); the test stops early once the smoothed loss exceeds
-`DIVERGENCE` times its best, or is NaN. The suggestion (`suggest`) is the rate where the
-smoothed loss falls fastest, capped at a tenth of the rate at its minimum.
+`DIVERGENCE` times its best, or is NaN. The suggestion (`suggest`) is a tenth of the rate at
+the smoothed loss's minimum (fastai's "minimum" rule); the steepest descent and fastai's valley
+are recorded beside it. Why that rule: docs/benchmarks/2026-12-04-init-lr-find.md trained at
+each rule's rate read off the same curves, 3 seeds on two sets: minimum/10 came closest to the
+grid's best, the other two chose rates 2-10x too low for the short runs our users start with.
 
 It never changes what training starts from: phase 1 is tested on a throw-away model built in
 memory, fine-tuning on the training model with its weights put back afterwards, and the seeds
@@ -50,7 +53,8 @@ class Suggestion:
     rate: float
     steepest: float  # the rate where the smoothed loss falls fastest
     minimum: float  # the rate at the smoothed loss's minimum
-    rule: str = "steepest descent of the smoothed loss, at most the minimum's rate / 10"
+    valley: float  # fastai's valley rule (`valley`), recorded beside the others
+    rule: str = "the smoothed loss's minimum / 10"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Curve:
             "suggested": self.suggestion.rate,
             "steepest": self.suggestion.steepest,
             "minimum": self.suggestion.minimum,
+            "valley": self.suggestion.valley,
             "rule": self.suggestion.rule,
             "steps": len(self.rates),
             "range": [self.rates[0], self.rates[-1]],
@@ -104,10 +109,10 @@ def diverged(smoothed: float, best: float) -> bool:
 def suggest(tried: list[float], smoothed: list[float], steps: int | None = None) -> Suggestion:
     """The rate to train at, from a range test's rates and smoothed losses.
 
-    The steepest descent (most negative slope of the smoothed loss against log10 of the rate,
-    before the minimum and after the first `SKIP_START` of the steps) is where the loss falls
-    fastest; it is capped at the minimum's rate / 10 (fastai's older rule), since the minimum
-    itself is already on the edge of divergence.
+    A tenth of the rate at the smoothed loss's minimum: the minimum itself is on the edge of
+    divergence, a decade below it the loss still falls steadily. The steepest descent (most
+    negative slope against log10 of the rate, before the minimum and after the first
+    `SKIP_START` of the steps) and the valley are returned for the record and the plot.
 
     Raises:
         ConfigError: the loss did not decrease (no usable suggestion).
@@ -126,7 +131,25 @@ def suggest(tried: list[float], smoothed: list[float], steps: int | None = None)
     ]
     steepest = tried[first + min(range(len(slopes)), key=slopes.__getitem__)]
     minimum = tried[lowest]
-    return Suggestion(min(steepest, minimum / 10), steepest, minimum)
+    return Suggestion(minimum / 10, steepest, minimum, valley(tried, smoothed))
+
+
+def valley(tried: list[float], smoothed: list[float]) -> float:
+    """fastai's default rule since 2.5: two thirds of the way down the longest decreasing
+    run of the smoothed loss (longest decreasing subsequence), a point less sensitive than
+    a slope to one noisy step."""
+    finite = [value if math.isfinite(value) else math.inf for value in smoothed]
+    run = [1] * len(finite)
+    start = end = 0
+    for i in range(1, len(finite)):
+        for j in range(i):
+            if finite[i] < finite[j] and run[i] < run[j] + 1:
+                run[i] = run[j] + 1
+        if run[i] > run[end]:
+            end = i
+            start = end - run[end]
+    third = (end - start) / 3
+    return tried[start + int(third) + int(third / 2)]
 
 
 def _degenerate(tried: list[float], why: str) -> ConfigError:
