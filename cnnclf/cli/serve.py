@@ -171,6 +171,15 @@ from cnnclf.serve.settings import ServeSettings
     help="The line the web page shows above everything (also the model card's "
     "'notice'), e.g. your site's intended-use statement; --notice '' shows none.",
 )
+@click.option(
+    "--review",
+    "review_dir",
+    type=click.Path(),
+    metavar="DIR",
+    help="Serve this folder from `cnnclf review` at /review/ too: its gallery, which saves "
+    "decisions into DIR/decisions.csv for `cnnclf review --apply`. Without --model, the "
+    "review alone (no model is loaded).",
+)
 @common_options
 def serve_command(model_dir, host, port, workers, name, token, token_file, cors_origins, **limits):
     """Serve a model: a web page and a REST API on http://HOST:PORT (Ctrl-C stops it).
@@ -178,12 +187,18 @@ def serve_command(model_dir, host, port, workers, name, token, token_file, cors_
     \b
       cnnclf serve --model runs/demo-20261125-101500
       curl -F file=@image.png http://127.0.0.1:8000/predict
+      cnnclf serve --review runs/review-demo   (its gallery at /review/)
     """
     if token is not None and not token.strip():
         raise ConfigError("--token: must not be empty (or unset CNNCLF_TOKEN)")
     token = _token(token, token_file)
     for allowed in limits["allowed_hosts"]:
         _host_name(allowed)
+    if limits["review_dir"] is not None:  # a bad folder is one line, before any model loads
+        limits["review_dir"] = _review_folder(limits["review_dir"])
+        if model_dir is None:
+            _serve_review_alone(host, port, workers, token, (*cors_origins,), limits)
+            return
     model_dir = Path(model_or_newest(model_dir))
     check_servable(model_dir)
     settings = ServeSettings(
@@ -210,6 +225,32 @@ def serve_command(model_dir, host, port, workers, name, token, token_file, cors_
         workers=workers,
         verbose=state["verbose"],
     )
+    click.echo("stopped", err=True)
+
+
+def _review_folder(review_dir: str) -> str:
+    """--review's folder, checked and made absolute (workers and the page need no cwd)."""
+    from cnnclf.serve.review import open_review
+
+    return str(open_review(review_dir).path)
+
+
+def _serve_review_alone(host: str, port: int, workers: int, token, cors, limits: dict) -> None:
+    """`serve --review DIR` without --model: the review's page only, no model looked for."""
+    if workers > 1:
+        raise ConfigError(
+            f"--workers {workers}: a review served without --model runs in one process; "
+            "drop --workers (or add --model)"
+        )
+    settings = ServeSettings(name="review", token=token, cors_origins=cors, host=host, **limits)
+    server = _lazy.serve_server()
+    for warning in [server.exposure_warning(host, token), *_security_warnings(host, settings)]:
+        if warning:
+            click.echo(warning, err=True)
+    state = flags()
+    state["own_shutdown"] = True  # as serve_command: the process's end is Python's
+    review_dir = Path(str(settings.review_dir))
+    server.serve_review(review_dir, settings, host=host, port=port, verbose=state["verbose"])
     click.echo("stopped", err=True)
 
 

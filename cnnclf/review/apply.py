@@ -82,6 +82,12 @@ def read_decisions(path: Path, class_names: list[str]) -> list[Decision]:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--apply {path}: cannot be read ({exc})") from None
+    return parse_decisions(text, str(path), class_names)
+
+
+def parse_decisions(text: str, path: str, class_names: list[str]) -> list[Decision]:
+    """read_decisions on text already read (serve --review checks a body with it); `path`
+    names the rows in messages."""
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or not {"path", "action"} <= set(reader.fieldnames):
         raise DataError(f"{path}: header must be path,action,label (got {reader.fieldnames})")

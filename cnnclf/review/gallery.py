@@ -3,7 +3,9 @@
 Thumbnails are inlined as data: URIs (no server, no network, nothing else to copy), grouped by
 issue, each with its given and suggested label, its score and a keep / relabel to X / remove
 control. The page builds decisions.csv (`path,action,label`) in the browser and downloads it;
-`cnnclf review --apply decisions.csv --review FOLDER` applies it.
+`cnnclf review --apply decisions.csv --review FOLDER` applies it. Served by `cnnclf serve
+--review FOLDER` (serve/review.py), it also saves them as FOLDER/decisions.csv and restores
+its marks from that file when reopened. An image shown in two sections gets one row.
 
 At most MAX_PER_GROUP images are shown per issue kind, so the page stays a few megabytes
 whatever the data set; issues.csv lists every one.
@@ -147,7 +149,7 @@ def _card(issue: Issue, names: list[str]) -> str:
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>cnnclf review</title>
+<title>cnnclf review</title><link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 h1 {{ margin: 0 0 .2em; }} h2 {{ border-bottom: 1px solid #ccc; margin-top: 1.5em; }}
@@ -165,45 +167,139 @@ select {{ width: 100%; margin-top: 4px; }}
 td.diag {{ background: #e2f5e2; }}
 .bar {{ position: sticky; top: 0; background: white; padding: 6px 0; z-index: 1; }}
 .facts {{ display: flex; gap: 3em; flex-wrap: wrap; }}
+#status {{ margin-left: 1em; color: #2e7d32; }} #status.error {{ color: #c0392b; }}
 </style></head>
 <body>
 <h1>cnnclf review</h1>
 <p id="summary">{summary}</p>
-<div class="bar"><button id="download">Download decisions.csv</button>
-<button id="accept">Relabel all to suggested</button> <span id="count">0 decisions</span></div>
+<div class="bar"><button id="save" hidden>Save decisions</button>
+<button id="download">Download decisions.csv</button>
+<button id="accept">Relabel all to suggested</button> <span id="count">0 decisions</span>
+<span id="status" role="status"></span></div>
 <div class="facts"><div><h3>Most confused pairs</h3>{pairs}</div>
 <div><h3>Confusion matrix (training images, out-of-fold)</h3>{matrix}</div></div>
 {sections}
 <script>
+// Served by `cnnclf serve --review`, the page saves to the review folder and restores what
+// was saved; opened as a file it can only download.
+const served = location.protocol === "http:" || location.protocol === "https:";
+let unshown = [];  // saved rows for images without a card here: kept, so a save loses none
+let unsaved = false;
+function cards() {{ return [...document.querySelectorAll(".card")]; }}
 function decisions() {{
-  return [...document.querySelectorAll(".card")].map((card) => {{
-    const value = card.querySelector("select").value;
-    if (value === "keep") return null;
-    const relabel = value.startsWith("relabel:");
-    const [action, label] = relabel ? ["relabel", value.slice(8)] : [value, ""];
-    return [card.dataset.path, action, label];
-  }}).filter(Boolean);
+  const seen = new Set(), rows = [];
+  for (const card of cards()) {{
+    const path = card.dataset.path, value = card.querySelector("select").value;
+    if (value === "keep" || seen.has(path)) continue;  // one row per image: --apply wants one
+    seen.add(path);
+    rows.push(value.startsWith("relabel:") ? [path, "relabel", value.slice(8)] : [path, value, ""]);
+  }}
+  return rows.concat(unshown);
+}}
+function mark(path, value) {{
+  // An image can be in two sections (a label issue and a near duplicate): both cards agree.
+  cards().filter((card) => card.dataset.path === path).forEach((card) => {{
+    const select = card.querySelector("select");
+    if ([...select.options].some((o) => o.value === value)) select.value = value;
+  }});
 }}
 function refresh() {{
-  document.querySelectorAll(".card").forEach((card) =>
+  cards().forEach((card) =>
     card.classList.toggle("changed", card.querySelector("select").value !== "keep"));
   const n = decisions().length;
-  document.getElementById("count").textContent = n + (n === 1 ? " decision" : " decisions");
+  document.getElementById("count").textContent = n + (n === 1 ? " decision" : " decisions") +
+    (unshown.length ? ` (${{unshown.length}} saved for images not shown here)` : "");
+}}
+function say(text, error) {{
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.className = error ? "error" : "";
 }}
 function quote(field) {{
   return /[",\\n\\r]/.test(field) ? '"' + field.replace(/"/g, '""') + '"' : field;
 }}
-document.addEventListener("change", refresh);
+function csvText() {{
+  return [["path", "action", "label"], ...decisions()].map((r) => r.map(quote).join(","))
+    .join("\\n") + "\\n";
+}}
+function parseCsv(text) {{
+  const rows = [];
+  let row = [], field = "", quoted = false;
+  text = text.replace(/^\\ufeff/, "");
+  for (let i = 0; i < text.length; i++) {{
+    const c = text[i];
+    if (quoted) {{
+      if (c !== '"') field += c;
+      else if (text[i + 1] === '"') {{ field += '"'; i++; }}
+      else quoted = false;
+    }} else if (c === '"') quoted = true;
+    else if (c === ",") {{ row.push(field); field = ""; }}
+    else if (c === "\\n" || c === "\\r") {{
+      if (c === "\\r" && text[i + 1] === "\\n") i++;
+      row.push(field); rows.push(row); row = []; field = "";
+    }} else field += c;
+  }}
+  if (field || row.length) {{ row.push(field); rows.push(row); }}
+  return rows;
+}}
+function headers(extra) {{
+  const result = new Headers(extra || {{}});
+  const token = sessionStorage.getItem("cnnclf-token");  // the serve page's, same origin
+  if (token) result.set("Authorization", "Bearer " + token);
+  return result;
+}}
+async function problem(response) {{
+  try {{ return (await response.json()).error || response.statusText; }}
+  catch (e) {{ return response.status + " " + response.statusText; }}
+}}
+async function restore() {{
+  const response = await fetch("decisions", {{ headers: headers(), cache: "no-store" }});
+  if (!response.ok) throw new Error(await problem(response));
+  const [header, ...rows] = parseCsv(await response.text());
+  const at = (row, name) => (row[(header || []).indexOf(name)] || "").trim();
+  const shown = new Set(cards().map((card) => card.dataset.path));
+  unshown = [];
+  let restored = 0;
+  for (const row of rows) {{
+    const path = at(row, "path"), action = at(row, "action"), label = at(row, "label");
+    if (!path || !action || action === "keep") continue;
+    restored++;
+    if (shown.has(path)) mark(path, action === "relabel" ? "relabel:" + label : action);
+    else unshown.push([path, action, label]);
+  }}
+  refresh();
+  if (restored) say(`restored ${{restored}} saved decision${{restored === 1 ? "" : "s"}}`);
+}}
+async function save() {{
+  const response = await fetch("decisions", {{
+    method: "POST", headers: headers({{ "Content-Type": "text/csv" }}), body: csvText(),
+  }});
+  if (!response.ok) throw new Error(await problem(response));
+  const answer = await response.json();
+  unsaved = false;
+  say(`saved ${{answer.saved}} decision${{answer.saved === 1 ? "" : "s"}} to ${{answer.file}}`);
+}}
+function changed() {{
+  unsaved = true;
+  refresh();
+  if (served) say("not saved yet");
+}}
+window.addEventListener("beforeunload", (event) => {{
+  if (served && unsaved) event.preventDefault();  // the browser asks before marks are lost
+}});
+document.addEventListener("change", (event) => {{
+  const card = event.target.closest(".card");
+  if (card) mark(card.dataset.path, event.target.value);
+  changed();
+}});
 document.getElementById("accept").addEventListener("click", () => {{
   document.querySelectorAll("#label .card").forEach((card) => {{
-    const suggested = card.dataset.suggested;
-    if (suggested) card.querySelector("select").value = "relabel:" + suggested;
+    if (card.dataset.suggested) mark(card.dataset.path, "relabel:" + card.dataset.suggested);
   }});
-  refresh();
+  changed();
 }});
 document.getElementById("download").addEventListener("click", () => {{
-  const lines = [["path", "action", "label"], ...decisions()].map((r) => r.map(quote).join(","));
-  const blob = new Blob([lines.join("\\n") + "\\n"], {{ type: "text/csv" }});
+  const blob = new Blob([csvText()], {{ type: "text/csv" }});
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
   link.download = "decisions.csv";
@@ -211,7 +307,14 @@ document.getElementById("download").addEventListener("click", () => {{
   link.click();
   link.remove();
 }});
+document.getElementById("save").addEventListener("click", () => {{
+  save().catch((error) => say("not saved: " + error.message, true));
+}});
 refresh();
+if (served) {{
+  document.getElementById("save").hidden = false;
+  restore().catch((error) => say("saved decisions not loaded: " + error.message, true));
+}}
 </script>
 </body></html>
 """

@@ -22,6 +22,7 @@ Routes (/openapi.json lists them too, and with --docs the pages /docs and /redoc
     GET  /v1/models/<name>              TensorFlow Serving model status, with the model card
     GET  /v1/models/<name>/metadata     the model card: classes, image size, metrics, ...
     GET  /healthz, /readyz              alive; model loaded and warmed up
+    GET, POST /review/...               with --review: the review's gallery, decisions saved
 
 Errors are 4xx with {"error": "..."}; no request field is ever used as a file path. With a
 token, every route but the page, its static files, /healthz and /readyz needs
@@ -174,6 +175,10 @@ def create_app(
     _add_docs_routes(app, settings, api)
     _add_prediction_routes(app, service, api, budget)
     _add_tf_serving_routes(app, service, api, budget)
+    if settings.review_dir:  # --review: the review's gallery and its decisions (review.py)
+        from cnnclf.serve.review import add_review_routes, open_review
+
+        add_review_routes(app, open_review(settings.review_dir), settings, api, budget)
     return app
 
 

@@ -115,6 +115,48 @@ def serve(
         sock.close()
 
 
+def serve_review(
+    review_dir: Path, settings: ServeSettings, *, host: str, port: int, verbose: bool = False
+) -> None:
+    """Serves a review folder's gallery alone (`cnnclf serve --review DIR`, no --model) until
+    SIGTERM or Ctrl-C, in one process: no model, so TensorFlow never loads."""
+    import uvicorn
+
+    from cnnclf.serve.connections import GuardedConfig, fit_open_files, install_log_filters
+    from cnnclf.serve.review import create_review_app, open_review
+
+    review = open_review(review_dir)
+    sock = bind(host, port)
+    try:
+        url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
+        files = fit_open_files(settings.max_connections)
+        if files.warning:
+            log.warning(files.warning)
+        settings = dataclasses.replace(settings, max_connections=files.max_connections)
+        install_log_filters()
+
+        def on_ready() -> None:
+            sock.listen(files.backlog)  # as in _serve_on: the line never names a closed port
+            log.info(f"ready: serving the review {review_dir} on {url}/review/ (Ctrl-C stops it)")
+
+        app = _guarded(create_review_app(review, settings, on_ready), settings, verbose)
+        config = GuardedConfig(
+            app,
+            settings,
+            log_level="info" if verbose else "warning",
+            access_log=False,
+            backlog=files.backlog,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        with _signals_end_cleanly():
+            server.run(sockets=[sock])
+        if not server.started:  # uvicorn logged why
+            raise CnnclfError(f"could not serve on {url} (see the message above)")
+    finally:
+        sock.close()
+
+
 def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> None:
     import uvicorn
 

@@ -44,6 +44,7 @@ class ServeSettings:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    review_dir: str | None = None  # --review: a review folder served at /review/ (review.py)
 
     @property
     def max_upload_bytes(self) -> int:
