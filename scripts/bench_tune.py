@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12, help="epochs of each final model")
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=300)
+    parser.add_argument("--metric", default="val_accuracy", help="tune.metric of the sweep")
     args = parser.parse_args()
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -101,6 +102,7 @@ def main() -> None:
         f"data.train_dir={data / 'training_set'}",
         "data.test_dir=null",
         f"train.epochs={args.trial_epochs}",
+        f"tune.metric={args.metric}",
     ]
     command = [
         *CNNCLF,

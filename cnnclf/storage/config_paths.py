@@ -17,11 +17,10 @@ from cnnclf.storage.urls import is_url
 
 
 def local_data(data: DataConfig) -> DataConfig:
-    """`data` with data.train_dir and data.test_dir URLs mirrored into the cache.
+    """`data` with data.train_dir and data.test_dir URLs mirrored into the cache, whole.
 
-    Every process mirrors the whole listing, multi_worker workers included: each worker's
-    shard is chosen from the full, sorted file list after discovery, so a worker cannot know
-    its shard without it (docs/guide/storage.md says so).
+    A multi_worker training run does not come here for its training data: each worker
+    fetches only its own shard of it (training/shards.py, through storage/outline.py).
     """
     local: dict[str, Any] = {
         key: str(mirror(value, data.storage_options))

@@ -21,6 +21,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cnnclf.storage.retry import with_retries
 from cnnclf.storage.urls import filesystem, is_url
@@ -66,63 +67,114 @@ def local_path(url: str) -> Path:
     return cache_root().joinpath("objects", scheme, *parts)
 
 
-def mirror(url: str, options: dict | None = None, stats: MirrorStats | None = None) -> Path:
-    """The local copy of `url` (a folder, or a label file with its folder), up to date.
+@dataclass
+class Listing:
+    """One listing of the folder a data URL names: what `mirror` fetches from, and what a
+    multi_worker worker decides its shard on before fetching anything (storage/outline.py).
+
+    `objects` maps each wanted key (images and label files) to its listed entry (size, ETag).
+    """
+
+    fs: Any
+    scheme: str
+    root: str  # the folder's key: bucket/prefix, no scheme
+    objects: dict[str, dict]
+    target: str  # the key the URL named: `root` itself, or a label file in it
+
+    @property
+    def root_url(self) -> str:
+        return f"{self.scheme}://{self.root}"
+
+    @property
+    def local_root(self) -> Path:
+        return local_path(self.root_url)
+
+    def local(self, key: str) -> Path:
+        """Where the object `key` is (or will be) mirrored."""
+        return self.local_root / key[len(self.root) :].lstrip("/")
+
+
+def list_folder(url: str, options: dict | None = None) -> Listing:
+    """Lists `url` (a folder, or a label file with its folder) once, fetching nothing.
 
     A label file's rows name images relative to the file, so the folder it sits in is
-    mirrored with it.
+    listed with it.
 
     Raises:
         StorageError: one line for no credentials, no such bucket or object, access denied,
             or the network failing after retries.
     """
-    stats = stats if stats is not None else MirrorStats()
     fs, path = filesystem(url, options)
     scheme = url.partition("://")[0]
     info = with_retries(lambda: fs.info(path), url)
     is_file = info.get("type") == "file"
     root = path.rsplit("/", 1)[0] if is_file else path.rstrip("/")
-    root_url = f"{scheme}://{root}"
-    listing = with_retries(lambda: fs.find(root, detail=True), root_url)
+    listing = with_retries(lambda: fs.find(root, detail=True), f"{scheme}://{root}")
     wanted = {
         key: entry
         for key, entry in listing.items()
         if entry.get("type", "file") == "file" and key.lower().endswith(WANTED_SUFFIXES)
     }
-    stats.listed += len(wanted)
-    local_root = local_path(root_url)
-    _sync(fs, scheme, root, local_root, wanted, stats)
+    return Listing(fs, scheme, root, wanted, path if is_file else root)
+
+
+def fetch(listing: Listing, keys=None, stats: MirrorStats | None = None) -> Path:
+    """Brings `keys` of `listing` (all of them when None) up to date in the cache; returns
+    the local copy of what the listing's URL named.
+
+    Objects that left the listing are removed from the mirror either way; objects listed but
+    not in `keys` are left as they are (fetched by an earlier run, or not at all), so a
+    worker that fetches its shard leaves nothing in the cache that is not a whole object.
+    """
+    stats = stats if stats is not None else MirrorStats()
+    stats.listed += len(listing.objects)
+    _sync(listing, set(listing.objects) if keys is None else set(keys), stats)
+    return listing.local(listing.target) if listing.target != listing.root else listing.local_root
+
+
+def mirror(url: str, options: dict | None = None, stats: MirrorStats | None = None) -> Path:
+    """The local copy of `url` (a folder, or a label file with its folder), up to date.
+
+    Raises:
+        StorageError: as `list_folder`.
+    """
+    stats = stats if stats is not None else MirrorStats()
+    listing = list_folder(url, options)
+    local = fetch(listing, None, stats)
     log.info(
         "%s: %d file(s) listed, %d fetched (%.1f MB), %d already in %s",
-        root_url,
+        listing.root_url,
         stats.listed,
         stats.fetched,
         stats.fetched_bytes / 1e6,
         stats.cached,
-        local_root,
+        listing.local_root,
     )
-    return local_path(url) if is_file else local_root
+    return local
 
 
-def _sync(fs, scheme: str, root: str, local_root: Path, wanted: dict, stats: MirrorStats):
-    """Fetches what changed, removes what left the listing, records what is there."""
+def _sync(listing: Listing, keys: set[str], stats: MirrorStats) -> None:
+    """Fetches what changed among `keys`, removes what left the listing, records what is
+    there."""
+    local_root, wanted = listing.local_root, listing.objects
     index_file = local_root / INDEX_FILE
     try:
         index = json.loads(index_file.read_text())
     except (OSError, ValueError):
         index = {}
     todo = []
-    for key, entry in wanted.items():
-        target = local_root / key[len(root) :].lstrip("/")
+    for key in sorted(keys):
+        entry, target = wanted[key], listing.local(key)
         stamp = f"{entry.get('size')}:{_etag(entry)}"
         if index.get(key) == stamp and target.is_file():
             stats.cached += 1
         else:
             todo.append((key, target, stamp))
-    _remove_stale(local_root, {local_root / k[len(root) :].lstrip("/") for k in wanted}, stats)
+    _remove_stale(local_root, {listing.local(k) for k in wanted}, stats)
     if todo:
         with ThreadPoolExecutor(min(THREADS, len(todo))) as pool:
-            done = list(pool.map(lambda job: _fetch(fs, scheme, job, stats), todo))
+            jobs = [(listing.fs, listing.scheme, job, stats) for job in todo]
+            done = list(pool.map(lambda job: _fetch(*job), jobs))
         index.update(dict(done))
     index = {key: stamp for key, stamp in index.items() if key in wanted}
     local_root.mkdir(parents=True, exist_ok=True)

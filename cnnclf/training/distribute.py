@@ -282,10 +282,68 @@ def is_chief(strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0
 
 
-def shard_datasets(*datasets):
-    """Every worker reads its own share of the elements (file lists cannot shard by file)."""
+def worker_of(tf_config: str | None) -> tuple[int, int]:
+    """(this worker's index, the number of workers) of the cluster `tf_config` describes.
+
+    The chief, when there is one, is worker 0 and the workers follow in their order: the
+    numbering every process computes alike from the same TF_CONFIG, so the shards they
+    choose by it (`shard_indices`) cover the data without anyone exchanging a word.
+
+    Example:
+        >>> task = {"type": "worker", "index": 1}
+        >>> worker_of(json.dumps({"cluster": {"worker": ["a:1", "b:1"]}, "task": task}))
+        (1, 2)
+    """
+    plan_strategy("multi_worker", [], tf_config)  # the same errors for a bad TF_CONFIG
+    assert tf_config is not None
+    cluster = json.loads(tf_config)
+    chiefs = len(cluster["cluster"].get("chief", []))
+    workers = chiefs + len(cluster["cluster"].get("worker", []))
+    kind, index = cluster["task"]["type"], int(cluster["task"]["index"])
+    if kind not in ("chief", "worker") or not 0 <= index < workers:
+        raise ConfigError(
+            f"TF_CONFIG: task {kind} {index} is not one of the cluster's training workers "
+            "(chief or worker)"
+        )
+    return (index if kind == "chief" else chiefs + index), workers
+
+
+def shard_indices(count: int, worker: int, workers: int) -> list[int]:
+    """The positions of the training files that worker `worker` of `workers` reads.
+
+    Files are dealt out in turn (worker i takes i, i + W, i + 2W, ...), so each shard holds
+    about 1/W of every class (files are listed class by class). A worker with one file fewer
+    repeats its own first file: every worker then runs the same number of steps per epoch
+    (a collective operation waits for all of them), every training file is trained on in
+    every epoch, and none is fetched twice.
+
+    Example:
+        >>> shard_indices(5, 1, 2)
+        [1, 3, 1]
+    """
+    mine = list(range(worker, count, workers))
+    share = -(-count // workers)  # ceil
+    return (mine + mine[: share - len(mine)]) if mine else []
+
+
+def shard_datasets(train_ds, val_ds, by_file: bool = False):
+    """Every worker reads its own share of the batches (`AutoShardPolicy.DATA`: element-wise,
+    as a file list cannot be sharded by file), or, when the training set was already sharded
+    by file (`by_file`: data by URL, training_data.py), the training set as it is (`OFF`).
+
+    Validation stays sharded by element: every worker holds the whole validation set, each
+    evaluates its share, and the sums are reduced across workers, so validation metrics (and
+    the chief's final pass, which runs outside the strategy) cover the whole set.
+    """
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return [ds.with_options(options) for ds in datasets]
+    def with_policy(ds, policy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = policy
+        return ds.with_options(options)
+
+    policy = tf.data.experimental.AutoShardPolicy
+    return [
+        with_policy(train_ds, policy.OFF if by_file else policy.DATA),
+        with_policy(val_ds, policy.DATA),
+    ]

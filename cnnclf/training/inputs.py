@@ -151,8 +151,9 @@ def make_datasets(config: Config, dataset: Dataset, stores: dict, placement):
     val_ds = make_dataset(stores["validation"], training=False, **common)
     if placement.strategy == "multi_worker":
         from cnnclf.training.distribute import shard_datasets
+        from cnnclf.training.shards import shards_by_file
 
-        train_ds, val_ds = shard_datasets(train_ds, val_ds)
+        train_ds, val_ds = shard_datasets(train_ds, val_ds, shards_by_file(config))
     return augment_where, train_ds, val_ds
 
 

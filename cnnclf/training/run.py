@@ -22,13 +22,14 @@ from typing import Any
 
 from cnnclf import storage
 from cnnclf.config import Config
-from cnnclf.data.layout import Dataset, discover
+from cnnclf.data.layout import Dataset
 from cnnclf.errors import CnnclfError, ConfigError, Interrupted, RunStopped
 from cnnclf.model.transfer import planned_epochs, prepare, random_features_warning
-from cnnclf.storage.config_paths import local_data, local_init_from
+from cnnclf.storage.config_paths import local_init_from
 from cnnclf.training.record import TrainResult
 from cnnclf.training.rundir import DamagedRun, RunDir, completed_epochs
 from cnnclf.training.runs import check_destination, new_run_dir, usable_destination
+from cnnclf.training.shards import training_data
 from cnnclf.training.trainer import Trainer, TrainSetup
 
 __all__ = ["Terminated", "TrainResult", "class_weights", "resolve_paths", "train"]
@@ -166,7 +167,8 @@ def train(
 def _check_data(config: Config) -> tuple[Dataset, str, dict[int, float] | None]:
     """The data set, the loss and the class weights: the config errors they can raise come
     before TensorFlow loads."""
-    dataset = discover(local_data(config.data), config.train.seed)
+    # Under multi_worker from a URL, `dataset` is this worker's shard (training/shards.py).
+    whole, dataset = training_data(config)
     from cnnclf.model.build import loss_for
 
     loss = loss_for(config, len(dataset.class_names), dataset.multi_label)
@@ -175,7 +177,7 @@ def _check_data(config: Config) -> tuple[Dataset, str, dict[int, float] | None]:
             "train.tensorboard: needs the tensorboard package: pip install "
             "'cnnclf[tensorboard]' (or set train.tensorboard: false)"
         )
-    return dataset, loss, class_weights(config, dataset)
+    return dataset, loss, class_weights(config, whole)
 
 
 def _destination(out_dir, config_path, overwrite: bool, resume: bool) -> tuple[Path, str]:
