@@ -61,7 +61,8 @@ TABLE_ROWS = 20
     "decisions",
     type=click.Path(dir_okay=False),
     help="Apply a decisions.csv from the review page (moves files or writes a corrected "
-    "label file; writes an undo log first).",
+    "label file; writes an undo log first). Multi-label: a relabel's label is the image's new "
+    "set of classes, space-separated.",
 )
 @click.option(
     "--review",
@@ -157,9 +158,11 @@ def _table(rows: list[dict]) -> None:
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no issues found")
     for row in rows[:TABLE_ROWS]:
         suggested = f" -> {row['suggested']}" if row["suggested"] else ""
+        # Multi-label rows say which class is missing or extra: the sets alone hide it.
+        detail = f"  ({row['detail']})" if row["issue"] == "label" and row["detail"] else ""
         click.echo(
             f"{row['issue']:<15} {row['score']:.3f}  "
-            f"{row['label'] or '?'}{suggested}  {row['path']}"
+            f"{row['label'] or '?'}{suggested}  {row['path']}{detail}"
         )
     if len(rows) > TABLE_ROWS:
         click.echo(f"... and {len(rows) - TABLE_ROWS} more (issues.csv lists every one)")

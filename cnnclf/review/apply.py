@@ -1,7 +1,9 @@
 """`cnnclf review --apply decisions.csv`: a person's decisions applied to the data, undoably.
 
 decisions.csv (what the gallery downloads): a header `path,action,label`, one row per image;
-`action` is keep, relabel (to `label`, a class of the review) or remove.
+`action` is keep, relabel (to `label`, a class of the review) or remove. In a review of
+multi-label data, `label` is the image's whole new set of classes, space-separated
+(`effusion atelectasis`; empty for no label; a class whose name has a space is written alone).
 
 - class folders: a relabelled image moves to its new class folder; a removed one moves to
   `_removed/<split folder>/<class>/` beside the split's folder (inside it, `_removed` would be
@@ -9,7 +11,10 @@ decisions.csv (what the gallery downloads): a header `path,action,label`, one ro
 - label files (CSV or JSON Lines; a `label` column or key, a `labels` column or list, or one
   0/1 column per class): a corrected copy is written beside the file (`train.reviewed.csv`),
   in the file's own form; the original is untouched. Point data.train_dir at the copy. A
-  relabel of a row that gives several labels is refused (one line naming the row).
+  relabel of a row that gives several labels is refused (one line naming the row), unless the
+  review is multi-label: the row's labels then become the decided set (a JSON Lines `label`
+  key given several becomes a `labels` list; a CSV `label` column, which holds one class, is
+  refused for any other number).
 
 The undo log, REVIEW/applied/<digest>.json, is the state machine (rundir.py's pattern):
 
@@ -64,6 +69,15 @@ class Decision:
     path: str
     action: str
     label: str
+    # A relabel's classes, in class order (multi-label: possibly several, or none); None:
+    # just `label`.
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        if self.labels is not None:
+            return self.labels
+        return (self.label,) if self.label else ()
 
 
 @dataclass
@@ -106,26 +120,46 @@ def parse_decisions(text: str, path: str, class_names: list[str]) -> list[Decisi
             )
         if action not in ACTIONS:
             raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
-        if action == "relabel" and label not in class_names:
+        labels = _classes(where, label, class_names) if action == "relabel" else None
+        if action != "keep":
+            decisions.append(Decision(where, os.path.abspath(image), action, label, labels))
+    return decisions
+
+
+def _classes(where: str, label: str, class_names: list[str]) -> tuple[str, ...]:
+    """A relabel's `label` cell as classes in class order: one class, or (multi-label) a
+    space-separated set of them, possibly empty. Whether a set may have other than one class
+    is the review's to say (`plan`)."""
+    if label in class_names:
+        return (label,)
+    words = label.split()
+    for word in words:
+        if word not in class_names:
+            within = f" (in {label!r})" if word != label else ""
             raise DataError(
-                f"{where}: {label!r} is not a class of this review "
+                f"{where}: {word!r}{within} is not a class of this review "
                 f"(classes: {', '.join(class_names)})"
             )
-        if action != "keep":
-            decisions.append(Decision(where, os.path.abspath(image), action, label))
-    return decisions
+    return tuple(name for name in class_names if name in words)
 
 
 def plan(decisions: list[Decision], review_plan: dict) -> Plan:
     """Where each decided image goes, checked against the data as it is now."""
     result = Plan()
+    multi = review_plan.get("multi_label") is True
+    for d in decisions:
+        if d.action == "relabel" and not multi and len(d.classes) != 1:
+            raise DataError(
+                f"{d.where}: relabel to {len(d.classes)} classes ({d.label!r}); this review's "
+                "data gives each image one class: give one"
+            )
     for key in ("train_dir", "test_dir"):
         root = review_plan.get(key)
         if root is None:
             continue
         mine = [d for d in decisions if _belongs(d.path, root)]
         if str(root).lower().endswith((".csv", ".jsonl")):
-            _plan_label_file(Path(root), mine, result)
+            _plan_label_file(Path(root), mine, result, multi)
         else:
             _plan_folder(Path(root), mine, result)
     for decision in decisions:
@@ -170,7 +204,7 @@ def _free_name(target: Path, taken: set[str]) -> Path:
     return candidate
 
 
-def _plan_label_file(file: Path, decisions: list[Decision], result: Plan) -> None:
+def _plan_label_file(file: Path, decisions: list[Decision], result: Plan, multi: bool) -> None:
     """A corrected copy of a CSV or JSON Lines label file, in the file's own form."""
     from cnnclf.data.label_files import read_label_file
 
@@ -178,13 +212,14 @@ def _plan_label_file(file: Path, decisions: list[Decision], result: Plan) -> Non
     by_path = {d.path: d for d in decisions}
     text = file.read_text(encoding="utf-8-sig")
     if file.suffix.lower() == ".jsonl":
-        out, used = _corrected_jsonl(file, text, by_path)
+        out, used = _corrected_jsonl(file, text, by_path, multi)
     else:
-        out, used = _corrected_csv(file, text, by_path, labels.form)
+        out, used = _corrected_csv(file, text, by_path, labels.form, multi)
     for d in decisions:
         if d.path in used:
             result.handled.add(d.where)
-            what = "remove the row" if d.action == "remove" else f"relabel to {d.label}"
+            new = " ".join(d.classes) or "no label"
+            what = "remove the row" if d.action == "remove" else f"relabel to {new}"
             result.lines.append(f"{d.where}: {what} of {d.path} in {file}")
     if used:
         copy = file.with_name(f"{file.stem}.reviewed{file.suffix}")
@@ -206,8 +241,18 @@ def _single(file: Path, where: str, labels: list[str], d: Decision) -> None:
         )
 
 
-def _corrected_jsonl(file: Path, text: str, by_path: dict) -> tuple[str, set[str]]:
-    """JSON Lines: a relabelled record gets `label` (or a one-element `labels`) = the class."""
+def _new_labels(file: Path, where: str, given: list[str], d: Decision, multi: bool) -> list[str]:
+    """The classes a relabelled row gets: the decided set in a multi-label review, else the
+    one class (a row that gives several refused)."""
+    if multi:
+        return list(d.classes)
+    _single(file, where, given, d)
+    return [d.label]
+
+
+def _corrected_jsonl(file: Path, text: str, by_path: dict, multi: bool) -> tuple[str, set[str]]:
+    """JSON Lines: a relabelled record gets `label` (or a one-element `labels`) = the class;
+    multi-label, `labels` = the set (a `label` key given other than one class becomes it)."""
     from cnnclf.data.label_files import PATH_COLUMNS
 
     used: set[str] = set()
@@ -222,19 +267,24 @@ def _corrected_jsonl(file: Path, text: str, by_path: dict) -> tuple[str, set[str
         used.add(d.path)
         if d.action == "remove":
             continue
-        if "labels" in record:
-            given = record["labels"] if isinstance(record["labels"], list) else []
-            _single(file, f"line {number}", [str(label) for label in given], d)
-            record["labels"] = [d.label]
+        given = record.get("labels", [record.get("label")])
+        given = [str(label) for label in given] if isinstance(given, list) else []
+        new = _new_labels(file, f"line {number}", given, d, multi)
+        if "labels" in record or len(new) != 1:
+            record.pop("label", None)
+            record["labels"] = new
         else:
-            record["label"] = d.label
+            record["label"] = new[0]
         lines.append(json.dumps(record))
     return "\n".join(lines) + "\n", used
 
 
-def _corrected_csv(file: Path, text: str, by_path: dict, form: str) -> tuple[str, set[str]]:
-    """CSV: a relabelled row's `label` or `labels` cell becomes the class; one-hot rows get a
-    1 in the class's column and 0 in the others."""
+def _corrected_csv(
+    file: Path, text: str, by_path: dict, form: str, multi: bool
+) -> tuple[str, set[str]]:
+    """CSV: a relabelled row's `label` or `labels` cell becomes the class (multi-label: the
+    `labels` cell the space-separated set); one-hot rows get a 1 in each new class's column
+    and 0 in the others."""
     from cnnclf.data.label_files import PATH_COLUMNS
 
     used: set[str] = set()
@@ -258,13 +308,19 @@ def _corrected_csv(file: Path, text: str, by_path: dict, form: str) -> tuple[str
         row = list(row)
         if form == "one-hot":
             given = [name for name, i in label_columns.items() if _is_one(row[i])]
-            _single(file, f"row {number}", given, d)
+            new = _new_labels(file, f"row {number}", given, d, multi)
             for name, i in label_columns.items():
-                row[i] = "1" if name == d.label else "0"
+                row[i] = "1" if name in new else "0"
         else:
             cell = header.index(form)
-            _single(file, f"row {number}", row[cell].split(), d)
-            row[cell] = d.label
+            given = row[cell].split() if form == "labels" else [row[cell]]
+            new = _new_labels(file, f"row {number}", given, d, multi)
+            if form == "label" and len(new) != 1:
+                raise DataError(
+                    f"{d.where}: {file} row {number} has a label column, which holds one class; "
+                    f"relabel {d.path} to one, or give the file a labels column"
+                )
+            row[cell] = " ".join(new)
         writer.writerow(row)
     return buffer.getvalue(), used
 

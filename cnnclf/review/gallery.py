@@ -64,20 +64,27 @@ def write_gallery(folder: Path, scored, issues: list[Issue]) -> None:
 def render(scored, issues: list[Issue]) -> str:
     names = scored.class_names
     train = np.array([s == "train" for s in scored.splits])
-    matrix = confusion(scored.labels[train], scored.probabilities[train].argmax(axis=1), len(names))
+    multi = scored.labels.ndim == 2
+    if multi:
+        pairs, table = _class_facts(scored.labels[train], scored.probabilities[train], names)
+    else:
+        matrix = confusion(
+            scored.labels[train], scored.probabilities[train].argmax(axis=1), len(names)
+        )
+        pairs, table = _pairs(matrix, names), _matrix(matrix, names)
     groups: dict[str, list[Issue]] = defaultdict(list)
     for issue in issues:
         groups[issue.issue].append(issue)
     sections = [
-        _section(kind, groups[kind], names)
+        _section(kind, groups[kind], names, multi)
         for kind in [*TITLES, *sorted(set(groups) - set(TITLES))]
         if groups.get(kind)
     ]
     summary = ", ".join(f"{len(v)} {k}" for k, v in groups.items()) or "no issues found"
     return _PAGE.format(
         summary=html.escape(f"{len(scored.paths)} images, {len(names)} classes: {summary}"),
-        pairs=_pairs(matrix, names),
-        matrix=_matrix(matrix, names),
+        pairs=pairs,
+        matrix=table,
         sections="\n".join(sections) or "<p>Nothing to review.</p>",
     )
 
@@ -111,30 +118,35 @@ def _matrix(matrix: np.ndarray, names: list[str]) -> str:
     return f"<table id='confusion'><tr><th>given \\ predicted</th>{head}</tr>{rows}</table>"
 
 
-def _section(kind: str, issues: list[Issue], names: list[str]) -> str:
+def _section(kind: str, issues: list[Issue], names: list[str], multi: bool = False) -> str:
     title = TITLES.get(kind, f"check-data: {kind}")
     shown = issues[:MAX_PER_GROUP]
     more = (
         f"<p>{len(issues) - len(shown)} more in issues.csv.</p>" if len(issues) > len(shown) else ""
     )
-    cards = "\n".join(_card(issue, names) for issue in shown)
+    cards = "\n".join(_card(issue, names, multi) for issue in shown)
     return (
         f"<section id='{html.escape(kind)}'><h2>{html.escape(title)} ({len(issues)})</h2>"
         f"<div class='grid'>{cards}</div>{more}</section>"
     )
 
 
-def _card(issue: Issue, names: list[str]) -> str:
+def _card(issue: Issue, names: list[str], multi: bool = False) -> str:
     source = thumbnail(issue.path)
     image = f"<img src='{source}' alt=''>" if source else "<div class='noimg'>unreadable</div>"
     options = ["<option value='keep'>keep</option>"]
-    options += [
-        f"<option value='relabel:{html.escape(n)}'>relabel to {html.escape(n)}</option>"
-        for n in names
-        if n != issue.label
-    ]
+    if multi:
+        options += _set_options(issue, names)
+    else:
+        options += [
+            f"<option value='relabel:{html.escape(n)}'>relabel to {html.escape(n)}</option>"
+            for n in names
+            if n != issue.label
+        ]
     options.append("<option value='remove'>remove</option>")
     suggested = f" → <b>{html.escape(issue.suggested)}</b>" if issue.suggested else ""
+    if multi and issue.issue == "label" and not issue.suggested:
+        suggested = " → <b>(no label)</b>"
     detail = f"<div class='detail'>{html.escape(issue.detail)}</div>" if issue.detail else ""
     name = Path(issue.path).name
     return (
@@ -145,6 +157,58 @@ def _card(issue: Issue, names: list[str]) -> str:
         f" · {html.escape(issue.split)}</div>{detail}"
         f"<select class='decision'>{''.join(options)}</select></figcaption></figure>"
     )
+
+
+def _set_options(issue: Issue, names: list[str]) -> list[str]:
+    """Multi-label relabel choices: the suggested set, then the given set with one class added
+    or dropped; each option's value carries the whole new set, as decisions.csv does."""
+    given = [n for n in names if n in issue.label.split() or n == issue.label]
+    choices = {}
+    if issue.issue == "label":
+        choices[issue.suggested] = f"relabel to {issue.suggested or '(no label)'}"
+    for name in names:
+        if name in given:
+            new, text = [n for n in given if n != name], f"drop {name}"
+        else:
+            new, text = [n for n in names if n in given or n == name], f"add {name}"
+        choices.setdefault(" ".join(new), text)
+    return [
+        f"<option value='relabel:{html.escape(value)}'>{html.escape(text)}</option>"
+        for value, text in choices.items()
+    ]
+
+
+def _class_facts(given: np.ndarray, probabilities: np.ndarray, names: list[str]):
+    """Multi-label: (the classes most often disagreed on, a per-class table of given against
+    predicted); predicted is p >= 0.5, as the label-issue ranking decides it."""
+    predicted = probabilities >= 0.5
+    carried = given == 1
+    rows = [
+        (
+            name,
+            int(carried[:, j].sum()),
+            int(predicted[:, j].sum()),
+            int((carried[:, j] & ~predicted[:, j]).sum()),
+            int((~carried[:, j] & predicted[:, j]).sum()),
+        )
+        for j, name in enumerate(names)
+    ]
+    worst = sorted((r for r in rows if r[3] + r[4]), key=lambda r: -(r[3] + r[4]))
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b>: given, not predicted {missed}; "
+        f"predicted, not given {extra}</li>"
+        for name, _, _, missed, extra in worst[:10]
+    )
+    pairs = f"<ol id='pairs'>{items}</ol>" if items else "<p id='pairs'>No disagreements.</p>"
+    head = "<tr><th>class</th><th>given</th><th>predicted</th>"
+    head += "<th>given, not predicted</th><th>predicted, not given</th></tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(r[0])}</th><td>{r[1]}</td><td>{r[2]}</td>"
+        f"<td class='{'off' if r[3] else ''}'>{r[3]}</td>"
+        f"<td class='{'off' if r[4] else ''}'>{r[4]}</td></tr>"
+        for r in rows
+    )
+    return pairs, f"<table id='confusion'>{head}{body}</table>"
 
 
 _PAGE = """<!doctype html>

@@ -16,8 +16,17 @@ Northcutt, Jiang and Chuang, "Confident Learning: Estimating Uncertainty in Data
 Images that reach no class's threshold are `ambiguous`: no class is confident about them.
 Implemented here in NumPy; scripts/bench_review.py compares it with cleanlab itself.
 
+Multi-label data (one sigmoid per class, several labels or none per image) is reviewed one
+class at a time, as cleanlab's `find_label_issues(..., multi_label=True)` does: class j is a
+binary problem (given 0/1 against [1 - p_j, p_j]) that the steps above solve, so each flag names
+an (image, class) pair, a label that is missing or extra. Images are ranked by cleanlab's
+image score: the per-class self-confidences (p_j where j is given, else 1 - p_j) sorted from
+high to low and averaged by an exponential moving average with alpha 0.8, which the lowest
+score dominates. tests/unit/review/test_multi_label_ranking.py compares it with cleanlab.
+
 Example:
     flagged = label_issues(probabilities, labels)   # row indices, most likely wrong first
+    rows, classes = multi_label_issues(probabilities, given)   # given: (N, C) 0/1
 """
 
 from __future__ import annotations
@@ -112,6 +121,80 @@ def ambiguity_scores(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarra
     """1 - max_j p_j / t_j per row (clipped to 0..1): higher is more ambiguous."""
     thresholds = class_thresholds(probabilities, np.asarray(labels))
     return np.clip(1.0 - (probabilities / thresholds[None, :]).max(axis=1), 0.0, 1.0)
+
+
+def binary_problem(probabilities: np.ndarray, given: np.ndarray, j: int):
+    """Class j of multi-label data as a two-class problem: ([1 - p_j, p_j], given 0/1)."""
+    p = probabilities[:, j]
+    return np.stack([1.0 - p, p], axis=1), np.asarray(given[:, j], int)
+
+
+def per_class_issues(probabilities: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N, C) booleans: True where image i's given 0/1 for class j looks wrong.
+
+    Args:
+        probabilities: (N, C) out-of-fold sigmoid outputs (rows need not sum to 1).
+        given: (N, C) the given labels, 1 where image i carries class j.
+    """
+    flagged = np.zeros(given.shape, bool)
+    for j in range(given.shape[1]):
+        flagged[label_issues(*binary_problem(probabilities, given, j)), j] = True
+    return flagged
+
+
+def self_confidences(probabilities: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N, C): how much the models agree with each given 0/1 (p_j, or 1 - p_j)."""
+    return np.where(np.asarray(given) == 1, probabilities, 1.0 - probabilities)
+
+
+def image_quality(probabilities: np.ndarray, given: np.ndarray, alpha: float = 0.8) -> np.ndarray:
+    """(N,): cleanlab's multi-label quality score, 0..1, low = some label likely wrong.
+
+    The exponential moving average of the self-confidences sorted high to low: the last
+    (lowest) weighs alpha, the one before alpha (1 - alpha), and so on, so one wrong label
+    sinks an image while a second one sinks it further.
+    """
+    scores = -np.sort(-self_confidences(probabilities, given), axis=1)
+    quality = scores[:, 0]
+    for t in range(1, scores.shape[1]):
+        quality = alpha * scores[:, t] + (1.0 - alpha) * quality
+    return quality
+
+
+def multi_label_issues(
+    probabilities: np.ndarray, given: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, classes): the flagged (image, class) pairs, most likely wrong first.
+
+    Images are ordered by `image_quality` (lowest first); an image's pairs follow one another,
+    its least self-confident class first.
+    """
+    flagged = per_class_issues(probabilities, given)
+    rows, classes = np.nonzero(flagged)
+    confidence = self_confidences(probabilities, given)[rows, classes]
+    order = np.lexsort((confidence, image_quality(probabilities, given)[rows]))
+    return rows[order], classes[order]
+
+
+def multi_label_ambiguity(probabilities: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N, C): how near each p_j sits to class j's decision point, 0..1 (0: not near it).
+
+    Class j's binary problem has a confident "yes" (p_j at least t_yes, the mean p_j of the
+    images given j) and a confident "no" (1 - p_j at least t_no, the mean over the others).
+    Between them lies a band the models are sure of neither way; a p_j in the middle half of
+    it is near the decision point, scored 1 at its centre and 0.5 at the middle half's edges.
+    The whole band would be too wide: about half of the true labels sit below their mean.
+    """
+    scores = np.zeros(given.shape)
+    for j in range(given.shape[1]):
+        binary, labels = binary_problem(probabilities, given, j)
+        t_no, t_yes = class_thresholds(binary, labels)
+        low, high = 1.0 - t_no, t_yes
+        if high <= low:  # the models do no better than chance on this class: no band
+            continue
+        closeness = 1.0 - np.abs(binary[:, 1] - (low + high) / 2) / ((high - low) / 2)
+        scores[:, j] = np.where(closeness > 0.5, closeness, 0.0)
+    return scores
 
 
 def confusion(given: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:

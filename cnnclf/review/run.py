@@ -3,7 +3,8 @@
 The review folder (default runs/review-<config>-<stamp>; `--out DIR` to choose, and to resume):
 
     review.json                 what was reviewed: data, classes, folds (written first)
-    folds/fold-K-train.csv      the rows fold K trains on (a label file) ...
+    folds/fold-K-train.csv      the rows fold K trains on (a label file; one-hot when
+                                multi-label) ...
     folds/fold-K-heldout.csv    ... and the rows it predicts (its validation set)
     folds/fold-K/               fold K's bundle: an ordinary `cnnclf train` run
     oof_probabilities.npy/.csv  per image: out-of-fold probabilities (test images: fold mean)
@@ -37,7 +38,15 @@ from cnnclf.config import Config
 from cnnclf.errors import BundleError, ConfigError
 from cnnclf.review import neighbours, pixels
 from cnnclf.review.findings import Scored, check_issues, find_issues
-from cnnclf.review.folds import check_fold_counts, stratified_folds, write_fold_files
+from cnnclf.review.folds import (
+    check_column_names,
+    check_fold_classes,
+    check_fold_counts,
+    multi_label_folds,
+    stratified_folds,
+    write_fold_files,
+    write_multi_label_fold_files,
+)
 from cnnclf.review.issues import Issue, write_issues
 from cnnclf.training.filesystem import write_atomically, write_json_atomically
 
@@ -49,13 +58,40 @@ RUNS_DIR = Path("runs")
 
 @dataclass(frozen=True)
 class ReviewData:
-    """The images under review: the training rows (folded) and the test rows (if any)."""
+    """The images under review: the training rows (folded) and the test rows (if any).
+
+    Multi-label data also has `label_sets` and `test_label_sets` (each image's class indices);
+    its `labels` are then the Split's placeholders."""
 
     class_names: list[str]
     paths: list[str]
     labels: list[int]
     test_paths: list[str]
     test_labels: list[int]
+    label_sets: list[tuple[int, ...]] | None = None
+    test_label_sets: list[tuple[int, ...]] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
+
+    def counts(self) -> dict[str, int]:
+        """Training images per class (an image with two labels counts for both)."""
+        counts = {name: 0 for name in self.class_names}
+        for labels in self.label_sets if self.label_sets is not None else self.labels:
+            for label in labels if isinstance(labels, tuple) else (labels,):
+                counts[self.class_names[label]] += 1
+        return counts
+
+    def given(self) -> np.ndarray:
+        """Training then test rows' given labels: class indices, or (multi-label) 0/1 rows."""
+        if self.label_sets is None:
+            return np.array(self.labels + self.test_labels, int)
+        sets = self.label_sets + (self.test_label_sets or [])
+        matrix = np.zeros((len(sets), len(self.class_names)), int)
+        for row, labels in enumerate(sets):
+            matrix[row, list(labels)] = 1
+        return matrix
 
 
 @dataclass(frozen=True)
@@ -77,12 +113,15 @@ def read_data(config: Config) -> ReviewData:
     probe = dataclasses.replace(data, test_dir=data.test_dir or data.train_dir)
     dataset = discover(probe, config.train.seed)
     test = dataset.validation if data.test_dir else None
+    sets = dataset.train.label_sets
     return ReviewData(
         dataset.class_names,
         list(dataset.train.paths),
         list(dataset.train.labels),
         list(test.paths) if test else [],
         list(test.labels) if test else [],
+        None if sets is None else list(sets),
+        None if sets is None else list(test.label_sets or []) if test else [],
     )
 
 
@@ -115,24 +154,41 @@ def review(
     started = time.monotonic()
     config = resolve_paths(config)
     data = read_data(config)
-    counts = {n: data.labels.count(i) for i, n in enumerate(data.class_names)}
-    check_fold_counts(counts, folds)
+    check_fold_counts(data.counts(), folds)
+    fold_of = _folds(data, folds, config.train.seed)
     folder = _folder(out_dir, config_path)
-    fold_of = stratified_folds(data.labels, folds, config.train.seed)
     _write_plan(folder, config, data, folds)
-    names = [data.class_names[i] for i in data.labels]
     bundles = []
     for k in range(folds):
-        train_file, heldout = write_fold_files(folder / "folds", k, data.paths, names, fold_of)
+        train_file, heldout = _write_fold_files(folder / "folds", k, data, fold_of)
         bundle = folder / "folds" / f"fold-{k + 1}"
         log.info("fold %d of %d: %s", k + 1, folds, bundle)
-        _train_fold(_fold_config(config, train_file, heldout), bundle, verbose)
+        fold_config = _fold_config(config, train_file, heldout, data.multi_label)
+        _train_fold(fold_config, bundle, verbose)
         bundles.append(bundle)
     scored, failed = _score_folds(bundles, data, np.array(fold_of), verbose)
     issues = find_issues(scored, duplicate_threshold) + failed + _check_data_issues(config)
     _write_outputs(folder, scored, issues)
     return ReviewResult(
         folder, issues, data.class_names, len(scored.paths), time.monotonic() - started
+    )
+
+
+def _folds(data: ReviewData, folds: int, seed: int) -> list[int]:
+    if data.label_sets is None:
+        return stratified_folds(data.labels, folds, seed)
+    check_column_names(data.class_names)  # before the review folder exists
+    fold_of = multi_label_folds(data.label_sets, len(data.class_names), folds, seed)
+    check_fold_classes(data.label_sets, fold_of, data.class_names)
+    return fold_of
+
+
+def _write_fold_files(folder: Path, k: int, data: ReviewData, fold_of: list[int]):
+    if data.label_sets is None:
+        names = [data.class_names[i] for i in data.labels]
+        return write_fold_files(folder, k, data.paths, names, fold_of)
+    return write_multi_label_fold_files(
+        folder, k, data.paths, data.label_sets, data.class_names, fold_of
     )
 
 
@@ -168,6 +224,8 @@ def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int) -> N
         "images": len(data.paths),
         "seed": config.train.seed,
     }
+    if data.multi_label:  # only then: review.json files written before it stay comparable
+        plan["multi_label"] = True
     path = folder / PLAN_FILE
     if path.exists():
         try:
@@ -195,8 +253,15 @@ def read_plan(folder: Path) -> dict:
         raise ConfigError(f"{path}: cannot be read ({exc}); run the review again") from None
 
 
-def _fold_config(config: Config, train_file: Path, heldout: Path) -> Config:
-    data = dataclasses.replace(config.data, train_dir=str(train_file), test_dir=str(heldout))
+def _fold_config(config: Config, train_file: Path, heldout: Path, multi_label: bool) -> Config:
+    # Multi-label, forced: a fold whose rows happen to carry one label each must not train a
+    # softmax (data.multi_label auto would).
+    data = dataclasses.replace(
+        config.data,
+        train_dir=str(train_file),
+        test_dir=str(heldout),
+        multi_label=True if multi_label else config.data.multi_label,
+    )
     train = dataclasses.replace(config.train, keep_best=None, early_stopping=None)
     return dataclasses.replace(config, data=data, train=train)
 
@@ -234,7 +299,7 @@ def _score_folds(
         probabilities[n_train:] += probs[n_train:] / len(bundles)
         features.append(embedded)
     keep = np.array([p not in bad for p in paths])
-    labels = np.array(data.labels + data.test_labels, int)
+    labels = data.given()
     splits = ["train"] * n_train + ["test"] * len(data.test_paths)
     scored = Scored(
         data.class_names,
@@ -316,10 +381,10 @@ def _write_outputs(folder: Path, scored: Scored, issues: list[Issue]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "label", "split", *scored.class_names])
-    for path, label, split, row in zip(
-        scored.paths, scored.labels, scored.splits, scored.probabilities
+    for row, (path, split, probs) in enumerate(
+        zip(scored.paths, scored.splits, scored.probabilities)
     ):
-        writer.writerow([path, scored.class_names[label], split, *(f"{p:.6f}" for p in row)])
+        writer.writerow([path, scored.given(row), split, *(f"{p:.6f}" for p in probs)])
     table = text.getvalue().encode("utf-8")
     write_atomically(folder / "oof_probabilities.csv", lambda f: f.write(table))
     write_issues(folder, issues)
