@@ -110,7 +110,8 @@ def bench_rate(work: Path, args, rate: float) -> list[dict]:
     started = time.monotonic()
     out = folder / "review"
     command = [sys.executable, "-m", "cnnclf", "review", "--config", str(config)]
-    command += ["--folds", str(args.folds), "--out", str(out), "--format", "json"]
+    command += ["--folds", str(args.folds), "--repeats", str(args.repeats)]
+    command += ["--out", str(out), "--format", "json"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     review_s = time.monotonic() - started
     with open(out / "oof_probabilities.csv", encoding="utf-8") as f:
@@ -312,6 +313,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=1, help="review --repeats")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-review"))
     parser.add_argument("--retrain-seeds", type=int, default=0)

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import make_tree, run_cli, write_config
 from PIL import Image
@@ -102,6 +103,33 @@ def test_a_second_run_reuses_the_folds(reviewed):
     result = run_cli("review", "--config", config, "--folds", 3, "--out", out)
     assert result.exit_code == 0, result.output
     assert result.output.count("reusing the fold's bundle") == 3
+
+
+def test_repeats_average_a_second_draw_of_the_folds(reviewed, tmp_path):
+    _, config, out, train = reviewed
+    refused = run_cli("review", "--config", config, "--folds", 3, "--repeats", 2, "--out", out)
+    assert refused.exit_code == 2 and "(repeats differ)" in refused.stderr, refused.output
+    again = tmp_path / "again"
+    again.mkdir()
+    shutil.copytree(out / "folds", again / "folds")  # the first draw: the same split and seed
+    result = run_cli(
+        "review", "--config", config, "--folds", 3, "--repeats", 2, "--out", again,
+        "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("reusing the fold's bundle") == 3
+    assert "fold 3 of 3 (repeat 2 of 2)" in result.stderr
+    second_draw = again / "folds-repeat-2"
+    assert all((second_draw / f"fold-{k}" / "bundle.json").is_file() for k in (1, 2, 3))
+    assert json.loads((again / "review.json").read_text())["repeats"] == 2
+    one = np.load(out / "oof_probabilities.npy")
+    two = np.load(again / "oof_probabilities.npy")
+    second = 2 * two - one  # the second draw's own held-out predictions
+    assert one.shape == two.shape and not np.allclose(one, two)
+    assert np.allclose(second.sum(axis=1), 1, atol=1e-3) and (second > -1e-3).all()
+    labels = [i for i in json.loads((again / "issues.json").read_text()) if i["issue"] == "label"]
+    flipped = {str((train / wrong / name).resolve()) for _, name, wrong in FLIPS}
+    assert {i["path"] for i in labels[:3]} == flipped
 
 
 def test_apply_dry_run_refusal_and_undo(reviewed):

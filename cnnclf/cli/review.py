@@ -34,6 +34,15 @@ TABLE_ROWS = 20
     help="K: stratified folds; each image is predicted by the model that did not train on it.",
 )
 @click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="R: draw the K folds R times (the next seed each time) and average each image's "
+    "out-of-fold probabilities; R times the training for a better ranking (see the review "
+    "guide).",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
@@ -81,14 +90,15 @@ TABLE_ROWS = 20
 )
 @common_options
 def review(
-    config_path, overrides, data_dir, folds, out_dir, output_format, duplicate_threshold,
-    decisions, review_dir, dry_run, undo_log,
+    config_path, overrides, data_dir, folds, repeats, out_dir, output_format,
+    duplicate_threshold, decisions, review_dir, dry_run, undo_log,
 ):  # fmt: skip
     """Find likely mislabeled, ambiguous, near-duplicate and odd images.
 
     \b
       cnnclf review --config configs/demo.yaml --out runs/review-demo
-      (open runs/review-demo/index.html, decide, download decisions.csv)
+      (open runs/review-demo/index.html, decide, download decisions.csv;
+       or: cnnclf serve --review runs/review-demo, decide, Save)
       cnnclf review --apply ~/Downloads/decisions.csv --review runs/review-demo
       cnnclf review --undo runs/review-demo/applied/<digest>.json
     """
@@ -100,10 +110,12 @@ def review(
         return
     if not config_path:
         raise click.UsageError("--config is required (or --apply DECISIONS / --undo LOG)")
-    _review(config_path, overrides, data_dir, folds, out_dir, output_format, duplicate_threshold)
+    settings = {"folds": folds, "repeats": repeats, "duplicate_threshold": duplicate_threshold}
+    _review(config_path, overrides, data_dir, settings, out_dir, output_format)
 
 
-def _review(config_path, overrides, data_dir, folds, out_dir, output_format, threshold) -> None:
+def _review(config_path, overrides, data_dir, settings: dict, out_dir, output_format) -> None:
+    """`settings`: review()'s folds, repeats and duplicate_threshold."""
     from cnnclf.config import load_config
     from cnnclf.errors import RunStopped
     from cnnclf.review.run import review as run_review
@@ -115,22 +127,23 @@ def _review(config_path, overrides, data_dir, folds, out_dir, output_format, thr
     try:
         result = run_review(
             config,
-            folds=folds,
+            **settings,
             out_dir=out_dir,
             config_path=config_path,
             verbose=state["verbose"],
-            duplicate_threshold=threshold,
         )
     except RunStopped as exc:
         if state["debug"]:
             raise
         click.echo(f"{'' if exc.exit_code in (130, 143) else 'error: '}{exc}", err=True)
-        folder = Path(exc.destination).parent.parent  # REVIEW/folds/fold-K
+        folder = Path(exc.destination).parent.parent  # REVIEW/folds[-repeat-R]/fold-K
         words = ["cnnclf", "review", "--config", str(config_path)]
         for o in overrides:
             words += ["--set", o]
         words += ["--data", str(data_dir)] if data_dir else []
-        words += ["--folds", str(folds), "--out", str(folder)]
+        words += ["--folds", str(settings["folds"])]
+        words += ["--repeats", str(settings["repeats"])] if settings["repeats"] > 1 else []
+        words += ["--out", str(folder)]
         click.echo("resume with: " + shlex.join(words), err=True)
         sys.exit(exc.exit_code)
     rows = [issue.to_json() for issue in result.issues]

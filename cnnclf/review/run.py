@@ -7,6 +7,7 @@ The review folder (default runs/review-<config>-<stamp>; `--out DIR` to choose, 
                                 multi-label) ...
     folds/fold-K-heldout.csv    ... and the rows it predicts (its validation set)
     folds/fold-K/               fold K's bundle: an ordinary `cnnclf train` run
+    folds-repeat-R/...          with --repeats: the same for the R-th draw of the folds
     oof_probabilities.npy/.csv  per image: out-of-fold probabilities (test images: fold mean)
     issues.csv, issues.json     the findings, label issues first in rank order
     index.html                  the offline gallery that downloads decisions.csv
@@ -133,6 +134,7 @@ def review(
     config_path: str | Path | None = None,
     verbose: bool = False,
     duplicate_threshold: float = neighbours.DUPLICATE_SIMILARITY,
+    repeats: int = 1,
 ) -> ReviewResult:
     """Trains `folds` fold models, ranks what looks wrong, and writes the review folder.
 
@@ -145,6 +147,10 @@ def review(
         verbose: let TensorFlow's own logging through.
         duplicate_threshold: the embedding similarity at which two images are candidate
             near duplicates (pixels.py then confirms them).
+        repeats: R, how many times the K folds are drawn (each time with the next seed,
+            for the split and the models' start); each image's out-of-fold probabilities are
+            the mean of its R held-out predictions. R times the training for a better ranking
+            (docs/benchmarks/2026-12-04-review.md): one model's probabilities are noisy.
 
     Raises:
         RunStopped: a fold's training stopped; the same command resumes it.
@@ -155,18 +161,23 @@ def review(
     config = resolve_paths(config)
     data = read_data(config)
     check_fold_counts(data.counts(), folds)
-    fold_of = _folds(data, folds, config.train.seed)
+    draws = [_folds(data, folds, config.train.seed + r) for r in range(repeats)]
     folder = _folder(out_dir, config_path)
-    _write_plan(folder, config, data, folds)
-    bundles = []
-    for k in range(folds):
-        train_file, heldout = _write_fold_files(folder / "folds", k, data, fold_of)
-        bundle = folder / "folds" / f"fold-{k + 1}"
-        log.info("fold %d of %d: %s", k + 1, folds, bundle)
-        fold_config = _fold_config(config, train_file, heldout, data.multi_label)
-        _train_fold(fold_config, bundle, verbose)
-        bundles.append(bundle)
-    scored, failed = _score_folds(bundles, data, np.array(fold_of), verbose)
+    _write_plan(folder, config, data, folds, repeats)
+    trained = []
+    for r, fold_of in enumerate(draws):
+        folds_dir = folder / ("folds" if r == 0 else f"folds-repeat-{r + 1}")
+        seeded = _seeded(config, config.train.seed + r)
+        bundles = []
+        for k in range(folds):
+            train_file, heldout = _write_fold_files(folds_dir, k, data, fold_of)
+            bundle = folds_dir / f"fold-{k + 1}"
+            log.info("fold %d of %d%s: %s", k + 1, folds, _of_repeat(r, repeats), bundle)
+            fold_config = _fold_config(seeded, train_file, heldout, data.multi_label)
+            _train_fold(fold_config, bundle, verbose)
+            bundles.append(bundle)
+        trained.append((bundles, np.array(fold_of)))
+    scored, failed = _score_repeats(trained, data, verbose)
     issues = find_issues(scored, duplicate_threshold) + failed + _check_data_issues(config)
     _write_outputs(folder, scored, issues)
     return ReviewResult(
@@ -213,7 +224,15 @@ def _folder(out_dir, config_path) -> Path:
             candidate = base.with_name(f"{base.name}-{n}")
 
 
-def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int) -> None:
+def _seeded(config: Config, seed: int) -> Config:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+
+
+def _of_repeat(r: int, repeats: int) -> str:
+    return f" (repeat {r + 1} of {repeats})" if repeats > 1 else ""
+
+
+def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int, repeats: int) -> None:
     """review.json: what this folder reviews. A folder that holds a review of other data, or
     with another number of folds, is refused rather than mixed with it."""
     plan = {
@@ -226,6 +245,8 @@ def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int) -> N
     }
     if data.multi_label:  # only then: review.json files written before it stay comparable
         plan["multi_label"] = True
+    if repeats > 1:  # likewise
+        plan["repeats"] = repeats
     path = folder / PLAN_FILE
     if path.exists():
         try:
@@ -281,23 +302,26 @@ def _train_fold(config: Config, bundle: Path, verbose: bool) -> None:
     train(config, out_dir=bundle, resume=resume, verbose=verbose)
 
 
-def _score_folds(
-    bundles: list[Path], data: ReviewData, fold_of: np.ndarray, verbose: bool
+def _score_repeats(
+    trained: list[tuple[list[Path], np.ndarray]], data: ReviewData, verbose: bool
 ) -> tuple[Scored, list[Issue]]:
-    """Out-of-fold probabilities of the training rows, the fold models' mean for test rows,
-    and every image's place in the joint embedding space; images no model could read become
-    `unreadable` issues and leave the ranking."""
+    """Out-of-fold probabilities of the training rows (the mean over repeats), the fold
+    models' mean for test rows, and every image's place in the joint embedding space of the
+    first repeat's models (near duplicates and outliers do not change with R); images no
+    model could read become `unreadable` issues and leave the ranking."""
     paths = data.paths + data.test_paths
     n_train, classes = len(data.paths), len(data.class_names)
     probabilities = np.zeros((len(paths), classes))
     features, bad = [], {}
-    for k, bundle in enumerate(bundles):
-        embedded, probs, failed = _score_bundle(bundle, paths, data.class_names, verbose)
-        bad.update(failed)
-        held_out = np.concatenate([fold_of == k, np.zeros(len(data.test_paths), bool)])
-        probabilities[held_out] = probs[held_out]
-        probabilities[n_train:] += probs[n_train:] / len(bundles)
-        features.append(embedded)
+    for r, (bundles, fold_of) in enumerate(trained):
+        for k, bundle in enumerate(bundles):
+            embedded, probs, failed = _score_bundle(bundle, paths, data.class_names, verbose)
+            bad.update(failed)
+            held_out = np.concatenate([fold_of == k, np.zeros(len(data.test_paths), bool)])
+            probabilities[held_out] += probs[held_out] / len(trained)
+            probabilities[n_train:] += probs[n_train:] / (len(bundles) * len(trained))
+            if r == 0:
+                features.append(embedded)
     keep = np.array([p not in bad for p in paths])
     labels = data.given()
     splits = ["train"] * n_train + ["test"] * len(data.test_paths)
