@@ -122,9 +122,25 @@ def suggest(tried: list[float], smoothed: list[float], steps: int | None = None)
     if len(finite) < 3:
         raise _degenerate(tried, "the loss was NaN or infinite within its first steps")
     lowest = min(finite, key=lambda i: smoothed[i])
-    first = min(int(SKIP_START * planned), max(0, lowest - 2))
+    skipped = int(SKIP_START * planned)
+    # A minimum this early (or less than a decade above the first rate, so the suggestion would
+    # lie below every rate tried): NaN or divergence came at tiny rates, nothing to suggest.
+    if lowest > 0 and (lowest < skipped or tried[lowest] / 10 < tried[0]):
+        raise _degenerate(
+            tried,
+            f"the loss stopped falling within the first {SKIP_START:.0%} of the steps or the "
+            f"first decade of rates (lowest at {tried[lowest]:.1e}, then NaN or rising)",
+        )
+    first = min(skipped, max(0, lowest - 2))
     if smoothed[lowest] >= smoothed[first] * (1 - 1e-3) or lowest - first < 2:
         raise _degenerate(tried, "the loss did not decrease")
+    if lowest == len(tried) - 1 and len(tried) == planned:
+        log.warning(
+            "warning: lr-find: the loss was still falling at the highest rate tried (%.1e); "
+            "the suggestion (%.2g) may be too high: check it with a short run",
+            tried[lowest],
+            tried[lowest] / 10,
+        )
     slopes = [
         (smoothed[i + 1] - smoothed[i]) / (math.log10(tried[i + 1]) - math.log10(tried[i]))
         for i in range(first, lowest)

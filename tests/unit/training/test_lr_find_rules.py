@@ -67,3 +67,25 @@ def test_valley_is_two_thirds_down_the_longest_fall():
     # the longest decreasing run is ~index 38..69; valley takes the point half-way along it
     assert tried[50] <= found.valley <= tried[56]
     assert found.valley < found.minimum
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [2.0, 1.9, 1.8, math.nan] + [math.nan] * 6,  # NaN at the 4th step
+        [2.0, 1.9, 1.8, 1.7, 40.0],  # diverged at the 5th step
+        [2.0 - 0.01 * i for i in range(12)] + [math.nan],  # NaN at the 13th of 100
+    ],
+)
+def test_a_minimum_within_the_first_steps_is_one_clear_error(losses):
+    # as range_test hands them over: the rates used so far, smoothed losses, 100 planned
+    tried = rates(100)[: len(losses)]
+    with pytest.raises(ConfigError, match=r"stopped falling within the first 10% of the steps"):
+        suggest(tried, smooth(losses), steps=100)
+
+
+def test_a_loss_still_falling_at_the_last_rate_warns(caplog):
+    tried = rates(50)
+    found = suggest(tried, [2.0 - 0.01 * i for i in range(50)], steps=50)
+    assert found.rate == pytest.approx(tried[-1] / 10)
+    assert "still falling at the highest rate tried" in caplog.text
