@@ -12,7 +12,15 @@ import subprocess
 import sys
 
 import pytest
-from helpers import WAIT_S, communicate, free_ports, make_tree, train_command, write_config
+from helpers import (
+    WAIT_S,
+    communicate,
+    free_ports,
+    make_tree,
+    train_command,
+    wait_for,
+    write_config,
+)
 from s3_server import S3Server, upload_tree
 
 pytestmark = pytest.mark.slow
@@ -41,40 +49,46 @@ def s3(tmp_path_factory):
         server.stop()
 
 
+def start_s3_worker(s3, config, out: str, work, cluster: dict, index: int) -> subprocess.Popen:
+    """Worker `index` of `cluster`, a `cnnclf train` with its own cache folder."""
+    env = s3.env(
+        CNNCLF_CACHE_DIR=str(work / f"cache{index}"),
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    )
+    command = train_command(config, out, "--set", "train.distribute=multi_worker")
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def start_s3_workers(s3, config, out: str, work) -> list[subprocess.Popen]:
     """Two `cnnclf train` workers on free local ports, each with its own cache folder."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = s3.env(
-            CNNCLF_CACHE_DIR=str(work / f"cache{index}"),
-            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        )
-        command = train_command(config, out, "--set", "train.distribute=multi_worker")
-        workers.append(
-            subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    return workers
+    return [start_s3_worker(s3, config, out, work, cluster, index) for index in range(2)]
 
 
-def cached(work, index: int, split: str) -> set[str]:
+def s3_config(work, prefix: str = "data"):
+    """A one-epoch config whose training_set and test_set are under s3://BUCKET/PREFIX."""
+    config = write_config(work / "c.yaml", work, train={"epochs": 1, "seed": 3})
+    text = config.read_text()
+    for split in ("training_set", "test_set"):
+        text = text.replace(str(work / split), f"s3://{BUCKET}/{prefix}/{split}")
+    config.write_text(text)
+    return config
+
+
+def cached(work, index: int, split: str, prefix: str = "data") -> set[str]:
     """The image keys (relative to the bucket) in worker `index`'s cache."""
     root = work / f"cache{index}" / "objects" / "s3" / BUCKET
     return {
         p.relative_to(root).as_posix()
-        for p in (root / "data" / split).rglob("*")
+        for p in (root / prefix / split).rglob("*")
         if p.suffix in IMAGES
     }
 
 
 def test_two_workers_train_from_s3_each_on_its_own_shard(s3, tmp_path):
-    config = write_config(tmp_path / "c.yaml", tmp_path, train={"epochs": 1, "seed": 3})
-    text = config.read_text().replace(
-        str(tmp_path / "training_set"), f"s3://{BUCKET}/data/training_set"
-    )
-    config.write_text(text.replace(str(tmp_path / "test_set"), f"s3://{BUCKET}/data/test_set"))
+    config = s3_config(tmp_path)
     out = f"s3://{BUCKET}/runs/mw"
     start = s3.log_offset()
     workers = start_s3_workers(s3, config, out, tmp_path)
@@ -128,3 +142,30 @@ def test_two_workers_train_from_s3_each_on_its_own_shard(s3, tmp_path):
     )
     assert predicted.returncode == 0, predicted.stderr
     assert len(json.loads(predicted.stdout)) == N_CLASSES * N_TEST
+
+
+def test_workers_that_listed_different_contents_all_stop_before_training(s3, tmp_path):
+    """An image uploaded after worker 0 listed the bucket and before worker 1 did: their
+    shards would overlap and differ in length; both stop with one line instead."""
+    fs = s3.filesystem()
+    tree = make_tree(tmp_path / "tree", n_classes=2, n_train=5, n_test=2)
+    upload_tree(fs, tree, f"{BUCKET}/late")
+    config, out = s3_config(tmp_path, "late"), f"s3://{BUCKET}/runs/late"
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+    first = start_s3_worker(s3, config, out, tmp_path, cluster, 0)
+    # Worker 0 fetches its shard only once it has listed the bucket.
+    wait_for(lambda: cached(tmp_path, 0, "training_set", "late"), "worker 0's first fetch")
+    image = next((tree / "training_set").rglob("*.png"))
+    fs.put_file(str(image), f"{BUCKET}/late/training_set/{image.parent.name}/late.png")
+    second = start_s3_worker(s3, config, out, tmp_path, cluster, 1)
+    errors = [
+        communicate(w, "a worker of a changed bucket", 2 * WAIT_S)[1] for w in (first, second)
+    ]
+    assert [w.returncode for w in (first, second)] == [2, 2], errors
+    line = (
+        f"workers listed different contents of s3://{BUCKET}/late/training_set: do not change "
+        "the data while a run starts; run again"
+    )
+    for stderr in errors:
+        assert line in stderr and "Traceback" not in stderr and "Epoch 1" not in stderr
+    assert not fs.exists(f"{BUCKET}/runs/late/_COMPLETE")

@@ -326,6 +326,29 @@ def shard_indices(count: int, worker: int, workers: int) -> list[int]:
     return (mine + mine[: share - len(mine)]) if mine else []
 
 
+def workers_agree(strategy, digest: bytes) -> bool:
+    """Whether every replica of every worker holds the same `digest`: the same answer on
+    all of them, so all stop or none does. Every worker must call it (a collective op).
+
+    The digest travels as float32 numbers of 16 bits each (exact in float32, and a
+    type every collective implementation gathers, NCCL's and the CPU's alike); TensorFlow's
+    reductions know only SUM and MEAN, so the values are gathered and compared whole.
+    """
+    import tensorflow as tf
+
+    parts = [float(int.from_bytes(digest[i : i + 2], "big")) for i in range(0, len(digest), 2)]
+    mine = tf.constant([parts], tf.float32)
+
+    def replica_value():
+        return tf.identity(mine)
+
+    @tf.function
+    def gathered():
+        return strategy.gather(strategy.run(replica_value), axis=0)
+
+    return bool(tf.reduce_all(gathered() == mine))
+
+
 def shard_datasets(train_ds, val_ds, by_file: bool = False):
     """Every worker reads its own share of the batches (`AutoShardPolicy.DATA`: element-wise,
     as a file list cannot be sharded by file), or, when the training set was already sharded

@@ -43,6 +43,7 @@ from cnnclf.training.inputs import (
 )
 from cnnclf.training.record import TrainResult, final_metrics, image_counts, run_record
 from cnnclf.training.rundir import RunDir, fault_point
+from cnnclf.training.shards import check_same_data
 from cnnclf.training.validation import (
     calibrate,
     check_monitors,
@@ -151,6 +152,8 @@ class Trainer:
         self.start_tensorflow()
         self.claim_run_dir()
         try:
+            # the first collective op: shards dealt from different listings stop every worker
+            check_same_data(self.strategy, self.dataset, self.config.data.train_dir)
             lr_find.resolve_first_phase(self)  # learning_rate: auto, before the model is built
             self.build()
             self.fit()

@@ -15,12 +15,12 @@ fsspec = pytest.importorskip("fsspec")
 
 from cnnclf.config import Config  # noqa: E402
 from cnnclf.config.schema import DataConfig, TrainConfig  # noqa: E402
-from cnnclf.data.layout import discover  # noqa: E402
+from cnnclf.data.layout import Dataset, Split, discover  # noqa: E402
 from cnnclf.errors import ConfigError, DataError  # noqa: E402
 from cnnclf.storage import mirror, mirroring  # noqa: E402
 from cnnclf.storage.outline import outline  # noqa: E402
 from cnnclf.training.distribute import shard_indices, worker_of  # noqa: E402
-from cnnclf.training.shards import training_data  # noqa: E402
+from cnnclf.training.shards import Shard, check_same_data, training_data  # noqa: E402
 
 
 @pytest.fixture
@@ -138,3 +138,76 @@ def test_layout_errors_name_cache_paths_not_the_outline(bucket, tmp_path, monkey
     with pytest.raises(DataError) as caught:
         training_data(multi_worker(DataConfig(train_dir=f"{url}/data")))
     assert str(tmp_path / "cache") in str(caught.value) and "outline" not in str(caught.value)
+
+
+def test_fewer_training_images_than_workers_stop_before_anything_is_fetched(
+    bucket, tmp_path, monkeypatch
+):
+    _, url = bucket
+    config = multi_worker(DataConfig(train_dir=f"{url}/data", validation_split=0.25))
+    monkeypatch.setenv("TF_CONFIG", tf_config(7, workers=8))  # 7 training images, 8 workers
+    with pytest.raises(ConfigError) as caught:
+        training_data(config)
+    message = str(caught.value)
+    assert message.startswith("train.distribute: multi_worker: 7 training images for 8 workers")
+    assert "\n" not in message and cached_images(tmp_path) == []
+    monkeypatch.setenv("TF_CONFIG", tf_config(6, workers=7))  # one image each is enough
+    assert len(training_data(config)[1].train) == 1
+
+
+def test_skip_reasons_name_the_cache_not_the_outline(bucket, tmp_path, monkeypatch):
+    fs, url = bucket
+    root = url.removeprefix("memory://")
+    rows = "path,label\ncat/0.png,cat\ncat/9.png,cat\n" + "".join(
+        f"{c}/{i}.png,{c}\n" for c in ("cat", "dog") for i in range(1, 4)
+    )
+    fs.pipe_file(f"/{root}/data/train.csv", rows.encode())
+    monkeypatch.setenv("TF_CONFIG", tf_config(0))
+    whole, shard = training_data(multi_worker(DataConfig(train_dir=f"{url}/data/train.csv")))
+    label_file = str(tmp_path / "cache" / "objects" / "memory" / root / "data" / "train.csv")
+    missing = str(Path(label_file).parent / "cat" / "9.png")
+    assert (
+        shard.skipped
+        == whole.skipped
+        == {missing: f"listed on {label_file} row 2, but does not exist"}
+    )
+    assert whole.labels_from["train_dir"]["file"] == label_file
+
+
+def test_workers_share_a_digest_of_the_whole_set_that_a_late_upload_changes(
+    bucket, tmp_path, monkeypatch
+):
+    fs, url = bucket
+    config = multi_worker(DataConfig(train_dir=f"{url}/data", validation_split=0.25))
+
+    def worker(index: int, cache: str) -> Shard:
+        monkeypatch.setenv("TF_CONFIG", tf_config(index))
+        monkeypatch.setenv(mirroring.CACHE_ENV, str(tmp_path / cache))  # a machine of its own
+        shard = training_data(config)[1]
+        assert isinstance(shard, Shard)
+        return shard
+
+    first, second = worker(0, "cache0"), worker(1, "cache1")
+    assert first.whole_digest == second.whole_digest != ""
+    fs.pipe_file(f"/{url.removeprefix('memory://')}/data/dog/9.png", b"late")
+    late = worker(1, "cache2")
+    assert late.whole_digest != first.whole_digest
+    assert set(late.train.paths) & set(second.train.paths) != set(second.train.paths)
+
+
+def test_different_digests_stop_the_run_with_one_line(monkeypatch):
+    from cnnclf.training import distribute
+
+    answers: list[bytes] = []
+    monkeypatch.setattr(distribute, "workers_agree", lambda _, d: answers.append(d) or False)
+    dataset = Dataset(["a", "b"], Split([], []), Split([], []))
+    check_same_data(None, dataset, "s3://bkt/data")  # not a shard: no collective op at all
+    assert answers == []
+    shard = Shard(["a", "b"], Split([], []), Split([], []), whole_digest="00ff" * 8)
+    with pytest.raises(DataError) as caught:
+        check_same_data(None, shard, "s3://bkt/data")
+    assert answers == [bytes.fromhex("00ff" * 8)]
+    assert str(caught.value) == (
+        "data.train_dir: workers listed different contents of s3://bkt/data: do not change "
+        "the data while a run starts; run again"
+    )
