@@ -2,11 +2,16 @@
 restored after a restart, refused as `--apply` refuses them; the serve protections (Host,
 Origin, token, body size) hold; a review alone runs where TensorFlow cannot even be imported."""
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import _ready, communicate, free_port, run_cli, run_process, start_server, wait_for
@@ -204,3 +209,65 @@ def test_a_bad_review_folder_is_one_line_and_exit_2_before_tensorflow(tmp_path):
         assert result.stdout.split() == ["exit", "2", "False"], (args, result.stdout)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], (args, result.stderr)
+
+
+@pytest.mark.slow  # starts two servers
+def test_two_servers_on_one_folder_save_whole_files(tmp_path):
+    """Two processes saving into one review folder at once: every save answers 200 and a
+    reader of decisions.csv only ever sees one of the two files, whole (each save has a
+    temporary file of its own, renamed into place under the folder's flock)."""
+    folder, train = make_review(tmp_path)
+    bodies = [
+        GOOD.format(train=train),
+        f"path,action,label\n{train}/vstripes/vstripes_003.gif,relabel,checker\n",
+    ]
+    servers = [start_review_server("--review", folder) for _ in range(2)]
+    file, seen, done = folder / "decisions.csv", set(), threading.Event()
+
+    def read_meanwhile():
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):  # before the first save
+                seen.add(file.read_text(encoding="utf-8"))
+
+    def post(n: int) -> int:
+        _, url = servers[n % 2]
+        return call(url, "/review/decisions", bodies[(n // 2) % 2])[0]
+
+    reader = threading.Thread(target=read_meanwhile)
+    reader.start()
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(post, range(120)))  # 2 servers x 60
+    finally:
+        done.set()
+        reader.join(timeout=60)
+        errors = [stop(process) for process, _ in servers]
+    assert statuses == [200] * 120, Counter(statuses)
+    assert seen and seen <= set(bodies), seen - set(bodies)
+    assert not any("internal error" in err for err in errors), errors
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow  # starts a server
+def test_a_review_folder_moved_away_is_a_410_naming_it(tmp_path):
+    folder, train = make_review(tmp_path)
+    process, url = start_review_server("--review", folder)
+    try:
+        assert call(url, "/review/decisions", GOOD.format(train=train))[0] == 200
+        folder.rename(tmp_path / "moved")
+        for path, body in [
+            ("/review/", None),
+            ("/review/index.html", None),
+            ("/review/decisions", None),
+            ("/review/decisions", GOOD.format(train=train)),
+        ]:
+            status, answer = call(url, path, body)
+            assert status == 410, (path, answer)
+            assert error_line(answer) == (
+                f"the review folder {folder.resolve()} no longer exists; run cnnclf serve "
+                "--review on a review folder"
+            )
+    finally:
+        err = stop(process)  # no traceback in the server's log
+    assert "internal error" not in err, err

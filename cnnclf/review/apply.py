@@ -72,6 +72,7 @@ class Decision:
     # A relabel's classes, in class order (multi-label: possibly several, or none); None:
     # just `label`.
     labels: tuple[str, ...] | None = None
+    given: str = field(default="", compare=False)  # the path as the row wrote it, for messages
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -102,12 +103,21 @@ def read_decisions(path: Path, class_names: list[str]) -> list[Decision]:
 def parse_decisions(text: str, path: str, class_names: list[str]) -> list[Decision]:
     """read_decisions on text already read (serve --review checks a body with it); `path`
     names the rows in messages."""
+    return [d for d in parse_rows(text, path, class_names) if d.action != "keep"]
+
+
+def parse_rows(text: str, path: str, class_names: list[str]) -> list[Decision]:
+    """Every row, keep rows too: serve --review checks and saves those as well."""
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or not {"path", "action"} <= set(reader.fieldnames):
-        raise DataError(f"{path}: header must be path,action,label (got {reader.fieldnames})")
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:  # e.g. a header field over csv's 131,072-character limit
+        raise DataError(f"{path}: header: not readable as CSV ({exc})") from None
+    if not fieldnames or not {"path", "action"} <= set(fieldnames):
+        raise DataError(f"{path}: header must be path,action,label (got {fieldnames})")
     decisions = []
     first_row: dict[str, int] = {}  # image -> the row that decides it
-    for number, row in enumerate(reader, start=1):
+    for number, row in _numbered(reader, path):
         where = f"{path}: row {number}"
         image, action = (row.get("path") or "").strip(), (row.get("action") or "").strip()
         label = (row.get("label") or "").strip()
@@ -121,9 +131,19 @@ def parse_decisions(text: str, path: str, class_names: list[str]) -> list[Decisi
         if action not in ACTIONS:
             raise DataError(f"{where}: action {action!r} is not one of {', '.join(ACTIONS)}")
         labels = _classes(where, label, class_names) if action == "relabel" else None
-        if action != "keep":
-            decisions.append(Decision(where, os.path.abspath(image), action, label, labels))
+        decisions.append(Decision(where, os.path.abspath(image), action, label, labels, image))
     return decisions
+
+
+def _numbered(reader: csv.DictReader, path: str):
+    """The reader's rows, numbered from 1; a row csv cannot read (a field over its
+    131,072-character limit, say) is one line naming it, not csv.Error's traceback."""
+    number = 0
+    try:
+        for number, row in enumerate(reader, start=1):
+            yield number, row
+    except csv.Error as exc:
+        raise DataError(f"{path}: row {number + 1}: not readable as CSV ({exc})") from None
 
 
 def _classes(where: str, label: str, class_names: list[str]) -> tuple[str, ...]:

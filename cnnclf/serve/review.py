@@ -11,10 +11,18 @@ Routes (beside the model's, or alone when no --model is given: then no model, no
 A saved body passes every check `cnnclf review --apply` makes before anything moves (the
 header, one row per image, known actions and classes, each image one of the review's data as
 it is now), so a saved file is one `--apply` accepts; a refused one is a 400 (not a CSV of
-decisions) or 422 (a bad row) whose one line names the row. It replaces DIR/decisions.csv by
-one rename (write_atomically), under a lock, so a reader sees the old file or the new one.
-The body's paths are only compared with the review's data: one outside it is refused before
-the file system is asked about it, and nothing is read from or moved at any of them.
+decisions) or 422 (a bad row) whose one line names the row. Keep rows are checked too. What
+is saved is what was checked, never the body's bytes: the parsed rows, written again by
+csv.writer as `path,action,label` alone, each path as the review's data writes it (so
+`hstripes/../hstripes/x.png` is saved as `hstripes/x.png`, the name the page matches).
+
+Several processes may save into one folder (two servers, or --workers with --model): each
+save checks and writes under an flock on DIR/.decisions.csv.lock, and replaces
+DIR/decisions.csv by one rename of a temporary file of its own (write_atomically_unique), so
+a reader sees the old file or the new one, whole. The body's paths are only compared with
+the review's data: one outside it is refused before the file system is asked about it, and
+nothing is read from or moved at any of them. A review folder moved or deleted while served
+is a 410 naming it, on every route.
 
 The gallery holds the images and their paths, so with a token it is not public: /review/ is
 then a form, as the model page's is, and the page's requests carry the token it stores. Saving
@@ -26,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import logging
-from collections.abc import Callable
-from contextlib import asynccontextmanager
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,19 +49,23 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cnnclf.errors import CnnclfError, ConfigError
+from cnnclf.data.label_files import is_label_file, read_label_file
+from cnnclf.data.listing import is_image_name
+from cnnclf.errors import CnnclfError, ConfigError, DataError
 from cnnclf.review import apply
 from cnnclf.serve.budget import BodyBudget
 from cnnclf.serve.errors import add_error_handlers, token_check
 from cnnclf.serve.hosts import HostOriginGuard, allowed_hosts, origin_allowed
 from cnnclf.serve.settings import ServeSettings
 from cnnclf.serve.uploads import RequestError, body_cost, read_body
-from cnnclf.training.filesystem import write_atomically
+from cnnclf.training.filesystem import LockHeld, release_lock, take_lock, write_atomically_unique
 
 DECISIONS_FILE = "decisions.csv"
 PLAN_FILE = "review.json"  # review/run.py's, read here without importing the review's run
 PAGE_FILE = "index.html"
 DECISIONS_HEADER = b"path,action,label\n"
+LOCK_FILE = ".decisions.csv.lock"  # one save at a time, across every process serving DIR
+LOCK_WAIT_SECONDS = 10.0  # a save takes milliseconds: longer means a stuck process holds it
 MAX_DECISIONS_BYTES = 4 * 2**20  # ~25,000 rows; a larger file is a case for --apply itself
 NO_STORE = {"Cache-Control": "no-store"}
 log = logging.getLogger("cnnclf")
@@ -103,24 +118,100 @@ def _names(value) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(n, str) for n in value)
 
 
-def check_decisions(review: ReviewFolder, body: bytes) -> int:
-    """The number of rows that change something; raises RequestError as `--apply` would
-    refuse the file (400: not decisions at all; 422: a row it names)."""
+def check_decisions(review: ReviewFolder, body: bytes) -> list[apply.Decision]:
+    """Every row of `body`, each path as the review's data writes it; raises RequestError as
+    `--apply` would refuse the file (400: not decisions at all; 422: a row it names)."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise RequestError(400, f"{DECISIONS_FILE}: not UTF-8 text") from None
-    header = next(csv.reader(io.StringIO(text)), [])
-    if not {"path", "action"} <= set(header):
+    try:
+        header: list[str] | None = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error:
+        header = None  # unreadable as CSV: parse_rows names it (422)
+    if header is not None and not {"path", "action"} <= set(header):
         raise RequestError(
             400, _one_line(f"{DECISIONS_FILE}: header must be path,action,label (got {header})")
         )
     try:
-        decisions = apply.parse_decisions(text, DECISIONS_FILE, review.class_names)
-        apply.plan(decisions, review.plan)
+        rows = _as_the_data_names_them(
+            review, apply.parse_rows(text, DECISIONS_FILE, review.class_names)
+        )
+        apply.plan([d for d in rows if d.action != "keep"], review.plan)
     except CnnclfError as exc:
         raise RequestError(422, _one_line(str(exc))) from None
-    return len(decisions)
+    return rows
+
+
+def _as_the_data_names_them(
+    review: ReviewFolder, rows: list[apply.Decision]
+) -> list[apply.Decision]:
+    """`rows` with each path replaced by the review's own string for that image, which the
+    page's cards carry; a path naming none of the review's images is refused (DataError)."""
+    images = _Images(review)
+    result: list[apply.Decision] = []
+    first_row: dict[str, str] = {}  # image -> the row that decides it
+    for d in rows:
+        found = images.find(d.path)
+        if found is None:
+            raise DataError(f"{d.where}: {d.given} is not an image of this review's data")
+        earlier = first_row.setdefault(found, d.where)
+        if earlier != d.where:  # one image written two ways: parse_rows compared them as given
+            raise DataError(
+                f"{d.where}: {d.given} is {found}, decided on {earlier.rsplit(': ', 1)[-1]} "
+                "already; keep one row per image"
+            )
+        result.append(dataclasses.replace(d, path=found))
+    return result
+
+
+class _Images:
+    """Which of the review's images a path names, by comparing strings with the data's own
+    (the file system is asked only about paths inside a class folder of the review)."""
+
+    def __init__(self, review: ReviewFolder):
+        self.classes = set(review.class_names)
+        self.listed: set[str] = set()  # a label file's images, as it names them
+        self.folders: list[tuple[str, str]] = []  # (root as the data writes it, resolved)
+        for key in ("train_dir", "test_dir"):
+            root = review.plan.get(key)
+            if root is None:
+                continue
+            if is_label_file(root):
+                self.listed.update(row.path for row in read_label_file(root, f"data.{key}").rows)
+            else:
+                root = os.path.normpath(os.path.abspath(root))
+                self.folders.append((root, os.path.realpath(root)))
+
+    def find(self, path: str) -> str | None:
+        path = os.path.normpath(os.path.abspath(path))
+        if path in self.listed:
+            return path
+        for root, resolved in self.folders:
+            for base in (root, resolved):
+                if path.startswith(base + os.sep):
+                    return self._in_class_folder(root, path[len(base) + 1 :].split(os.sep))
+        return None
+
+    def _in_class_folder(self, root: str, parts: list[str]) -> str | None:
+        """An image the data's listing would give: in a class folder, no dot-names on the way."""
+        if len(parts) < 2 or parts[0] not in self.classes or not is_image_name(parts[-1]):
+            return None
+        if any(part.startswith(".") for part in parts):
+            return None
+        path = os.path.join(root, *parts)
+        return path if os.path.isfile(path) else None
+
+
+def decisions_csv(rows: list[apply.Decision]) -> bytes:
+    """The file saved: `path,action,label` and nothing else of the body (no extra columns, no
+    cell the checks did not read); a relabel's classes in class order, as the page writes them."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "action", "label"])
+    for d in rows:
+        writer.writerow([d.path, d.action, " ".join(d.classes) if d.action == "relabel" else ""])
+    return buffer.getvalue().encode("utf-8")
 
 
 def _one_line(message: str) -> str:
@@ -129,10 +220,77 @@ def _one_line(message: str) -> str:
 
 
 def save_decisions(review: ReviewFolder, body: bytes) -> int:
-    """Checks `body` and makes it DIR/decisions.csv by one rename; returns its row count."""
-    count = check_decisions(review, body)
-    write_atomically(review.path / DECISIONS_FILE, lambda f: f.write(body))
-    return count
+    """Checks `body` and makes the rows checked DIR/decisions.csv by one rename, one process
+    at a time; returns the number of rows that change something."""
+    with _folder_present(review), _save_lock(review):
+        if not (review.path / PLAN_FILE).is_file():
+            raise _gone(review, PLAN_FILE)
+        rows = check_decisions(review, body)
+        data = decisions_csv(rows)
+        write_atomically_unique(review.path / DECISIONS_FILE, lambda f: f.write(data))
+    return sum(d.action != "keep" for d in rows)
+
+
+@contextmanager
+def _save_lock(review: ReviewFolder) -> Iterator[None]:
+    """The flock every process serving this folder takes to save: the check and the rename
+    happen together, so no save replaces a file between another's check and its rename."""
+    lock, deadline = review.path / LOCK_FILE, time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fd = take_lock(lock)
+            break
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise RequestError(
+                    503,
+                    f"another process has been saving decisions for {LOCK_WAIT_SECONDS:g} s "
+                    "(its lock is DIR/.decisions.csv.lock); try again",
+                ) from None
+            time.sleep(0.005)
+    try:
+        yield
+    finally:
+        release_lock(lock, fd)
+
+
+def _gone(review: ReviewFolder, lost: str | None = None) -> RequestError:
+    what = f"has no {lost} any more" if lost and review.path.is_dir() else "no longer exists"
+    return RequestError(
+        410,
+        f"the review folder {review.path} {what}; run cnnclf serve --review on a review folder",
+    )
+
+
+@contextmanager
+def _folder_present(review: ReviewFolder) -> Iterator[None]:
+    """Turns the review folder moved or deleted under the server into one line (410)."""
+    try:
+        if not review.path.is_dir():
+            raise _gone(review)
+        yield
+    except (FileNotFoundError, NotADirectoryError):
+        if review.path.is_dir():
+            raise  # something else is missing: not this message's case
+        raise _gone(review) from None
+
+
+def _read_page(review: ReviewFolder) -> bytes:
+    with _folder_present(review):
+        try:
+            return (review.path / PAGE_FILE).read_bytes()
+        except FileNotFoundError:
+            raise _gone(review, PAGE_FILE) from None
+
+
+def _read_saved(review: ReviewFolder) -> bytes:
+    with _folder_present(review):
+        if not (review.path / PLAN_FILE).is_file():
+            raise _gone(review, PLAN_FILE)
+        try:
+            return (review.path / DECISIONS_FILE).read_bytes()
+        except FileNotFoundError:
+            return DECISIONS_HEADER  # nothing saved yet
 
 
 def add_review_routes(
@@ -150,7 +308,7 @@ def add_review_routes(
     """
     budget = budget or BodyBudget(settings.max_bodies_bytes)
     limit = min(MAX_DECISIONS_BYTES, settings.max_upload_bytes)
-    saving = asyncio.Lock()  # one check-and-rename at a time: the last save wins whole
+    saving = asyncio.Lock()  # one save in a thread at a time; the flock orders processes
 
     @app.get("/review/", include_in_schema=False)
     async def review_page():
@@ -160,15 +318,12 @@ def add_review_routes(
 
     @app.get("/review/index.html", include_in_schema=False, dependencies=api)
     async def gallery():
-        page = await anyio.to_thread.run_sync((review.path / PAGE_FILE).read_bytes)
+        page = await anyio.to_thread.run_sync(_read_page, review)
         return HTMLResponse(page, headers=NO_STORE)
 
     @app.get("/review/decisions", dependencies=api, summary="The review's saved decisions.csv")
     async def saved_decisions():
-        file = review.path / DECISIONS_FILE
-        data = await anyio.to_thread.run_sync(
-            lambda: file.read_bytes() if file.is_file() else DECISIONS_HEADER
-        )
+        data = await anyio.to_thread.run_sync(_read_saved, review)
         return Response(data, media_type="text/csv; charset=utf-8", headers=NO_STORE)
 
     @app.post(
@@ -180,6 +335,8 @@ def add_review_routes(
     )
     async def save(request: Request):
         _same_origin(request)
+        if not await anyio.to_thread.run_sync(review.path.is_dir):
+            raise _gone(review)  # before the body is read: nothing can be saved
         try:
             async with budget.hold(body_cost(request, limit)):
                 body = bytes(await read_body(request, limit))

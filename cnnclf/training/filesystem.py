@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 from pathlib import Path
 
 NO_EXCHANGE_ENV = "CNNCLF_NO_EXCHANGE"  # publish as on a file system without renameat2
@@ -76,6 +77,25 @@ def write_atomically(path: Path, write, before_rename=None) -> None:
             os.fsync(f.fileno())
         if before_rename is not None:
             before_rename()
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically_unique(path: Path, write) -> None:
+    """`write_atomically` under a temporary name of this write's own, for a file that several
+    processes may write at once (serve --review's decisions.csv): no writer truncates, renames
+    or removes another's temporary file, and whichever rename comes last wins whole. A kill
+    can leave a `.NAME.<pid>-<random>.tmp` behind; `path` is never partial.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
