@@ -14,6 +14,10 @@ import click
 from cnnclf.cli.data_option import data_option, with_data_folders
 from cnnclf.cli.group import common_options, flags, set_option
 
+# review.neighbours.DUPLICATE_SIMILARITY, kept here so --help does not import NumPy
+# (tests/unit/review pins the two together).
+DUPLICATE_DEFAULT = 0.98
+
 TABLE_ROWS = 20
 
 
@@ -60,7 +64,7 @@ TABLE_ROWS = 20
 @click.option(
     "--duplicate-threshold",
     type=click.FloatRange(0.0, 1.0),
-    default=0.98,
+    default=DUPLICATE_DEFAULT,
     show_default=True,
     help="Embedding similarity (centred cosine, in every fold model) at which two images are "
     "candidate near duplicates; the pixels must confirm them (see the review guide).",
@@ -144,6 +148,9 @@ def _review(config_path, overrides, data_dir, settings: dict, out_dir, output_fo
         words += ["--folds", str(settings["folds"])]
         words += ["--repeats", str(settings["repeats"])] if settings["repeats"] > 1 else []
         words += ["--out", str(folder)]
+        if settings["duplicate_threshold"] != DUPLICATE_DEFAULT:
+            words += ["--duplicate-threshold", str(settings["duplicate_threshold"])]
+        words += ["--format", output_format] if output_format != "table" else []
         click.echo("resume with: " + shlex.join(words), err=True)
         sys.exit(exc.exit_code)
     rows = [issue.to_json() for issue in result.issues]

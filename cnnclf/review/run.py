@@ -23,12 +23,14 @@ held-out labels are the ones under suspicion, so they must not choose the weight
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +180,7 @@ def review(
             bundles.append(bundle)
         trained.append((bundles, np.array(fold_of)))
     scored, failed = _score_repeats(trained, data, verbose)
-    issues = find_issues(scored, duplicate_threshold) + failed + _check_data_issues(config)
+    issues = _once(find_issues(scored, duplicate_threshold) + failed + _check_data_issues(config))
     _write_outputs(folder, scored, issues)
     return ReviewResult(
         folder, issues, data.class_names, len(scored.paths), time.monotonic() - started
@@ -234,7 +236,8 @@ def _of_repeat(r: int, repeats: int) -> str:
 
 def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int, repeats: int) -> None:
     """review.json: what this folder reviews. A folder that holds a review of other data, or
-    with another number of folds, is refused rather than mixed with it."""
+    with another number of folds, is refused rather than mixed with it; another --repeats is
+    not (its draws extend or cut the ones there)."""
     plan = {
         "train_dir": config.data.train_dir,
         "test_dir": config.data.test_dir,
@@ -253,13 +256,21 @@ def _write_plan(folder: Path, config: Config, data: ReviewData, folds: int, repe
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             saved = None
-        if saved != plan:
-            changed = sorted(k for k in plan if not saved or saved.get(k) != plan[k])
+        if saved is None:
+            raise ConfigError(
+                f"--out {folder}: its {PLAN_FILE} cannot be read; choose another --out"
+            )
+        changed = sorted(k for k in {*plan, *saved} if saved.get(k) != plan.get(k))
+        if changed and changed != ["repeats"]:
             raise ConfigError(
                 f"--out {folder}: holds a review of other data or settings "
-                f"({', '.join(changed) or 'unreadable review.json'} differ); choose another --out"
+                f"({', '.join(changed)} differ); choose another --out"
             )
-        return
+        if not changed:
+            return
+        # Only --repeats changed: draw r is the same split and seed whatever R is, so every
+        # fold trained so far is reused and the outputs are computed again from R draws.
+        log.info("%s: repeats %d (was %d)", path, repeats, saved.get("repeats", 1))
     write_json_atomically(path, plan)
 
 
@@ -287,6 +298,22 @@ def _fold_config(config: Config, train_file: Path, heldout: Path, multi_label: b
     return dataclasses.replace(config, data=data, train=train)
 
 
+def _once(issues: list[Issue]) -> list[Issue]:
+    """`issues` without repeats: an image no fold model could read is also check-data's
+    `unreadable` (the first row, the models', is kept); other rows repeat only if identical."""
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for issue in issues:
+        if issue.issue == "unreadable":
+            key: tuple[str, ...] = (issue.path, issue.issue)
+        else:
+            key = (issue.path, issue.issue, issue.detail, issue.suggested)
+        if key not in seen:
+            seen.add(key)
+            kept.append(issue)
+    return kept
+
+
 def _train_fold(config: Config, bundle: Path, verbose: bool) -> None:
     """Trains one fold into `bundle`; a published bundle is reused, an interrupted run resumed."""
     from cnnclf.bundle import is_bundle
@@ -299,7 +326,9 @@ def _train_fold(config: Config, bundle: Path, verbose: bool) -> None:
     resume = completed_epochs(staging_dir(bundle)) > 0
     if resume:
         log.info("  resuming the fold's interrupted training")
-    train(config, out_dir=bundle, resume=resume, verbose=verbose)
+    # Keras prints its epoch lines on stdout; review's stdout is the issues (--format json/csv)
+    with contextlib.redirect_stdout(sys.stderr):
+        train(config, out_dir=bundle, resume=resume, verbose=verbose)
 
 
 def _score_repeats(
