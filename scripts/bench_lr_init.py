@@ -46,9 +46,10 @@ def train(
     """One training run: held-out accuracy, wall seconds, the finder's line if any."""
     command = [
         sys.executable, "-m", "cnnclf", "train", "--config", str(config), "--out", str(out),
-        "--data", str(data), "--device", "cpu",
-        "--set", f"train.epochs={epochs}", "--set", f"train.seed={seed}",
+        "--data", str(data), "--device", "cpu", "--set", f"train.seed={seed}",
     ]  # fmt: skip
+    if epochs:  # 0: the config's own epochs (and its early stopping, if any)
+        command += ["--set", f"train.epochs={epochs}"]
     for override in overrides:
         command += ["--set", override]
     started = time.monotonic()
@@ -123,16 +124,57 @@ def compare_rules(args: argparse.Namespace) -> None:
         )
 
 
+def compare_shipped(args: argparse.Namespace) -> None:
+    """`cnnclf init`'s config against two shipped configs, each as it is (its own epochs,
+    early stopping and image size): what a user gets from each without tuning anything."""
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-init-") as work:
+        work_dir = Path(work)
+        init_config = work_dir / "init.yaml"
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "cnnclf", "init", str(args.data), "--out", str(init_config)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        print(f"init wrote its config in {time.monotonic() - started:.2f} s", flush=True)
+        runs = [
+            ("init config", init_config),
+            ("recommended.yaml", ROOT / "configs" / "recommended.yaml"),
+            ("cats_dogs.yaml", ROOT / "configs" / "cats_dogs.yaml"),
+        ]
+        for seed in args.seeds:
+            for name, config in runs:
+                out = work_dir / f"{name.replace(' ', '_')}-{seed}"
+                result = train(config, out, seed, 0, data=args.data)
+                results.setdefault(name, []).append(result)
+                print(f"seed {seed} {name:<17} {json.dumps(result)}", flush=True)
+    print(f"\n{'config':<17} {'accuracy (mean)':>16} {'per seed':>22} {'wall s (mean)':>14}")
+    for name, rows in results.items():
+        accuracy = [r["accuracy"] for r in rows]
+        print(
+            f"{name:<17} {statistics.mean(accuracy):>16.4f} "
+            f"{' '.join(f'{a:.4f}' for a in accuracy):>22} "
+            f"{statistics.mean(r['seconds'] for r in rows):>14.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rules", action="store_true", help="compare the suggestion rules")
-    parser.add_argument("--data", type=Path, default=DEMO, help="with --rules: the data set")
+    parser.add_argument("--data", type=Path, default=DEMO, help="with --rules/--shipped: the data")
+    parser.add_argument(
+        "--shipped", action="store_true",
+        help="init's config against cats_dogs.yaml and recommended.yaml, each at its own epochs",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("CNNCLF_OFFLINE", "1")  # never download in a benchmark
     if args.rules:
         compare_rules(args)
+        return
+    if args.shipped:
+        compare_shipped(args)
         return
     recommended = ROOT / "configs" / "recommended.yaml"
     results: dict[str, list[dict]] = {}
