@@ -4,10 +4,17 @@ to three independent labels, a few labels dropped or added by hand; the review r
 
 import csv
 import json
+import os
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
-from helpers import run_cli, write_config
+from helpers import WAIT_S, run_cli, wait_for, write_config
 from multilabel_data import CLASSES, mosaic
+from test_serve_browser import CHROMEDRIVER, CHROMIUM, browser, downloads  # noqa: F401
+
+from cnnclf.review.gallery import write_gallery
+from cnnclf.review.issues import Issue
 
 pytestmark = pytest.mark.slow  # trains 3 fold models
 
@@ -137,3 +144,41 @@ def test_apply_writes_the_corrected_label_file(reviewed):
 
     again = run_cli("review", "--apply", decisions)
     assert again.exit_code == 2 and "already applied" in again.output
+
+
+@pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason="needs Debian's chromium and chromium-driver",
+)
+def test_relabel_all_takes_an_empty_suggested_set(tmp_path, browser, downloads):  # noqa: F811
+    """No training: a page over two label issues, one suggesting no label at all; "Relabel all
+    to suggested" decides both (it used to pass over the empty set)."""
+    from selenium.webdriver.common.by import By
+
+    paths = []
+    for row, labels in enumerate(({"left"}, {"top"})):
+        paths.append(str(tmp_path / f"m_{row}.png"))
+        mosaic(labels, seed=row).save(paths[-1])
+    scored = SimpleNamespace(
+        class_names=list(CLASSES),
+        paths=paths,
+        labels=np.array([[1, 0, 0], [0, 0, 1]]),
+        splits=["train", "train"],
+        probabilities=np.array([[0.01, 0.1, 0.1], [0.1, 0.1, 0.9]]),
+    )
+    issues = [
+        Issue(paths[0], "left", "", 0.9, "label", "train", "left: extra (p=0.01)"),
+        Issue(paths[1], "top", "right top", 0.8, "label", "train", "right: missing (p=0.9)"),
+    ]
+    write_gallery(tmp_path, scored, issues)
+    browser.get((tmp_path / "index.html").as_uri())
+    browser.find_element(By.ID, "accept").click()
+    browser.find_element(By.ID, "download").click()
+    saved = wait_for(lambda: list(downloads.glob("decisions.csv")), "decisions.csv", WAIT_S)[0]
+    rows = list(csv.reader(saved.open()))
+    assert rows == [
+        ["path", "action", "label"],
+        [paths[0], "relabel", ""],
+        [paths[1], "relabel", "right top"],
+    ]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -201,6 +201,7 @@ def _apply(decisions, review_dir, dry_run: bool) -> None:
     apply.refuse_applied(folder, Path(decisions))
     chosen = apply.read_decisions(Path(decisions), plan_data["class_names"])
     plan = apply.plan(chosen, plan_data)
+    apply.refuse_earlier_copies(folder, plan)  # before any line: a dry run says it too
     for line in plan.lines:
         click.echo(("would " if dry_run else "") + line)
     if dry_run:

@@ -3,7 +3,9 @@
 decisions.csv (what the gallery downloads): a header `path,action,label`, one row per image;
 `action` is keep, relabel (to `label`, a class of the review) or remove. In a review of
 multi-label data, `label` is the image's whole new set of classes, space-separated
-(`effusion atelectasis`; empty for no label; a class whose name has a space is written alone).
+(`effusion atelectasis`; empty for no label). A multi-label review's class names have no
+spaces (review/folds.check_column_names refuses them before it starts); a single-label one's
+may (`big dog`: its `label` is one class, read whole).
 
 - class folders: a relabelled image moves to its new class folder; a removed one moves to
   `_removed/<split folder>/<class>/` beside the split's folder (inside it, `_removed` would be
@@ -14,7 +16,9 @@ multi-label data, `label` is the image's whole new set of classes, space-separat
   relabel of a row that gives several labels is refused (one line naming the row), unless the
   review is multi-label: the row's labels then become the decided set (a JSON Lines `label`
   key given several becomes a `labels` list; a CSV `label` column, which holds one class, is
-  refused for any other number).
+  refused for any other number). A copy that exists already is refused: it holds an earlier
+  --apply's edits, which a copy made again from the original would silently lose (and that
+  apply's --undo would then delete this one's); undo the earlier one first.
 
 The undo log, REVIEW/applied/<digest>.json, is the state machine (rundir.py's pattern):
 
@@ -48,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnclf.errors import ConfigError, DataError
+from cnnclf.review.folds import check_column_names
 from cnnclf.training.filesystem import fsync_dir, write_atomically, write_json_atomically
 from cnnclf.training.rundir import fault_point
 
@@ -167,6 +172,8 @@ def plan(decisions: list[Decision], review_plan: dict) -> Plan:
     """Where each decided image goes, checked against the data as it is now."""
     result = Plan()
     multi = review_plan.get("multi_label") is True
+    if multi:  # a review written before folds.py refused spaced names: its sets are ambiguous
+        check_column_names(list(review_plan.get("class_names") or []), review_plan.get("train_dir"))
     for d in decisions:
         if d.action == "relabel" and not multi and len(d.classes) != 1:
             raise DataError(
@@ -311,9 +318,11 @@ def _corrected_csv(
     rows = list(csv.reader(io.StringIO(text)))
     header = [h.strip().lower() for h in rows[0]]
     column = next(header.index(k) for k in PATH_COLUMNS if k in header)
+    # One-hot: class -> column, by the stripped name, as the label reader takes it (`path, left`
+    # has a class `left`); the copy keeps the header's own text.
     label_columns = {
-        name: i for i, name in enumerate(rows[0]) if i != column and name.strip()
-    }  # one-hot: class -> column
+        name.strip(): i for i, name in enumerate(rows[0]) if i != column and name.strip()
+    }
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(rows[0])
@@ -368,13 +377,51 @@ def refuse_applied(review_folder: Path, decisions_file: Path) -> Path:
     return log
 
 
+def refuse_earlier_copies(review_folder: Path, the_plan: Plan) -> None:
+    """Raises DataError if a corrected copy the plan would write exists already.
+
+    A copy is made from the original file, so one already there (an earlier --apply's) would
+    lose that apply's edits; and undoing this apply, which deletes the copies it wrote, would
+    then delete it too. The message names the earlier apply's undo log when this review has it.
+    """
+    for copy in the_plan.copies:
+        if not Path(copy).exists():
+            continue
+        log = _log_that_wrote(Path(review_folder), copy)
+        if log is None:
+            raise DataError(
+                f"{copy} exists, and no undo log of this review wrote it; move the file away "
+                "(or undo the --apply that wrote it) and apply again"
+            )
+        raise DataError(
+            f"{copy} exists from an earlier --apply ({log}); undo that first with "
+            f"cnnclf review --undo {log}, or move the file away"
+        )
+
+
+def _log_that_wrote(review_folder: Path, copy: str) -> Path | None:
+    """The live (not undone) undo log of this review that lists `copy` as written."""
+    for log in sorted((review_folder / APPLIED_DIR).glob("*.json")):
+        if ".undone-" in log.name:
+            continue
+        try:
+            created = json.loads(log.read_text(encoding="utf-8")).get("created", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(created, list) and copy in created:
+            return log
+    return None
+
+
 def apply(review_folder: Path, decisions_file: Path, the_plan: Plan) -> Path:
     """Writes the undo log, then moves and writes; returns the log's path.
 
     Raises:
-        DataError: these decisions were applied already (their log exists).
+        DataError: these decisions were applied already (their log exists), or a corrected
+            copy they would write exists already (refuse_earlier_copies); nothing is written.
     """
     log = refuse_applied(review_folder, decisions_file)
+    refuse_earlier_copies(review_folder, the_plan)
     log.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "decisions": str(Path(decisions_file).resolve()),

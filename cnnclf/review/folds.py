@@ -7,7 +7,8 @@ nothing in training needs to know that a review exists.
 Multi-label rows (several labels, or none, per image) are folded by iterative stratification
 (data/stratify.py), so a rare label is spread over the folds too, and their fold files are
 one-hot CSVs (`path,<class>,<class>...`, read with data.multi_label: true): a column per class
-keeps every class, and class names with spaces, which a `labels` cell cannot hold.
+keeps every class. Their class names cannot hold spaces: issues, the page and decisions.csv
+write a label set space-separated, so `pleural effusion` would read back as two classes.
 
 Example:
     fold_of = stratified_folds([0, 0, 1, 1, 1], folds=2, seed=7)   # [1, 0, 0, 1, 0]
@@ -139,8 +140,14 @@ def write_multi_label_fold_files(
     return _write_pair(folder, fold, ["path", *class_names], rows, fold_of)
 
 
-def check_column_names(class_names: list[str]) -> None:
-    """Refuses class names that a one-hot header would read back as something else."""
+def check_column_names(class_names: list[str], file: str | None = None) -> None:
+    """Refuses multi-label class names that a one-hot header, or a space-separated label set
+    (issues, the page, decisions.csv), would read back as something else.
+
+    Args:
+        class_names: the review's classes.
+        file: the label file they came from, named in the message (None: "the label file").
+    """
     reserved = {PATH_COLUMNS[0], "label", "labels"}  # the path column is always `path`
     seen: set[str] = set()
     for name in class_names:
@@ -150,7 +157,21 @@ def check_column_names(class_names: list[str]) -> None:
                 f"data.train_dir: class {name!r} cannot be a column of the review's fold label "
                 "files (path, label, labels, a repeat, or padded with spaces); rename it"
             )
+        if any(c.isspace() for c in name):
+            raise DataError(
+                f"data.train_dir: class {name!r} has a space; a multi-label review writes label "
+                f"sets space-separated: rename it (e.g. {'_'.join(name.split())}) in "
+                f"{_where_named(file)}"
+            )
         seen.add(lower)
+
+
+def _where_named(file: str | None) -> str:
+    """Where a class name is written: a CSV's header (one-hot), else anywhere in the file (a
+    JSON Lines `labels` list)."""
+    if file is None:
+        return "the label file"
+    return f"{file}'s header" if file.lower().endswith(".csv") else file
 
 
 def _write_pair(

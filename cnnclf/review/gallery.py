@@ -144,14 +144,18 @@ def _card(issue: Issue, names: list[str], multi: bool = False) -> str:
             if n != issue.label
         ]
     options.append("<option value='remove'>remove</option>")
+    # Multi-label, an empty suggested set is a suggestion too (remove every label): the page's
+    # "Relabel all to suggested" reads data-has-suggestion, not whether data-suggested is "".
+    has_suggestion = bool(issue.suggested) or (multi and issue.issue == "label")
     suggested = f" → <b>{html.escape(issue.suggested)}</b>" if issue.suggested else ""
-    if multi and issue.issue == "label" and not issue.suggested:
+    if has_suggestion and not issue.suggested:
         suggested = " → <b>(no label)</b>"
     detail = f"<div class='detail'>{html.escape(issue.detail)}</div>" if issue.detail else ""
     name = Path(issue.path).name
     return (
         f"<figure class='card' data-path='{html.escape(issue.path)}' "
-        f"data-suggested='{html.escape(issue.suggested)}'>{image}"
+        f"data-suggested='{html.escape(issue.suggested)}'"
+        f"{' data-has-suggestion' if has_suggestion else ''}>{image}"
         f"<figcaption title='{html.escape(issue.path)}'>{html.escape(name)}"
         f"<div>{html.escape(issue.label or '?')}{suggested} · {issue.score:.2f}"
         f" · {html.escape(issue.split)}</div>{detail}"
@@ -358,7 +362,9 @@ document.addEventListener("change", (event) => {{
 }});
 document.getElementById("accept").addEventListener("click", () => {{
   document.querySelectorAll("#label .card").forEach((card) => {{
-    if (card.dataset.suggested) mark(card.dataset.path, "relabel:" + card.dataset.suggested);
+    // "" is a suggestion too (multi-label: no label); a card without one has no attribute.
+    if ("hasSuggestion" in card.dataset)
+      mark(card.dataset.path, "relabel:" + card.dataset.suggested);
   }});
   changed();
 }});

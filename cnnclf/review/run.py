@@ -163,7 +163,8 @@ def review(
     config = resolve_paths(config)
     data = read_data(config)
     check_fold_counts(data.counts(), folds)
-    draws = [_folds(data, folds, config.train.seed + r) for r in range(repeats)]
+    label_file = config.data.train_dir
+    draws = [_folds(data, folds, config.train.seed + r, label_file) for r in range(repeats)]
     folder = _folder(out_dir, config_path)
     _write_plan(folder, config, data, folds, repeats)
     trained = []
@@ -187,10 +188,10 @@ def review(
     )
 
 
-def _folds(data: ReviewData, folds: int, seed: int) -> list[int]:
+def _folds(data: ReviewData, folds: int, seed: int, label_file: str | None = None) -> list[int]:
     if data.label_sets is None:
         return stratified_folds(data.labels, folds, seed)
-    check_column_names(data.class_names)  # before the review folder exists
+    check_column_names(data.class_names, label_file)  # before the review folder exists
     fold_of = multi_label_folds(data.label_sets, len(data.class_names), folds, seed)
     check_fold_classes(data.label_sets, fold_of, data.class_names)
     return fold_of
