@@ -122,18 +122,14 @@ def serve_review(
     SIGTERM or Ctrl-C, in one process: no model, so TensorFlow never loads."""
     import uvicorn
 
-    from cnnclf.serve.connections import GuardedConfig, fit_open_files, install_log_filters
+    from cnnclf.serve.connections import GuardedConfig
     from cnnclf.serve.review import create_review_app, open_review
 
     review = open_review(review_dir)
     sock = bind(host, port)
     try:
         url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
-        files = fit_open_files(settings.max_connections)
-        if files.warning:
-            log.warning(files.warning)
-        settings = dataclasses.replace(settings, max_connections=files.max_connections)
-        install_log_filters()
+        files, settings = _within_open_files(settings)
 
         def on_ready() -> None:
             sock.listen(files.backlog)  # as in _serve_on: the line never names a closed port
@@ -157,17 +153,25 @@ def serve_review(
         sock.close()
 
 
-def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> None:
-    import uvicorn
+def _within_open_files(settings: ServeSettings):
+    """(the open-file plan, `settings` with --max-connections cut to fit it), uvicorn's log
+    filters installed: what every server does before it listens."""
+    from cnnclf.serve.connections import fit_open_files, install_log_filters
 
-    from cnnclf.serve.connections import GuardedConfig, fit_open_files, install_log_filters
-
-    url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
     files = fit_open_files(settings.max_connections)
     if files.warning:
         log.warning(files.warning)
-    settings = dataclasses.replace(settings, max_connections=files.max_connections)
     install_log_filters()
+    return files, dataclasses.replace(settings, max_connections=files.max_connections)
+
+
+def _serve_on(sock, bundle_loader, model_path, settings, workers, verbose) -> None:
+    import uvicorn
+
+    from cnnclf.serve.connections import GuardedConfig
+
+    url = f"http://{_address(sock.getsockname()[0])}:{sock.getsockname()[1]}"
+    files, settings = _within_open_files(settings)
     common: dict[str, Any] = dict(
         log_level="info" if verbose else "warning",
         access_log=False,  # ours is `_RequestLog`
