@@ -9,7 +9,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option
-from cnnclf.cli.group import common_options, flags, set_option
+from cnnclf.cli.group import common_options, flags, format_option, set_option
 
 
 @click.command("check-data")
@@ -27,14 +27,7 @@ from cnnclf.cli.group import common_options, flags, set_option
     metavar="H W",
     help="Flag images smaller than this (default: the config's, if given).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Report format.",
-)
+@format_option("Report format.")
 @click.option(
     "--fix-to",
     "fix_to",

@@ -96,6 +96,14 @@ def main(ctx, debug, verbose):
     flags(ctx).update(debug=debug, verbose=verbose)
 
 
+def format_option(help: str, choices: tuple[str, ...] = ("table", "json"), dest: str = "fmt"):
+    """`--format`, default table: how a command prints its report, the same way everywhere."""
+    return click.option(
+        "--format", dest, type=click.Choice(list(choices)), default="table", show_default=True,
+        help=help,
+    )  # fmt: skip
+
+
 def set_option(help: str = "Override a config key by dotted path. Repeatable."):
     """`--set KEY=VALUE`, repeatable, into the `overrides` parameter: every command that reads
     a config takes it the same way."""

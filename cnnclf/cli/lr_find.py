@@ -8,7 +8,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option, with_data_folders
-from cnnclf.cli.group import common_options, flags, set_option
+from cnnclf.cli.group import common_options, flags, format_option, set_option
 
 
 @click.command("lr-find")
@@ -27,14 +27,7 @@ from cnnclf.cli.group import common_options, flags, set_option
     type=click.Path(file_okay=False),
     help="Write lr_find.png (the curve, the suggestion marked) and lr_find.json here.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How to print the result.",
-)
+@format_option("How to print the result.")
 @click.option(
     "--steps",
     type=int,

@@ -9,7 +9,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.bundles import load_model, model_or_newest
-from cnnclf.cli.group import common_options
+from cnnclf.cli.group import common_options, format_option
 
 _MODEL_HELP = (
     "Bundle folder, or an s3:// or gs:// URL (default: the newest complete bundle under ./runs/)."
@@ -125,13 +125,9 @@ def predict(paths, model_dir, fmt, batch_size, threshold, tta, top_k, output):
 @click.command("evaluate")
 @click.argument("data_dir", required=False, type=click.Path())
 @click.option("--model", "model_dir", type=click.Path(), help=_MODEL_HELP)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
-    default="table",
-    show_default=True,
-    help="Report format.",
+@format_option(
+    "Report format.",
+    choices=("table", "json", "markdown"),
 )
 @click.option(
     "--plots",

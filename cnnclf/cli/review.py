@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from cnnclf.cli.data_option import data_option, with_data_folders
-from cnnclf.cli.group import common_options, flags, set_option
+from cnnclf.cli.group import common_options, flags, format_option, set_option
 
 # review.neighbours.DUPLICATE_SIMILARITY, kept here so --help does not import NumPy
 # (tests/unit/review pins the two together).
@@ -53,13 +53,10 @@ TABLE_ROWS = 20
     help="The review folder (default: runs/review-<config>-<time>). Run again with the same "
     "--out to resume: finished folds are reused.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="How the issues are printed (issues.csv/issues.json are written either way).",
+@format_option(
+    "How the issues are printed (issues.csv/issues.json are written either way).",
+    choices=("table", "json", "csv"),
+    dest="output_format",
 )
 @click.option(
     "--duplicate-threshold",

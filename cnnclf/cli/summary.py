@@ -6,7 +6,7 @@ import click
 
 from cnnclf.cli import _lazy
 from cnnclf.cli.bundles import load_model, say_loading
-from cnnclf.cli.group import common_options, flags, set_option
+from cnnclf.cli.group import common_options, flags, format_option, set_option
 from cnnclf.errors import ConfigError
 
 
@@ -24,14 +24,7 @@ from cnnclf.errors import ConfigError
     help="YAML config whose model to describe (built for 2 classes).",
 )
 @set_option("With --config: override a config key by dotted path. Repeatable.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option("Output format.")
 @common_options
 def summary_command(model_dir, config_path, overrides, fmt):
     """Layers, parameters, per-block feature-map size and receptive field of a model.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cnnclf.cli.group import common_options, flags, set_option
+from cnnclf.cli.group import common_options, flags, format_option, set_option
 
 
 @click.command("tune")
@@ -55,14 +55,7 @@ from cnnclf.cli.group import common_options, flags, set_option
     show_default=True,
     help="As train --device; on a machine with several GPUs each worker takes one of its own.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="How the summary is printed.",
-)
+@format_option("How the summary is printed.")
 @common_options
 def tune(config_path, overrides, n_trials, storage, study_name, out_dir, pruner, device, fmt):
     """Search hyperparameters; run the same command in several processes to share the work."""
