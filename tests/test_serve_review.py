@@ -176,9 +176,16 @@ def test_a_token_guards_the_gallery_and_saving_is_same_origin_only(tmp_path):
 @pytest.mark.slow  # trains the session's binary bundle, starts a server with TensorFlow
 def test_beside_a_model(tmp_path, binary_bundle):
     folder, train = make_review(tmp_path)
-    process, url = start_server(binary_bundle, "--review", folder)
+    other = "http://pages.example"
+    process, url = start_server(binary_bundle, "--review", folder, "--cors-origin", other)
     try:
         assert call(url, "/")[0] == 200 and call(url, "/card")[0] == 200  # the model's page
+        # --cors-origin opens the API to that origin, never the review's images and paths
+        for path, shared in (("/healthz", True), ("/review/", False), ("/review/decisions", False)):
+            request = urllib.request.Request(url + path, headers={"Origin": other})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                allowed = response.headers.get("access-control-allow-origin")
+            assert (allowed == other) is shared and (allowed is None) is not shared, path
         status, page = call(url, "/review/")
         assert status == 200 and b"hstripes_001.png" in page
         assert call(url, "/review/decisions", GOOD.format(train=train))[0] == 200

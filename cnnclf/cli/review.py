@@ -174,7 +174,9 @@ def _table(rows: list[dict]) -> None:
         counts[row["issue"]] = counts.get(row["issue"], 0) + 1
     click.echo(", ".join(f"{n} {kind}" for kind, n in counts.items()) or "no issues found")
     for row in rows[:TABLE_ROWS]:
-        suggested = f" -> {row['suggested']}" if row["suggested"] else ""
+        # A multi-label row may suggest the empty set: no label at all.
+        shown = row["suggested"] or ("(no label)" if row["issue"] == "label" else "")
+        suggested = f" -> {shown}" if shown else ""
         # Multi-label rows say which class is missing or extra: the sets alone hide it.
         detail = f"  ({row['detail']})" if row["issue"] == "label" and row["detail"] else ""
         click.echo(

@@ -42,10 +42,12 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cnnclf.bundle import Bundle
 from cnnclf.inference.predict import interpret, interpret_multi_label
@@ -112,6 +114,20 @@ _INSTANCES_BODY = {
 }
 
 
+class _CorsOutsideReview:
+    """--cors-origin for the API, never for /review/: the review's images and paths are for
+    the page this server sends (served alone, a review answers no other origin either)."""
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        self.plain, self.cors = app, CORSMiddleware(app, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        review = scope["type"] == "http" and scope["path"].startswith("/review")
+        await (self.plain if review else self.cors)(scope, receive, send)
+
+
 def create_app(
     bundle: Bundle,
     settings: ServeSettings | None = None,
@@ -153,10 +169,8 @@ def create_app(
     app.state.service = service
 
     if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            _CorsOutsideReview,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
