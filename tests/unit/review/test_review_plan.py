@@ -48,3 +48,20 @@ def test_an_unreadable_image_is_listed_once():
         Issue("/d/b.png", "a", "", 1.0, "near_duplicate", "train", "a copy of /d/e.png"),
     ]
     assert _once([models, *pair, check]) == [models, *pair]
+
+
+def test_the_table_shows_an_empty_suggested_set(capsys):
+    from cnnclf.cli.review import _table
+
+    row = {
+        "issue": "label",
+        "score": 0.59,
+        "label": "left",
+        "suggested": "",
+        "path": "/d/a.png",
+        "detail": "",
+    }
+    _table([row, {**row, "issue": "ambiguous", "detail": ""}])
+    lines = capsys.readouterr().out.splitlines()
+    assert "left -> (no label)  /d/a.png" in lines[1]
+    assert "->" not in lines[2]  # other kinds suggest nothing
