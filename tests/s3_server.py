@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from helpers import free_port
@@ -93,3 +94,16 @@ def upload_tree(fs, local: Path, url: str) -> None:
     for path in sorted(local.rglob("*")):
         if path.is_file():
             fs.put_file(str(path), f"{url.rstrip('/')}/{path.relative_to(local).as_posix()}")
+
+
+def serving_tree(work: Path, bucket: str, tree: Path) -> Iterator[S3Server]:
+    """A module fixture's body: the server, with `bucket` holding `tree` under data/,
+    stopped when the fixture ends."""
+    server = S3Server(work / "moto.log")
+    try:
+        fs = server.filesystem()
+        fs.mkdir(bucket)
+        upload_tree(fs, tree, f"{bucket}/data")
+        yield server
+    finally:
+        server.stop()

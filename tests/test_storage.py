@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import make_tree, write_config
 from PIL import Image
-from s3_server import S3Server, upload_tree
+from s3_server import S3Server, serving_tree
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,7 @@ TIMEOUT_S = 180
 def s3(tmp_path_factory):
     """The server, with a bucket holding a small tree under data/."""
     work = tmp_path_factory.mktemp("s3")
-    server = S3Server(work / "moto.log")
-    try:
-        fs = server.filesystem()
-        fs.mkdir(BUCKET)
-        upload_tree(fs, make_tree(work / "tree"), f"{BUCKET}/data")
-        yield server
-    finally:
-        server.stop()
+    yield from serving_tree(work, BUCKET, make_tree(work / "tree"))
 
 
 def cnnclf(*args, env, timeout=TIMEOUT_S) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from helpers import (
     wait_for,
     write_config,
 )
-from s3_server import S3Server, upload_tree
+from s3_server import serving_tree, upload_tree
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,8 @@ FETCHED = re.compile(
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     work = tmp_path_factory.mktemp("s3")
-    server = S3Server(work / "moto.log")
-    try:
-        fs = server.filesystem()
-        fs.mkdir(BUCKET)
-        tree = make_tree(work / "tree", n_classes=N_CLASSES, n_train=N_TRAIN, n_test=N_TEST)
-        upload_tree(fs, tree, f"{BUCKET}/data")
-        yield server
-    finally:
-        server.stop()
+    tree = make_tree(work / "tree", n_classes=N_CLASSES, n_train=N_TRAIN, n_test=N_TEST)
+    yield from serving_tree(work, BUCKET, tree)
 
 
 def start_s3_worker(s3, config, out: str, work, cluster: dict, index: int) -> subprocess.Popen:
