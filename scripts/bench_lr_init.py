@@ -15,6 +15,7 @@ With --rules, the rules themselves are compared instead: per seed the range test
 (`cnnclf lr-find`, the same test `learning_rate: auto` runs), and the same config is trained at
 the rate each rule reads off that one curve (steepest descent capped at minimum/10, minimum/10,
 fastai's valley) beside the 5-point grid; --data picks the set (a folder `--data` takes).
+--more-steps N also reads minimum/10 off a longer test of N steps (less noise, N batches' cost).
 
 Examples:
     python scripts/bench_lr_init.py --seeds 1 2 --epochs 3
@@ -71,11 +72,12 @@ def train(
 RULES = ("steepest", "minimum/10", "valley")
 
 
-def curve_rates(config: Path, data: Path, seed: int, out: Path) -> dict:
+def curve_rates(config: Path, data: Path, seed: int, out: Path, steps: int = 100) -> dict:
     """One range test (as `learning_rate: auto` runs it): each rule's rate off its curve."""
     command = [
         sys.executable, "-m", "cnnclf", "lr-find", "--config", str(config), "--data", str(data),
         "--set", f"train.seed={seed}", "--out", str(out), "--format", "json", "--device", "cpu",
+        "--steps", str(steps),
     ]  # fmt: skip
     subprocess.run(command, capture_output=True, text=True, timeout=900, check=True)
     found = json.loads((out / "lr_find.json").read_text())
@@ -96,7 +98,13 @@ def compare_rules(args: argparse.Namespace) -> None:
             found = curve_rates(recommended, args.data, seed, work_dir / f"curve-{seed}")
             print(f"seed {seed} rates {json.dumps(found)}", flush=True)
             runs = [(f"grid {rate:g}", rate) for rate in GRID]
-            runs += [(rule, found[rule]) for rule in RULES]
+            runs += [(rule, found[rule]) for rule in args.rule_names]
+            for steps in args.more_steps:  # the same rule off a longer (less noisy) test
+                longer = curve_rates(
+                    recommended, args.data, seed, work_dir / f"curve-{seed}-{steps}", steps
+                )
+                print(f"seed {seed} rates at {steps} steps {json.dumps(longer)}", flush=True)
+                runs.append((f"minimum/10, {steps} steps", longer["minimum/10"]))
             for name, rate in runs:
                 out = work_dir / f"{name.replace(' ', '_').replace('/', '_')}-{seed}"
                 result = train(
@@ -167,6 +175,14 @@ def main() -> None:
     parser.add_argument(
         "--shipped", action="store_true",
         help="init's config against cats_dogs.yaml and recommended.yaml, each at its own epochs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rule-names", nargs="+", default=list(RULES), choices=RULES,
+        help="with --rules: which rules to train at",
+    )  # fmt: skip
+    parser.add_argument(
+        "--more-steps", type=int, nargs="*", default=[],
+        help="with --rules: also train at minimum/10 read off a test of this many steps",
     )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("CNNCLF_OFFLINE", "1")  # never download in a benchmark

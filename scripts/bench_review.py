@@ -68,7 +68,19 @@ def write_noisy_set(root: Path, names: list[str], per_class: int, rate: float, s
     return truth
 
 
-def write_config(path: Path, train_dir: Path, epochs: int, test_dir: Path | None = None) -> Path:
+def write_config(
+    path: Path, train_dir: Path, args, test_dir: Path | None = None, seed: int = 1
+) -> Path:
+    """The bench's small CNN, or with --config a user's config as it is (its model, image
+    size, augmentation and schedule) with only the data, epochs and seed set."""
+    if args.config is not None:
+        config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+        config["data"].update(
+            train_dir=str(train_dir), test_dir=str(test_dir) if test_dir else None
+        )
+        config["train"].update(epochs=args.epochs, seed=seed)
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path
     config = {
         "data": {
             "train_dir": str(train_dir),
@@ -85,7 +97,7 @@ def write_config(path: Path, train_dir: Path, epochs: int, test_dir: Path | None
             ],
             "dense_units": [32],
         },
-        "train": {"epochs": epochs, "seed": 1},
+        "train": {"epochs": args.epochs, "seed": seed},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -106,7 +118,7 @@ def bench_rate(work: Path, args, rate: float) -> list[dict]:
     folder = work / f"rate-{rate:g}"
     data = folder / "training_set"
     truth = write_noisy_set(data, args.classes, args.per_class, rate, args.seed)
-    config = write_config(folder / "review.yaml", data, args.epochs)
+    config = write_config(folder / "review.yaml", data, args)
     started = time.monotonic()
     out = folder / "review"
     command = [sys.executable, "-m", "cnnclf", "review", "--config", str(config)]
@@ -192,10 +204,7 @@ def retrain(folder: Path, data: Path, args, top: list[str], issues: list, result
     for name, train_dir in (("noisy set", data), ("top-k relabelled", fixed)):
         accuracies, started = [], time.monotonic()
         for seed in range(1, args.retrain_seeds + 1):
-            config = write_config(folder / f"retrain-{seed}.yaml", train_dir, args.epochs, test)
-            config_data = yaml.safe_load(config.read_text())
-            config_data["train"]["seed"] = seed
-            config.write_text(yaml.safe_dump(config_data))
+            config = write_config(folder / f"retrain-{seed}.yaml", train_dir, args, test, seed)
             bundle = folder / f"retrain-{name.split()[0]}-{seed}"
             command = [sys.executable, "-m", "cnnclf", "train", "--config", str(config)]
             command += ["--out", str(bundle), "--overwrite"]
@@ -275,7 +284,7 @@ def naive(folder: Path, data: Path, args, truth: set[str]) -> dict:
     from cnnclf.tf_loader import import_tensorflow
 
     started = time.monotonic()
-    config = write_config(folder / "naive.yaml", data, args.epochs, test_dir=data)
+    config = write_config(folder / "naive.yaml", data, args, test_dir=data)
     bundle_dir = folder / "naive"
     command = [
         sys.executable,
@@ -318,6 +327,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench-review"))
     parser.add_argument("--retrain-seeds", type=int, default=0)
     parser.add_argument("--duplicates", action="store_true")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="train with this config (e.g. configs/recommended.yaml) instead of the small CNN",
+    )
     args = parser.parse_args()
     args.classes = args.classes.split(",")
     args.work.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,18 @@ def test_a_calibrated_bundle_reports_ece_and_brier_before_and_after(calibrated, 
         assert cal[key] == pytest.approx(metrics[key], abs=1e-4)
     assert (tmp_path / "plots" / "reliability_diagram.png").is_file()
     assert str(tmp_path / "plots" / "reliability_diagram.png") in report["plots"]
+    assert 0 < cal["ece_floor"] < 0.5  # 36 images: sampling noise alone is far from 0
+    # The table a user reads shows the same figures, ECE beside its floor on these images.
+    table = run_cli("evaluate", "--model", calibrated, tree / "test_set")
+    assert table.exit_code == 0, table.output
+    for label, key in (
+        ("ECE (top label, 15 bins)", "ece"),
+        ("ECE a calibrated model shows here", "ece_floor"),
+        ("ECE before calibration", "ece_uncalibrated"),
+        ("Brier score", "brier"),
+        ("Brier before calibration", "brier_uncalibrated"),
+    ):
+        assert f"{label}  " in table.stdout and f"{cal[key]:.4f}" in table.stdout, label
 
 
 def test_calibrate_false_is_the_old_model_and_calibration_changes_no_label(

@@ -98,6 +98,10 @@ def test_evaluate_reports_multi_label_metrics(bundle, labelled):
     plots = labelled.parent / "plots"
     table = run_cli("evaluate", labelled / "test.csv", "--model", bundle, "--plots", plots)
     assert "mAP (macro average precision)" in table.stdout and "Hamming loss" in table.stdout
+    calibration = report["calibration"]  # per (image, class) pair, beside its floor
+    for label, key in (("ECE (top label, 15 bins)", "ece"), ("Brier score", "brier")):
+        assert f"{label}  " in table.stdout and f"{calibration[key]:.4f}" in table.stdout
+    assert f"{calibration['ece_floor']:.4f}" in table.stdout
     assert sorted(p.name for p in plots.iterdir()) == [f"pr_curve_{c}.png" for c in range(3)]
 
 

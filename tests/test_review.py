@@ -79,6 +79,10 @@ def test_flipped_labels_rank_first(reviewed):
         assert by_path[str((train / wrong / name).resolve())]["suggested"] == source
     for name in ("issues.csv", "oof_probabilities.npy", "oof_probabilities.csv", "index.html"):
         assert (out / name).is_file()
+    # The held-out labels judged did not fit a temperature (train.calibrate defaults to on).
+    for k in (1, 2, 3):
+        record = json.loads((out / "folds" / f"fold-{k}" / "bundle.json").read_text())
+        assert record.get("calibration") is None
 
 
 def test_copies_across_splits_are_near_duplicates(reviewed):

@@ -182,6 +182,7 @@ def render_report(report: dict, fmt: str) -> str:
     for key in ("sensitivity", "specificity"):
         if report.get(key) is not None:
             summary.append([key, f"{report[key]:.4f}"])
+    summary += calibration_rows(report)
     table(["metric", "value"], summary)
     rows = [
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
@@ -234,6 +235,7 @@ def _render_multi_label_report(report: dict, md: bool) -> str:
         ["subset accuracy", number(report["subset_accuracy"])],
         ["Hamming loss", number(report["hamming_loss"])],
         ["labels per image (true / predicted)", f"{cards['true']:.2f} / {cards['predicted']:.2f}"],
+        *calibration_rows(report),
     ]
     header = ["class", "threshold", "precision", "recall", "f1", "AP", "AUC", "tp/fp/fn/tn"]
     rows = [
@@ -258,6 +260,25 @@ def _render_multi_label_report(report: dict, md: bool) -> str:
     if report.get("plots"):
         lines.append("Plots: " + ", ".join(report["plots"]))
     return "\n".join(lines).rstrip()
+
+
+def calibration_rows(report: dict) -> list[list[str]]:
+    """The summary's calibration rows: ECE beside its floor on this many images (an ECE near
+    it is as small as the data can show) and, for a calibrated bundle, the figures before."""
+    calibration = report.get("calibration")
+    if not isinstance(calibration, dict) or calibration.get("ece") is None:
+        return []
+    rows = [[f"ECE (top label, {calibration.get('bins', 15)} bins)", f"{calibration['ece']:.4f}"]]
+    if calibration.get("ece_floor") is not None:
+        rows.append(["ECE a calibrated model shows here", f"{calibration['ece_floor']:.4f}"])
+    if calibration.get("ece_uncalibrated") is not None:
+        rows.append(["ECE before calibration", f"{calibration['ece_uncalibrated']:.4f}"])
+    rows.append(["Brier score", f"{calibration['brier']:.4f}"])
+    if calibration.get("brier_uncalibrated") is not None:
+        rows.append(["Brier before calibration", f"{calibration['brier_uncalibrated']:.4f}"])
+    if isinstance(report.get("tta"), dict):
+        rows.append(["test-time augmentation", f"{report['tta'].get('views')} views an image"])
+    return rows
 
 
 def _report_facts(report: dict) -> list[tuple[str, str]]:

@@ -10,6 +10,12 @@ over all classes for a softmax model (0 to 2), of P(class 1) for a binary model 
 over every (image, class) pair for a multi-label model, where each sigmoid is its own yes/no
 question and its ECE is likewise taken over every pair.
 
+ECE has a floor that no calibration removes: on N images, even perfectly calibrated
+probabilities show an ECE above zero, since each bin's accuracy is a sample (`ece_floor`). On a
+few hundred images with many mid-range confidences it is 0.02 to 0.04; on 2,000 images of a good
+model about 0.01 (docs/benchmarks/2026-12-04-calibration-tta.md). An ECE near its floor is as
+calibrated as that data can tell.
+
 Plain NumPy: evaluate, training and the benchmark all call these on arrays.
 """
 
@@ -58,6 +64,29 @@ def expected_calibration_error(probs, labels, class_mode: str, bins: int = BINS)
     return float((gaps * counts[used]).sum() / counts.sum())
 
 
+FLOOR_DRAWS = 200
+
+
+def ece_floor(probs, labels, class_mode: str, bins: int = BINS, draws: int = FLOOR_DRAWS) -> float:
+    """The ECE perfectly calibrated probabilities with these confidences would show on this
+    many images: each image is drawn right with the probability it claims, `draws` times
+    (seeded: the same data gives the same figure), and the ECEs averaged."""
+    confidence, _ = top_label(probs, labels, class_mode)
+    if not len(confidence):
+        return float("nan")
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    used = counts > 0
+    mean_conf = np.bincount(index, confidence, bins)[used] / counts[used]
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for _ in range(draws):
+        correct = rng.random(len(confidence)) < confidence
+        accuracy = np.bincount(index, correct.astype(float), bins)[used] / counts[used]
+        total += float((np.abs(accuracy - mean_conf) * counts[used]).sum()) / len(confidence)
+    return total / draws
+
+
 def brier_score(probs, labels, class_mode: str) -> float:
     """Mean squared error of the probabilities against the truth; see the module docstring."""
     p = np.asarray(probs, dtype=np.float64)
@@ -72,12 +101,13 @@ def calibration_report(probs, labels, class_mode: str, temperature=None) -> dict
     """ECE and Brier of `probs`; with the bundle's `temperature`, also of the probabilities
     the model gave before calibration (recovered from T), so one run shows both.
 
-    Example: {"ece": 0.021, "brier": 0.09, "temperature": 1.8, "ece_uncalibrated": 0.064,
-    "brier_uncalibrated": 0.1}
+    Example: {"ece": 0.021, "ece_floor": 0.012, "brier": 0.09, "temperature": 1.8,
+    "ece_uncalibrated": 0.064, "brier_uncalibrated": 0.1}
     """
     report: dict = {
         "bins": BINS,
         "ece": round(expected_calibration_error(probs, labels, class_mode), 6),
+        "ece_floor": round(ece_floor(probs, labels, class_mode), 6),
         "brier": round(brier_score(probs, labels, class_mode), 6),
     }
     if temperature is not None:

@@ -17,8 +17,11 @@ review with the same --out reuses every published fold bundle and resumes an int
 from its last completed epoch. Folds train one after another, each on the devices `train`
 itself would use (train.distribute applies per fold).
 
-Why fold models validate on their held-out fold with keep_best and early stopping off: the
-held-out labels are the ones under suspicion, so they must not choose the weights.
+Why fold models validate on their held-out fold with keep_best, early stopping and
+train.calibrate off: the held-out labels are the ones under suspicion, so they must not choose
+the weights, nor a temperature that rescales the very probabilities they are judged by (one
+fitted per fold also puts each fold's out-of-fold rows on its own scale before they are ranked
+together).
 """
 
 from __future__ import annotations
@@ -295,7 +298,7 @@ def _fold_config(config: Config, train_file: Path, heldout: Path, multi_label: b
         test_dir=str(heldout),
         multi_label=True if multi_label else config.data.multi_label,
     )
-    train = dataclasses.replace(config.train, keep_best=None, early_stopping=None)
+    train = dataclasses.replace(config.train, keep_best=None, early_stopping=None, calibrate=False)
     return dataclasses.replace(config, data=data, train=train)
 
 

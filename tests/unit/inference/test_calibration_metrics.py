@@ -6,6 +6,7 @@ import pytest
 from cnnclf.inference.calibration_metrics import (
     brier_score,
     calibration_report,
+    ece_floor,
     expected_calibration_error,
     reliability,
 )
@@ -53,7 +54,28 @@ def test_multi_label_counts_every_image_and_class_pair():
 def test_the_report_gives_before_and_after_only_with_a_temperature():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
     labels = np.array([0, 2])
-    assert set(calibration_report(probs, labels, "categorical")) == {"bins", "ece", "brier"}
+    assert set(calibration_report(probs, labels, "categorical")) == {
+        "bins",
+        "ece",
+        "ece_floor",
+        "brier",
+    }
     report = calibration_report(probs, labels, "categorical", 2.0)
     assert report["temperature"] == 2.0
     assert report["ece_uncalibrated"] != report["ece"]
+
+
+def test_the_floor_is_what_calibrated_probabilities_show_and_shrinks_with_more_images():
+    rng = np.random.default_rng(3)
+    floors, eces = [], []
+    for n in (200, 5000):
+        p1 = rng.uniform(0.05, 0.95, n)
+        labels = (rng.random(n) < p1).astype(int)  # calibrated by construction
+        floors.append(ece_floor(p1, labels, "binary"))
+        eces.append(expected_calibration_error(p1, labels, "binary"))
+    assert floors[1] < floors[0] / 3  # about 1/sqrt(n)
+    for floor, ece in zip(floors, eces):
+        assert 0.3 * floor < ece < 3 * floor
+    assert ece_floor(p1, labels, "binary") == floors[1]  # seeded: the same figure each call
+    # Certain and right: nothing to sample, no floor.
+    assert ece_floor(np.array([1.0, 0.0]), np.array([1, 0]), "binary") == 0.0
