@@ -15,7 +15,7 @@ With --rules, the rules themselves are compared instead: per seed the range test
 (`cnnclf lr-find`, the same test `learning_rate: auto` runs), and the same config is trained at
 the rate each rule reads off that one curve (steepest descent capped at minimum/10, minimum/10,
 fastai's valley) beside the 5-point grid; --data picks the set (a folder `--data` takes).
---more-steps N also reads minimum/10 off a longer test of N steps (less noise, N batches' cost).
+--more-steps N also reads minimum/10 off a test of N steps (beside the default's).
 
 Examples:
     python scripts/bench_lr_init.py --seeds 1 2 --epochs 3
@@ -72,13 +72,14 @@ def train(
 RULES = ("steepest", "minimum/10", "valley")
 
 
-def curve_rates(config: Path, data: Path, seed: int, out: Path, steps: int = 100) -> dict:
+def curve_rates(config: Path, data: Path, seed: int, out: Path, steps: int | None = None) -> dict:
     """One range test (as `learning_rate: auto` runs it): each rule's rate off its curve."""
     command = [
         sys.executable, "-m", "cnnclf", "lr-find", "--config", str(config), "--data", str(data),
         "--set", f"train.seed={seed}", "--out", str(out), "--format", "json", "--device", "cpu",
-        "--steps", str(steps),
     ]  # fmt: skip
+    if steps is not None:  # None: the finder's own default, as learning_rate: auto runs it
+        command += ["--steps", str(steps)]
     subprocess.run(command, capture_output=True, text=True, timeout=900, check=True)
     found = json.loads((out / "lr_find.json").read_text())
     return {

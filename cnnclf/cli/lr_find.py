@@ -9,6 +9,7 @@ import click
 from cnnclf.cli import _lazy
 from cnnclf.cli.data_option import data_option, with_data_folders
 from cnnclf.cli.group import common_options, flags, format_option, set_option
+from cnnclf.training.lr_find import DEFAULT_STEPS, MAX_STEPS
 
 
 @click.command("lr-find")
@@ -31,7 +32,7 @@ from cnnclf.cli.group import common_options, flags, format_option, set_option
 @click.option(
     "--steps",
     type=int,
-    default=100,
+    default=DEFAULT_STEPS,
     show_default=True,
     help="Training steps (one batch each) over rates 1e-7 to 10; fewer if the loss diverges.",
 )
@@ -55,8 +56,8 @@ def lr_find_command(config_path, overrides, data_dir, out_dir, fmt, steps, devic
     from cnnclf.config import load_config
     from cnnclf.errors import ConfigError
 
-    if not 2 <= steps <= 1000:  # before TensorFlow loads, like every usage error
-        raise ConfigError(f"--steps: must be an integer in [2, 1000], got {steps}")
+    if not 2 <= steps <= MAX_STEPS:  # before TensorFlow loads, like every usage error
+        raise ConfigError(f"--steps: must be an integer in [2, {MAX_STEPS}], got {steps}")
     config = load_config(
         config_path, with_data_folders(overrides, data_dir) if data_dir else overrides
     )

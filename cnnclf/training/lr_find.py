@@ -36,7 +36,12 @@ log = logging.getLogger("cnnclf")
 
 START_RATE = 1e-7
 END_RATE = 10.0
-DEFAULT_STEPS = 100
+# fastai's 100 steps read one noisy curve: over 6 seeds on pullover/coat the suggestions spread
+# over 11x (4e-4 to 4.5e-3) and one seed trained 0.057 below the grid's best. 300 steps (38 a
+# decade) spread them over 3.6x, and the mean gap to the grid's best over 9 seed-runs on two
+# sets went from -0.014 to -0.008, for 3x the test's time (2 s -> 5 s there).
+# docs/benchmarks/2026-12-04-init-lr-find.md, "How many steps".
+DEFAULT_STEPS = 300
 MAX_STEPS = 1000
 # fastai's smoothing factor: an exponential moving average over about 1 / (1 - 0.98) = 50 steps
 # of noise, debiased so its first values are not pulled towards zero.
