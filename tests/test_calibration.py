@@ -4,10 +4,11 @@ threshold rules on calibrated probabilities, and export parity."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_tree, read_json, run_cli, write_config
+from helpers import WAIT_S, make_tree, read_json, run_cli, wait_for, write_config
 
 # Every test here trains a model or uses a trained bundle.
 pytestmark = pytest.mark.slow
@@ -169,3 +170,41 @@ def test_a_multi_label_bundle_gets_one_temperature_per_class(tmp_path):
     assert "ece_uncalibrated" in read_json(bundle / "metrics.json")["calibration"]
     report = _evaluate(bundle, tmp_path / "test.csv")
     assert report["calibration"]["temperature"] == record["temperature"]
+
+
+def test_tta_averages_are_rescaled_by_their_own_temperature_on_every_path(calibrated, tree):
+    """The fit is recorded, predict --tta and serve's ?tta=true apply it, evaluate --tta
+    reports it, and a bundle without the record (trained before it) averages as it did."""
+    from fastapi.testclient import TestClient
+
+    from cnnclf.bundle import load_bundle
+    from cnnclf.model.calibration import rescale
+    from cnnclf.serve.app import ServeSettings, create_app
+
+    record = read_json(calibrated / "bundle.json")["calibration"]
+    assert record["tta_views"] == 4  # the original and the zoom, and their mirrors
+    t = record["tta_temperature"]
+    assert t > 0 and t != 1.0
+    older = calibrated.parent / "older"
+    shutil.copytree(calibrated, older)
+    manifest = read_json(older / "bundle.json")
+    del manifest["calibration"]["tta_temperature"], manifest["calibration"]["tta_views"]
+    (older / "bundle.json").write_text(json.dumps(manifest))
+    data = tree / "test_set"
+    now = {r["path"]: r["probabilities"] for r in _predict(calibrated, data, "--tta")}
+    before = {r["path"]: r["probabilities"] for r in _predict(older, data, "--tta")}
+    names = list(next(iter(now.values())))
+    for path, probs in before.items():
+        expected = rescale(np.array([[probs[n] for n in names]]), t, "categorical")[0]
+        np.testing.assert_allclose([now[path][n] for n in names], expected, atol=2e-4)
+    assert _evaluate(calibrated, data, "--tta")["calibration"]["tta_temperature"] == t
+    assert "tta_temperature" not in _evaluate(older, data, "--tta")["calibration"]
+    path = sorted(now)[0]
+    app = create_app(load_bundle(calibrated), ServeSettings(name="tta"))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200, "/readyz", WAIT_S, 0.05)
+        files = [("file", (Path(path).name, Path(path).read_bytes()))]
+        served = client.post("/predict?tta=true", files=files)
+    assert served.status_code == 200, served.text
+    for name, p in served.json()[0]["probabilities"].items():
+        assert p == pytest.approx(now[path][name], abs=1e-4)

@@ -186,3 +186,50 @@ def test_a_bad_decision_row_is_one_line(reviewed):
         result = run_cli("review", "--apply", bad)
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_fold_interrupted_before_folds_stopped_calibrating_resumes_on_one_scale(
+    reviewed, tmp_path
+):
+    """A review killed in its first fold by a cnnclf that still fitted fold temperatures
+    resumes (not refused for train.calibrate), and that fold's temperature is taken back out of
+    its out-of-fold rows, as the folds trained since never had one."""
+    import os
+    import signal
+    import sys
+
+    from helpers import run_process
+
+    from cnnclf.bundle import load_bundle
+    from cnnclf.inference.predict import score_paths
+    from cnnclf.model.calibration import uncalibrated
+    from cnnclf.tf_loader import import_tensorflow
+
+    _, config, _, _ = reviewed
+    out = tmp_path / "older"
+    command = [sys.executable, "-m", "cnnclf", "review", "--config", str(config)]
+    command += ["--folds", "2", "--out", str(out)]  # 30 held out a fold: enough to calibrate
+    env = {**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"}
+    killed = run_process(command, "the killed review", env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    progress_file = out / "folds" / ".fold-1.partial" / "progress.json"
+    progress = json.loads(progress_file.read_text())
+    assert progress["config"]["train"]["calibrate"] is False
+    progress["config"]["train"]["calibrate"] = True  # as cnnclf before 964bebf started it
+    progress_file.write_text(json.dumps(progress))
+    result = run_cli("review", "--config", config, "--folds", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "resuming the fold's interrupted training" in result.output
+    folds = [json.loads((out / "folds" / f"fold-{k}" / "bundle.json").read_text()) for k in (1, 2)]
+    temperature = folds[0]["calibration"]["temperature"]
+    assert temperature > 0 and temperature != 1.0 and folds[1]["calibration"] is None
+    with open(out / "folds" / "fold-1-heldout.csv", encoding="utf-8") as f:
+        held_out = [row["path"] for row in csv.DictReader(f)]
+    with open(out / "oof_probabilities.csv", encoding="utf-8") as f:
+        rows = {row["path"]: row for row in csv.DictReader(f)}
+    import_tensorflow(False)
+    bundle = load_bundle(out / "folds" / "fold-1")
+    for path, output in score_paths(bundle, held_out):
+        plain = uncalibrated(np.asarray(output, float), temperature, "categorical")
+        got = [float(rows[path][name]) for name in bundle.class_names]
+        np.testing.assert_allclose(got, plain, atol=1e-5)

@@ -65,7 +65,8 @@ class RunRecord:
     # suggested rate, rule, steps, ... None: every rate was given in the config.
     lr_find: list[dict] | None = None
     # train.calibrate: the temperature folded into the output layer (one per class for
-    # multi-label), the validation NLL before and after, the images it was fitted on; or why
+    # multi-label), the validation NLL before and after, the images it was fitted on, and
+    # `tta_temperature` / `tta_views` (what --tta rescales its average of views by); or why
     # it was skipped (`temperature` null). None: train.calibrate false, or an older bundle.
     calibration: dict | None = None
 

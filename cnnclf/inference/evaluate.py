@@ -225,7 +225,7 @@ def calibration_fields(bundle: Bundle, labels, probs, tta: bool) -> dict:
     output.
     """
     from cnnclf.inference.calibration_metrics import calibration_report
-    from cnnclf.inference.tta import trained_flips, view_count
+    from cnnclf.inference.tta import plan
 
     temperature = recorded_temperature(bundle)
     report = calibration_report(
@@ -234,25 +234,21 @@ def calibration_fields(bundle: Bundle, labels, probs, tta: bool) -> dict:
     report["calibrated"] = temperature is not None
     fields: dict = {"calibration": report}
     if tta:
-        fields["tta"] = {"views": view_count(*trained_flips(bundle))}
+        views = plan(bundle)
+        fields["tta"] = {"views": views.count}
+        if views.temperature is not None:  # the average was rescaled by it (tta.py says why)
+            report["tta_temperature"] = views.temperature
     return fields
 
 
 def recorded_temperature(bundle: Bundle) -> float | list[float] | None:
     """bundle.json's fitted temperature, or None (uncalibrated, skipped, an older bundle, or a
     value that is not one positive number, or one a class for multi-label)."""
+    from cnnclf.model.calibration import recorded
+
     record = bundle.manifest.get("calibration")
     value = record.get("temperature") if isinstance(record, dict) else None
-    units = len(bundle.class_names) if bundle.preprocessing.multi_label else None
-    values = value if isinstance(value, list) and units is not None else [value]
-    ok = all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
-        for v in values
-    )
-    if not ok or (units is not None and len(values) != units):
-        return None
-    numbers = [float(v) for v in values if v is not None]
-    return numbers if units is not None else numbers[0]
+    return recorded(value, len(bundle.class_names) if bundle.preprocessing.multi_label else None)
 
 
 def _reliability_plot(bundle: Bundle, labels, probs, plots_dir: Path) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from cnnclf.bundle import Bundle
 from cnnclf.data.decode import load_image
 from cnnclf.errors import ImageError
+from cnnclf.inference.tta import Plan
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,9 @@ def score_paths(
     Streams: only a few batches of decoded images exist at any time, whatever len(paths) is.
     With `tta`, each row is the mean over the views of `tta.views` (flips as in training).
     """
-    from cnnclf.inference.tta import trained_flips
+    from cnnclf.inference.tta import plan
 
-    flips = trained_flips(bundle) if tta else None
+    views = plan(bundle) if tta else None
     spec = bundle.preprocessing.spec
     workers = workers or os.cpu_count() or 2
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -197,7 +198,7 @@ def score_paths(
                 next_batch += 1
             results = [f.result() for f in futures]
             good = [r for r in results if not isinstance(r, ImageError)]
-            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape, flips))
+            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape, views))
             for path, result in zip(batch, results):
                 yield path, (result if isinstance(result, ImageError) else next(outputs))
     finally:
@@ -217,16 +218,14 @@ def padded_size(n: int, batch_size: int) -> int:
 
 
 def _run_model(
-    model, arrays: list[np.ndarray], batch_size: int, shape, flips: tuple[bool, bool] | None = None
+    model, arrays: list[np.ndarray], batch_size: int, shape, views: Plan | None = None
 ) -> np.ndarray:
-    """The model's outputs for `arrays`; with `flips` (TTA), averaged over the views."""
-    from cnnclf.inference import tta
-
+    """The model's outputs for `arrays`; with `views` (TTA), combined over them."""
     if not arrays:
         return np.zeros((0, 1), np.float32)
     x = np.zeros((padded_size(len(arrays), batch_size), *shape), np.float32)
     x[: len(arrays)] = np.stack(arrays)
-    if flips is None:
+    if views is None:
         return np.asarray(model.predict_on_batch(x))[: len(arrays)]
-    outputs = [np.asarray(model.predict_on_batch(v)) for v in tta.views(x, *flips)]
-    return tta.average(outputs)[: len(arrays)]
+    outputs = [np.asarray(model.predict_on_batch(v)) for v in views.views(x)]
+    return views.combine(outputs)[: len(arrays)]

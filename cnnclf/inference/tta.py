@@ -17,16 +17,63 @@ against coat, the two bottom crops alone fell to 53-59% accuracy from the origin
 the average with them lost 5 points (docs/benchmarks/2026-12-04-calibration-tta.md).
 
 The probabilities are averaged (not the logits): the average of calibrated probabilities stays
-a probability, and for a binary model P(class 0) = 1 - P(class 1) still holds.
+a probability, and for a binary model P(class 0) = 1 - P(class 1) still holds. The average is
+then rescaled by its own temperature, fitted at training on the validation data's average
+(bundle.json's `calibration.tta_temperature`; model/calibration.py fits it as it fits the
+single-view one): an average of views is less confident than each view, so without it --tta
+gave worse-calibrated probabilities than one view in all 18 runs of
+docs/benchmarks/2026-12-04-calibration-tta.md. Bundles without the record (trained before it,
+or with train.calibrate false) give the plain average, as before.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 CROP = 0.95  # the zoomed view keeps this share of the height and the width, centred
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How TTA runs for one bundle: the views its training allows, and the temperature fitted
+    on their average (None: the plain average)."""
+
+    horizontal_flip: bool
+    vertical_flip: bool
+    temperature: float | list[float] | None = None
+    class_mode: str = "binary"
+
+    @property
+    def count(self) -> int:
+        return view_count(self.horizontal_flip, self.vertical_flip)
+
+    def views(self, batch: np.ndarray) -> list[np.ndarray]:
+        return views(batch, self.horizontal_flip, self.vertical_flip)
+
+    def combine(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The TTA prediction from the views' outputs ([N, K] each)."""
+        mean = average(outputs)
+        if self.temperature is None:
+            return mean
+        from cnnclf.model.calibration import rescale
+
+        return rescale(mean, self.temperature, self.class_mode).astype(np.float32)
+
+
+def plan(bundle) -> Plan:
+    """The bundle's TTA: `trained_flips` and the recorded `tta_temperature`."""
+    from cnnclf.model.calibration import recorded
+
+    record = _calibration_record(bundle)
+    units = len(bundle.class_names) if bundle.preprocessing.multi_label else None
+    return Plan(
+        *trained_flips(bundle),
+        recorded(record.get("tta_temperature"), units),
+        bundle.preprocessing.class_mode,
+    )
 
 
 def views(batch: np.ndarray, horizontal_flip: bool, vertical_flip: bool) -> list[np.ndarray]:
@@ -75,6 +122,23 @@ def trained_flips(bundle) -> tuple[bool, bool]:
     except (OSError, yaml.YAMLError, AttributeError):
         return False, False
     return augment.get("horizontal_flip") is True, augment.get("vertical_flip") is True
+
+
+def _calibration_record(bundle) -> dict:
+    """bundle.json's `calibration` (an export's: its source bundle's, whose single-view
+    temperature is already folded into the exported weights), or {}."""
+    import json
+
+    source = bundle.manifest.get("source_bundle") if isinstance(bundle.manifest, dict) else None
+    if source is None:
+        record = bundle.manifest.get("calibration") if isinstance(bundle.manifest, dict) else None
+    else:
+        try:
+            manifest = json.loads((Path(source) / "bundle.json").read_text(encoding="utf-8"))
+            record = manifest.get("calibration") if isinstance(manifest, dict) else None
+        except (OSError, ValueError, RecursionError):
+            record = None
+    return record if isinstance(record, dict) else {}
 
 
 def _resize(x: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -135,6 +135,21 @@ def _fit_one(probs: np.ndarray, labels: np.ndarray, class_mode: str) -> tuple[fl
     return round(float(np.exp(found.x)), 6), float(found.fun)
 
 
+def recorded(value, units: int | None):
+    """A temperature read back from bundle.json: one positive number (`units` None) or a list
+    of `units` of them (multi-label), else None: a hand-edited or damaged record must not
+    rescale anything."""
+    values = value if isinstance(value, list) and units is not None else [value]
+    ok = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+        for v in values
+    )
+    if not ok or (units is not None and len(values) != units):
+        return None
+    numbers = [float(v) for v in values]
+    return numbers if units is not None else numbers[0]
+
+
 def fold_into_output(model, temperature) -> None:
     """Divides the output Dense layer's kernel and bias by `temperature` (per unit when a
     list), so the saved model itself computes calibrated probabilities.

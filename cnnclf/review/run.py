@@ -330,9 +330,22 @@ def _train_fold(config: Config, bundle: Path, verbose: bool) -> None:
     resume = completed_epochs(staging_dir(bundle)) > 0
     if resume:
         log.info("  resuming the fold's interrupted training")
+        config = _as_interrupted(config, bundle)
     # Keras prints its epoch lines on stdout; review's stdout is the issues (--format json/csv)
     with contextlib.redirect_stdout(sys.stderr):
         train(config, out_dir=bundle, resume=resume, verbose=verbose)
+
+
+def _as_interrupted(config: Config, bundle: Path) -> Config:
+    """A fold interrupted by a cnnclf whose fold models still fitted a temperature resumes as
+    it started (train.calibrate on, else the resume is refused); `_score_bundle` takes the
+    temperature back out, so every fold's rows are on the same, uncalibrated scale."""
+    from cnnclf.training.rundir import read_progress, staging_dir
+
+    saved = ((read_progress(staging_dir(bundle)) or {}).get("config") or {}).get("train") or {}
+    if saved.get("calibrate", True) is True and not config.train.calibrate:
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, calibrate=True))
+    return config
 
 
 def _score_repeats(
@@ -374,7 +387,9 @@ def _score_repeats(
 def _score_bundle(bundle_dir: Path, paths: list[str], class_names: list[str], verbose: bool):
     """(embeddings, probabilities, {path: reason}) of every path by one fold model."""
     from cnnclf.bundle import load_bundle
+    from cnnclf.inference.evaluate import recorded_temperature
     from cnnclf.inference.predict import score_paths
+    from cnnclf.model.calibration import uncalibrated
     from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow(verbose)
@@ -395,6 +410,9 @@ def _score_bundle(bundle_dir: Path, paths: list[str], class_names: list[str], ve
             rows.append(np.full(width + bundle.model.output_shape[-1], np.nan))
     table = np.asarray(rows, float)
     embedded, outputs = table[:, :width], table[:, width:]
+    temperature = recorded_temperature(bundle)
+    if temperature is not None:  # a fold from before folds stopped calibrating (`_as_interrupted`)
+        outputs = uncalibrated(outputs, temperature, bundle.preprocessing.class_mode)
     if outputs.shape[1] == 1:  # one sigmoid unit: P(class index 1)
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     return np.nan_to_num(embedded), np.nan_to_num(outputs), failed

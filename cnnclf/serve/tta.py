@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from cnnclf.inference.tta import average, trained_flips, view_count, views
+from cnnclf.inference.tta import plan
 
 
 async def tta_scores(service, images: list[tuple[bytes, str]]):
     """`Service.scores` with test-time augmentation: one averaged output row per upload."""
-    flips = trained_flips(service.bundle)
-    per_image = view_count(*flips)
+    views = plan(service.bundle)
+    per_image = views.count
     service.batcher.expect(per_image * len(images))
 
     async def one(data, name):
@@ -23,8 +23,8 @@ async def tta_scores(service, images: list[tuple[bytes, str]]):
         except BaseException:
             service.batcher.expect(-per_image)
             raise
-        batch = views(pixels[None], *flips)
+        batch = views.views(pixels[None])
         rows = await asyncio.gather(*(service.batcher.submit(view[0]) for view in batch))
-        return average([row[None] for row in rows])[0]
+        return views.combine([row[None] for row in rows])[0]
 
     return await asyncio.gather(*(one(data, name) for data, name in images))

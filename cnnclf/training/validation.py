@@ -65,18 +65,25 @@ def threshold_and_metrics(
     return threshold, {**report, **_calibration_metrics(probs, y, "binary", calibration)}
 
 
-def validation_scores(model, val_ds, images: int, what: str):
-    """(labels, outputs) of `model` on every batch of `val_ds`, as NumPy arrays."""
+def validation_scores(model, val_ds, images: int, what: str, views=None):
+    """(labels, outputs) of `model` on every batch of `val_ds`, as NumPy arrays; with `views`
+    (an `inference.tta.Plan`), each output is the average over the batch's views."""
     import numpy as np
 
     from cnnclf.progress import Progress
 
+    def run(x):
+        # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
+        # whole batch on every replica and returns each replica's copy.
+        return np.asarray(model(x, training=False), dtype=np.float32)
+
     labels, scores = [], []
     with Progress(what.format(images), images) as progress:
         for batch, batch_labels in val_ds:
-            # A direct call, not predict_on_batch: under MirroredStrategy the latter runs the
-            # whole batch on every replica and returns each replica's copy.
-            scores.append(np.asarray(model(batch, training=False), dtype=np.float32))
+            if views is None:
+                scores.append(run(batch))
+            else:
+                scores.append(views.combine([run(v) for v in views.views(np.asarray(batch))]))
             labels.append(np.asarray(batch_labels))
             progress.advance(len(labels[-1]))
     return np.concatenate(labels), np.concatenate(scores)
@@ -120,7 +127,24 @@ def calibrate(model, val_ds, config: Config, images: int, class_mode: str) -> di
         fit.nll_before,
         fit.nll_after,
     )
-    return fit.to_json(len(y))
+    return {**fit.to_json(len(y)), **_tta_temperature(model, val_ds, config, images, class_mode)}
+
+
+def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str) -> dict:
+    """The temperature `predict --tta` applies to its average of views (inference/tta.py says
+    why), fitted on the same validation images through the now calibrated model."""
+    from cnnclf.inference.tta import Plan
+    from cnnclf.model.calibration import fit_temperature
+
+    views = Plan(config.augment.horizontal_flip, config.augment.vertical_flip)
+    what = f"calibrating --tta ({views.count} views) on {{}} validation images"
+    y, probs = validation_scores(model, val_ds, images, what, views)
+    if class_mode == "categorical":
+        y = y.argmax(axis=1)
+    elif class_mode == "binary":
+        probs, y = probs[:, 0], y[:, 0]
+    fit = fit_temperature(probs, y, class_mode)
+    return {"tta_temperature": fit.temperature, "tta_views": views.count}
 
 
 def _calibration_metrics(probs, labels, class_mode: str, calibration: dict | None) -> dict:

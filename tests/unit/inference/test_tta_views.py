@@ -38,3 +38,30 @@ def test_views_are_deterministic_and_the_zoom_is_centred():
 def test_average_is_the_mean_of_the_outputs():
     a, b = np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])
     np.testing.assert_allclose(average([a, b]), [[0.4, 0.6]])
+
+
+def test_a_plan_rescales_its_average_by_the_recorded_temperature():
+    from cnnclf.inference.tta import Plan
+    from cnnclf.model.calibration import rescale
+
+    a, b = np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])
+    plain = Plan(False, False, None, "categorical")
+    np.testing.assert_allclose(plain.combine([a, b]), average([a, b]))  # older bundles
+    sharper = Plan(False, False, 0.5, "categorical").combine([a, b])
+    np.testing.assert_allclose(sharper, rescale(average([a, b]), 0.5, "categorical"), rtol=1e-6)
+    assert sharper[0, 1] > 0.6 and sharper.sum() == np.float32(1.0)  # same order, surer
+    # binary: one sigmoid column; multi-label: one temperature per class
+    p1 = Plan(True, False, 0.5, "binary").combine([np.array([[0.7]]), np.array([[0.9]])])
+    assert p1.shape == (1, 1) and p1[0, 0] > 0.8
+    multi = Plan(False, False, [0.5, 2.0], "multi_label").combine([np.array([[0.8, 0.8]])])
+    assert multi[0, 0] > 0.8 > multi[0, 1]
+    assert Plan(True, True).count == 6 and len(Plan(True, False).views(_batch())) == 4
+
+
+def test_a_damaged_temperature_record_rescales_nothing():
+    from cnnclf.model.calibration import recorded
+
+    assert recorded(1.5, None) == 1.5 and recorded([0.5, 2], 2) == [0.5, 2.0]
+    for value, units in ((0, None), (-1.0, None), (True, None), ("2", None), (None, None),
+                         (float("inf"), None), ([1.0], 2), ([1.0, 0], 2), (1.0, 2)):  # fmt: skip
+        assert recorded(value, units) is None, (value, units)
