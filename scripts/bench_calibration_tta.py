@@ -14,11 +14,11 @@ Data sets, both made by scripts/make_fashion_set.py from Debian's idx files in
 /usr/share/datasets/fashion-mnist: the demo's classes (sneaker vs ankle boot: data/demo's own
 600 training images a class, and --test-per-class test images, of which data/demo holds the
 first 150) and a harder pair (default pullover vs coat). A few hundred test images cannot
-tell an ECE of 0.03 from one of 0.01 (`ece_floor`), hence the larger test sets.
+tell an ECE of 0.03 from one of 0.01 (`ece_noise`), hence the larger test sets.
 
-`ece_floor` (evaluate's report) is the ECE that perfectly calibrated probabilities with the same
-confidences would show on the same number of images: ECE's sampling noise, which no
-calibration can remove. An ECE near its floor is as calibrated as the test set can tell.
+`ece_noise` (evaluate's report) is the mean ECE that perfectly calibrated probabilities with the
+same confidences show on the same number of images: ECE's sampling noise. An ECE near it is as
+calibrated as the test set can tell.
 
 Example:
     python scripts/bench_calibration_tta.py --seeds 1 2 --epochs 4
@@ -76,7 +76,7 @@ def measure(bundle_dir: Path, test_dir: Path) -> dict:
     cal = plain["calibration"]
     return {
         "test_images": sum(plain["images_per_class"].values()),
-        "ece_floor": cal["ece_floor"],
+        "ece_noise": cal["ece_noise"],
         "temperature": cal.get("temperature"),
         "ece_before": cal.get("ece_uncalibrated", cal["ece"]),
         "ece_after": cal["ece"],
@@ -85,6 +85,7 @@ def measure(bundle_dir: Path, test_dir: Path) -> dict:
         "accuracy": plain["accuracy"],
         "accuracy_tta": tta["accuracy"],
         "ece_tta": tta["calibration"]["ece"],
+        "tta_temperature": tta["calibration"].get("tta_temperature", float("nan")),
         "views": tta["tta"]["views"],
         "eval_s": plain_s,
         "eval_tta_s": tta_s,
@@ -107,7 +108,7 @@ def _mean(rows: list[dict], key: str) -> float:
 
 def table(results: dict[str, list[dict]]) -> str:
     lines = [
-        "| data | test images | T (mean) | ECE before | ECE after | ECE floor | Brier before | "
+        "| data | test images | T (mean) | ECE before | ECE after | ECE noise | Brier before | "
         "Brier after | accuracy | accuracy --tta | ECE --tta | views | eval s | --tta s | cost |",
         "|---|" + "---|" * 14,
     ]
@@ -115,9 +116,10 @@ def table(results: dict[str, list[dict]]) -> str:
         lines.append(
             f"| {name} | {rows[0]['test_images']} | {_mean(rows, 'temperature'):.3f} | "
             f"{_mean(rows, 'ece_before'):.4f} | {_mean(rows, 'ece_after'):.4f} | "
-            f"{_mean(rows, 'ece_floor'):.4f} | {_mean(rows, 'brier_before'):.4f} | "
+            f"{_mean(rows, 'ece_noise'):.4f} | {_mean(rows, 'brier_before'):.4f} | "
             f"{_mean(rows, 'brier_after'):.4f} | {_mean(rows, 'accuracy'):.4f} | "
-            f"{_mean(rows, 'accuracy_tta'):.4f} | {_mean(rows, 'ece_tta'):.4f} | "
+            f"{_mean(rows, 'accuracy_tta'):.4f} | {_mean(rows, 'tta_temperature'):.3f} | "
+            f"{_mean(rows, 'ece_tta'):.4f} | "
             f"{rows[0]['views']} | {_mean(rows, 'eval_s'):.2f} | {_mean(rows, 'eval_tta_s'):.2f} | "
             f"{_mean(rows, 'eval_tta_s') / _mean(rows, 'eval_s'):.1f}x |"
         )

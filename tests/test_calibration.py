@@ -3,6 +3,7 @@ metrics.json and evaluate, train.calibrate false, a validation set too small, an
 threshold rules on calibrated probabilities, and export parity."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -68,18 +69,19 @@ def test_a_calibrated_bundle_reports_ece_and_brier_before_and_after(calibrated, 
         assert cal[key] == pytest.approx(metrics[key], abs=1e-4)
     assert (tmp_path / "plots" / "reliability_diagram.png").is_file()
     assert str(tmp_path / "plots" / "reliability_diagram.png") in report["plots"]
-    assert 0 < cal["ece_floor"] < 0.5  # 36 images: sampling noise alone is far from 0
-    # The table a user reads shows the same figures, ECE beside its floor on these images.
+    assert 0 < cal["ece_noise"] < cal["ece_noise_p95"] < 0.5  # 36 images: far from 0
+    # The table a user reads shows the same figures, each on its own row.
     table = run_cli("evaluate", "--model", calibrated, tree / "test_set")
     assert table.exit_code == 0, table.output
-    for label, key in (
-        ("ECE (top label, 15 bins)", "ece"),
-        ("ECE a calibrated model shows here", "ece_floor"),
-        ("ECE before calibration", "ece_uncalibrated"),
-        ("Brier score", "brier"),
-        ("Brier before calibration", "brier_uncalibrated"),
+    noise = f"{cal['ece_noise']:.4f} / {cal['ece_noise_p95']:.4f}"
+    for label, value in (
+        (r"ECE \(15 bins, top label\)", f"{cal['ece']:.4f}"),
+        (r"ECE from sampling noise alone \(mean / 95%\)", noise),
+        ("ECE before calibration", f"{cal['ece_uncalibrated']:.4f}"),
+        ("Brier score", f"{cal['brier']:.4f}"),
+        ("Brier before calibration", f"{cal['brier_uncalibrated']:.4f}"),
     ):
-        assert f"{label}  " in table.stdout and f"{cal[key]:.4f}" in table.stdout, label
+        assert re.search(rf"^{label} +{re.escape(value)}$", table.stdout, re.M), label
 
 
 def test_calibrate_false_is_the_old_model_and_calibration_changes_no_label(

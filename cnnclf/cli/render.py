@@ -182,7 +182,7 @@ def render_report(report: dict, fmt: str) -> str:
     for key in ("sensitivity", "specificity"):
         if report.get(key) is not None:
             summary.append([key, f"{report[key]:.4f}"])
-    summary += calibration_rows(report)
+    summary += _calibration_rows(report)
     table(["metric", "value"], summary)
     rows = [
         [name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]]
@@ -235,7 +235,7 @@ def _render_multi_label_report(report: dict, md: bool) -> str:
         ["subset accuracy", number(report["subset_accuracy"])],
         ["Hamming loss", number(report["hamming_loss"])],
         ["labels per image (true / predicted)", f"{cards['true']:.2f} / {cards['predicted']:.2f}"],
-        *calibration_rows(report),
+        *_calibration_rows(report),
     ]
     header = ["class", "threshold", "precision", "recall", "f1", "AP", "AUC", "tp/fp/fn/tn"]
     rows = [
@@ -262,15 +262,21 @@ def _render_multi_label_report(report: dict, md: bool) -> str:
     return "\n".join(lines).rstrip()
 
 
-def calibration_rows(report: dict) -> list[list[str]]:
-    """The summary's calibration rows: ECE beside its floor on this many images (an ECE near
-    it is as small as the data can show) and, for a calibrated bundle, the figures before."""
+def _calibration_rows(report: dict) -> list[list[str]]:
+    """The summary's calibration rows: ECE beside what sampling noise alone gives calibrated
+    probabilities on these images and, for a calibrated bundle, the figures before."""
     calibration = report.get("calibration")
     if not isinstance(calibration, dict) or calibration.get("ece") is None:
         return []
-    rows = [[f"ECE (top label, {calibration.get('bins', 15)} bins)", f"{calibration['ece']:.4f}"]]
-    if calibration.get("ece_floor") is not None:
-        rows.append(["ECE a calibrated model shows here", f"{calibration['ece_floor']:.4f}"])
+    over = "every image-class pair" if report.get("multi_label") else "top label"
+    rows = [[f"ECE ({calibration.get('bins')} bins, {over})", f"{calibration['ece']:.4f}"]]
+    if calibration.get("ece_noise") is not None:
+        rows.append(
+            [
+                "ECE from sampling noise alone (mean / 95%)",
+                f"{calibration['ece_noise']:.4f} / {calibration['ece_noise_p95']:.4f}",
+            ]
+        )
     if calibration.get("ece_uncalibrated") is not None:
         rows.append(["ECE before calibration", f"{calibration['ece_uncalibrated']:.4f}"])
     rows.append(["Brier score", f"{calibration['brier']:.4f}"])

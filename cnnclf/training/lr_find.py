@@ -39,7 +39,8 @@ END_RATE = 10.0
 # fastai's 100 steps read one noisy curve: over 6 seeds on pullover/coat the suggestions spread
 # over 11x (4e-4 to 4.5e-3) and one seed trained 0.057 below the grid's best. 300 steps (38 a
 # decade) spread them over 3.6x, and the mean gap to the grid's best over 9 seed-runs on two
-# sets went from -0.014 to -0.008, for 3x the test's time (2 s -> 5 s there).
+# sets went from -0.014 to -0.008, for 2.4x the test's time (1.9 s -> 4.5 s there: it stops at
+# divergence, 82-100 and 238-300 steps).
 # docs/benchmarks/2026-12-04-init-lr-find.md, "How many steps".
 DEFAULT_STEPS = 300
 MAX_STEPS = 1000

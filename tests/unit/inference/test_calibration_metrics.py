@@ -6,7 +6,7 @@ import pytest
 from cnnclf.inference.calibration_metrics import (
     brier_score,
     calibration_report,
-    ece_floor,
+    ece_noise,
     expected_calibration_error,
     reliability,
 )
@@ -57,7 +57,8 @@ def test_the_report_gives_before_and_after_only_with_a_temperature():
     assert set(calibration_report(probs, labels, "categorical")) == {
         "bins",
         "ece",
-        "ece_floor",
+        "ece_noise",
+        "ece_noise_p95",
         "brier",
     }
     report = calibration_report(probs, labels, "categorical", 2.0)
@@ -65,17 +66,21 @@ def test_the_report_gives_before_and_after_only_with_a_temperature():
     assert report["ece_uncalibrated"] != report["ece"]
 
 
-def test_the_floor_is_what_calibrated_probabilities_show_and_shrinks_with_more_images():
+def test_the_noise_is_what_calibrated_probabilities_show_and_shrinks_with_more_images():
     rng = np.random.default_rng(3)
-    floors, eces = [], []
+    means, p95s, eces = [], [], []
     for n in (200, 5000):
         p1 = rng.uniform(0.05, 0.95, n)
         labels = (rng.random(n) < p1).astype(int)  # calibrated by construction
-        floors.append(ece_floor(p1, labels, "binary"))
+        mean, p95 = ece_noise(p1, labels, "binary")
+        means.append(mean)
+        p95s.append(p95)
         eces.append(expected_calibration_error(p1, labels, "binary"))
-    assert floors[1] < floors[0] / 3  # about 1/sqrt(n)
-    for floor, ece in zip(floors, eces):
-        assert 0.3 * floor < ece < 3 * floor
-    assert ece_floor(p1, labels, "binary") == floors[1]  # seeded: the same figure each call
-    # Certain and right: nothing to sample, no floor.
-    assert ece_floor(np.array([1.0, 0.0]), np.array([1, 0]), "binary") == 0.0
+    assert means[1] < means[0] / 3  # about 1/sqrt(n)
+    for mean, p95, ece in zip(means, p95s, eces):
+        assert mean < p95 and 0.3 * mean < ece < 3 * mean
+    # Seeded and drawn in order of confidence: the same images in any order, the same figures.
+    order = rng.permutation(len(p1))
+    assert ece_noise(p1[order], labels[order], "binary") == (means[1], p95s[1])
+    # Certain and right: nothing to sample, no noise.
+    assert ece_noise(np.array([1.0, 0.0]), np.array([1, 0]), "binary") == (0.0, 0.0)
