@@ -58,3 +58,33 @@ def test_learning_rate_auto_trains_at_the_found_rate(tmp_path, config):
     assert (tmp_path / "bundle" / "config.yaml").read_text().count("learning_rate: auto") == 1
     [found] = read_json(tmp_path / "bundle" / "bundle.json")["lr_find"]
     assert found["phase"] == "train" and 1e-7 <= found["suggested"] <= found["minimum"] / 10
+
+
+@pytest.mark.slow
+def test_a_resumed_auto_run_takes_its_rate_from_the_checkpoint(tmp_path, config):
+    """Not from a second range test, which another cnnclf (another step count) or machine
+    need not answer the same way: the rate the first epochs used is in the checkpoint."""
+    import os
+    import signal
+    import sys
+
+    from helpers import run_process
+
+    out = tmp_path / "bundle"
+    options = ["--set", "train.learning_rate=auto", "--set", "train.epochs=4"]
+    command = [sys.executable, "-m", "cnnclf", "train", "--config", str(config)]
+    command += ["--out", str(out), *options]
+    env = {**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"}
+    killed = run_process(command, "the killed run", env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "learning_rate: auto -> " in killed.stderr
+    progress_file = tmp_path / ".bundle.partial" / "progress.json"
+    progress = json.loads(progress_file.read_text())
+    [record] = progress["controls"]["lr_find"]
+    record["suggested"] = 0.00123  # a rate no range test here gives
+    progress_file.write_text(json.dumps(progress))
+    result = run_cli("train", "--config", config, "--out", out, "--resume", *options)
+    assert result.exit_code == 0, result.output
+    assert "learning_rate: auto -> 0.00123 (found before the interruption)" in result.output
+    assert "lr-find:" not in result.output  # no second test
+    assert read_json(out / "bundle.json")["lr_find"][0]["suggested"] == 0.00123

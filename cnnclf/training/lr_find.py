@@ -228,13 +228,24 @@ def resolve_first_phase(trainer: Trainer, steps: int = DEFAULT_STEPS) -> list[di
     """Sets the rate of each auto phase up to the one training starts in (the first, or on
     --resume the one it stopped in), before `Trainer.build`, on a throw-away model from the
     run's start weights; returns the finder's records (also kept as `trainer.lr_find`, for
-    bundle.json). A resumed run finds them again the same way (seeded)."""
+    bundle.json, and in the checkpoints' training controls). A resumed run takes the rates its
+    first epochs used from its checkpoint, rather than finding them again: a test run by
+    another cnnclf (another step count) or on another machine need not give the same rate."""
     records: list[dict] = getattr(trainer, "lr_find", None) or []
     trainer.lr_find = records
     progress = trainer.run.progress if trainer.run is not None else None
     current = len((progress or {}).get("controls", {}).get("phase_starts", [0])) - 1
     for index, phase in enumerate(trainer.plan[: current + 1]):
         if not needs_finder(phase):
+            continue
+        found = _found_before(trainer, phase)
+        if found is not None:
+            records.append(found)
+            trainer.plan[index] = dataclasses.replace(phase, learning_rate=found["suggested"])
+            log.info(
+                "%s learning_rate: auto -> %.3g (found before the interruption)",
+                phase.name, found["suggested"],
+            )  # fmt: skip
             continue
         curve = find_phase(trainer, phase, steps)
         records.append(curve.record())
@@ -251,6 +262,17 @@ def resolve_phase(trainer: Trainer, phase: Phase, steps: int = DEFAULT_STEPS) ->
     weights it starts with; they are put back afterwards). `trainer.plan` is updated too."""
     if not needs_finder(phase):
         return phase
+    found_before = _found_before(trainer, phase)
+    if found_before is not None:
+        trainer.lr_find = [*(getattr(trainer, "lr_find", None) or []), found_before]
+        remember(trainer)
+        found = dataclasses.replace(phase, learning_rate=found_before["suggested"])
+        trainer.plan[trainer.plan.index(phase)] = found
+        log.info(
+            "fine_tune.learning_rate: auto -> %.3g (found before the interruption)",
+            found_before["suggested"],
+        )
+        return found
     from cnnclf.model.transfer import apply_phase
 
     model = trainer.saved
@@ -264,10 +286,33 @@ def resolve_phase(trainer: Trainer, phase: Phase, steps: int = DEFAULT_STEPS) ->
         _reseed(trainer)
     records: list[dict] = getattr(trainer, "lr_find", None) or []
     trainer.lr_find = [*records, curve.record()]
+    remember(trainer)
     found = dataclasses.replace(phase, learning_rate=curve.suggestion.rate)
     trainer.plan[trainer.plan.index(phase)] = found
     log.info("fine_tune.learning_rate: auto -> %.3g (lr-find)", curve.suggestion.rate)
     return found
+
+
+def remember(trainer: Trainer) -> None:
+    """Keeps the records in the training controls' state, which every checkpoint saves, so a
+    resumed run reads its rates back (`_found_before`)."""
+    controls = getattr(trainer, "controls", None)
+    if controls is not None:
+        controls.state["lr_find"] = list(trainer.lr_find or [])
+
+
+def _found_before(trainer: Trainer, phase: Phase) -> dict | None:
+    """The interrupted run's record for `phase`, if its checkpoint holds a usable one."""
+    run = getattr(trainer, "run", None)
+    progress = (run.progress if run is not None else None) or {}
+    saved = (progress.get("controls") or {}).get("lr_find") or []
+    for record in saved if isinstance(saved, list) else []:
+        if not isinstance(record, dict) or record.get("phase") != phase.name:
+            continue
+        rate = record.get("suggested")
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1e3:
+            return record
+    return None
 
 
 def find_phase(trainer: Trainer, phase: Phase, steps: int) -> Curve:

@@ -230,6 +230,7 @@ class Trainer:
             previous["controls"] if previous else None,
             self.plan[0].learning_rate * self.scale,
         )
+        lr_find.remember(self)  # learning_rate: auto's rates, for a resumed run
         self.current = len(self.controls.state.get("phase_starts", [0])) - 1  # to go on with
         self._build_model()
         batches = self.stores["train"].used_images()
