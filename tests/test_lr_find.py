@@ -88,3 +88,27 @@ def test_a_resumed_auto_run_takes_its_rate_from_the_checkpoint(tmp_path, config)
     assert "learning_rate: auto -> 0.00123 (found before the interruption)" in result.output
     assert "lr-find:" not in result.output  # no second test
     assert read_json(out / "bundle.json")["lr_find"][0]["suggested"] == 0.00123
+
+
+@pytest.mark.slow
+def test_fine_tune_learning_rate_auto_finds_a_rate_at_the_phase_start(
+    tmp_path, binary_bundle, binary_tree
+):
+    """It crashed formatting "auto" as a number when the range test applied the phase."""
+    config = write_config(
+        tmp_path / "ft.yaml",
+        binary_tree,
+        model={"init_from": str(binary_bundle)},
+        train={
+            "epochs": 1,
+            "seed": 7,
+            "fine_tune": {"epochs": 2, "learning_rate": "auto", "unfreeze": "all"},
+        },
+    )
+    result = run_cli("train", "--config", config, "--out", tmp_path / "ft")
+    assert result.exit_code == 0, result.output
+    assert "fine_tune.learning_rate: auto -> " in result.stderr
+    [found] = read_json(tmp_path / "ft" / "bundle.json")["lr_find"]
+    assert found["phase"] == "fine_tune" and found["suggested"] > 0
+    history = read_json(tmp_path / "ft" / "history.json")
+    assert history["learning_rate"][1:] == pytest.approx([found["suggested"]] * 2)

@@ -211,9 +211,12 @@ def apply_phase(model, phase: Phase) -> str:
     for layer in chosen:  # never BatchNormalization nor the fixed grayscale layer
         layer.trainable = True
     which = "all" if phase.unfreeze == "all" else f"the top {len(chosen)}"
+    # The range test applies the phase before it has found the rate: "auto" is still a string.
+    rate = phase.learning_rate
+    shown = f"{rate:g}" if isinstance(rate, (int, float)) else "to be found (auto)"
     return (
         f"fine-tuning: {which} of {len(candidates)} feature layers with weights unfrozen "
-        f"(BatchNormalization stays frozen), learning rate {phase.learning_rate:g}"
+        f"(BatchNormalization stays frozen), learning rate {shown}"
     )
 
 
