@@ -210,3 +210,23 @@ def test_tta_averages_are_rescaled_by_their_own_temperature_on_every_path(calibr
     assert served.status_code == 200, served.text
     for name, p in served.json()[0]["probabilities"].items():
         assert p == pytest.approx(now[path][name], abs=1e-4)
+
+
+def test_an_export_keeps_its_tta_temperature_and_views_when_its_source_is_gone(
+    calibrated, tree, tmp_path
+):
+    from cnnclf.bundle.exported_models import sidecar_paths
+
+    source = tmp_path / "bundle"
+    shutil.copytree(calibrated, source)
+    out = tmp_path / "model.onnx"
+    result = run_cli("export", "--model", source, "--format", "onnx", "--out", out)
+    assert result.exit_code == 0, result.output
+    sidecar = read_json(sidecar_paths(out)[1])
+    assert sidecar["calibration"] == read_json(calibrated / "bundle.json")["calibration"]
+    assert sidecar["tta_flips"] == [True, False]
+    shutil.rmtree(source)  # moved, deleted or retrained: the export still knows its TTA
+    exported = {r["path"]: r["probabilities"] for r in _predict(out, tree / "test_set", "--tta")}
+    for row in _predict(calibrated, tree / "test_set", "--tta"):
+        for name, p in row["probabilities"].items():
+            assert exported[row["path"]][name] == pytest.approx(p, abs=1e-4)

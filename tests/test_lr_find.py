@@ -72,6 +72,7 @@ def test_a_resumed_auto_run_takes_its_rate_from_the_checkpoint(tmp_path, config)
 
     out = tmp_path / "bundle"
     options = ["--set", "train.learning_rate=auto", "--set", "train.epochs=4"]
+    options += ["--set", "train.lr_schedule=cosine"]  # the schedule reads the base rate
     command = [sys.executable, "-m", "cnnclf", "train", "--config", str(config)]
     command += ["--out", str(out), *options]
     env = {**os.environ, "CNNCLF_FAULT": "checkpoint.committed@2=kill"}
@@ -88,6 +89,9 @@ def test_a_resumed_auto_run_takes_its_rate_from_the_checkpoint(tmp_path, config)
     assert "learning_rate: auto -> 0.00123 (found before the interruption)" in result.output
     assert "lr-find:" not in result.output  # no second test
     assert read_json(out / "bundle.json")["lr_find"][0]["suggested"] == 0.00123
+    # Epoch 3 of 4 on the cosine from the checkpoint's rate: min + (base - min) * 0.25.
+    rates = read_json(out / "history.json")["learning_rate"]
+    assert rates[2] == pytest.approx(1e-6 + 0.25 * (0.00123 - 1e-6), rel=1e-4)
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ from cnnclf.bundle.reader import (
     is_bundle,
     load_bundle,
     read_metadata,
+    trained_flips,
 )
 
 __all__ = [
@@ -60,5 +61,6 @@ __all__ = [
     "load_bundle",
     "read_json",
     "read_metadata",
+    "trained_flips",
     "write_json",
 ]

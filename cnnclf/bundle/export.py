@@ -158,7 +158,7 @@ def export(
         else:
             _onnx(model, staged, sample)
         parity = check_parity(bundle, load_runtime(staged, fmt), sample, quantize)
-        meta = {
+        meta: dict[str, Any] = {
             "format": fmt,
             "quantize": quantize,
             "cnnclf_version": __version__,
@@ -172,6 +172,15 @@ def export(
             },
             "parity": parity,
         }
+        from cnnclf.bundle.reader import trained_flips
+
+        manifest = bundle.manifest if isinstance(bundle.manifest, dict) else {}
+        calibration = manifest.get("calibration")
+        if isinstance(calibration, dict):
+            # What the exported weights were calibrated with (T is folded into them) and what
+            # --tta rescales by: read from here, not from a source bundle that may change.
+            meta["calibration"] = calibration
+        meta["tta_flips"] = list(trained_flips(bundle))  # the views --tta may use
         labels, sidecar = sidecar_paths(staged)
         labels.write_text("\n".join(bundle.class_names) + "\n", encoding="utf-8")
         sidecar.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import Any
 from cnnclf.bundle.archive import ArchiveError, check_model_archive
 from cnnclf.bundle.format import (
     CLASS_INDICES_FILE,
+    CONFIG_FILE,
     DIGESTED_FILES,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -211,3 +212,23 @@ def _sidecar(path: Path, name: str) -> Iterator[None]:
         yield
     except SidecarError as exc:
         raise BundleError(f"--model {path}: {name}: {exc}") from None
+
+
+def trained_flips(bundle: Bundle) -> tuple[bool, bool]:
+    """(horizontal_flip, vertical_flip) as the bundle's training config set them.
+
+    Read from config.yaml of the bundle; an export keeps them in its sidecar (`tta_flips`;
+    an export made before that: its source bundle's config.yaml). Without either, no flip: a
+    view the model never saw in training could only cost accuracy.
+    """
+    import yaml
+
+    kept = bundle.manifest.get("tta_flips") if isinstance(bundle.manifest, dict) else None
+    if isinstance(kept, list) and len(kept) == 2 and all(isinstance(f, bool) for f in kept):
+        return kept[0], kept[1]
+    source = Path(bundle.manifest.get("source_bundle") or bundle.path)
+    try:
+        augment = (yaml.safe_load((source / CONFIG_FILE).read_text()) or {}).get("augment") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False, False
+    return augment.get("horizontal_flip") is True, augment.get("vertical_flip") is True

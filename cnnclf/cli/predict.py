@@ -37,7 +37,8 @@ _tta = click.option(
     "--tta",
     is_flag=True,
     help="Test-time augmentation: average the model's outputs over the image, a 1.05x centre "
-    "zoom and, where training used them, their flips. Costs 2-6 forward passes an image.",
+    "zoom and, where training used them, their flips, rescaled by the temperature training "
+    "fitted for that average. Costs 2-6 forward passes an image.",
 )
 
 

@@ -122,8 +122,8 @@ def _label_file_to_evaluate(bundle: Bundle, data_file: str | Path) -> tuple[str,
 def collect_scores(bundle: Bundle, split: Split, batch_size: int = 32, tta: bool = False):
     """(labels, probabilities, skipped) for a split; binary probabilities are P(class 1).
 
-    A multi-label split's labels are multi-hot rows [N, classes]; `tta` averages each image's
-    outputs over `tta.views`."""
+    A multi-label split's labels are multi-hot rows [N, classes]; `tta` combines each image's
+    outputs over its views (`tta.Plan`)."""
     from cnnclf.inference.predict import score_paths
 
     truth: list = split.labels
@@ -166,7 +166,7 @@ def evaluate(
         plots_dir: when given, confusion_matrix.png (and for binary models roc_curve.png and
             pr_curve.png) are written there, and for single-label models
             reliability_diagram.png.
-        tta: average each image's outputs over `tta.views` (2-6 forward passes an image).
+        tta: combine each image's outputs over its views (`tta.Plan`: 2-6 forward passes).
     """
     from cnnclf.inference.metrics import classification_metrics
 
@@ -234,10 +234,10 @@ def calibration_fields(bundle: Bundle, labels, probs, tta: bool) -> dict:
     report["calibrated"] = temperature is not None
     fields: dict = {"calibration": report}
     if tta:
-        views = plan(bundle)
-        fields["tta"] = {"views": views.count}
-        if views.temperature is not None:  # the average was rescaled by it (tta.py says why)
-            report["tta_temperature"] = views.temperature
+        combined = plan(bundle)
+        fields["tta"] = {"views": combined.count}
+        if combined.temperature is not None:  # the average was rescaled by it (tta.py says why)
+            report["tta_temperature"] = combined.temperature
     return fields
 
 

@@ -142,7 +142,7 @@ def predict_paths(
         threshold: overrides the bundle's binary decision threshold.
         top_k: also list the K most probable classes in each Prediction.
         workers: decoding threads (default: one per CPU core).
-        tta: average the outputs over `tta.views` of each image (2-6 forward passes).
+        tta: combine the outputs over each image's views (`tta.Plan`: 2-6 forward passes).
     """
     threshold = bundle.preprocessing.threshold if threshold is None else threshold
     scored = score_paths(bundle, paths, batch_size=batch_size, workers=workers, tta=tta)
@@ -167,11 +167,12 @@ def score_paths(
     """Yields (path, raw model output row) or (path, ImageError) per path, in input order.
 
     Streams: only a few batches of decoded images exist at any time, whatever len(paths) is.
-    With `tta`, each row is the mean over the views of `tta.views` (flips as in training).
+    With `tta`, each row is combined over the image's views (`tta.Plan`: their mean, rescaled
+    by the bundle's TTA temperature).
     """
     from cnnclf.inference.tta import plan
 
-    views = plan(bundle) if tta else None
+    combined = plan(bundle) if tta else None
     spec = bundle.preprocessing.spec
     workers = workers or os.cpu_count() or 2
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -198,7 +199,7 @@ def score_paths(
                 next_batch += 1
             results = [f.result() for f in futures]
             good = [r for r in results if not isinstance(r, ImageError)]
-            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape, views))
+            outputs = iter(_run_model(bundle.model, good, batch_size, spec.shape, combined))
             for path, result in zip(batch, results):
                 yield path, (result if isinstance(result, ImageError) else next(outputs))
     finally:
@@ -218,14 +219,14 @@ def padded_size(n: int, batch_size: int) -> int:
 
 
 def _run_model(
-    model, arrays: list[np.ndarray], batch_size: int, shape, views: Plan | None = None
+    model, arrays: list[np.ndarray], batch_size: int, shape, tta: Plan | None = None
 ) -> np.ndarray:
-    """The model's outputs for `arrays`; with `views` (TTA), combined over them."""
+    """The model's outputs for `arrays`; with `tta`, combined over each one's views."""
     if not arrays:
         return np.zeros((0, 1), np.float32)
     x = np.zeros((padded_size(len(arrays), batch_size), *shape), np.float32)
     x[: len(arrays)] = np.stack(arrays)
-    if views is None:
+    if tta is None:
         return np.asarray(model.predict_on_batch(x))[: len(arrays)]
-    outputs = [np.asarray(model.predict_on_batch(v)) for v in views.views(x)]
-    return views.combine(outputs)[: len(arrays)]
+    outputs = [np.asarray(model.predict_on_batch(v)) for v in tta.views(x)]
+    return tta.combine(outputs)[: len(arrays)]

@@ -1,4 +1,5 @@
-"""Test-time augmentation: the model's outputs averaged over a few fixed views of each image.
+"""Test-time augmentation: the model's outputs averaged over a few fixed views of each image,
+then rescaled by the temperature training fitted for that average.
 
 One function, `views`, makes the views of a decoded batch; `predict --tta`, `evaluate --tta`
 and serve's `?tta=true` all call it, so the three cannot disagree. The views are deterministic
@@ -19,17 +20,16 @@ the average with them lost 5 points (docs/benchmarks/2026-12-04-calibration-tta.
 The probabilities are averaged (not the logits): the average of calibrated probabilities stays
 a probability, and for a binary model P(class 0) = 1 - P(class 1) still holds. The average is
 then rescaled by its own temperature, fitted at training on the validation data's average
-(bundle.json's `calibration.tta_temperature`; model/calibration.py fits it as it fits the
-single-view one): an average of views is less confident than each view, so without it --tta
-gave worse-calibrated probabilities than one view in all 18 runs of
-docs/benchmarks/2026-12-04-calibration-tta.md. Bundles without the record (trained before it,
-or with train.calibrate false) give the plain average, as before.
+(bundle.json's `calibration.tta_temperature`, copied into an export's sidecar): an average of
+views is less confident than each view, so without it --tta gave worse-calibrated
+probabilities than one view in all 18 runs of docs/benchmarks/2026-12-04-calibration-tta.md.
+Bundles and exports without the record (made before it, or with train.calibrate false) give
+the plain average, as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Plan:
     horizontal_flip: bool
     vertical_flip: bool
     temperature: float | list[float] | None = None
-    class_mode: str = "binary"
+    class_mode: str | None = None  # needed with a temperature: how to rescale
 
     @property
     def count(self) -> int:
@@ -58,22 +58,24 @@ class Plan:
         mean = average(outputs)
         if self.temperature is None:
             return mean
+        assert self.class_mode is not None
         from cnnclf.model.calibration import rescale
 
         return rescale(mean, self.temperature, self.class_mode).astype(np.float32)
 
 
 def plan(bundle) -> Plan:
-    """The bundle's TTA: `trained_flips` and the recorded `tta_temperature`."""
+    """The bundle's TTA: `bundle.trained_flips` and the recorded `tta_temperature`."""
+    from cnnclf.bundle import trained_flips
     from cnnclf.model.calibration import recorded
 
     record = _calibration_record(bundle)
     units = len(bundle.class_names) if bundle.preprocessing.multi_label else None
-    return Plan(
-        *trained_flips(bundle),
-        recorded(record.get("tta_temperature"), units),
-        bundle.preprocessing.class_mode,
-    )
+    flips = trained_flips(bundle)
+    temperature = recorded(record.get("tta_temperature"), units)
+    if record.get("tta_views") != view_count(*flips):
+        temperature = None  # fitted on other views (the flips could not be read back)
+    return Plan(*flips, temperature, bundle.preprocessing.class_mode)
 
 
 def views(batch: np.ndarray, horizontal_flip: bool, vertical_flip: bool) -> list[np.ndarray]:
@@ -106,38 +108,10 @@ def view_count(horizontal_flip: bool, vertical_flip: bool) -> int:
     return 2 * (1 + int(horizontal_flip) + int(vertical_flip))
 
 
-def trained_flips(bundle) -> tuple[bool, bool]:
-    """(horizontal_flip, vertical_flip) as the bundle's training config set them.
-
-    Read from config.yaml of the bundle (an export's: of the bundle it came from); without
-    one, no flip: a view the model never saw in training could only cost accuracy.
-    """
-    import yaml
-
-    from cnnclf.bundle import CONFIG_FILE
-
-    source = Path(bundle.manifest.get("source_bundle") or bundle.path)
-    try:
-        augment = (yaml.safe_load((source / CONFIG_FILE).read_text()) or {}).get("augment") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return False, False
-    return augment.get("horizontal_flip") is True, augment.get("vertical_flip") is True
-
-
 def _calibration_record(bundle) -> dict:
-    """bundle.json's `calibration` (an export's: its source bundle's, whose single-view
-    temperature is already folded into the exported weights), or {}."""
-    import json
-
-    source = bundle.manifest.get("source_bundle") if isinstance(bundle.manifest, dict) else None
-    if source is None:
-        record = bundle.manifest.get("calibration") if isinstance(bundle.manifest, dict) else None
-    else:
-        try:
-            manifest = json.loads((Path(source) / "bundle.json").read_text(encoding="utf-8"))
-            record = manifest.get("calibration") if isinstance(manifest, dict) else None
-        except (OSError, ValueError, RecursionError):
-            record = None
+    """The bundle's `calibration` record: bundle.json's, or the one `cnnclf export` copies into
+    an export's sidecar (exports made before it have none: the plain average, as before)."""
+    record = bundle.manifest.get("calibration") if isinstance(bundle.manifest, dict) else None
     return record if isinstance(record, dict) else {}
 
 

@@ -339,7 +339,8 @@ def _train_fold(config: Config, bundle: Path, verbose: bool) -> None:
 def _as_interrupted(config: Config, bundle: Path) -> Config:
     """A fold interrupted by a cnnclf whose fold models still fitted a temperature resumes as
     it started (train.calibrate on, else the resume is refused); `_score_bundle` takes the
-    temperature back out, so every fold's rows are on the same, uncalibrated scale."""
+    temperature back out of its weights, so every fold's rows are on the same, uncalibrated
+    scale."""
     from cnnclf.training.rundir import read_progress, staging_dir
 
     saved = ((read_progress(staging_dir(bundle)) or {}).get("config") or {}).get("train") or {}
@@ -389,7 +390,7 @@ def _score_bundle(bundle_dir: Path, paths: list[str], class_names: list[str], ve
     from cnnclf.bundle import load_bundle
     from cnnclf.inference.evaluate import recorded_temperature
     from cnnclf.inference.predict import score_paths
-    from cnnclf.model.calibration import uncalibrated
+    from cnnclf.model.calibration import fold_into_output
     from cnnclf.tf_loader import import_tensorflow
 
     import_tensorflow(verbose)
@@ -399,6 +400,10 @@ def _score_bundle(bundle_dir: Path, paths: list[str], class_names: list[str], ve
             f"{bundle_dir}: classes {bundle.class_names} differ from the data's {class_names}; "
             "remove the fold folder and run the review again"
         )
+    temperature = recorded_temperature(bundle)
+    if temperature is not None:  # a fold from before folds stopped calibrating (`_as_interrupted`):
+        # undone in the weights, exactly, not by inverting clipped float32 probabilities
+        fold_into_output(bundle.model, 1.0 / np.asarray(temperature, dtype=np.float64))
     model, width = _embedding_model(bundle.model)
     scorer = dataclasses.replace(bundle, model=model)
     rows, failed = [], {}
@@ -410,9 +415,6 @@ def _score_bundle(bundle_dir: Path, paths: list[str], class_names: list[str], ve
             rows.append(np.full(width + bundle.model.output_shape[-1], np.nan))
     table = np.asarray(rows, float)
     embedded, outputs = table[:, :width], table[:, width:]
-    temperature = recorded_temperature(bundle)
-    if temperature is not None:  # a fold from before folds stopped calibrating (`_as_interrupted`)
-        outputs = uncalibrated(outputs, temperature, bundle.preprocessing.class_mode)
     if outputs.shape[1] == 1:  # one sigmoid unit: P(class index 1)
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     return np.nan_to_num(embedded), np.nan_to_num(outputs), failed

@@ -313,7 +313,8 @@ def _add_prediction_routes(app: FastAPI, service: Service, api: list, budget: Bo
         "at or over its threshold, possibly none), probabilities and thresholds. "
         "`threshold` (binary models; multi-label: one value for every class) and "
         "`top_k` (3+ classes) act like predict's options; `tta=true` averages each "
-        "image's outputs over 2-6 fixed views, as predict's --tta (2-6x the model time).",
+        "image's outputs over 2-6 fixed views and rescales the average by its own "
+        "temperature, as predict's --tta (2-6x the model time).",
     )
     async def predict(
         request: Request,

@@ -1,4 +1,4 @@
-"""`/predict?tta=true`: each upload's outputs averaged over `inference.tta.views`.
+"""`/predict?tta=true`: each upload's outputs combined over its views by `inference.tta.Plan`.
 
 Each view goes through the micro-batcher as one image, so a TTA request shares batches with
 everyone else's and costs what `view_count` says in model time; decoding is done once.
@@ -13,8 +13,8 @@ from cnnclf.inference.tta import plan
 
 async def tta_scores(service, images: list[tuple[bytes, str]]):
     """`Service.scores` with test-time augmentation: one averaged output row per upload."""
-    views = plan(service.bundle)
-    per_image = views.count
+    tta = plan(service.bundle)
+    per_image = tta.count
     service.batcher.expect(per_image * len(images))
 
     async def one(data, name):
@@ -23,8 +23,8 @@ async def tta_scores(service, images: list[tuple[bytes, str]]):
         except BaseException:
             service.batcher.expect(-per_image)
             raise
-        batch = views.views(pixels[None])
+        batch = tta.views(pixels[None])
         rows = await asyncio.gather(*(service.batcher.submit(view[0]) for view in batch))
-        return views.combine([row[None] for row in rows])[0]
+        return tta.combine([row[None] for row in rows])[0]
 
     return await asyncio.gather(*(one(data, name) for data, name in images))

@@ -306,12 +306,16 @@ def _found_before(trainer: Trainer, phase: Phase) -> dict | None:
     run = getattr(trainer, "run", None)
     progress = (run.progress if run is not None else None) or {}
     saved = (progress.get("controls") or {}).get("lr_find") or []
+    from cnnclf.config.checks import learning_rate
+
     for record in saved if isinstance(saved, list) else []:
         if not isinstance(record, dict) or record.get("phase") != phase.name:
             continue
-        rate = record.get("suggested")
-        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 < rate < 1e3:
-            return record
+        try:  # a damaged record finds the rate again, as a checkpoint without one does
+            rate = float(learning_rate("lr_find.suggested", record.get("suggested")))
+        except (ConfigError, TypeError, ValueError):
+            continue
+        return {**record, "suggested": rate}
     return None
 
 

@@ -8,6 +8,7 @@ and `serve` all decide alike without being told it again.
 from __future__ import annotations
 
 import logging
+import math
 
 from cnnclf.config import Config
 from cnnclf.data.layout import Dataset
@@ -65,9 +66,9 @@ def threshold_and_metrics(
     return threshold, {**report, **_calibration_metrics(probs, y, "binary", calibration)}
 
 
-def validation_scores(model, val_ds, images: int, what: str, views=None):
-    """(labels, outputs) of `model` on every batch of `val_ds`, as NumPy arrays; with `views`
-    (an `inference.tta.Plan`), each output is the average over the batch's views."""
+def validation_scores(model, val_ds, images: int, what: str, tta=None):
+    """(labels, outputs) of `model` on every batch of `val_ds`, as NumPy arrays; with `tta`
+    (an `inference.tta.Plan`), each output is combined over the batch's views."""
     import numpy as np
 
     from cnnclf.progress import Progress
@@ -80,10 +81,10 @@ def validation_scores(model, val_ds, images: int, what: str, views=None):
     labels, scores = [], []
     with Progress(what.format(images), images) as progress:
         for batch, batch_labels in val_ds:
-            if views is None:
+            if tta is None:
                 scores.append(run(batch))
             else:
-                scores.append(views.combine([run(v) for v in views.views(np.asarray(batch))]))
+                scores.append(tta.combine([run(v) for v in tta.views(np.asarray(batch))]))
             labels.append(np.asarray(batch_labels))
             progress.advance(len(labels[-1]))
     return np.concatenate(labels), np.concatenate(scores)
@@ -130,21 +131,30 @@ def calibrate(model, val_ds, config: Config, images: int, class_mode: str) -> di
     return {**fit.to_json(len(y)), **_tta_temperature(model, val_ds, config, images, class_mode)}
 
 
+TTA_FIT_IMAGES = 2000
+
+
 def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str) -> dict:
     """The temperature `predict --tta` applies to its average of views (inference/tta.py says
     why), fitted on the same validation images through the now calibrated model."""
     from cnnclf.inference.tta import Plan
     from cnnclf.model.calibration import fit_temperature
 
-    views = Plan(config.augment.horizontal_flip, config.augment.vertical_flip)
-    what = f"calibrating --tta ({views.count} views) on {{}} validation images"
-    y, probs = validation_scores(model, val_ds, images, what, views)
+    tta = Plan(config.augment.horizontal_flip, config.augment.vertical_flip)
+    # Every k-th batch, at most ~TTA_FIT_IMAGES images: one scalar needs no more, and N views
+    # of a large validation set at a large size would cost minutes (NumPy views, N passes).
+    stride = max(1, math.ceil(images / TTA_FIT_IMAGES))
+    used = math.ceil(images / stride)
+    what = f"calibrating --tta ({tta.count} views) on {{}} validation images"
+    y, probs = validation_scores(model, val_ds.shard(stride, 0), used, what, tta)
     if class_mode == "categorical":
         y = y.argmax(axis=1)
     elif class_mode == "binary":
         probs, y = probs[:, 0], y[:, 0]
     fit = fit_temperature(probs, y, class_mode)
-    return {"tta_temperature": fit.temperature, "tta_views": views.count}
+    shown = fit.temperature if isinstance(fit.temperature, float) else max(fit.temperature)
+    log.info("calibration: --tta temperature %.3f fitted on %d images", shown, len(y))
+    return {"tta_temperature": fit.temperature, "tta_views": tta.count, "tta_images": len(y)}
 
 
 def _calibration_metrics(probs, labels, class_mode: str, calibration: dict | None) -> dict:
