@@ -58,7 +58,8 @@ class Plan:
         mean = average(outputs)
         if self.temperature is None:
             return mean
-        assert self.class_mode is not None
+        if self.class_mode is None:
+            raise ValueError("a TTA temperature needs the class mode to rescale by")
         from cnnclf.model.calibration import rescale
 
         return rescale(mean, self.temperature, self.class_mode).astype(np.float32)
@@ -110,7 +111,7 @@ def view_count(horizontal_flip: bool, vertical_flip: bool) -> int:
 
 def _calibration_record(bundle) -> dict:
     """The bundle's `calibration` record: bundle.json's, or the one `cnnclf export` copies into
-    an export's sidecar (exports made before it have none: the plain average, as before)."""
+    an export's sidecar (exports made before it have none: the plain average)."""
     record = bundle.manifest.get("calibration") if isinstance(bundle.manifest, dict) else None
     return record if isinstance(record, dict) else {}
 

@@ -134,6 +134,13 @@ def calibrate(model, val_ds, config: Config, images: int, class_mode: str) -> di
 TTA_FIT_IMAGES = 2000
 
 
+def tta_fit_stride(images: int) -> int:
+    """The TTA fit uses every k-th validation batch, about `TTA_FIT_IMAGES` images in all: one
+    scalar needs no more, and N views of a large validation set at a large image size would
+    cost minutes (NumPy views, N passes)."""
+    return max(1, math.ceil(images / TTA_FIT_IMAGES))
+
+
 def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str) -> dict:
     """The temperature `predict --tta` applies to its average of views (inference/tta.py says
     why), fitted on the same validation images through the now calibrated model."""
@@ -141,19 +148,22 @@ def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str
     from cnnclf.model.calibration import fit_temperature
 
     tta = Plan(config.augment.horizontal_flip, config.augment.vertical_flip)
-    # Every k-th batch, at most ~TTA_FIT_IMAGES images: one scalar needs no more, and N views
-    # of a large validation set at a large size would cost minutes (NumPy views, N passes).
-    stride = max(1, math.ceil(images / TTA_FIT_IMAGES))
-    used = math.ceil(images / stride)
-    what = f"calibrating --tta ({tta.count} views) on {{}} validation images"
-    y, probs = validation_scores(model, val_ds.shard(stride, 0), used, what, tta)
+    stride = tta_fit_stride(images)
+    about = "" if stride == 1 else "about "  # a shard keeps whole batches: the count is near
+    what = f"calibrating --tta ({tta.count} views) on {about}{{}} validation images"
+    y, probs = validation_scores(model, val_ds.shard(stride, 0), -(-images // stride), what, tta)
     if class_mode == "categorical":
         y = y.argmax(axis=1)
     elif class_mode == "binary":
         probs, y = probs[:, 0], y[:, 0]
     fit = fit_temperature(probs, y, class_mode)
-    shown = fit.temperature if isinstance(fit.temperature, float) else max(fit.temperature)
-    log.info("calibration: --tta temperature %.3f fitted on %d images", shown, len(y))
+    t = fit.temperature
+    log.info(
+        "calibration: --tta temperature %.3f%s fitted on %d images",
+        t if isinstance(t, float) else max(t),
+        "" if isinstance(t, float) else " (largest of the per-class ones)",
+        len(y),
+    )
     return {"tta_temperature": fit.temperature, "tta_views": tta.count, "tta_images": len(y)}
 
 

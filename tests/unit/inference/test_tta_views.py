@@ -65,3 +65,32 @@ def test_a_damaged_temperature_record_rescales_nothing():
     for value, units in ((0, None), (-1.0, None), (True, None), ("2", None), (None, None),
                          (float("inf"), None), ([1.0], 2), ([1.0, 0], 2), (1.0, 2)):  # fmt: skip
         assert recorded(value, units) is None, (value, units)
+
+
+def _bundle(manifest, class_names=("a", "b", "c"), multi_label=False, class_mode="categorical"):
+    from types import SimpleNamespace
+
+    preprocessing = SimpleNamespace(multi_label=multi_label, class_mode=class_mode)
+    return SimpleNamespace(
+        manifest=manifest,
+        path="/nonexistent-bundle",
+        class_names=list(class_names),
+        preprocessing=preprocessing,
+    )
+
+
+def test_a_plan_applies_the_recorded_temperature_only_to_the_views_it_was_fitted_on():
+    from cnnclf.inference.tta import plan
+
+    record = {"tta_temperature": 0.8, "tta_views": 4}
+    fitted = plan(_bundle({"tta_flips": [True, False], "calibration": record}))
+    assert (fitted.count, fitted.temperature, fitted.class_mode) == (4, 0.8, "categorical")
+    # Other flips than those it was fitted with (the sidecar's, or none readable): not applied.
+    other = plan(_bundle({"tta_flips": [True, True], "calibration": record}))
+    assert other.count == 6 and other.temperature is None
+    damaged = plan(_bundle({"tta_flips": [1, 0], "calibration": record}))  # no config.yaml
+    assert damaged.count == 2 and damaged.temperature is None
+    assert plan(_bundle({"tta_flips": [True, False]})).temperature is None  # an older export
+    per_class = {"tta_temperature": [0.8, 1.2], "tta_views": 2}
+    multi = plan(_bundle({"tta_flips": [False, False], "calibration": per_class}, ("x", "y"), True))
+    assert multi.temperature == [0.8, 1.2]
