@@ -113,11 +113,9 @@ def calibrate(model, val_ds, config: Config, images: int, class_mode: str) -> di
             reason,
         )
         return {"method": None, "temperature": None, "skipped": reason}
-    y, probs = validation_scores(model, val_ds, images, "calibrating on {} validation images")
-    if class_mode == "categorical":
-        y = y.argmax(axis=1)
-    elif class_mode == "binary":
-        probs, y = probs[:, 0], y[:, 0]
+    what = "calibrating on {} validation images"
+    labels, outputs = validation_scores(model, val_ds, images, what)
+    y, probs = _fit_inputs(labels, outputs, class_mode)
     fit = fit_temperature(probs, y, class_mode)
     fold_into_output(model, fit.temperature)
     shown = fit.temperature if isinstance(fit.temperature, float) else max(fit.temperature)
@@ -151,11 +149,10 @@ def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str
     stride = tta_fit_stride(images)
     about = "" if stride == 1 else "about "  # a shard keeps whole batches: the count is near
     what = f"calibrating --tta ({tta.count} views) on {about}{{}} validation images"
-    y, probs = validation_scores(model, val_ds.shard(stride, 0), -(-images // stride), what, tta)
-    if class_mode == "categorical":
-        y = y.argmax(axis=1)
-    elif class_mode == "binary":
-        probs, y = probs[:, 0], y[:, 0]
+    labels, outputs = validation_scores(
+        model, val_ds.shard(stride, 0), -(-images // stride), what, tta
+    )
+    y, probs = _fit_inputs(labels, outputs, class_mode)
     fit = fit_temperature(probs, y, class_mode)
     t = fit.temperature
     log.info(
@@ -165,6 +162,16 @@ def _tta_temperature(model, val_ds, config: Config, images: int, class_mode: str
         len(y),
     )
     return {"tta_temperature": fit.temperature, "tta_views": tta.count, "tta_images": len(y)}
+
+
+def _fit_inputs(y, probs, class_mode: str):
+    """Validation labels and outputs as `fit_temperature` takes them: class indices for
+    softmax, P(class 1) and 0/1 for one sigmoid, multi-hot rows as they are."""
+    if class_mode == "categorical":
+        return y.argmax(axis=1), probs
+    if class_mode == "binary":
+        return y[:, 0], probs[:, 0]
+    return y, probs
 
 
 def _calibration_metrics(probs, labels, class_mode: str, calibration: dict | None) -> dict:
